@@ -1,0 +1,159 @@
+//! `commons settle`: settle a scenario and print the allocations.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use anyhow::Context;
+use commons_core::{Micros, Period};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use settlement::{ProjectAccount, Settlement, settle};
+
+use crate::BadInput;
+
+/// Inputs smaller than this load too fast for a progress bar to help.
+const PROGRESS_BAR_MIN_BYTES: u64 = 16 << 20;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// A scenario: a TOML file, or a directory of CSV files (see README)
+    #[arg(long, value_name = "PATH")]
+    scenario: PathBuf,
+    /// Print `{"accounts": {...}, "total": N}` with amounts in µCC
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let total_bytes = scenario::input_bytes(&args.scenario);
+    let progress = if total_bytes >= PROGRESS_BAR_MIN_BYTES {
+        ProgressBar::with_draw_target(Some(total_bytes), ProgressDrawTarget::stderr())
+    } else {
+        ProgressBar::hidden()
+    };
+    progress.set_style(
+        ProgressStyle::with_template(
+            "{msg} {wide_bar} {binary_bytes}/{binary_total_bytes} ({eta})",
+        )
+        .expect("the template is valid"),
+    );
+    progress.set_message(format!("reading {}", args.scenario.display()));
+    let loaded = scenario::load(&args.scenario, current_period(), &|bytes| {
+        progress.inc(bytes)
+    });
+    progress.finish_and_clear();
+    let scenario = loaded.map_err(|e| BadInput(e.to_string()))?;
+
+    let settlement = settle(
+        &scenario.params,
+        &scenario.registry,
+        &scenario.activity,
+        &ProjectAccount,
+    );
+    for failure in &settlement.contract_failures {
+        eprintln!(
+            "warning: project {}: {}; {} stays in its account",
+            failure.project, failure.error, failure.amount
+        );
+    }
+    let mut out = std::io::stdout().lock();
+    if args.json {
+        writeln!(out, "{}", json(&settlement)).context("writing to stdout")?;
+    } else {
+        write_table(&mut out, &scenario, &settlement).context("writing to stdout")?;
+    }
+    Ok(())
+}
+
+/// The current calendar month in UTC, the default period label.
+fn current_period() -> Period {
+    let seconds = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    Period::from_days_since_epoch((seconds / 86_400) as i64)
+}
+
+fn json(settlement: &Settlement) -> String {
+    let accounts: serde_json::Map<String, serde_json::Value> = settlement
+        .accounts
+        .iter()
+        .map(|(account, amount)| (account.to_string(), amount.get().into()))
+        .collect();
+    let total: Micros = settlement.accounts.values().copied().sum();
+    let value = serde_json::json!({ "accounts": accounts, "total": total.get() });
+    serde_json::to_string_pretty(&value).expect("a JSON value serializes")
+}
+
+fn write_table(
+    out: &mut impl Write,
+    scenario: &scenario::Scenario,
+    settlement: &Settlement,
+) -> std::io::Result<()> {
+    let activity = &scenario.activity;
+    writeln!(
+        out,
+        "period {}: {} subscribers, {} usage rows, {} sites, {} projects",
+        scenario.params.period(),
+        activity.n_subscribers(),
+        activity.n_usage_rows(),
+        scenario.registry.sites().len(),
+        scenario.registry.projects().len(),
+    )?;
+    writeln!(out)?;
+    let width = settlement
+        .accounts
+        .keys()
+        .map(|a| a.to_string().len())
+        .max()
+        .unwrap_or(0)
+        .max("account".len());
+    writeln!(out, "{:<width$}  {:>25}  {:>20}", "account", "µCC", "CC")?;
+    for (account, amount) in &settlement.accounts {
+        writeln!(
+            out,
+            "{:<width$}  {:>25}  {:>20}",
+            account.to_string(),
+            grouped(amount.get()),
+            cc(*amount)
+        )?;
+    }
+    let allocated: Micros = settlement.accounts.values().copied().sum();
+    writeln!(
+        out,
+        "{:<width$}  {:>25}  {:>20}",
+        "total",
+        grouped(allocated.get()),
+        cc(allocated)
+    )?;
+    writeln!(out)?;
+    let verdict = if allocated == settlement.minted {
+        "conserved"
+    } else {
+        "NOT CONSERVED"
+    };
+    writeln!(
+        out,
+        "minted {} µCC, allocated {} µCC: {verdict}",
+        grouped(settlement.minted.get()),
+        grouped(allocated.get())
+    )
+}
+
+/// `1234567` as `1,234,567`.
+fn grouped(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, digit) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(digit);
+    }
+    out
+}
+
+/// `Micros` as CC with six decimals, without the unit.
+fn cc(amount: Micros) -> String {
+    let shown = amount.to_string();
+    shown.trim_end_matches(" CC").to_owned()
+}

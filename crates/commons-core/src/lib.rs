@@ -1,0 +1,22 @@
+//! The shared vocabulary of OneCommons: amounts, basis points, periods, and
+//! the two pieces of arithmetic every money path is built from.
+//!
+//! # Invariants
+//! - Money is an integer: [`Micros`] (µCC, 10^-6 CommonCents) or [`Cents`]
+//!   (the fiat currency's minor unit). There are no floats here.
+//! - [`Bps`] is at most 10,000 by construction.
+//! - [`cut`] and [`split`] conserve: what goes in comes out, to the unit.
+//!
+//! # Deliberately absent
+//! No I/O, no clock, no randomness. The current period is chosen by the
+//! caller ([`Period::parse`] or [`Period::from_days_since_epoch`]).
+
+mod account;
+mod amount;
+mod period;
+mod split;
+
+pub use account::Account;
+pub use amount::{Bps, BpsError, Cents, MICROS_PER_CC, Micros};
+pub use period::{Period, PeriodError};
+pub use split::{Splitter, cut, split};
