@@ -32,29 +32,17 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         ProgressBar::hidden()
     };
     progress.set_style(
-        ProgressStyle::with_template(
-            "{msg} {wide_bar} {binary_bytes}/{binary_total_bytes} ({eta})",
-        )
-        .expect("the template is valid"),
+        ProgressStyle::with_template("{msg} {wide_bar} {binary_bytes}/{binary_total_bytes} ({eta})")
+            .expect("the template is valid"),
     );
     progress.set_message(format!("reading {}", args.scenario.display()));
-    let loaded = scenario::load(&args.scenario, current_period(), &|bytes| {
-        progress.inc(bytes)
-    });
+    let loaded = scenario::load(&args.scenario, current_period(), &|bytes| progress.inc(bytes));
     progress.finish_and_clear();
     let scenario = loaded.map_err(|e| BadInput(e.to_string()))?;
 
-    let settlement = settle(
-        &scenario.params,
-        &scenario.registry,
-        &scenario.activity,
-        &ProjectAccount,
-    );
+    let settlement = settle(&scenario.params, &scenario.registry, &scenario.activity, &ProjectAccount);
     for failure in &settlement.contract_failures {
-        eprintln!(
-            "warning: project {}: {}; {} stays in its account",
-            failure.project, failure.error, failure.amount
-        );
+        eprintln!("warning: project {}: {}; {} stays in its account", failure.project, failure.error, failure.amount);
     }
     let mut out = std::io::stdout().lock();
     if args.json {
@@ -67,28 +55,19 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 
 /// The current calendar month in UTC, the default period label.
 fn current_period() -> Period {
-    let seconds = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
+    let seconds = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
     Period::from_days_since_epoch((seconds / 86_400) as i64)
 }
 
 fn json(settlement: &Settlement) -> String {
-    let accounts: serde_json::Map<String, serde_json::Value> = settlement
-        .accounts
-        .iter()
-        .map(|(account, amount)| (account.to_string(), amount.get().into()))
-        .collect();
+    let accounts: serde_json::Map<String, serde_json::Value> =
+        settlement.accounts.iter().map(|(account, amount)| (account.to_string(), amount.get().into())).collect();
     let total: Micros = settlement.accounts.values().copied().sum();
     let value = serde_json::json!({ "accounts": accounts, "total": total.get() });
     serde_json::to_string_pretty(&value).expect("a JSON value serializes")
 }
 
-fn write_table(
-    out: &mut impl Write,
-    scenario: &scenario::Scenario,
-    settlement: &Settlement,
-) -> std::io::Result<()> {
+fn write_table(out: &mut impl Write, scenario: &scenario::Scenario, settlement: &Settlement) -> std::io::Result<()> {
     let activity = &scenario.activity;
     writeln!(
         out,
@@ -100,37 +79,15 @@ fn write_table(
         scenario.registry.projects().len(),
     )?;
     writeln!(out)?;
-    let width = settlement
-        .accounts
-        .keys()
-        .map(|a| a.to_string().len())
-        .max()
-        .unwrap_or(0)
-        .max("account".len());
+    let width = settlement.accounts.keys().map(|a| a.to_string().len()).max().unwrap_or(0).max("account".len());
     writeln!(out, "{:<width$}  {:>25}  {:>20}", "account", "µCC", "CC")?;
     for (account, amount) in &settlement.accounts {
-        writeln!(
-            out,
-            "{:<width$}  {:>25}  {:>20}",
-            account.to_string(),
-            grouped(amount.get()),
-            cc(*amount)
-        )?;
+        writeln!(out, "{:<width$}  {:>25}  {:>20}", account.to_string(), grouped(amount.get()), cc(*amount))?;
     }
     let allocated: Micros = settlement.accounts.values().copied().sum();
-    writeln!(
-        out,
-        "{:<width$}  {:>25}  {:>20}",
-        "total",
-        grouped(allocated.get()),
-        cc(allocated)
-    )?;
+    writeln!(out, "{:<width$}  {:>25}  {:>20}", "total", grouped(allocated.get()), cc(allocated))?;
     writeln!(out)?;
-    let verdict = if allocated == settlement.minted {
-        "conserved"
-    } else {
-        "NOT CONSERVED"
-    };
+    let verdict = if allocated == settlement.minted { "conserved" } else { "NOT CONSERVED" };
     writeln!(
         out,
         "minted {} µCC, allocated {} µCC: {verdict}",

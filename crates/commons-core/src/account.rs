@@ -17,10 +17,7 @@ pub enum Account {
     /// A developer project's own account.
     Project(String),
     /// A contributor paid by a project's payout contract.
-    Contributor {
-        project: String,
-        contributor: String,
-    },
+    Contributor { project: String, contributor: String },
 }
 
 impl fmt::Display for Account {
@@ -30,10 +27,7 @@ impl fmt::Display for Account {
             Account::Provider(id) => write!(f, "provider:{id}"),
             Account::Operator(id) => write!(f, "operator:{id}"),
             Account::Project(id) => write!(f, "project:{id}"),
-            Account::Contributor {
-                project,
-                contributor,
-            } => write!(f, "contributor:{project}/{contributor}"),
+            Account::Contributor { project, contributor } => write!(f, "contributor:{project}/{contributor}"),
         }
     }
 }

@@ -94,11 +94,7 @@ impl Bps {
 
     /// Checks `bps <= 10_000`.
     pub const fn new(bps: u64) -> Result<Bps, BpsError> {
-        if bps <= 10_000 {
-            Ok(Bps(bps as u16))
-        } else {
-            Err(BpsError(bps))
-        }
+        if bps <= 10_000 { Ok(Bps(bps as u16)) } else { Err(BpsError(bps)) }
     }
 
     pub const fn get(self) -> u16 {

@@ -19,9 +19,7 @@ pub struct PeriodError {
 impl Period {
     /// Parses `YYYY-MM` with a four-digit year and a month from 01 to 12.
     pub fn parse(label: &str) -> Result<Period, PeriodError> {
-        let error = || PeriodError {
-            label: label.to_owned(),
-        };
+        let error = || PeriodError { label: label.to_owned() };
         let bytes = label.as_bytes();
         if bytes.len() != 7 || bytes[4] != b'-' || !label.is_char_boundary(4) {
             return Err(error());
@@ -52,10 +50,7 @@ impl Period {
         let mp = (5 * doy + 2) / 153;
         let month = if mp < 10 { mp + 3 } else { mp - 9 };
         let year = yoe + era * 400 + i64::from(month <= 2);
-        Period {
-            year: year.clamp(0, 9999) as u16,
-            month: month as u8,
-        }
+        Period { year: year.clamp(0, 9999) as u16, month: month as u8 }
     }
 
     pub fn year(self) -> u16 {
@@ -86,16 +81,7 @@ mod tests {
 
     #[test]
     fn malformed_labels_are_refused() {
-        for label in [
-            "2026-13",
-            "2026-00",
-            "2026-1",
-            "26-11",
-            "2026/11",
-            "2026-1x",
-            "",
-            "२०२६-11",
-        ] {
+        for label in ["2026-13", "2026-00", "2026-1", "26-11", "2026/11", "2026-1x", "", "२०२६-11"] {
             assert!(Period::parse(label).is_err(), "{label}");
         }
     }

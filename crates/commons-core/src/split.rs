@@ -19,9 +19,7 @@ pub fn cut(amount: Micros, bps: Bps) -> (Micros, Micros) {
 /// A convenience over [`Splitter`] for code off the hot path.
 pub fn split(amount: Micros, weights: &[u64]) -> Option<Vec<Micros>> {
     let mut shares = vec![Micros::ZERO; weights.len()];
-    Splitter::default()
-        .split(amount, weights, &mut shares)
-        .then_some(shares)
+    Splitter::default().split(amount, weights, &mut shares).then_some(shares)
 }
 
 /// Proportional splits with largest remainders, reusing its scratch space so
@@ -53,9 +51,7 @@ impl Splitter {
         let mut given: u64 = 0;
         // The common case (amounts and weights well below 2^32) stays in u64
         // arithmetic; u128 division is several times slower.
-        let narrow = u64::try_from(total)
-            .ok()
-            .filter(|_| amount <= u64::from(u32::MAX));
+        let narrow = u64::try_from(total).ok().filter(|_| amount <= u64::from(u32::MAX));
         for (share, &weight) in shares.iter_mut().zip(weights) {
             let part = match (narrow, amount.checked_mul(weight)) {
                 (Some(total), Some(product)) => product / total,
@@ -69,12 +65,8 @@ impl Splitter {
             return true;
         }
         self.remainders.clear();
-        self.remainders.extend(
-            weights
-                .iter()
-                .enumerate()
-                .map(|(i, &w)| ((u128::from(amount) * u128::from(w)) % total, i as u32)),
-        );
+        self.remainders
+            .extend(weights.iter().enumerate().map(|(i, &w)| ((u128::from(amount) * u128::from(w)) % total, i as u32)));
         // Largest remainder first; on equal remainders the earlier recipient.
         let order = |a: &(u128, u32), b: &(u128, u32)| b.0.cmp(&a.0).then(a.1.cmp(&b.1));
         let leftover = leftover as usize;
@@ -96,8 +88,7 @@ mod tests {
     use proptest::prelude::*;
 
     fn check(amount: u64, weights: &[u64], expect: Option<&[u64]>) {
-        let got = split(Micros::new(amount), weights)
-            .map(|s| s.iter().map(|m| m.get()).collect::<Vec<_>>());
+        let got = split(Micros::new(amount), weights).map(|s| s.iter().map(|m| m.get()).collect::<Vec<_>>());
         assert_eq!(got.as_deref(), expect, "split({amount}, {weights:?})");
     }
 
@@ -131,11 +122,7 @@ mod tests {
 
     #[test]
     fn huge_amounts_and_weights_do_not_overflow() {
-        check(
-            u64::MAX,
-            &[u64::MAX, u64::MAX],
-            Some(&[u64::MAX / 2 + 1, u64::MAX / 2]),
-        );
+        check(u64::MAX, &[u64::MAX, u64::MAX], Some(&[u64::MAX / 2 + 1, u64::MAX / 2]));
         check(u64::MAX, &[1, u64::MAX], Some(&[1, u64::MAX - 1]));
     }
 

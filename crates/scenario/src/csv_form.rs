@@ -11,8 +11,8 @@ use std::path::{Path, PathBuf};
 
 use commons_core::{Cents, Period};
 use settlement::{
-    ActivityBuilder, ActivityProblem, CallRow, DepSpec, Entry, ProjectSpec, ProviderSpec, Registry,
-    RegistryError, SiteSpec, UsageRow,
+    ActivityBuilder, ActivityProblem, CallRow, DepSpec, Entry, ProjectSpec, ProviderSpec, Registry, RegistryError,
+    SiteSpec, UsageRow,
 };
 
 use crate::toml_form::{ParamsToml, params, parse_toml};
@@ -37,11 +37,7 @@ const PROGRESS_STEP_BYTES: u64 = 4 << 20;
 struct Column(&'static str, bool);
 
 const PROJECTS: &[Column] = &[Column("id", true), Column("pass_bps", false)];
-const DEPS: &[Column] = &[
-    Column("project", true),
-    Column("dep", true),
-    Column("weight", false),
-];
+const DEPS: &[Column] = &[Column("project", true), Column("dep", true), Column("weight", false)];
 const SITES: &[Column] = &[
     Column("id", true),
     Column("operator", true),
@@ -49,24 +45,11 @@ const SITES: &[Column] = &[
     Column("provider_share_bps", false),
     Column("developer_share_bps", false),
 ];
-const SITE_PROVIDERS: &[Column] = &[
-    Column("site", true),
-    Column("provider", true),
-    Column("resource_weight", false),
-];
+const SITE_PROVIDERS: &[Column] = &[Column("site", true), Column("provider", true), Column("resource_weight", false)];
 const SUBSCRIPTIONS: &[Column] = &[Column("user", true), Column("paid_cents", true)];
-const USAGE: &[Column] = &[
-    Column("user", true),
-    Column("site", true),
-    Column("active_minutes", true),
-    Column("service_ms", false),
-];
-const CALLS: &[Column] = &[
-    Column("user", true),
-    Column("site", true),
-    Column("service", true),
-    Column("ms", true),
-];
+const USAGE: &[Column] =
+    &[Column("user", true), Column("site", true), Column("active_minutes", true), Column("service_ms", false)];
+const CALLS: &[Column] = &[Column("user", true), Column("site", true), Column("service", true), Column("ms", true)];
 
 pub(crate) fn load(
     dir: &Path,
@@ -77,8 +60,7 @@ pub(crate) fn load(
         None => params(dir, "", &ParamsToml::default(), default_period)?,
         Some(bytes) => {
             let path = dir.join("params.toml");
-            let text = String::from_utf8(bytes)
-                .map_err(|_| ScenarioError::file(&path, "not valid UTF-8"))?;
+            let text = String::from_utf8(bytes).map_err(|_| ScenarioError::file(&path, "not valid UTF-8"))?;
             let parsed: ParamsToml = parse_toml(&path, &text)?;
             on_progress(text.len() as u64);
             params(&path, &text, &parsed, default_period)?
@@ -89,33 +71,20 @@ pub(crate) fn load(
     let mut projects = Vec::new();
     let mut project_offsets = Vec::new();
     projects_table.for_each(|row| {
-        projects.push(ProjectSpec {
-            id: row.str(0)?.to_owned(),
-            pass_bps: row.optional_u64(1)?,
-            deps: Vec::new(),
-        });
+        projects.push(ProjectSpec { id: row.str(0)?.to_owned(), pass_bps: row.optional_u64(1)?, deps: Vec::new() });
         project_offsets.push(row.offset);
         Ok(())
     })?;
     let mut dep_offsets: Vec<Vec<u64>> = vec![Vec::new(); projects.len()];
     let deps_table = Table::open_optional(dir, "deps.csv", DEPS, on_progress)?;
     if let Some(table) = &deps_table {
-        let index: std::collections::HashMap<&str, usize> = projects
-            .iter()
-            .enumerate()
-            .rev()
-            .map(|(i, p)| (p.id.as_str(), i))
-            .collect();
+        let index: std::collections::HashMap<&str, usize> =
+            projects.iter().enumerate().rev().map(|(i, p)| (p.id.as_str(), i)).collect();
         let mut deps: Vec<Vec<DepSpec>> = vec![Vec::new(); projects.len()];
         table.for_each(|row| {
             let project = row.str(0)?;
-            let &i = index
-                .get(project)
-                .ok_or_else(|| row.error(0, format!("there is no project {project:?}")))?;
-            deps[i].push(DepSpec {
-                project: row.str(1)?.to_owned(),
-                weight: row.optional_u64(2)?.unwrap_or(1),
-            });
+            let &i = index.get(project).ok_or_else(|| row.error(0, format!("there is no project {project:?}")))?;
+            deps[i].push(DepSpec { project: row.str(1)?.to_owned(), weight: row.optional_u64(2)?.unwrap_or(1) });
             dep_offsets[i].push(row.offset);
             Ok(())
         })?;
@@ -142,17 +111,11 @@ pub(crate) fn load(
     let providers_table = Table::open(dir, "site_providers.csv", SITE_PROVIDERS, on_progress)?;
     let mut provider_offsets: Vec<Vec<u64>> = vec![Vec::new(); sites.len()];
     {
-        let index: std::collections::HashMap<String, usize> = sites
-            .iter()
-            .enumerate()
-            .rev()
-            .map(|(i, s)| (s.id.clone(), i))
-            .collect();
+        let index: std::collections::HashMap<String, usize> =
+            sites.iter().enumerate().rev().map(|(i, s)| (s.id.clone(), i)).collect();
         providers_table.for_each(|row| {
             let site = row.str(0)?;
-            let &i = index
-                .get(site)
-                .ok_or_else(|| row.error(0, format!("there is no site {site:?}")))?;
+            let &i = index.get(site).ok_or_else(|| row.error(0, format!("there is no site {site:?}")))?;
             sites[i].providers.push(ProviderSpec {
                 provider: row.str(1)?.to_owned(),
                 resource_weight: row.optional_u64(2)?.unwrap_or(1),
@@ -162,44 +125,26 @@ pub(crate) fn load(
         })?;
     }
 
-    let registry = Registry::new(&params, &projects, &sites).map_err(
-        |RegistryError {
-             entry,
-             field,
-             problem,
-         }| {
-            let (table, offset, column) = match entry {
-                Entry::Project(i) => (&projects_table, project_offsets[i], field),
-                Entry::Dep { project, dep } => {
-                    let column = if field == "project" { "dep" } else { field };
-                    (
-                        deps_table.as_ref().expect("deps come from deps.csv"),
-                        dep_offsets[project][dep],
-                        column,
-                    )
-                }
-                Entry::Site(i) => (&sites_table, site_offsets[i], field),
-                Entry::Provider { site, provider } => {
-                    (&providers_table, provider_offsets[site][provider], field)
-                }
-            };
-            let error = table.error_at(offset, problem);
-            // A site without providers has no providers column to point at.
-            if column == "providers" {
-                error
-            } else {
-                error.field(column)
+    let registry = Registry::new(&params, &projects, &sites).map_err(|RegistryError { entry, field, problem }| {
+        let (table, offset, column) = match entry {
+            Entry::Project(i) => (&projects_table, project_offsets[i], field),
+            Entry::Dep { project, dep } => {
+                let column = if field == "project" { "dep" } else { field };
+                (deps_table.as_ref().expect("deps come from deps.csv"), dep_offsets[project][dep], column)
             }
-        },
-    )?;
+            Entry::Site(i) => (&sites_table, site_offsets[i], field),
+            Entry::Provider { site, provider } => (&providers_table, provider_offsets[site][provider], field),
+        };
+        let error = table.error_at(offset, problem);
+        // A site without providers has no providers column to point at.
+        if column == "providers" { error } else { error.field(column) }
+    })?;
 
     let mut activity = ActivityBuilder::new(&params, &registry);
     let subscriptions = Table::open(dir, "subscriptions.csv", SUBSCRIPTIONS, on_progress)?;
     subscriptions.for_each(|row| {
         let paid = Cents::new(row.u64(1)?);
-        activity
-            .add_subscription(row.str(0)?, paid, row.offset)
-            .map_err(|e| row.error(0, e.problem))?;
+        activity.add_subscription(row.str(0)?, paid, row.offset).map_err(|e| row.error(0, e.problem))?;
         Ok(())
     })?;
 
@@ -207,9 +152,7 @@ pub(crate) fn load(
     let calls_table = Table::open_optional(dir, "calls.csv", CALLS, on_progress)?;
     let site = |row: &Row, column| {
         let id = row.str(column)?;
-        registry
-            .site_ix(id)
-            .ok_or_else(|| row.error(column, format!("there is no site {id:?}")))
+        registry.site_ix(id).ok_or_else(|| row.error(column, format!("there is no site {id:?}")))
     };
     let usage = usage_table.parse_parallel(on_progress, |row| {
         let site = site(row, 1)?;
@@ -227,13 +170,7 @@ pub(crate) fn load(
         None => Vec::new(),
         Some(table) => table.parse_parallel(on_progress, |row| {
             let (site, service, ms) = (site(row, 1)?, site(row, 2)?, row.u64(3)?);
-            Ok(activity.subscriber(row.str(0)?).map(|user| CallRow {
-                user,
-                site,
-                service,
-                ms,
-                tag: row.offset,
-            }))
+            Ok(activity.subscriber(row.str(0)?).map(|user| CallRow { user, site, service, ms, tag: row.offset }))
         })?,
     };
     activity.add_usage(usage);
@@ -250,11 +187,7 @@ pub(crate) fn load(
         };
         table.error_at(e.tag, e.problem)
     })?;
-    Ok(Scenario {
-        params,
-        registry,
-        activity,
-    })
+    Ok(Scenario { params, registry, activity })
 }
 
 fn read_optional(path: &Path) -> Result<Option<Vec<u8>>, ScenarioError> {
@@ -293,10 +226,7 @@ impl Table {
         on_progress: &(dyn Fn(u64) + Sync),
     ) -> Result<Table, ScenarioError> {
         Table::open_optional(dir, name, columns, on_progress)?.ok_or_else(|| {
-            ScenarioError::file(
-                &dir.join(name),
-                "this file is required in a CSV scenario directory, and is missing",
-            )
+            ScenarioError::file(&dir.join(name), "this file is required in a CSV scenario directory, and is missing")
         })
     }
 
@@ -310,57 +240,30 @@ impl Table {
         let Some(bytes) = read_optional(&path)? else {
             return Ok(None);
         };
-        let mut reader = csv::ReaderBuilder::new()
-            .has_headers(false)
-            .from_reader(bytes.as_slice());
+        let mut reader = csv::ReaderBuilder::new().has_headers(false).from_reader(bytes.as_slice());
         let mut header = csv::ByteRecord::new();
-        let at_header = |problem: String| ScenarioError {
-            line: Some(1),
-            ..ScenarioError::file(&path, problem)
-        };
-        if !reader
-            .read_byte_record(&mut header)
-            .map_err(|e| at_header(e.to_string()))?
-        {
-            return Err(at_header(format!(
-                "the header line is missing; expected columns {}",
-                expected(columns)
-            )));
+        let at_header = |problem: String| ScenarioError { line: Some(1), ..ScenarioError::file(&path, problem) };
+        if !reader.read_byte_record(&mut header).map_err(|e| at_header(e.to_string()))? {
+            return Err(at_header(format!("the header line is missing; expected columns {}", expected(columns))));
         }
         let data_start = reader.position().byte() as usize;
         let mut positions = vec![None; columns.len()];
         for (position, name) in header.iter().enumerate() {
             let name = std::str::from_utf8(name).unwrap_or("").trim();
-            let column = columns.iter().position(|c| c.0 == name).ok_or_else(|| {
-                at_header(format!(
-                    "unknown column {name:?}; the columns are {}",
-                    expected(columns)
-                ))
-            })?;
+            let column = columns
+                .iter()
+                .position(|c| c.0 == name)
+                .ok_or_else(|| at_header(format!("unknown column {name:?}; the columns are {}", expected(columns))))?;
             if positions[column].replace(position).is_some() {
                 return Err(at_header(format!("column {name:?} appears twice")));
             }
         }
-        if let Some(missing) = columns
-            .iter()
-            .zip(&positions)
-            .find(|(c, p)| c.1 && p.is_none())
-        {
-            return Err(at_header(format!(
-                "required column {:?} is missing",
-                missing.0.0
-            )));
+        if let Some(missing) = columns.iter().zip(&positions).find(|(c, p)| c.1 && p.is_none()) {
+            return Err(at_header(format!("required column {:?} is missing", missing.0.0)));
         }
         on_progress(data_start as u64);
         let n_fields = header.len();
-        Ok(Some(Table {
-            path,
-            bytes,
-            data_start,
-            positions,
-            names: columns.iter().map(|c| c.0).collect(),
-            n_fields,
-        }))
+        Ok(Some(Table { path, bytes, data_start, positions, names: columns.iter().map(|c| c.0).collect(), n_fields }))
     }
 
     fn error_at(&self, offset: u64, problem: impl std::fmt::Display) -> ScenarioError {
@@ -368,10 +271,7 @@ impl Table {
     }
 
     /// Calls `each` on every record in order, stopping at the first error.
-    fn for_each(
-        &self,
-        mut each: impl FnMut(&Row) -> Result<(), ScenarioError>,
-    ) -> Result<(), ScenarioError> {
+    fn for_each(&self, mut each: impl FnMut(&Row) -> Result<(), ScenarioError>) -> Result<(), ScenarioError> {
         self.records(self.data_start..self.bytes.len(), &|_| {}, |row| each(row))
     }
 
@@ -398,10 +298,7 @@ impl Table {
                     })
                 })
                 .collect();
-            handles
-                .into_iter()
-                .map(|h| h.join().expect("a parsing thread panicked"))
-                .collect()
+            handles.into_iter().map(|h| h.join().expect("a parsing thread panicked")).collect()
         });
         let mut items = Vec::new();
         for result in results {
@@ -414,10 +311,7 @@ impl Table {
     /// quotes stays whole, since a quoted field may hold a line break.
     fn chunks(&self, n: usize) -> Vec<Range<usize>> {
         let data = self.data_start..self.bytes.len();
-        if n <= 1
-            || data.len() < 1 << 20
-            || memchr::memchr(b'"', &self.bytes[data.clone()]).is_some()
-        {
+        if n <= 1 || data.len() < 1 << 20 || memchr::memchr(b'"', &self.bytes[data.clone()]).is_some() {
             return vec![data];
         }
         let mut chunks = Vec::with_capacity(n);
@@ -442,10 +336,8 @@ impl Table {
         mut each: impl FnMut(&Row) -> Result<(), ScenarioError>,
     ) -> Result<(), ScenarioError> {
         let base = range.start as u64;
-        let mut reader = csv::ReaderBuilder::new()
-            .has_headers(false)
-            .flexible(true)
-            .from_reader(&self.bytes[range.clone()]);
+        let mut reader =
+            csv::ReaderBuilder::new().has_headers(false).flexible(true).from_reader(&self.bytes[range.clone()]);
         let mut record = csv::ByteRecord::new();
         let mut reported = 0;
         loop {
@@ -457,18 +349,10 @@ impl Table {
             }
             let offset = base + record.position().map_or(offset - base, |p| p.byte());
             if record.len() != self.n_fields {
-                let problem = format!(
-                    "{} fields where the header has {}",
-                    record.len(),
-                    self.n_fields
-                );
+                let problem = format!("{} fields where the header has {}", record.len(), self.n_fields);
                 return Err(self.error_at(offset, problem));
             }
-            each(&Row {
-                table: self,
-                record: &record,
-                offset,
-            })?;
+            each(&Row { table: self, record: &record, offset })?;
             if offset - base - reported >= PROGRESS_STEP_BYTES {
                 on_progress(offset - base - reported);
                 reported = offset - base;
@@ -481,16 +365,12 @@ impl Table {
 
 impl Row<'_> {
     fn error(&self, column: usize, problem: impl std::fmt::Display) -> ScenarioError {
-        self.table
-            .error_at(self.offset, problem)
-            .field(self.table.names[column])
+        self.table.error_at(self.offset, problem).field(self.table.names[column])
     }
 
     /// The raw field of a format column; empty when the file leaves it out.
     fn raw(&self, column: usize) -> &[u8] {
-        self.table.positions[column]
-            .and_then(|p| self.record.get(p))
-            .unwrap_or(b"")
+        self.table.positions[column].and_then(|p| self.record.get(p)).unwrap_or(b"")
     }
 
     fn str(&self, column: usize) -> Result<&str, ScenarioError> {
@@ -503,8 +383,7 @@ impl Row<'_> {
     }
 
     fn u64(&self, column: usize) -> Result<u64, ScenarioError> {
-        self.optional_u64(column)?
-            .ok_or_else(|| self.error(column, "a value is required"))
+        self.optional_u64(column)?.ok_or_else(|| self.error(column, "a value is required"))
     }
 
     fn optional_u64(&self, column: usize) -> Result<Option<u64>, ScenarioError> {
@@ -512,32 +391,19 @@ impl Row<'_> {
         if raw.is_empty() {
             return Ok(None);
         }
-        let number = std::str::from_utf8(raw)
-            .ok()
-            .and_then(|s| s.parse::<u64>().ok());
+        let number = std::str::from_utf8(raw).ok().and_then(|s| s.parse::<u64>().ok());
         match number {
             Some(n) => Ok(Some(n)),
             None => {
                 let shown = String::from_utf8_lossy(raw);
-                Err(self.error(
-                    column,
-                    format!("{shown:?} is not a whole number from 0 to {}", u64::MAX),
-                ))
+                Err(self.error(column, format!("{shown:?} is not a whole number from 0 to {}", u64::MAX)))
             }
         }
     }
 }
 
 fn expected(columns: &[Column]) -> String {
-    let names: Vec<String> = columns
-        .iter()
-        .map(|c| {
-            if c.1 {
-                c.0.to_owned()
-            } else {
-                format!("{} (optional)", c.0)
-            }
-        })
-        .collect();
+    let names: Vec<String> =
+        columns.iter().map(|c| if c.1 { c.0.to_owned() } else { format!("{} (optional)", c.0) }).collect();
     names.join(", ")
 }

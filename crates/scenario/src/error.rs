@@ -40,26 +40,12 @@ impl fmt::Display for ScenarioError {
 impl ScenarioError {
     /// A problem with a whole file.
     pub(crate) fn file(file: &Path, problem: impl fmt::Display) -> ScenarioError {
-        ScenarioError {
-            file: file.to_owned(),
-            line: None,
-            entry: None,
-            field: None,
-            problem: problem.to_string(),
-        }
+        ScenarioError { file: file.to_owned(), line: None, entry: None, field: None, problem: problem.to_string() }
     }
 
     /// A problem at a byte offset of a file's contents.
-    pub(crate) fn at(
-        file: &Path,
-        bytes: &[u8],
-        offset: u64,
-        problem: impl fmt::Display,
-    ) -> ScenarioError {
-        ScenarioError {
-            line: Some(line_of(bytes, offset)),
-            ..ScenarioError::file(file, problem)
-        }
+    pub(crate) fn at(file: &Path, bytes: &[u8], offset: u64, problem: impl fmt::Display) -> ScenarioError {
+        ScenarioError { line: Some(line_of(bytes, offset)), ..ScenarioError::file(file, problem) }
     }
 
     pub(crate) fn entry(mut self, entry: impl Into<String>) -> ScenarioError {
@@ -80,8 +66,7 @@ pub(crate) fn line_of(bytes: &[u8], offset: u64) -> u64 {
 }
 
 pub(crate) fn read_to_string(path: &Path) -> Result<String, ScenarioError> {
-    let bytes =
-        std::fs::read(path).map_err(|e| ScenarioError::file(path, format!("cannot read: {e}")))?;
+    let bytes = std::fs::read(path).map_err(|e| ScenarioError::file(path, format!("cannot read: {e}")))?;
     String::from_utf8(bytes).map_err(|e| {
         let offset = e.utf8_error().valid_up_to() as u64;
         ScenarioError::at(path, e.as_bytes(), offset, "not valid UTF-8")

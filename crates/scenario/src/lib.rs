@@ -57,6 +57,11 @@ pub fn load(
     }
 }
 
+/// Parses a scenario in the TOML form from text; `path` names it in errors.
+pub fn from_toml(path: &Path, text: &str, default_period: Period) -> Result<Scenario, ScenarioError> {
+    toml_form::parse(path, text, default_period)
+}
+
 /// The number of bytes [`load`] will process for `path`.
 pub fn input_bytes(path: &Path) -> u64 {
     if path.is_dir() {

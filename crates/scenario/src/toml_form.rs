@@ -5,8 +5,8 @@ use std::path::Path;
 use commons_core::{Cents, Period};
 use serde::Deserialize;
 use settlement::{
-    ActivityBuilder, CallRow, DepSpec, Entry, Params, ParamsSpec, ProjectSpec, ProviderSpec,
-    Registry, RegistryError, SiteSpec, UsageRow,
+    ActivityBuilder, CallRow, DepSpec, Entry, Params, ParamsSpec, ProjectSpec, ProviderSpec, Registry, RegistryError,
+    SiteSpec, UsageRow,
 };
 use toml::Spanned;
 
@@ -107,11 +107,7 @@ fn one() -> u64 {
     1
 }
 
-pub(crate) fn parse(
-    path: &Path,
-    text: &str,
-    default_period: Period,
-) -> Result<Scenario, ScenarioError> {
+pub(crate) fn parse(path: &Path, text: &str, default_period: Period) -> Result<Scenario, ScenarioError> {
     let file: ScenarioToml = parse_toml(path, text)?;
     let at = |offset: usize, problem: &dyn std::fmt::Display| {
         let error = ScenarioError::at(path, text.as_bytes(), offset as u64, problem);
@@ -133,10 +129,7 @@ pub(crate) fn parse(
                 deps: p
                     .deps
                     .iter()
-                    .map(|d| DepSpec {
-                        project: d.get_ref().project.clone(),
-                        weight: d.get_ref().weight,
-                    })
+                    .map(|d| DepSpec { project: d.get_ref().project.clone(), weight: d.get_ref().weight })
                     .collect(),
             }
         })
@@ -163,27 +156,19 @@ pub(crate) fn parse(
             }
         })
         .collect();
-    let registry = Registry::new(&params, &projects, &sites).map_err(
-        |RegistryError {
-             entry,
-             field,
-             problem,
-         }| {
-            let (offset, field) = match entry {
-                Entry::Project(i) => (file.project[i].span().start, field.to_owned()),
-                Entry::Dep { project, dep } => (
-                    file.project[project].get_ref().deps[dep].span().start,
-                    format!("deps[{dep}].{field}"),
-                ),
-                Entry::Site(i) => (file.site[i].span().start, field.to_owned()),
-                Entry::Provider { site, provider } => (
-                    file.site[site].get_ref().providers[provider].span().start,
-                    format!("providers[{provider}].{field}"),
-                ),
-            };
-            at(offset, &problem).field(field)
-        },
-    )?;
+    let registry = Registry::new(&params, &projects, &sites).map_err(|RegistryError { entry, field, problem }| {
+        let (offset, field) = match entry {
+            Entry::Project(i) => (file.project[i].span().start, field.to_owned()),
+            Entry::Dep { project, dep } => {
+                (file.project[project].get_ref().deps[dep].span().start, format!("deps[{dep}].{field}"))
+            }
+            Entry::Site(i) => (file.site[i].span().start, field.to_owned()),
+            Entry::Provider { site, provider } => {
+                (file.site[site].get_ref().providers[provider].span().start, format!("providers[{provider}].{field}"))
+            }
+        };
+        at(offset, &problem).field(field)
+    })?;
 
     let mut activity = ActivityBuilder::new(&params, &registry);
     for subscription in &file.subscription {
@@ -205,20 +190,10 @@ pub(crate) fn parse(
         for (i, call) in u.calls.iter().enumerate() {
             let c = call.get_ref();
             let service = registry.site_ix(&c.service).ok_or_else(|| {
-                at(
-                    call.span().start,
-                    &format!("there is no site {:?}", c.service),
-                )
-                .field(format!("calls[{i}].service"))
+                at(call.span().start, &format!("there is no site {:?}", c.service)).field(format!("calls[{i}].service"))
             })?;
             if let Some(user) = user {
-                calls.push(CallRow {
-                    user,
-                    site,
-                    service,
-                    ms: c.ms,
-                    tag: call.span().start as u64,
-                });
+                calls.push(CallRow { user, site, service, ms: c.ms, tag: call.span().start as u64 });
             }
         }
         if let Some(user) = user {
@@ -233,22 +208,13 @@ pub(crate) fn parse(
     }
     activity.add_usage(usage);
     activity.add_calls(calls);
-    let activity = activity
-        .finish()
-        .map_err(|e| at(e.tag as usize, &e.problem))?;
-    Ok(Scenario {
-        params,
-        registry,
-        activity,
-    })
+    let activity = activity.finish().map_err(|e| at(e.tag as usize, &e.problem))?;
+    Ok(Scenario { params, registry, activity })
 }
 
 /// Deserializes TOML, turning the parser's error into one with a line, the
 /// entry it is in and the key at fault.
-pub(crate) fn parse_toml<T: for<'de> Deserialize<'de>>(
-    path: &Path,
-    text: &str,
-) -> Result<T, ScenarioError> {
+pub(crate) fn parse_toml<T: for<'de> Deserialize<'de>>(path: &Path, text: &str) -> Result<T, ScenarioError> {
     toml::from_str(text).map_err(|e| {
         let offset = e.span().map_or(0, |span| span.start);
         let mut error = ScenarioError::at(path, text.as_bytes(), offset as u64, e.message());
@@ -266,19 +232,12 @@ pub(crate) fn parse_toml<T: for<'de> Deserialize<'de>>(
 }
 
 /// Validates `[params]`, pointing at the offending key.
-pub(crate) fn params(
-    path: &Path,
-    text: &str,
-    p: &ParamsToml,
-    default_period: Period,
-) -> Result<Params, ScenarioError> {
+pub(crate) fn params(path: &Path, text: &str, p: &ParamsToml, default_period: Period) -> Result<Params, ScenarioError> {
     let value = |v: &Option<Spanned<u64>>| v.as_ref().map(|s| *s.get_ref());
     let period = match &p.period {
         None => default_period,
         Some(label) => Period::parse(label.get_ref()).map_err(|e| {
-            ScenarioError::at(path, text.as_bytes(), label.span().start as u64, e)
-                .entry("[params]")
-                .field("period")
+            ScenarioError::at(path, text.as_bytes(), label.span().start as u64, e).entry("[params]").field("period")
         })?,
     };
     let spec = ParamsSpec {
@@ -309,38 +268,34 @@ pub(crate) fn params(
 /// Names the table holding byte `offset`: `[params]` or `[[site]] #2`.
 fn entry_at(text: &str, offset: usize) -> Option<String> {
     let before = &text[..text.len().min(offset)];
-    let end_of_line = text[before.len()..]
-        .find('\n')
-        .map_or(text.len(), |i| before.len() + i);
-    let header = text[..end_of_line]
-        .lines()
-        .rev()
-        .map(str::trim)
-        .find(|line| line.starts_with('['))?;
-    let name = header.split(']').next()?.trim_start_matches('[').trim();
-    if header.starts_with("[[") {
-        let marker = format!("[[{name}]]");
-        let ordinal = text[..end_of_line]
-            .lines()
-            .filter(|line| line.trim().replace(' ', "").starts_with(&marker))
-            .count();
+    let end_of_line = text[before.len()..].find('\n').map_or(text.len(), |i| before.len() + i);
+    let headers = text[..end_of_line].lines().filter_map(table_header);
+    let (array, name) = headers.clone().last()?;
+    if array {
+        let ordinal = headers.filter(|header| *header == (true, name)).count();
         Some(format!("[[{name}]] #{ordinal}"))
     } else {
         Some(format!("[{name}]"))
     }
 }
 
+/// `(is an array of tables, name)` for a table header line, even a malformed one.
+fn table_header(line: &str) -> Option<(bool, &str)> {
+    let line = line.trim();
+    let inner = line.strip_prefix('[')?;
+    let (array, inner) = match inner.strip_prefix('[') {
+        Some(inner) => (true, inner),
+        None => (false, inner),
+    };
+    Some((array, inner.split(']').next()?.trim()))
+}
+
 /// The key assigned on the line holding byte `offset`, if any.
 fn key_on_line(text: &str, offset: usize) -> Option<String> {
-    let start = text[..text.len().min(offset)]
-        .rfind('\n')
-        .map_or(0, |i| i + 1);
+    let start = text[..text.len().min(offset)].rfind('\n').map_or(0, |i| i + 1);
     let line = text[start..].lines().next()?;
     let (key, _) = line.split_once('=')?;
     let key = key.trim();
-    let bare = !key.is_empty()
-        && key
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+    let bare = !key.is_empty() && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
     bare.then(|| key.to_owned())
 }

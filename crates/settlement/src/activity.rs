@@ -81,11 +81,7 @@ pub enum ActivityProblem {
     DuplicateUsage { user: String, site: String },
     /// A second call row for the same (user, site, service).
     #[error("calls from site {site:?} to {service:?} for user {user:?} are given twice")]
-    DuplicateCall {
-        user: String,
-        site: String,
-        service: String,
-    },
+    DuplicateCall { user: String, site: String, service: String },
     /// A call with no usage row of the same user and site.
     #[error("site {site:?} called a service for user {user:?}, who has no usage of that site")]
     CallWithoutUsage { user: String, site: String },
@@ -141,32 +137,19 @@ impl<'a> ActivityBuilder<'a> {
     }
 
     /// Records `user`'s payment and mints its escrow.
-    pub fn add_subscription(
-        &mut self,
-        user: &str,
-        paid: Cents,
-        tag: u64,
-    ) -> Result<SubscriberIx, ActivityError> {
+    pub fn add_subscription(&mut self, user: &str, paid: Cents, tag: u64) -> Result<SubscriberIx, ActivityError> {
         let fail = |problem| ActivityError { tag, problem };
         if user.is_empty() {
             return Err(fail(ActivityProblem::EmptyUser));
         }
         if self.user_index.contains_key(user) {
-            return Err(fail(ActivityProblem::DuplicateSubscription(
-                user.to_owned(),
-            )));
+            return Err(fail(ActivityProblem::DuplicateSubscription(user.to_owned())));
         }
         if self.users.len() >= ROWS_MAX {
             return Err(fail(ActivityProblem::TooManyRows));
         }
-        let escrow = self
-            .params
-            .escrow_for(paid)
-            .ok_or_else(|| fail(ActivityProblem::MintOverflow))?;
-        self.minted = self
-            .minted
-            .checked_add(escrow)
-            .ok_or_else(|| fail(ActivityProblem::MintOverflow))?;
+        let escrow = self.params.escrow_for(paid).ok_or_else(|| fail(ActivityProblem::MintOverflow))?;
+        self.minted = self.minted.checked_add(escrow).ok_or_else(|| fail(ActivityProblem::MintOverflow))?;
         let ix = SubscriberIx(self.users.len() as u32);
         self.users.push(user.into());
         self.escrow.push(escrow);
@@ -194,30 +177,20 @@ impl<'a> ActivityBuilder<'a> {
         let n_users = self.users.len();
         let fail = |tag, problem| ActivityError { tag, problem };
         if self.usage.len() > ROWS_MAX || self.calls.len() > ROWS_MAX {
-            let tag = self
-                .usage
-                .get(ROWS_MAX)
-                .map(|r| r.tag)
-                .or(self.calls.get(ROWS_MAX).map(|c| c.tag))
-                .unwrap_or(0);
+            let tag = self.usage.get(ROWS_MAX).map(|r| r.tag).or(self.calls.get(ROWS_MAX).map(|c| c.tag)).unwrap_or(0);
             return Err(fail(tag, ActivityProblem::TooManyRows));
         }
         let user_name = |u: SubscriberIx| self.users[u.index()].to_string();
         let site_name = |s: SiteIx| self.site_ids[s.index()].to_owned();
 
-        let (user_start, mut usage_order) =
-            group_by_user(n_users, self.usage.iter().map(|r| r.user));
+        let (user_start, mut usage_order) = group_by_user(n_users, self.usage.iter().map(|r| r.user));
         for u in 0..n_users {
             let segment = &mut usage_order[user_start[u] as usize..user_start[u + 1] as usize];
-            segment.sort_unstable_by_key(|&r| {
-                (self.usage[r as usize].site, self.usage[r as usize].tag)
-            });
+            segment.sort_unstable_by_key(|&r| (self.usage[r as usize].site, self.usage[r as usize].tag));
         }
-        let (call_user_start, mut call_order) =
-            group_by_user(n_users, self.calls.iter().map(|c| c.user));
+        let (call_user_start, mut call_order) = group_by_user(n_users, self.calls.iter().map(|c| c.user));
         for u in 0..n_users {
-            let segment =
-                &mut call_order[call_user_start[u] as usize..call_user_start[u + 1] as usize];
+            let segment = &mut call_order[call_user_start[u] as usize..call_user_start[u + 1] as usize];
             segment.sort_unstable_by_key(|&c| {
                 let c = &self.calls[c as usize];
                 (c.site, c.service, c.tag)
@@ -238,10 +211,8 @@ impl<'a> ActivityBuilder<'a> {
         };
         activity.call_start.push(0);
         for u in 0..n_users {
-            let rows =
-                &usage_order[activity.user_start[u] as usize..activity.user_start[u + 1] as usize];
-            let mut calls = call_order
-                [call_user_start[u] as usize..call_user_start[u + 1] as usize]
+            let rows = &usage_order[activity.user_start[u] as usize..activity.user_start[u + 1] as usize];
+            let mut calls = call_order[call_user_start[u] as usize..call_user_start[u + 1] as usize]
                 .iter()
                 .map(|&c| &self.calls[c as usize])
                 .peekable();
@@ -249,10 +220,8 @@ impl<'a> ActivityBuilder<'a> {
             for &r in rows {
                 let row = &self.usage[r as usize];
                 if previous.is_some_and(|p| p.site == row.site) {
-                    let problem = ActivityProblem::DuplicateUsage {
-                        user: user_name(row.user),
-                        site: site_name(row.site),
-                    };
+                    let problem =
+                        ActivityProblem::DuplicateUsage { user: user_name(row.user), site: site_name(row.site) };
                     return Err(fail(row.tag, problem));
                 }
                 previous = Some(row);
@@ -266,10 +235,7 @@ impl<'a> ActivityBuilder<'a> {
                         return Err(fail(call.tag, problem));
                     }
                     if call.service == call.site {
-                        return Err(fail(
-                            call.tag,
-                            ActivityProblem::SelfCall(site_name(call.site)),
-                        ));
+                        return Err(fail(call.tag, ActivityProblem::SelfCall(site_name(call.site))));
                     }
                     if previous_call.is_some_and(|p| p.service == call.service) {
                         let problem = ActivityProblem::DuplicateCall {
@@ -289,10 +255,8 @@ impl<'a> ActivityBuilder<'a> {
                 activity.call_start.push(activity.call_service.len() as u32);
             }
             if let Some(call) = calls.next() {
-                let problem = ActivityProblem::CallWithoutUsage {
-                    user: user_name(call.user),
-                    site: site_name(call.site),
-                };
+                let problem =
+                    ActivityProblem::CallWithoutUsage { user: user_name(call.user), site: site_name(call.site) };
                 return Err(fail(call.tag, problem));
             }
         }
@@ -304,10 +268,7 @@ impl<'a> ActivityBuilder<'a> {
 
 /// A counting sort of row positions by user: returns each user's start
 /// offset (plus the end) and the row positions in user order, stable.
-fn group_by_user(
-    n_users: usize,
-    users: impl Iterator<Item = SubscriberIx> + Clone,
-) -> (Vec<u32>, Vec<u32>) {
+fn group_by_user(n_users: usize, users: impl Iterator<Item = SubscriberIx> + Clone) -> (Vec<u32>, Vec<u32>) {
     let mut start = vec![0u32; n_users + 1];
     for user in users.clone() {
         start[user.index() + 1] += 1;

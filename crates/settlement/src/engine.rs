@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use commons_core::{Account, Micros, Splitter, cut};
 
-use crate::{Activity, ContractError, Params, PayoutContract, Registry, SubscriberIx};
+use crate::{Activity, ContractError, Params, PayoutContract, Registry, SiteIx, SubscriberIx};
 
 /// The outcome of settling a period.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -21,6 +21,8 @@ pub struct Settlement {
     pub project_kept: Vec<Micros>,
     /// Non-zero balances by account.
     pub accounts: BTreeMap<Account, Micros>,
+    /// How many rounds the dependency flow took.
+    pub dependency_rounds: u32,
     /// Projects whose contract failed; their kept amount stayed in their
     /// own account.
     pub contract_failures: Vec<ContractFailure>,
@@ -39,12 +41,7 @@ pub struct ContractFailure {
 /// # Panics
 /// If the allocations do not add up to the escrow minted: that would be a
 /// bug in this crate, and no result is better than a wrong one.
-pub fn settle(
-    params: &Params,
-    registry: &Registry,
-    activity: &Activity,
-    contract: &dyn PayoutContract,
-) -> Settlement {
+pub fn settle(params: &Params, registry: &Registry, activity: &Activity, contract: &dyn PayoutContract) -> Settlement {
     let mut accounts: BTreeMap<Account, Micros> = BTreeMap::new();
     let mut credit = |account: Account, amount: Micros| {
         if amount > Micros::ZERO {
@@ -67,10 +64,7 @@ pub fn settle(
         provider_shares.clear();
         provider_shares.resize(provider_weights.len(), Micros::ZERO);
         let split = splitter.split(provider_cut, &provider_weights, &mut provider_shares);
-        assert!(
-            split,
-            "registry guarantees a provider with a positive weight"
-        );
+        assert!(split, "registry guarantees a provider with a positive weight");
         for ((provider, _), &share) in site.providers.iter().zip(&provider_shares) {
             credit(Account::Provider(provider.clone()), share);
         }
@@ -79,7 +73,7 @@ pub fn settle(
         credit(Account::Operator(site.operator.clone()), operator_keeps);
     }
 
-    let (project_received, project_kept) = flow_through_dependencies(registry, developer_inflow);
+    let (project_received, project_kept, dependency_rounds) = flow_through_dependencies(registry, developer_inflow);
 
     // Level 4: each project's contract pays what it keeps.
     let mut contract_failures = Vec::new();
@@ -88,119 +82,139 @@ pub fn settle(
             continue;
         }
         let payout = contract.payout(&project.id, kept).and_then(|outputs| {
-            let total = outputs
-                .iter()
-                .try_fold(Micros::ZERO, |sum, (_, amount)| sum.checked_add(*amount));
+            let total = outputs.iter().try_fold(Micros::ZERO, |sum, (_, amount)| sum.checked_add(*amount));
             if total == Some(kept) {
                 Ok(outputs)
             } else {
-                let paid =
-                    total.map_or_else(|| "more than 2^64 µCC".to_owned(), |t| t.get().to_string());
-                Err(ContractError::Failed(format!(
-                    "paid {paid} µCC out of {} µCC",
-                    kept.get()
-                )))
+                let paid = total.map_or_else(|| "more than 2^64 µCC".to_owned(), |t| t.get().to_string());
+                Err(ContractError::Failed(format!("paid {paid} µCC out of {} µCC", kept.get())))
             }
         });
         match payout {
-            Ok(outputs) => outputs
-                .into_iter()
-                .for_each(|(account, amount)| credit(account, amount)),
+            Ok(outputs) => outputs.into_iter().for_each(|(account, amount)| credit(account, amount)),
             Err(error) => {
                 credit(Account::Project(project.id.clone()), kept);
-                contract_failures.push(ContractFailure {
-                    project: project.id.clone(),
-                    amount: kept,
-                    error,
-                });
+                contract_failures.push(ContractFailure { project: project.id.clone(), amount: kept, error });
             }
         }
     }
 
     let allocated: Micros = accounts.values().copied().sum();
-    assert_eq!(
-        allocated, activity.minted,
-        "settlement must conserve: allocated != minted"
-    );
+    assert_eq!(allocated, activity.minted, "settlement must conserve: allocated != minted");
     Settlement {
         minted: activity.minted,
         site_totals,
         project_received,
         project_kept,
         accounts,
+        dependency_rounds,
         contract_failures,
     }
 }
 
-/// Level 1: each subscriber's escrow to the general fund and, by their own
-/// usage, to the sites they used and the services those sites called.
-/// Returns the general fund's part and each site's period total.
-fn allocate_to_sites(
+/// Level 1 for one subscriber: where their escrow went.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SubscriberAllocation {
+    /// The general fund cut, plus the whole rest if they used nothing.
+    pub general_fund: Micros,
+    /// By active minutes: each site they used and its part, in site order.
+    pub direct: Vec<(SiteIx, Micros)>,
+    /// After each site shared with the services it called: what every
+    /// site, used directly or called, received. A site may appear more than
+    /// once (used directly and called by another site).
+    pub received: Vec<(SiteIx, Micros)>,
+}
+
+/// Scratch space for [`allocate_subscriber`], reused across subscribers.
+#[derive(Default)]
+struct Scratch {
+    splitter: Splitter,
+    shares: Vec<Micros>,
+    parts: Vec<Micros>,
+    callees: Vec<SiteIx>,
+    weights: Vec<u64>,
+}
+
+/// Level 1 for subscriber `u`: the general fund cut, then the rest by their
+/// own active minutes among the sites they used, then each site's part
+/// between it and the services it called for them, by service time.
+pub fn allocate_subscriber(params: &Params, activity: &Activity, u: SubscriberIx) -> SubscriberAllocation {
+    let mut allocation = SubscriberAllocation::default();
+    allocate_into(params, activity, u, &mut Scratch::default(), &mut allocation);
+    allocation
+}
+
+fn allocate_into(
     params: &Params,
-    registry: &Registry,
     activity: &Activity,
-) -> (Micros, Vec<Micros>) {
-    let mut general_fund = Micros::ZERO;
-    let mut site_totals = vec![Micros::ZERO; registry.sites().len()];
-    let mut splitter = Splitter::default();
-    let mut site_shares = Vec::new();
-    let mut call_sites = Vec::new();
-    let mut call_weights = Vec::new();
-    let mut call_shares = Vec::new();
-    for u in 0..activity.n_subscribers() {
-        let escrow = activity.escrow(SubscriberIx::from_index(u));
-        let (fund_cut, rest) = cut(escrow, params.general_fund_bps());
-        general_fund += fund_cut;
-        let rows = activity.user_start[u] as usize..activity.user_start[u + 1] as usize;
-        site_shares.clear();
-        site_shares.resize(rows.len(), Micros::ZERO);
-        if !splitter.split(
-            rest,
-            &activity.active_minutes[rows.clone()],
-            &mut site_shares,
-        ) {
-            // No usage at all: the escrow is unused.
-            general_fund += rest;
+    u: SubscriberIx,
+    scratch: &mut Scratch,
+    out: &mut SubscriberAllocation,
+) {
+    out.direct.clear();
+    out.received.clear();
+    let (fund_cut, rest) = cut(activity.escrow(u), params.general_fund_bps());
+    out.general_fund = fund_cut;
+    let rows = activity.user_start[u.index()] as usize..activity.user_start[u.index() + 1] as usize;
+    scratch.shares.clear();
+    scratch.shares.resize(rows.len(), Micros::ZERO);
+    if !scratch.splitter.split(rest, &activity.active_minutes[rows.clone()], &mut scratch.shares) {
+        // No usage at all: the escrow is unused.
+        out.general_fund += rest;
+        return;
+    }
+    for (r, &share) in rows.zip(&scratch.shares) {
+        let site = activity.site[r];
+        out.direct.push((site, share));
+        let calls = activity.call_start[r] as usize..activity.call_start[r + 1] as usize;
+        if share == Micros::ZERO {
             continue;
         }
-        for (r, &share) in rows.zip(&site_shares) {
-            let site = activity.site[r];
-            let calls = activity.call_start[r] as usize..activity.call_start[r + 1] as usize;
-            if share == Micros::ZERO {
-                continue;
+        if calls.is_empty() {
+            out.received.push((site, share));
+            continue;
+        }
+        // The site and the services it called, in site id order.
+        scratch.callees.clear();
+        scratch.weights.clear();
+        let mut site_placed = false;
+        for c in calls {
+            let service = activity.call_service[c];
+            if !site_placed && site < service {
+                scratch.callees.push(site);
+                scratch.weights.push(activity.service_ms[r]);
+                site_placed = true;
             }
-            if calls.is_empty() {
-                site_totals[site.index()] += share;
-                continue;
-            }
-            // The site and the services it called, in site id order.
-            call_sites.clear();
-            call_weights.clear();
-            let mut site_placed = false;
-            for c in calls {
-                let service = activity.call_service[c];
-                if !site_placed && site < service {
-                    call_sites.push(site);
-                    call_weights.push(activity.service_ms[r]);
-                    site_placed = true;
-                }
-                call_sites.push(service);
-                call_weights.push(activity.call_ms[c]);
-            }
-            if !site_placed {
-                call_sites.push(site);
-                call_weights.push(activity.service_ms[r]);
-            }
-            call_shares.clear();
-            call_shares.resize(call_weights.len(), Micros::ZERO);
-            if splitter.split(share, &call_weights, &mut call_shares) {
-                for (callee, &part) in call_sites.iter().zip(&call_shares) {
-                    site_totals[callee.index()] += part;
-                }
-            } else {
-                // No service times were measured: the site keeps it.
-                site_totals[site.index()] += share;
-            }
+            scratch.callees.push(service);
+            scratch.weights.push(activity.call_ms[c]);
+        }
+        if !site_placed {
+            scratch.callees.push(site);
+            scratch.weights.push(activity.service_ms[r]);
+        }
+        scratch.parts.clear();
+        scratch.parts.resize(scratch.weights.len(), Micros::ZERO);
+        if scratch.splitter.split(share, &scratch.weights, &mut scratch.parts) {
+            out.received.extend(scratch.callees.iter().copied().zip(scratch.parts.iter().copied()));
+        } else {
+            // No service times were measured: the site keeps it.
+            out.received.push((site, share));
+        }
+    }
+}
+
+/// Level 1 for every subscriber. Returns the general fund's part and each
+/// site's period total.
+fn allocate_to_sites(params: &Params, registry: &Registry, activity: &Activity) -> (Micros, Vec<Micros>) {
+    let mut general_fund = Micros::ZERO;
+    let mut site_totals = vec![Micros::ZERO; registry.sites().len()];
+    let mut scratch = Scratch::default();
+    let mut allocation = SubscriberAllocation::default();
+    for u in 0..activity.n_subscribers() {
+        allocate_into(params, activity, SubscriberIx::from_index(u), &mut scratch, &mut allocation);
+        general_fund += allocation.general_fund;
+        for &(site, amount) in &allocation.received {
+            site_totals[site.index()] += amount;
         }
     }
     (general_fund, site_totals)
@@ -210,32 +224,27 @@ fn allocate_to_sites(
 /// round every project with inflow keeps part and passes `pass_bps` of it to
 /// its dependencies by weight; the next round's inflow is what was passed.
 /// Each hop passes strictly less than it received (pass ≤ 90 %, floored), so
-/// the flow ends even on cycles. Returns (received, kept) per project.
-fn flow_through_dependencies(
-    registry: &Registry,
-    inflow: Vec<Micros>,
-) -> (Vec<Micros>, Vec<Micros>) {
+/// the flow ends even on cycles. Returns (received, kept) per project and
+/// the number of rounds.
+fn flow_through_dependencies(registry: &Registry, inflow: Vec<Micros>) -> (Vec<Micros>, Vec<Micros>, u32) {
     let projects = registry.projects();
     let mut received = inflow.clone();
     let mut kept = vec![Micros::ZERO; projects.len()];
     let mut current = inflow;
     let mut next = vec![Micros::ZERO; projects.len()];
-    let mut active: Vec<usize> = (0..projects.len())
-        .filter(|&p| current[p] > Micros::ZERO)
-        .collect();
+    let mut active: Vec<usize> = (0..projects.len()).filter(|&p| current[p] > Micros::ZERO).collect();
     let mut next_active = Vec::new();
     let mut splitter = Splitter::default();
     let mut weights = Vec::new();
     let mut shares = Vec::new();
+    let mut rounds = 0;
     while !active.is_empty() {
+        rounds += 1;
         for &p in &active {
             let amount = std::mem::take(&mut current[p]);
             let project = &projects[p];
-            let (pass, keep) = if project.deps.is_empty() {
-                (Micros::ZERO, amount)
-            } else {
-                cut(amount, project.pass_bps)
-            };
+            let (pass, keep) =
+                if project.deps.is_empty() { (Micros::ZERO, amount) } else { cut(amount, project.pass_bps) };
             kept[p] += keep;
             if pass == Micros::ZERO {
                 continue;
@@ -265,5 +274,5 @@ fn flow_through_dependencies(
         std::mem::swap(&mut active, &mut next_active);
         next_active.clear();
     }
-    (received, kept)
+    (received, kept, rounds)
 }

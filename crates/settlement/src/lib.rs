@@ -29,13 +29,12 @@ mod payout;
 mod registry;
 
 pub use activity::{
-    Activity, ActivityBuilder, ActivityError, ActivityProblem, CallRow, ROWS_MAX, SubscriberIx,
-    UsageRow,
+    Activity, ActivityBuilder, ActivityError, ActivityProblem, CallRow, ROWS_MAX, SubscriberIx, UsageRow,
 };
-pub use engine::{ContractFailure, Settlement, settle};
+pub use engine::{ContractFailure, Settlement, SubscriberAllocation, allocate_subscriber, settle};
 pub use params::{PASS_BPS_MAX, ParamError, Params, ParamsSpec};
 pub use payout::{ContractError, PayoutContract, ProjectAccount};
 pub use registry::{
-    DepSpec, Entry, Project, ProjectIx, ProjectSpec, ProviderSpec, Registry, RegistryError,
-    RegistryProblem, Site, SiteIx, SiteSpec,
+    DepSpec, Entry, Project, ProjectIx, ProjectSpec, ProviderSpec, Registry, RegistryError, RegistryProblem, Site,
+    SiteIx, SiteSpec,
 };

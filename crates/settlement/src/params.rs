@@ -38,9 +38,7 @@ pub enum ParamError {
     #[error(transparent)]
     Bps(#[from] BpsError),
     /// A `pass_bps` above [`PASS_BPS_MAX`].
-    #[error(
-        "pass_bps {0} is more than {PASS_BPS_MAX}: a project keeps at least 10 % of what it receives"
-    )]
+    #[error("pass_bps {0} is more than {PASS_BPS_MAX}: a project keeps at least 10 % of what it receives")]
     PassTooHigh(u64),
     /// A zero `cents_per_cc`.
     #[error("cents_per_cc must be at least 1")]
@@ -62,11 +60,7 @@ impl Params {
             pass_bps: pass_bps(pass).map_err(|e| ("pass_bps", e))?,
             cents_per_cc: NonZeroU64::new(spec.cents_per_cc.unwrap_or(100))
                 .ok_or(("cents_per_cc", ParamError::ZeroPrice))?,
-            reserve_contribution_bps: bps(
-                "reserve_contribution_bps",
-                spec.reserve_contribution_bps,
-                100,
-            )?,
+            reserve_contribution_bps: bps("reserve_contribution_bps", spec.reserve_contribution_bps, 100)?,
         })
     }
 

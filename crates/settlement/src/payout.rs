@@ -12,11 +12,7 @@ use commons_core::{Account, Micros};
 pub trait PayoutContract {
     /// `amount` is what `project` keeps this period; the result lists who
     /// gets what and must sum to `amount`.
-    fn payout(
-        &self,
-        project: &str,
-        amount: Micros,
-    ) -> Result<Vec<(Account, Micros)>, ContractError>;
+    fn payout(&self, project: &str, amount: Micros) -> Result<Vec<(Account, Micros)>, ContractError>;
 }
 
 /// Why a contract produced no payout.
@@ -32,11 +28,7 @@ pub enum ContractError {
 pub struct ProjectAccount;
 
 impl PayoutContract for ProjectAccount {
-    fn payout(
-        &self,
-        project: &str,
-        amount: Micros,
-    ) -> Result<Vec<(Account, Micros)>, ContractError> {
+    fn payout(&self, project: &str, amount: Micros) -> Result<Vec<(Account, Micros)>, ContractError> {
         Ok(vec![(Account::Project(project.to_owned()), amount)])
     }
 }

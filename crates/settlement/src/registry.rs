@@ -151,16 +151,8 @@ pub struct Site {
 impl Registry {
     /// Validates the declarations against the rules above and `params`.
     /// Reports the first broken rule, pointing at the entry and field.
-    pub fn new(
-        params: &Params,
-        projects: &[ProjectSpec],
-        sites: &[SiteSpec],
-    ) -> Result<Registry, RegistryError> {
-        let fail = |entry, field, problem| RegistryError {
-            entry,
-            field,
-            problem,
-        };
+    pub fn new(params: &Params, projects: &[ProjectSpec], sites: &[SiteSpec]) -> Result<Registry, RegistryError> {
+        let fail = |entry, field, problem| RegistryError { entry, field, problem };
 
         let mut project_order: Vec<usize> = (0..projects.len()).collect();
         project_order.sort_by(|&a, &b| projects[a].id.cmp(&projects[b].id));
@@ -172,11 +164,7 @@ impl Registry {
             }
             if project_index.insert(id, ProjectIx(ix as u32)).is_some() {
                 let later = first_of_duplicates(projects, i, |p| &p.id);
-                return Err(fail(
-                    Entry::Project(later),
-                    "id",
-                    RegistryProblem::Duplicate(id.to_owned()),
-                ));
+                return Err(fail(Entry::Project(later), "id", RegistryProblem::Duplicate(id.to_owned())));
             }
         }
         let resolve = |entry, field, id: &str| {
@@ -196,31 +184,19 @@ impl Registry {
             for (d, dep) in spec.deps.iter().enumerate() {
                 let entry = Entry::Dep { project: i, dep: d };
                 if dep.project == spec.id {
-                    return Err(fail(
-                        entry,
-                        "project",
-                        RegistryProblem::SelfDependency(spec.id.clone()),
-                    ));
+                    return Err(fail(entry, "project", RegistryProblem::SelfDependency(spec.id.clone())));
                 }
                 if dep.weight == 0 {
                     return Err(fail(entry, "weight", RegistryProblem::ZeroWeight));
                 }
                 let target = resolve(entry, "project", &dep.project)?;
                 if !seen_deps.insert(target) {
-                    return Err(fail(
-                        entry,
-                        "project",
-                        RegistryProblem::Duplicate(dep.project.clone()),
-                    ));
+                    return Err(fail(entry, "project", RegistryProblem::Duplicate(dep.project.clone())));
                 }
                 deps.push((target, dep.weight));
             }
             deps.sort_unstable();
-            resolved_projects.push(Project {
-                id: spec.id.clone(),
-                pass_bps,
-                deps,
-            });
+            resolved_projects.push(Project { id: spec.id.clone(), pass_bps, deps });
         }
 
         let mut site_order: Vec<usize> = (0..sites.len()).collect();
@@ -236,36 +212,22 @@ impl Registry {
             if spec.operator.is_empty() {
                 return Err(fail(entry, "operator", RegistryProblem::EmptyId));
             }
-            if site_index
-                .insert(spec.id.clone().into_boxed_str(), SiteIx(ix as u32))
-                .is_some()
-            {
+            if site_index.insert(spec.id.clone().into_boxed_str(), SiteIx(ix as u32)).is_some() {
                 let later = first_of_duplicates(sites, i, |s| &s.id);
-                return Err(fail(
-                    Entry::Site(later),
-                    "id",
-                    RegistryProblem::Duplicate(spec.id.clone()),
-                ));
+                return Err(fail(Entry::Site(later), "id", RegistryProblem::Duplicate(spec.id.clone())));
             }
             let project = resolve(entry, "project", &spec.project)?;
-            let provider_share_bps = Bps::new(
-                spec.provider_share_bps
-                    .unwrap_or(u64::from(params.provider_share_bps().get())),
-            )
-            .map_err(|e: BpsError| fail(entry, "provider_share_bps", ParamError::from(e).into()))?;
+            let provider_share_bps =
+                Bps::new(spec.provider_share_bps.unwrap_or(u64::from(params.provider_share_bps().get())))
+                    .map_err(|e: BpsError| fail(entry, "provider_share_bps", ParamError::from(e).into()))?;
             let floor = params.developer_share_bps();
-            let developer_share_bps =
-                Bps::new(spec.developer_share_bps.unwrap_or(u64::from(floor.get()))).map_err(
-                    |e: BpsError| fail(entry, "developer_share_bps", ParamError::from(e).into()),
-                )?;
+            let developer_share_bps = Bps::new(spec.developer_share_bps.unwrap_or(u64::from(floor.get())))
+                .map_err(|e: BpsError| fail(entry, "developer_share_bps", ParamError::from(e).into()))?;
             if developer_share_bps < floor {
                 return Err(fail(
                     entry,
                     "developer_share_bps",
-                    RegistryProblem::BelowFloor {
-                        share: developer_share_bps,
-                        floor,
-                    },
+                    RegistryProblem::BelowFloor { share: developer_share_bps, floor },
                 ));
             }
             if spec.providers.is_empty() {
@@ -274,10 +236,7 @@ impl Registry {
             let mut providers = Vec::with_capacity(spec.providers.len());
             let mut seen_providers = FxHashSet::default();
             for (p, provider) in spec.providers.iter().enumerate() {
-                let entry = Entry::Provider {
-                    site: i,
-                    provider: p,
-                };
+                let entry = Entry::Provider { site: i, provider: p };
                 if provider.provider.is_empty() {
                     return Err(fail(entry, "provider", RegistryProblem::EmptyId));
                 }
@@ -285,11 +244,7 @@ impl Registry {
                     return Err(fail(entry, "resource_weight", RegistryProblem::ZeroWeight));
                 }
                 if !seen_providers.insert(provider.provider.as_str()) {
-                    return Err(fail(
-                        entry,
-                        "provider",
-                        RegistryProblem::Duplicate(provider.provider.clone()),
-                    ));
+                    return Err(fail(entry, "provider", RegistryProblem::Duplicate(provider.provider.clone())));
                 }
                 providers.push((provider.provider.clone(), provider.resource_weight));
             }
@@ -303,11 +258,7 @@ impl Registry {
                 providers,
             });
         }
-        Ok(Registry {
-            projects: resolved_projects,
-            sites: resolved_sites,
-            site_index,
-        })
+        Ok(Registry { projects: resolved_projects, sites: resolved_sites, site_index })
     }
 
     pub fn projects(&self) -> &[Project] {
@@ -335,11 +286,5 @@ impl Registry {
 /// Of the entries sharing `items[i]`'s id, the one given later in the
 /// input: the duplicate is the second declaration, not the first.
 fn first_of_duplicates<T>(items: &[T], i: usize, id: impl Fn(&T) -> &String) -> usize {
-    items
-        .iter()
-        .enumerate()
-        .filter(|(_, item)| id(item) == id(&items[i]))
-        .map(|(j, _)| j)
-        .nth(1)
-        .unwrap_or(i)
+    items.iter().enumerate().filter(|(_, item)| id(item) == id(&items[i])).map(|(j, _)| j).nth(1).unwrap_or(i)
 }
