@@ -270,7 +270,7 @@ fn entry_at(text: &str, offset: usize) -> Option<String> {
     let before = &text[..text.len().min(offset)];
     let end_of_line = text[before.len()..].find('\n').map_or(text.len(), |i| before.len() + i);
     let headers = text[..end_of_line].lines().filter_map(table_header);
-    let (array, name) = headers.clone().last()?;
+    let (array, name) = headers.clone().next_back()?;
     if array {
         let ordinal = headers.filter(|header| *header == (true, name)).count();
         Some(format!("[[{name}]] #{ordinal}"))

@@ -309,7 +309,7 @@ impl Activity {
 }
 
 impl SubscriberIx {
-    pub(crate) fn from_index(index: usize) -> SubscriberIx {
+    pub fn from_index(index: usize) -> SubscriberIx {
         SubscriberIx(index as u32)
     }
 }

@@ -14,10 +14,9 @@ pub struct Settlement {
     /// Level 1 results per site (in registry order): what each site earned
     /// from subscribers directly and as a called service.
     pub site_totals: Vec<Micros>,
-    /// Level 3 results per project (in registry order): what flowed in, from
-    /// sites and from dependents.
-    pub project_received: Vec<Micros>,
-    /// Level 3 results per project: what the project kept.
+    /// Level 3 results per project (in registry order): what the project
+    /// kept. (What flowed in is not summed: on a cycle the same µCC pass a
+    /// project several times, and that sum may exceed what was minted.)
     pub project_kept: Vec<Micros>,
     /// Non-zero balances by account.
     pub accounts: BTreeMap<Account, Micros>,
@@ -73,7 +72,7 @@ pub fn settle(params: &Params, registry: &Registry, activity: &Activity, contrac
         credit(Account::Operator(site.operator.clone()), operator_keeps);
     }
 
-    let (project_received, project_kept, dependency_rounds) = flow_through_dependencies(registry, developer_inflow);
+    let (project_kept, dependency_rounds) = flow_through_dependencies(registry, developer_inflow);
 
     // Level 4: each project's contract pays what it keeps.
     let mut contract_failures = Vec::new();
@@ -101,15 +100,7 @@ pub fn settle(params: &Params, registry: &Registry, activity: &Activity, contrac
 
     let allocated: Micros = accounts.values().copied().sum();
     assert_eq!(allocated, activity.minted, "settlement must conserve: allocated != minted");
-    Settlement {
-        minted: activity.minted,
-        site_totals,
-        project_received,
-        project_kept,
-        accounts,
-        dependency_rounds,
-        contract_failures,
-    }
+    Settlement { minted: activity.minted, site_totals, project_kept, accounts, dependency_rounds, contract_failures }
 }
 
 /// Level 1 for one subscriber: where their escrow went.
@@ -224,11 +215,10 @@ fn allocate_to_sites(params: &Params, registry: &Registry, activity: &Activity) 
 /// round every project with inflow keeps part and passes `pass_bps` of it to
 /// its dependencies by weight; the next round's inflow is what was passed.
 /// Each hop passes strictly less than it received (pass ≤ 90 %, floored), so
-/// the flow ends even on cycles. Returns (received, kept) per project and
+/// the flow ends even on cycles. Returns what each project kept, and
 /// the number of rounds.
-fn flow_through_dependencies(registry: &Registry, inflow: Vec<Micros>) -> (Vec<Micros>, Vec<Micros>, u32) {
+fn flow_through_dependencies(registry: &Registry, inflow: Vec<Micros>) -> (Vec<Micros>, u32) {
     let projects = registry.projects();
-    let mut received = inflow.clone();
     let mut kept = vec![Micros::ZERO; projects.len()];
     let mut current = inflow;
     let mut next = vec![Micros::ZERO; projects.len()];
@@ -263,7 +253,6 @@ fn flow_through_dependencies(registry: &Registry, inflow: Vec<Micros>) -> (Vec<M
                     next_active.push(dep.index());
                 }
                 next[dep.index()] += share;
-                received[dep.index()] += share;
             }
         }
         // Project order within a round does not matter (each project's
@@ -274,5 +263,5 @@ fn flow_through_dependencies(registry: &Registry, inflow: Vec<Micros>) -> (Vec<M
         std::mem::swap(&mut active, &mut next_active);
         next_active.clear();
     }
-    (received, kept, rounds)
+    (kept, rounds)
 }
