@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use commons_core::{Cents, Period};
 use settlement::{
     ActivityBuilder, ActivityProblem, CallRow, DepSpec, Entry, ProjectSpec, ProviderSpec, Registry, RegistryError,
-    SiteSpec, UsageRow,
+    SiteSpec, SubscriberIx, UsageRow,
 };
 
 use crate::toml_form::{ParamsToml, params, parse_toml};
@@ -154,23 +154,28 @@ pub(crate) fn load(
         let id = row.str(column)?;
         registry.site_ix(id).ok_or_else(|| row.error(column, format!("there is no site {id:?}")))
     };
-    let usage = usage_table.parse_parallel(on_progress, |row| {
+    // Exports list a user's rows together, so the previous row's user is
+    // remembered: most rows then skip the lookup in a table of a million.
+    let subscriber = |row: &Row, last: &mut (String, Option<SubscriberIx>)| {
+        let user = row.str(0)?;
+        if last.0 != user {
+            last.0.clear();
+            last.0.push_str(user);
+            last.1 = activity.subscriber(user);
+        }
+        Ok(last.1)
+    };
+    let usage = usage_table.parse_parallel(on_progress, |row, last| {
         let site = site(row, 1)?;
         let active_minutes = row.u64(2)?;
         let service_ms = row.optional_u64(3)?.unwrap_or(0);
-        Ok(activity.subscriber(row.str(0)?).map(|user| UsageRow {
-            user,
-            site,
-            active_minutes,
-            service_ms,
-            tag: row.offset,
-        }))
+        Ok(subscriber(row, last)?.map(|user| UsageRow { user, site, active_minutes, service_ms, tag: row.offset }))
     })?;
     let calls = match &calls_table {
         None => Vec::new(),
-        Some(table) => table.parse_parallel(on_progress, |row| {
+        Some(table) => table.parse_parallel(on_progress, |row, last| {
             let (site, service, ms) = (site(row, 1)?, site(row, 2)?, row.u64(3)?);
-            Ok(activity.subscriber(row.str(0)?).map(|user| CallRow { user, site, service, ms, tag: row.offset }))
+            Ok(subscriber(row, last)?.map(|user| CallRow { user, site, service, ms, tag: row.offset }))
         })?,
     };
     activity.add_usage(usage);
@@ -276,11 +281,12 @@ impl Table {
     }
 
     /// Maps every record to at most one item, on every core; items come out
-    /// in file order, and the error reported is the first in the file.
-    fn parse_parallel<T: Send>(
+    /// in file order, and the error reported is the first in the file. Each
+    /// thread has its own `S` for `map` to keep state in.
+    fn parse_parallel<T: Send, S: Default>(
         &self,
         on_progress: &(dyn Fn(u64) + Sync),
-        map: impl Fn(&Row) -> Result<Option<T>, ScenarioError> + Sync,
+        map: impl Fn(&Row, &mut S) -> Result<Option<T>, ScenarioError> + Sync,
     ) -> Result<Vec<T>, ScenarioError> {
         let chunks = self.chunks(std::thread::available_parallelism().map_or(1, |n| n.get()));
         let results: Vec<Result<Vec<T>, ScenarioError>> = std::thread::scope(|scope| {
@@ -290,8 +296,9 @@ impl Table {
                     let map = &map;
                     scope.spawn(move || {
                         let mut items = Vec::with_capacity(chunk.len() / 24);
+                        let mut state = S::default();
                         self.records(chunk, on_progress, |row| {
-                            items.extend(map(row)?);
+                            items.extend(map(row, &mut state)?);
                             Ok(())
                         })?;
                         Ok(items)

@@ -14,7 +14,10 @@
 //!   in ascending service order, whatever the order they were added in.
 
 use commons_core::{Cents, Micros};
-use rustc_hash::FxHashMap;
+use compact_str::CompactString;
+use std::collections::hash_map::Entry;
+
+use foldhash::HashMap;
 
 use crate::{Params, SiteIx};
 
@@ -97,10 +100,12 @@ pub enum ActivityProblem {
 pub struct ActivityBuilder<'a> {
     params: &'a Params,
     site_ids: Vec<&'a str>,
-    users: Vec<Box<str>>,
+    users: Vec<CompactString>,
     escrow: Vec<Micros>,
     minted: Micros,
-    user_index: FxHashMap<Box<str>, SubscriberIx>,
+    /// Ids up to 24 bytes are stored inline, so a lookup reads no memory
+    /// beyond the table: this map is probed once per usage row.
+    user_index: HashMap<CompactString, SubscriberIx>,
     usage: Vec<UsageRow>,
     calls: Vec<CallRow>,
 }
@@ -108,7 +113,7 @@ pub struct ActivityBuilder<'a> {
 /// Subscriptions and usage, grouped per subscriber (compressed rows).
 #[derive(Clone, Debug, Default)]
 pub struct Activity {
-    pub(crate) users: Vec<Box<str>>,
+    pub(crate) users: Vec<CompactString>,
     pub(crate) escrow: Vec<Micros>,
     pub(crate) minted: Micros,
     /// Subscriber `u`'s usage rows are `user_start[u]..user_start[u + 1]`.
@@ -130,7 +135,7 @@ impl<'a> ActivityBuilder<'a> {
             users: Vec::new(),
             escrow: Vec::new(),
             minted: Micros::ZERO,
-            user_index: FxHashMap::default(),
+            user_index: HashMap::default(),
             usage: Vec::new(),
             calls: Vec::new(),
         }
@@ -142,18 +147,20 @@ impl<'a> ActivityBuilder<'a> {
         if user.is_empty() {
             return Err(fail(ActivityProblem::EmptyUser));
         }
-        if self.user_index.contains_key(user) {
-            return Err(fail(ActivityProblem::DuplicateSubscription(user.to_owned())));
-        }
         if self.users.len() >= ROWS_MAX {
             return Err(fail(ActivityProblem::TooManyRows));
         }
         let escrow = self.params.escrow_for(paid).ok_or_else(|| fail(ActivityProblem::MintOverflow))?;
-        self.minted = self.minted.checked_add(escrow).ok_or_else(|| fail(ActivityProblem::MintOverflow))?;
+        let minted = self.minted.checked_add(escrow).ok_or_else(|| fail(ActivityProblem::MintOverflow))?;
         let ix = SubscriberIx(self.users.len() as u32);
-        self.users.push(user.into());
+        let user = CompactString::from(user);
+        match self.user_index.entry(user.clone()) {
+            Entry::Occupied(_) => return Err(fail(ActivityProblem::DuplicateSubscription(user.into()))),
+            Entry::Vacant(slot) => slot.insert(ix),
+        };
+        self.minted = minted;
+        self.users.push(user);
         self.escrow.push(escrow);
-        self.user_index.insert(user.into(), ix);
         Ok(ix)
     }
 

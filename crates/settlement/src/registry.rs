@@ -11,7 +11,8 @@
 //!   comparison. That is what makes settlement independent of input order.
 
 use commons_core::{Bps, BpsError};
-use rustc_hash::{FxHashMap, FxHashSet};
+use compact_str::CompactString;
+use foldhash::{HashMap, HashSet};
 
 use crate::params::{ParamError, Params, pass_bps};
 
@@ -124,7 +125,8 @@ pub enum RegistryProblem {
 pub struct Registry {
     projects: Vec<Project>,
     sites: Vec<Site>,
-    site_index: FxHashMap<Box<str>, SiteIx>,
+    /// Inline ids up to 24 bytes: probed once or twice per usage row.
+    site_index: HashMap<CompactString, SiteIx>,
 }
 
 /// A project, resolved.
@@ -156,7 +158,7 @@ impl Registry {
 
         let mut project_order: Vec<usize> = (0..projects.len()).collect();
         project_order.sort_by(|&a, &b| projects[a].id.cmp(&projects[b].id));
-        let mut project_index: FxHashMap<&str, ProjectIx> = FxHashMap::default();
+        let mut project_index: HashMap<&str, ProjectIx> = HashMap::default();
         for (ix, &i) in project_order.iter().enumerate() {
             let id = projects[i].id.as_str();
             if id.is_empty() {
@@ -180,7 +182,7 @@ impl Registry {
             let pass_bps = pass_bps(spec.pass_bps.unwrap_or(u64::from(params.pass_bps().get())))
                 .map_err(|e| fail(Entry::Project(i), "pass_bps", e.into()))?;
             let mut deps = Vec::with_capacity(spec.deps.len());
-            let mut seen_deps = FxHashSet::default();
+            let mut seen_deps = HashSet::default();
             for (d, dep) in spec.deps.iter().enumerate() {
                 let entry = Entry::Dep { project: i, dep: d };
                 if dep.project == spec.id {
@@ -201,7 +203,7 @@ impl Registry {
 
         let mut site_order: Vec<usize> = (0..sites.len()).collect();
         site_order.sort_by(|&a, &b| sites[a].id.cmp(&sites[b].id));
-        let mut site_index = FxHashMap::default();
+        let mut site_index = HashMap::default();
         let mut resolved_sites = Vec::with_capacity(sites.len());
         for (ix, &i) in site_order.iter().enumerate() {
             let spec = &sites[i];
@@ -212,7 +214,7 @@ impl Registry {
             if spec.operator.is_empty() {
                 return Err(fail(entry, "operator", RegistryProblem::EmptyId));
             }
-            if site_index.insert(spec.id.clone().into_boxed_str(), SiteIx(ix as u32)).is_some() {
+            if site_index.insert(CompactString::from(spec.id.as_str()), SiteIx(ix as u32)).is_some() {
                 let later = first_of_duplicates(sites, i, |s| &s.id);
                 return Err(fail(Entry::Site(later), "id", RegistryProblem::Duplicate(spec.id.clone())));
             }
@@ -234,7 +236,7 @@ impl Registry {
                 return Err(fail(entry, "providers", RegistryProblem::NoProviders));
             }
             let mut providers = Vec::with_capacity(spec.providers.len());
-            let mut seen_providers = FxHashSet::default();
+            let mut seen_providers = HashSet::default();
             for (p, provider) in spec.providers.iter().enumerate() {
                 let entry = Entry::Provider { site: i, provider: p };
                 if provider.provider.is_empty() {
