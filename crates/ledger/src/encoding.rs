@@ -1,0 +1,88 @@
+//! The canonical byte encoding of transfers and block headers, and the
+//! Merkle tree over a block's transfers. Fixed-width little-endian integers
+//! and length-prefixed strings: a hash computed today verifies tomorrow.
+
+use crate::model::{AccountName, Transfer, TransferId, TransferKind};
+
+/// Appends `transfer`'s canonical encoding to `out`:
+/// `id: u128 | kind: u8 | amount: u64 | debit: u16 len + utf8 | credit: u16 len + utf8`.
+pub(crate) fn encode_transfer(transfer: &Transfer, out: &mut Vec<u8>) {
+    out.extend_from_slice(&transfer.id.0.to_le_bytes());
+    out.push(transfer.kind.code());
+    out.extend_from_slice(&transfer.amount.to_le_bytes());
+    for name in [&transfer.debit, &transfer.credit] {
+        let bytes = name.as_str().as_bytes();
+        out.extend_from_slice(&(bytes.len() as u16).to_le_bytes());
+        out.extend_from_slice(bytes);
+    }
+}
+
+/// Reads one transfer from the front of `bytes`, returning it and the rest.
+pub(crate) fn decode_transfer(bytes: &[u8]) -> Result<(Transfer, &[u8]), String> {
+    let mut reader = Reader(bytes);
+    let id = TransferId(u128::from_le_bytes(reader.take()?));
+    let [kind] = reader.take::<1>()?;
+    let kind = TransferKind::from_code(kind).ok_or_else(|| format!("unknown transfer kind {kind}"))?;
+    let amount = u64::from_le_bytes(reader.take()?);
+    let mut name = || -> Result<AccountName, String> {
+        let len = u16::from_le_bytes(reader.take()?) as usize;
+        let raw = reader.slice(len)?;
+        let text = std::str::from_utf8(raw).map_err(|_| "an account name is not UTF-8".to_owned())?;
+        AccountName::parse(text).map_err(|e| e.to_string())
+    };
+    let debit = name()?;
+    let credit = name()?;
+    Ok((Transfer { id, kind, debit, credit, amount }, reader.0))
+}
+
+/// The leaf hash of an encoded transfer (domain-separated from nodes).
+pub(crate) fn leaf_hash(encoded: &[u8]) -> [u8; 32] {
+    let mut hasher = blake3::Hasher::new();
+    hasher.update(&[0]);
+    hasher.update(encoded);
+    *hasher.finalize().as_bytes()
+}
+
+/// The Merkle root over leaf hashes: pairs hashed as `blake3(1 | left | right)`,
+/// an odd node carried up unchanged. The root of no leaves is all zeros.
+pub(crate) fn merkle_root(mut level: Vec<[u8; 32]>) -> [u8; 32] {
+    if level.is_empty() {
+        return [0; 32];
+    }
+    while level.len() > 1 {
+        let next = level
+            .chunks(2)
+            .map(|pair| match pair {
+                [left, right] => {
+                    let mut hasher = blake3::Hasher::new();
+                    hasher.update(&[1]);
+                    hasher.update(left);
+                    hasher.update(right);
+                    *hasher.finalize().as_bytes()
+                }
+                [single] => *single,
+                _ => unreachable!("chunks of two"),
+            })
+            .collect();
+        level = next;
+    }
+    level[0]
+}
+
+/// A cursor over bytes that fails, rather than panics, at the end.
+pub(crate) struct Reader<'a>(pub(crate) &'a [u8]);
+
+impl<'a> Reader<'a> {
+    pub(crate) fn take<const N: usize>(&mut self) -> Result<[u8; N], String> {
+        Ok(self.slice(N)?.try_into().expect("N bytes"))
+    }
+
+    pub(crate) fn slice(&mut self, n: usize) -> Result<&'a [u8], String> {
+        if self.0.len() < n {
+            return Err("the encoding ends early".to_owned());
+        }
+        let (head, tail) = self.0.split_at(n);
+        self.0 = tail;
+        Ok(head)
+    }
+}

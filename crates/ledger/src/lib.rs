@@ -1,0 +1,40 @@
+//! The append-only, hash-chained record of every CommonCents movement.
+//!
+//! A ledger is a sequence of blocks; each block stores the hash of the one
+//! before it, the Merkle root of its transfers, and the signature of the
+//! node that sealed it, so agreeing on the head means agreeing on all
+//! history, and anyone holding an export can check it offline.
+//!
+//! One code path checks everything: [`Ledger::apply`] takes a block and
+//! either applies it whole or refuses it with the exact reason. Appending a
+//! batch seals a block and applies it; reading the store back applies every
+//! stored block again; `commons ledger verify` applies an export's blocks to
+//! an empty ledger.
+//!
+//! # Invariants (checked by `apply`, in every build profile)
+//! - Heights count up from 1; each block links to the previous block's hash;
+//!   the Merkle root and the ed25519 signature match.
+//! - Double entry: each transfer moves one asset from one account to another,
+//!   so per asset the balances of all accounts sum to zero.
+//! - Only the `world` (fiat) and `issuance` (CC) accounts go negative.
+//! - Transfer ids are unique across the whole chain.
+//! - Full backing: after every block, NAV (reserve ÷ supply) is at least
+//!   what it was before (at the start: the initial price), so the reserve
+//!   always covers NAV × supply.
+//! - Settlement conserves: an escrow or pool account a block pays out of is
+//!   empty at the end of that block, and a period is settled only once.
+//!
+//! # Deliberately absent
+//! No I/O and no clock: timestamps arrive as arguments, the signing key is
+//! given by the caller, storage lives in the `store` crate.
+
+mod block;
+mod encoding;
+mod export;
+mod ledger;
+mod model;
+
+pub use block::{Block, BlockHeader, Hash, MAX_TRANSFERS_PER_BLOCK, Signer};
+pub use export::{ExportError, ExportHeader, FORMAT, read_export, write_block_line, write_header_line};
+pub use ledger::{AppendOutcome, Ledger, LedgerConfig, LedgerError, Nav, Rejection};
+pub use model::{AccountKind, AccountName, AccountNameError, Asset, Transfer, TransferId, TransferKind};
