@@ -122,7 +122,8 @@ pub fn read_export(input: impl BufRead, trusted_signer: Option<[u8; 32]>) -> Res
     let mut lines = input.split(b'\n');
     let malformed = |line: u64, reason: String| ExportError::Malformed { line, reason };
     let first = lines.next().ok_or_else(|| malformed(1, "the export is empty".into()))??;
-    let header: ExportHeader = serde_json::from_slice(&first).map_err(|e| malformed(1, format!("not a header: {e}")))?;
+    let header: ExportHeader =
+        serde_json::from_slice(&first).map_err(|e| malformed(1, format!("not a header: {e}")))?;
     if header.format != FORMAT {
         return Err(malformed(1, format!("format {:?} is not {FORMAT:?}", header.format)));
     }

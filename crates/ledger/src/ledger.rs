@@ -42,7 +42,9 @@ pub enum Rejection {
     DuplicateId(TransferId),
     #[error("transfer {0} was recorded before with different content")]
     IdReused(TransferId),
-    #[error("some of the batch's transfers were recorded before and some were not: a batch is applied whole or not at all")]
+    #[error(
+        "some of the batch's transfers were recorded before and some were not: a batch is applied whole or not at all"
+    )]
     PartlyRecorded,
     #[error("transfer {id}: {kind} cannot move from {debit} to {credit}")]
     KindNotAllowed { id: TransferId, kind: &'static str, debit: AccountName, credit: AccountName },
@@ -64,7 +66,8 @@ pub enum Rejection {
     Overflow,
 }
 
-/// A block that cannot be applied, and its height.
+/// A block that cannot be applied, and its height: its position in the
+/// chain, whatever height it claims.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("block {height}: {rejection}")]
 pub struct LedgerError {
@@ -215,7 +218,12 @@ impl Ledger {
     /// Checks a batch against what is recorded: a retry of a recorded batch
     /// is [`AppendOutcome::AlreadyRecorded`]; a new one is sealed into the
     /// next block (not yet applied).
-    pub fn prepare(&self, batch: Vec<Transfer>, timestamp_ms: u64, signer: &Signer) -> Result<AppendOutcome, Rejection> {
+    pub fn prepare(
+        &self,
+        batch: Vec<Transfer>,
+        timestamp_ms: u64,
+        signer: &Signer,
+    ) -> Result<AppendOutcome, Rejection> {
         if batch.is_empty() || batch.len() > MAX_TRANSFERS_PER_BLOCK {
             return Err(Rejection::BatchSize(batch.len()));
         }
@@ -241,7 +249,7 @@ impl Ledger {
 
     /// Applies `block` whole, or refuses it leaving the ledger unchanged.
     pub fn apply(&mut self, block: &Block) -> Result<(), LedgerError> {
-        let delta = self.check(block).map_err(|rejection| LedgerError { height: block.header.height, rejection })?;
+        let delta = self.check(block).map_err(|rejection| LedgerError { height: self.height + 1, rejection })?;
         self.commit(block, delta);
         Ok(())
     }
@@ -261,7 +269,10 @@ impl Ledger {
             return Err(Rejection::BatchSize(block.transfers.len()));
         }
         if header.signer != self.config.signer {
-            return Err(Rejection::WrongSigner { expected: hex::encode(self.config.signer), found: hex::encode(header.signer) });
+            return Err(Rejection::WrongSigner {
+                expected: hex::encode(self.config.signer),
+                found: hex::encode(header.signer),
+            });
         }
         if !block.signature_is_valid() {
             return Err(Rejection::BadSignature);
@@ -353,12 +364,7 @@ impl Ledger {
             reserve_after * sb >= rb * supply_after
         };
         if !backed {
-            return Err(Rejection::Underbacked {
-                reserve_before: rb,
-                supply_before: sb,
-                reserve_after,
-                supply_after,
-            });
+            return Err(Rejection::Underbacked { reserve_before: rb, supply_before: sb, reserve_after, supply_after });
         }
 
         Ok(Delta {

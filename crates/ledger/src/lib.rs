@@ -29,12 +29,14 @@
 //! given by the caller, storage lives in the `store` crate.
 
 mod block;
+mod custody;
 mod encoding;
 mod export;
 mod ledger;
 mod model;
 
 pub use block::{Block, BlockHeader, Hash, MAX_TRANSFERS_PER_BLOCK, Signer};
+pub use custody::{CustodyError, payment, redemption};
 pub use export::{ExportError, ExportHeader, FORMAT, read_export, write_block_line, write_header_line};
 pub use ledger::{AppendOutcome, Ledger, LedgerConfig, LedgerError, Nav, Rejection};
 pub use model::{AccountKind, AccountName, AccountNameError, Asset, Transfer, TransferId, TransferKind};
