@@ -1,0 +1,172 @@
+//! The two databases behind one interface, with the same SQL and the same
+//! migrations. The only dialect difference, the binary column type, is the
+//! `{bytes}` placeholder in the migrations. (`$1` parameters work in both.)
+
+use std::path::Path;
+
+use ledger::LedgerConfig;
+
+use crate::StoreError;
+
+/// Schema changes, in order; each runs once, in a transaction, recorded in
+/// `schema_migrations`. Never edit one that has shipped: add another.
+const MIGRATIONS: &[&str] = &["
+    CREATE TABLE ledger_meta (
+        key TEXT PRIMARY KEY,
+        value TEXT NOT NULL
+    );
+    CREATE TABLE ledger_blocks (
+        height BIGINT PRIMARY KEY,
+        hash {bytes} NOT NULL,
+        body {bytes} NOT NULL
+    );
+"];
+
+pub(crate) enum Backend {
+    Sqlite(rusqlite::Connection),
+    Postgres(postgres::Client),
+}
+
+fn db<E: std::fmt::Display>(e: E) -> StoreError {
+    StoreError::Database(e.to_string())
+}
+
+impl Backend {
+    pub(crate) fn sqlite(path: &Path) -> Result<Backend, String> {
+        let connection = rusqlite::Connection::open(path).map_err(|e| e.to_string())?;
+        connection
+            .execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA busy_timeout = 5000;")
+            .map_err(|e| e.to_string())?;
+        Ok(Backend::Sqlite(connection))
+    }
+
+    pub(crate) fn postgres(url: &str) -> Result<Backend, String> {
+        let client = postgres::Client::connect(url, postgres::NoTls).map_err(|e| {
+            let detail = std::error::Error::source(&e).map(|s| format!(": {s}")).unwrap_or_default();
+            format!("{e}{detail}")
+        })?;
+        Ok(Backend::Postgres(client))
+    }
+
+    fn bytes_type(&self) -> &'static str {
+        match self {
+            Backend::Sqlite(_) => "BLOB",
+            Backend::Postgres(_) => "BYTEA",
+        }
+    }
+
+    pub(crate) fn migrate(&mut self) -> Result<(), StoreError> {
+        self.execute_batch("CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY)")?;
+        let applied = self.query_i64s("SELECT version FROM schema_migrations")?;
+        let bytes = self.bytes_type();
+        for (version, migration) in MIGRATIONS.iter().enumerate() {
+            let version = version as i64 + 1;
+            if applied.contains(&version) {
+                continue;
+            }
+            let sql = format!(
+                "BEGIN; {} INSERT INTO schema_migrations (version) VALUES ({version}); COMMIT;",
+                migration.replace("{bytes}", bytes)
+            );
+            self.execute_batch(&sql)?;
+        }
+        Ok(())
+    }
+
+    fn execute_batch(&mut self, sql: &str) -> Result<(), StoreError> {
+        match self {
+            Backend::Sqlite(c) => c.execute_batch(sql).map_err(db),
+            Backend::Postgres(c) => c.batch_execute(sql).map_err(db),
+        }
+    }
+
+    fn query_i64s(&mut self, sql: &str) -> Result<Vec<i64>, StoreError> {
+        match self {
+            Backend::Sqlite(c) => {
+                let mut statement = c.prepare(sql).map_err(db)?;
+                let rows = statement.query_map([], |row| row.get::<_, i64>(0)).map_err(db)?;
+                rows.collect::<Result<_, _>>().map_err(db)
+            }
+            Backend::Postgres(c) => Ok(c.query(sql, &[]).map_err(db)?.iter().map(|row| row.get::<_, i64>(0)).collect()),
+        }
+    }
+
+    pub(crate) fn meta(&mut self) -> Result<Option<LedgerConfig>, StoreError> {
+        const SQL: &str = "SELECT key, value FROM ledger_meta";
+        let pairs: Vec<(String, String)> = match self {
+            Backend::Sqlite(c) => {
+                let mut statement = c.prepare(SQL).map_err(db)?;
+                let rows = statement.query_map([], |row| Ok((row.get(0)?, row.get(1)?))).map_err(db)?;
+                rows.collect::<Result<_, _>>().map_err(db)?
+            }
+            Backend::Postgres(c) => c.query(SQL, &[]).map_err(db)?.iter().map(|row| (row.get(0), row.get(1))).collect(),
+        };
+        if pairs.is_empty() {
+            return Ok(None);
+        }
+        let get = |key: &str| pairs.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone());
+        let corrupt = |what: &str| StoreError::Database(format!("ledger_meta: {what} is missing or malformed"));
+        let signer = get("signer")
+            .and_then(|hex| hex::decode(hex).ok())
+            .and_then(|bytes| <[u8; 32]>::try_from(bytes).ok())
+            .ok_or_else(|| corrupt("signer"))?;
+        Ok(Some(LedgerConfig {
+            currency: get("currency").ok_or_else(|| corrupt("currency"))?,
+            initial_cents_per_cc: get("initial_cents_per_cc")
+                .and_then(|v| v.parse().ok())
+                .ok_or_else(|| corrupt("initial_cents_per_cc"))?,
+            signer,
+        }))
+    }
+
+    pub(crate) fn init_meta(&mut self, config: &LedgerConfig) -> Result<(), StoreError> {
+        let rows = [
+            ("currency", config.currency.clone()),
+            ("initial_cents_per_cc", config.initial_cents_per_cc.to_string()),
+            ("signer", hex::encode(config.signer)),
+        ];
+        let values: Vec<String> = rows.iter().map(|(k, v)| format!("('{k}', '{v}')")).collect();
+        // The values are ours (an ISO code, a number, hex): no quoting needed.
+        self.execute_batch(&format!("INSERT INTO ledger_meta (key, value) VALUES {}", values.join(", ")))
+    }
+
+    pub(crate) fn insert_block(&mut self, height: u64, hash: &[u8; 32], body: &[u8]) -> Result<(), StoreError> {
+        const SQL: &str = "INSERT INTO ledger_blocks (height, hash, body) VALUES ($1, $2, $3)";
+        let height = i64::try_from(height).map_err(db)?;
+        match self {
+            Backend::Sqlite(c) => {
+                c.prepare_cached(SQL).and_then(|mut s| s.execute((height, &hash[..], body))).map(drop)
+            }
+            Backend::Postgres(c) => return c.execute(SQL, &[&height, &&hash[..], &body]).map(drop).map_err(db),
+        }
+        .map_err(db)
+    }
+
+    pub(crate) fn blocks(&mut self) -> Result<Vec<(u64, Vec<u8>, Vec<u8>)>, StoreError> {
+        const SQL: &str = "SELECT height, hash, body FROM ledger_blocks ORDER BY height";
+        let rows: Vec<(i64, Vec<u8>, Vec<u8>)> = match self {
+            Backend::Sqlite(c) => {
+                let mut statement = c.prepare(SQL).map_err(db)?;
+                let rows = statement.query_map([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?))).map_err(db)?;
+                rows.collect::<Result<_, _>>().map_err(db)?
+            }
+            Backend::Postgres(c) => {
+                c.query(SQL, &[]).map_err(db)?.iter().map(|row| (row.get(0), row.get(1), row.get(2))).collect()
+            }
+        };
+        Ok(rows.into_iter().map(|(h, hash, body)| (h as u64, hash, body)).collect())
+    }
+
+    pub(crate) fn block(&mut self, height: u64) -> Result<Option<Vec<u8>>, StoreError> {
+        const SQL: &str = "SELECT body FROM ledger_blocks WHERE height = $1";
+        let height = i64::try_from(height).map_err(db)?;
+        match self {
+            Backend::Sqlite(c) => {
+                let mut statement = c.prepare(SQL).map_err(db)?;
+                let mut rows = statement.query_map([height], |row| row.get(0)).map_err(db)?;
+                rows.next().transpose().map_err(db)
+            }
+            Backend::Postgres(c) => Ok(c.query_opt(SQL, &[&height]).map_err(db)?.map(|row| row.get(0))),
+        }
+    }
+}

@@ -1,0 +1,182 @@
+//! Durable storage: the embedded SQLite default (in a data directory, no
+//! setup) and PostgreSQL (for operators who outgrow one machine), behind
+//! one code path with one set of migrations.
+//!
+//! The ledger is stored as its blocks, one row each, in their canonical
+//! encoding; balances are derived by applying them. Opening a store reads
+//! every block back through [`ledger::Ledger::apply`], so what is on disk
+//! is checked again each time it is loaded.
+//!
+//! # Invariants
+//! - A block is written in one statement (one transaction): after a crash
+//!   the store holds a prefix of whole blocks.
+//! - [`Store::append`] returns only once the block is committed durably
+//!   (SQLite `synchronous=FULL` in WAL mode; PostgreSQL's synchronous
+//!   commit): an acknowledged batch survives any crash.
+//! - The node's signing key lives in `DATA/node.key`, created on first use
+//!   with mode 0600, and is refused if others can read it.
+
+mod backend;
+mod key;
+
+use std::path::{Path, PathBuf};
+
+use ledger::{AppendOutcome, Block, Ledger, LedgerConfig, Rejection, Signer, Transfer};
+
+use backend::Backend;
+pub use key::load_or_create_key;
+
+/// Where a store lives.
+#[derive(Clone, Debug)]
+pub struct Location {
+    /// The data directory: the node key, and the SQLite database unless
+    /// `database` is given.
+    pub data_dir: PathBuf,
+    /// A `postgres://` URL to use instead of the embedded SQLite.
+    pub database: Option<String>,
+}
+
+impl Location {
+    /// `--data DIR` (default `./commons-data`) and `--database URL`.
+    pub fn new(data_dir: Option<PathBuf>, database: Option<String>) -> Location {
+        Location { data_dir: data_dir.unwrap_or_else(|| PathBuf::from("commons-data")), database }
+    }
+
+    /// What to call this store in messages.
+    pub fn describe(&self) -> String {
+        match &self.database {
+            Some(url) => redact(url),
+            None => self.data_dir.join(SQLITE_FILE).display().to_string(),
+        }
+    }
+}
+
+const SQLITE_FILE: &str = "commons.db";
+
+/// What can go wrong with a store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot open {location}: {reason}")]
+    Open { location: String, reason: String },
+    #[error("the database: {0}")]
+    Database(String),
+    #[error("the node key {path}: {reason}")]
+    Key { path: PathBuf, reason: String },
+    #[error("stored block {height} is corrupt: {reason}")]
+    Corrupt { height: u64, reason: String },
+    #[error("the stored ledger does not verify: {0}")]
+    Invalid(#[from] ledger::LedgerError),
+    #[error("this node's key {node} is not the ledger's signer {ledger}: it can read this ledger but not append to it")]
+    NotSigner { node: String, ledger: String },
+    #[error(transparent)]
+    Rejected(#[from] Rejection),
+}
+
+/// An open store: the database, the ledger read back from it, and this
+/// node's signing key.
+pub struct Store {
+    backend: Backend,
+    ledger: Ledger,
+    signer: Signer,
+    location: Location,
+}
+
+impl Store {
+    /// Opens (creating on first use) the store at `location`, runs its
+    /// migrations, and reads the whole ledger back, checking every block.
+    pub fn open(location: &Location) -> Result<Store, StoreError> {
+        std::fs::create_dir_all(&location.data_dir).map_err(|e| StoreError::Open {
+            location: location.data_dir.display().to_string(),
+            reason: e.to_string(),
+        })?;
+        let signer = load_or_create_key(&location.data_dir)?;
+        let mut backend = match &location.database {
+            Some(url) => Backend::postgres(url),
+            None => Backend::sqlite(&location.data_dir.join(SQLITE_FILE)),
+        }
+        .map_err(|reason| StoreError::Open { location: location.describe(), reason })?;
+        backend.migrate()?;
+
+        let config = match backend.meta()? {
+            Some(config) => config,
+            None => {
+                let config =
+                    LedgerConfig { currency: "USD".into(), initial_cents_per_cc: 100, signer: signer.public_key() };
+                backend.init_meta(&config)?;
+                config
+            }
+        };
+        let mut ledger = Ledger::new(config);
+        for (height, hash, body) in backend.blocks()? {
+            let block = Block::decode(&body).map_err(|reason| StoreError::Corrupt { height, reason })?;
+            if block.hash().as_slice() != hash.as_slice() {
+                return Err(StoreError::Corrupt { height, reason: "the stored hash does not match the block".into() });
+            }
+            ledger.apply(&block)?;
+        }
+        Ok(Store { backend, ledger, signer, location: location.clone() })
+    }
+
+    pub fn ledger(&self) -> &Ledger {
+        &self.ledger
+    }
+
+    pub fn location(&self) -> &Location {
+        &self.location
+    }
+
+    /// Records `batch` atomically as the next block, durably, and applies
+    /// it; a retry of a recorded batch is a no-op. Nothing changes on error.
+    pub fn append(&mut self, batch: Vec<Transfer>, timestamp_ms: u64) -> Result<Option<Block>, StoreError> {
+        if self.signer.public_key() != self.ledger.config().signer {
+            return Err(StoreError::NotSigner {
+                node: hex::encode(self.signer.public_key()),
+                ledger: hex::encode(self.ledger.config().signer),
+            });
+        }
+        match self.ledger.prepare(batch, timestamp_ms, &self.signer)? {
+            AppendOutcome::AlreadyRecorded => Ok(None),
+            AppendOutcome::Sealed(block) => {
+                self.backend.insert_block(block.header.height, &block.hash(), &block.encode())?;
+                self.ledger.apply(&block).expect("prepare checked the block");
+                Ok(Some(block))
+            }
+        }
+    }
+
+    /// Every stored block, in order (read back from the database).
+    pub fn blocks(&mut self) -> Result<Vec<Block>, StoreError> {
+        self.backend
+            .blocks()?
+            .into_iter()
+            .map(|(height, _, body)| Block::decode(&body).map_err(|reason| StoreError::Corrupt { height, reason }))
+            .collect()
+    }
+
+    /// One stored block.
+    pub fn block(&mut self, height: u64) -> Result<Option<Block>, StoreError> {
+        match self.backend.block(height)? {
+            None => Ok(None),
+            Some(body) => Block::decode(&body).map(Some).map_err(|reason| StoreError::Corrupt { height, reason }),
+        }
+    }
+}
+
+/// A database URL with any password replaced, for messages.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let credentials = &url[scheme + 3..at];
+            match credentials.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
+
+/// Whether `path` looks like a data directory's database (for tests).
+pub fn sqlite_path(data_dir: &Path) -> PathBuf {
+    data_dir.join(SQLITE_FILE)
+}
