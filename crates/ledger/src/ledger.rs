@@ -175,6 +175,11 @@ impl Ledger {
         self.head
     }
 
+    /// Whether a transfer with this id is recorded.
+    pub fn contains(&self, id: TransferId) -> bool {
+        self.transfers.contains_key(&id)
+    }
+
     pub fn n_transfers(&self) -> u64 {
         self.n_transfers
     }

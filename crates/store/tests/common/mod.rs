@@ -46,6 +46,19 @@ fn nanos() -> u128 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() % 1_000_000
 }
 
+impl Drop for TestStore {
+    fn drop(&mut self) {
+        // Drop the test's schema; a failure only leaves it behind.
+        if let Some(url) = &self.location.database
+            && let Some(schema) = url.rsplit("search_path%3D").next()
+            && let Some(base) = postgres_url()
+            && let Ok(mut client) = postgres::Client::connect(&base, postgres::NoTls)
+        {
+            let _ = client.batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"));
+        }
+    }
+}
+
 /// One SQLite store and one PostgreSQL store, each empty.
 pub fn stores() -> Vec<TestStore> {
     let mut all = Vec::new();
