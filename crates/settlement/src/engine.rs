@@ -35,20 +35,66 @@ pub struct ContractFailure {
     pub error: ContractError,
 }
 
+/// Where a [`Posting`] moves money from or to: a subscriber's escrow, a
+/// site's or a project's pool in the middle of settlement, or an account.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Node<'a> {
+    Escrow { user: &'a str },
+    SitePool { site: &'a str },
+    ProjectPool { project: &'a str },
+    Account(&'a Account),
+}
+
+/// One movement of a settlement, for recording it (on the ledger) step by
+/// step. Replaying every posting leaves escrows and pools empty and the
+/// accounts as in [`Settlement::accounts`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Posting<'a> {
+    pub from: Node<'a>,
+    pub to: Node<'a>,
+    pub amount: Micros,
+    /// The level (1 to 4) that made it.
+    pub level: u8,
+    /// The round of dependency flow (level 3), else 0: the same pools may
+    /// exchange money in several rounds.
+    pub round: u32,
+}
+
 /// Settles one period. A pure function of its inputs.
 ///
 /// # Panics
 /// If the allocations do not add up to the escrow minted: that would be a
 /// bug in this crate, and no result is better than a wrong one.
 pub fn settle(params: &Params, registry: &Registry, activity: &Activity, contract: &dyn PayoutContract) -> Settlement {
+    settle_journaled(params, registry, activity, contract, None)
+}
+
+/// [`settle`], also telling `journal` every movement, in order: level 1
+/// subscriber by subscriber (a subscriber's postings are consecutive, one
+/// per destination), then levels 2, 3 (round by round) and 4. Zero amounts
+/// are not posted.
+pub fn settle_journaled(
+    params: &Params,
+    registry: &Registry,
+    activity: &Activity,
+    contract: &dyn PayoutContract,
+    mut journal: Option<&mut dyn FnMut(Posting<'_>)>,
+) -> Settlement {
     let mut accounts: BTreeMap<Account, Micros> = BTreeMap::new();
     let mut credit = |account: Account, amount: Micros| {
         if amount > Micros::ZERO {
             *accounts.entry(account).or_default() += amount;
         }
     };
+    let mut post = |from: Node<'_>, to: Node<'_>, amount: Micros, level: u8, round: u32| {
+        if let Some(journal) = journal.as_mut()
+            && amount > Micros::ZERO
+        {
+            journal(Posting { from, to, amount, level, round });
+        }
+    };
 
-    let (general_fund, site_totals) = allocate_to_sites(params, registry, activity);
+    let (general_fund, site_totals) = allocate_to_sites(params, registry, activity, &mut post);
     credit(Account::GeneralFund, general_fund);
 
     // Level 2: per site, on its period total.
@@ -64,15 +110,21 @@ pub fn settle(params: &Params, registry: &Registry, activity: &Activity, contrac
         provider_shares.resize(provider_weights.len(), Micros::ZERO);
         let split = splitter.split(provider_cut, &provider_weights, &mut provider_shares);
         assert!(split, "registry guarantees a provider with a positive weight");
+        let pool = Node::SitePool { site: &site.id };
         for ((provider, _), &share) in site.providers.iter().zip(&provider_shares) {
-            credit(Account::Provider(provider.clone()), share);
+            let account = Account::Provider(provider.clone());
+            post(pool, Node::Account(&account), share, 2, 0);
+            credit(account, share);
         }
         let (developer_cut, operator_keeps) = cut(rest, site.developer_share_bps);
         developer_inflow[site.project.index()] += developer_cut;
-        credit(Account::Operator(site.operator.clone()), operator_keeps);
+        post(pool, Node::ProjectPool { project: &registry.project(site.project).id }, developer_cut, 2, 0);
+        let operator = Account::Operator(site.operator.clone());
+        post(pool, Node::Account(&operator), operator_keeps, 2, 0);
+        credit(operator, operator_keeps);
     }
 
-    let (project_kept, dependency_rounds) = flow_through_dependencies(registry, developer_inflow);
+    let (project_kept, dependency_rounds) = flow_through_dependencies(registry, developer_inflow, &mut post);
 
     // Level 4: each project's contract pays what it keeps.
     let mut contract_failures = Vec::new();
@@ -89,10 +141,18 @@ pub fn settle(params: &Params, registry: &Registry, activity: &Activity, contrac
                 Err(ContractError::Failed(format!("paid {paid} µCC out of {} µCC", kept.get())))
             }
         });
+        let pool = Node::ProjectPool { project: &project.id };
         match payout {
-            Ok(outputs) => outputs.into_iter().for_each(|(account, amount)| credit(account, amount)),
+            Ok(outputs) => {
+                for (account, amount) in outputs {
+                    post(pool, Node::Account(&account), amount, 4, 0);
+                    credit(account, amount);
+                }
+            }
             Err(error) => {
-                credit(Account::Project(project.id.clone()), kept);
+                let account = Account::Project(project.id.clone());
+                post(pool, Node::Account(&account), kept, 4, 0);
+                credit(account, kept);
                 contract_failures.push(ContractFailure { project: project.id.clone(), amount: kept, error });
             }
         }
@@ -196,16 +256,33 @@ fn allocate_into(
 
 /// Level 1 for every subscriber. Returns the general fund's part and each
 /// site's period total.
-fn allocate_to_sites(params: &Params, registry: &Registry, activity: &Activity) -> (Micros, Vec<Micros>) {
+fn allocate_to_sites(
+    params: &Params,
+    registry: &Registry,
+    activity: &Activity,
+    post: &mut impl FnMut(Node<'_>, Node<'_>, Micros, u8, u32),
+) -> (Micros, Vec<Micros>) {
     let mut general_fund = Micros::ZERO;
     let mut site_totals = vec![Micros::ZERO; registry.sites().len()];
     let mut scratch = Scratch::default();
     let mut allocation = SubscriberAllocation::default();
     for u in 0..activity.n_subscribers() {
-        allocate_into(params, activity, SubscriberIx::from_index(u), &mut scratch, &mut allocation);
+        let u = SubscriberIx::from_index(u);
+        allocate_into(params, activity, u, &mut scratch, &mut allocation);
         general_fund += allocation.general_fund;
         for &(site, amount) in &allocation.received {
             site_totals[site.index()] += amount;
+        }
+        let escrow = Node::Escrow { user: activity.user(u) };
+        post(escrow, Node::Account(&Account::GeneralFund), allocation.general_fund, 1, 0);
+        // One posting per site: a site may have been used and also called.
+        allocation.received.sort_unstable_by_key(|&(site, _)| site);
+        let mut received = allocation.received.iter().peekable();
+        while let Some(&(site, mut amount)) = received.next() {
+            while let Some(&(_, more)) = received.next_if(|(next, _)| *next == site) {
+                amount += more;
+            }
+            post(escrow, Node::SitePool { site: &registry.site(site).id }, amount, 1, 0);
         }
     }
     (general_fund, site_totals)
@@ -217,7 +294,11 @@ fn allocate_to_sites(params: &Params, registry: &Registry, activity: &Activity) 
 /// Each hop passes strictly less than it received (pass ≤ 90 %, floored), so
 /// the flow ends even on cycles. Returns what each project kept, and
 /// the number of rounds.
-fn flow_through_dependencies(registry: &Registry, inflow: Vec<Micros>) -> (Vec<Micros>, u32) {
+fn flow_through_dependencies(
+    registry: &Registry,
+    inflow: Vec<Micros>,
+    post: &mut impl FnMut(Node<'_>, Node<'_>, Micros, u8, u32),
+) -> (Vec<Micros>, u32) {
     let projects = registry.projects();
     let mut kept = vec![Micros::ZERO; projects.len()];
     let mut current = inflow;
@@ -249,6 +330,8 @@ fn flow_through_dependencies(registry: &Registry, inflow: Vec<Micros>) -> (Vec<M
                 if share == Micros::ZERO {
                     continue;
                 }
+                let to = Node::ProjectPool { project: &projects[dep.index()].id };
+                post(Node::ProjectPool { project: &project.id }, to, share, 3, rounds);
                 if next[dep.index()] == Micros::ZERO {
                     next_active.push(dep.index());
                 }

@@ -31,7 +31,9 @@ mod registry;
 pub use activity::{
     Activity, ActivityBuilder, ActivityError, ActivityProblem, CallRow, ROWS_MAX, SubscriberIx, UsageRow,
 };
-pub use engine::{ContractFailure, Settlement, SubscriberAllocation, allocate_subscriber, settle};
+pub use engine::{
+    ContractFailure, Node, Posting, Settlement, SubscriberAllocation, allocate_subscriber, settle, settle_journaled,
+};
 pub use params::{PASS_BPS_MAX, ParamError, Params, ParamsSpec};
 pub use payout::{ContractError, PayoutContract, ProjectAccount};
 pub use registry::{

@@ -1,13 +1,15 @@
 //! Properties of settlement on random periods, each reproducible from the
 //! seed proptest prints: conservation, determinism, independence from input
 //! order, monotonicity in active minutes, and termination on cyclic
-//! dependency graphs.
+//! dependency graphs, and a journal that replays to the same accounts.
+
+use std::collections::BTreeMap;
 
 use commons_core::{Cents, Micros, Period};
 use proptest::prelude::*;
 use settlement::{
-    Activity, ActivityBuilder, CallRow, DepSpec, Params, ParamsSpec, ProjectAccount, ProjectSpec, ProviderSpec,
-    Registry, Settlement, SiteSpec, UsageRow, allocate_subscriber, settle,
+    Activity, ActivityBuilder, CallRow, DepSpec, Node, Params, ParamsSpec, Posting, ProjectAccount, ProjectSpec,
+    ProviderSpec, Registry, Settlement, SiteSpec, UsageRow, allocate_subscriber, settle, settle_journaled,
 };
 
 /// A small deterministic generator (splitmix64), so a world is a function
@@ -197,6 +199,32 @@ proptest! {
         prop_assert_eq!(u128::from(settlement.minted.get()), minted);
         prop_assert_eq!(allocated, minted);
         prop_assert!(settlement.accounts.values().all(|&m| m > Micros::ZERO));
+    }
+
+    #[test]
+    fn replaying_the_journal_empties_escrows_and_pools_and_gives_the_accounts(seed in any::<u64>()) {
+        let world = world(seed);
+        let (params, registry, activity) = build(&world);
+        let mut balances: BTreeMap<String, i128> = BTreeMap::new();
+        for u in 0..activity.n_subscribers() {
+            balances.insert(format!("escrow:{}", activity.user(ix(u))), i128::from(activity.escrow(ix(u)).get()));
+        }
+        let name = |node: Node<'_>| match node {
+            Node::Escrow { user } => format!("escrow:{user}"),
+            Node::SitePool { site } => format!("site-pool:{site}"),
+            Node::ProjectPool { project } => format!("project-pool:{project}"),
+            Node::Account(account) => account.to_string(),
+        };
+        let mut journal = |posting: Posting<'_>| {
+            assert!(posting.amount.get() > 0);
+            *balances.entry(name(posting.from)).or_default() -= i128::from(posting.amount.get());
+            *balances.entry(name(posting.to)).or_default() += i128::from(posting.amount.get());
+        };
+        let settlement = settle_journaled(&params, &registry, &activity, &ProjectAccount, Some(&mut journal));
+        prop_assert!(balances.values().all(|&b| b >= 0), "a balance went negative");
+        let left: BTreeMap<String, i128> = balances.into_iter().filter(|(_, b)| *b != 0).collect();
+        let expected: BTreeMap<String, i128> = settlement.accounts.iter().map(|(a, m)| (a.to_string(), i128::from(m.get()))).collect();
+        prop_assert_eq!(left, expected);
     }
 
     #[test]
