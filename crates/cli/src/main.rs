@@ -2,10 +2,14 @@
 //! parses its arguments, calls into the domain crates and prints.
 //!
 //! Exit codes: 0 success, 1 failure of the machine or the platform, 2 bad
-//! input (arguments, scenario files), with the error on stderr.
+//! input (arguments, scenario files, ledger exports), with the error on
+//! stderr.
 
+mod ledger_cmd;
+mod record;
 mod settle;
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -13,14 +17,36 @@ use clap::{Parser, Subcommand};
 #[derive(Parser)]
 #[command(name = "commons", version, about = "OneCommons: a free and open cloud")]
 struct Cli {
+    #[command(flatten)]
+    store: StoreArgs,
     #[command(subcommand)]
     command: Command,
+}
+
+/// Where the platform keeps its state; every subcommand takes these.
+#[derive(clap::Args, Clone)]
+pub struct StoreArgs {
+    /// The data directory: the node key, and the embedded database
+    #[arg(long, global = true, value_name = "DIR", env = "COMMONS_DATA", default_value = "commons-data")]
+    data: PathBuf,
+    /// A PostgreSQL URL (postgres://…) to use instead of the embedded database
+    #[arg(long, global = true, value_name = "URL", env = "COMMONS_DATABASE")]
+    database: Option<String>,
+}
+
+impl StoreArgs {
+    pub fn location(&self) -> store::Location {
+        store::Location::new(Some(self.data.clone()), self.database.clone())
+    }
 }
 
 #[derive(Subcommand)]
 enum Command {
     /// Settle a period: divide each subscriber's fee by their own usage
     Settle(settle::Args),
+    /// Read, export and verify the CommonCents ledger
+    #[command(subcommand)]
+    Ledger(ledger_cmd::Command),
 }
 
 /// An error that is the input's fault: reported, exit code 2.
@@ -38,7 +64,8 @@ impl std::error::Error for BadInput {}
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Settle(args) => settle::run(args),
+        Command::Settle(args) => settle::run(args, &cli.store),
+        Command::Ledger(command) => ledger_cmd::run(command, &cli.store),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -47,4 +74,9 @@ fn main() -> ExitCode {
             if error.downcast_ref::<BadInput>().is_some() { ExitCode::from(2) } else { ExitCode::FAILURE }
         }
     }
+}
+
+/// Milliseconds since the Unix epoch: block timestamps.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }

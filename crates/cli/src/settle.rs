@@ -9,7 +9,9 @@ use commons_core::{Micros, Period};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use settlement::{ProjectAccount, Settlement, settle};
 
-use crate::BadInput;
+use store::Store;
+
+use crate::{BadInput, StoreArgs, record};
 
 /// Inputs smaller than this load too fast for a progress bar to help.
 const PROGRESS_BAR_MIN_BYTES: u64 = 16 << 20;
@@ -22,9 +24,13 @@ pub struct Args {
     /// Print `{"accounts": {...}, "total": N}` with amounts in µCC
     #[arg(long)]
     json: bool,
+    /// Record the period on the ledger (payments and mints at NAV, then
+    /// every allocation), in the store given by --data or --database
+    #[arg(long)]
+    ledger: bool,
 }
 
-pub fn run(args: Args) -> anyhow::Result<()> {
+pub fn run(args: Args, store_args: &StoreArgs) -> anyhow::Result<()> {
     let total_bytes = scenario::input_bytes(&args.scenario);
     let progress = if total_bytes >= PROGRESS_BAR_MIN_BYTES {
         ProgressBar::with_draw_target(Some(total_bytes), ProgressDrawTarget::stderr())
@@ -40,7 +46,29 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     progress.finish_and_clear();
     let scenario = loaded.map_err(|e| BadInput(e.to_string()))?;
 
-    let settlement = settle(&scenario.params, &scenario.registry, &scenario.activity, &ProjectAccount);
+    let summary = Summary {
+        period: scenario.params.period(),
+        n_subscribers: scenario.activity.n_subscribers(),
+        n_usage_rows: scenario.activity.n_usage_rows(),
+        n_sites: scenario.registry.sites().len(),
+        n_projects: scenario.registry.projects().len(),
+    };
+    let settlement = if args.ledger {
+        let mut store = Store::open(&store_args.location())?;
+        let settlement = record::record_period(&mut store, scenario)?;
+        let ledger = store.ledger();
+        eprintln!(
+            "recorded period {} on the ledger at {}: height {}, {} transfers, NAV {} cents per CC",
+            summary.period,
+            store.location().describe(),
+            ledger.height(),
+            ledger.n_transfers(),
+            ledger.nav().cents_per_cc()
+        );
+        settlement
+    } else {
+        settle(&scenario.params, &scenario.registry, &scenario.activity, &ProjectAccount)
+    };
     for failure in &settlement.contract_failures {
         eprintln!("warning: project {}: {}; {} stays in its account", failure.project, failure.error, failure.amount);
     }
@@ -48,7 +76,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     if args.json {
         writeln!(out, "{}", json(&settlement)).context("writing to stdout")?;
     } else {
-        write_table(&mut out, &scenario, &settlement).context("writing to stdout")?;
+        write_table(&mut out, &summary, &settlement).context("writing to stdout")?;
     }
     Ok(())
 }
@@ -67,16 +95,20 @@ fn json(settlement: &Settlement) -> String {
     serde_json::to_string_pretty(&value).expect("a JSON value serializes")
 }
 
-fn write_table(out: &mut impl Write, scenario: &scenario::Scenario, settlement: &Settlement) -> std::io::Result<()> {
-    let activity = &scenario.activity;
+/// What the table's first line says about the period.
+struct Summary {
+    period: Period,
+    n_subscribers: usize,
+    n_usage_rows: usize,
+    n_sites: usize,
+    n_projects: usize,
+}
+
+fn write_table(out: &mut impl Write, summary: &Summary, settlement: &Settlement) -> std::io::Result<()> {
     writeln!(
         out,
         "period {}: {} subscribers, {} usage rows, {} sites, {} projects",
-        scenario.params.period(),
-        activity.n_subscribers(),
-        activity.n_usage_rows(),
-        scenario.registry.sites().len(),
-        scenario.registry.projects().len(),
+        summary.period, summary.n_subscribers, summary.n_usage_rows, summary.n_sites, summary.n_projects,
     )?;
     writeln!(out)?;
     let width = settlement.accounts.keys().map(|a| a.to_string().len()).max().unwrap_or(0).max("account".len());
@@ -97,7 +129,7 @@ fn write_table(out: &mut impl Write, scenario: &scenario::Scenario, settlement: 
 }
 
 /// `1234567` as `1,234,567`.
-fn grouped(n: u64) -> String {
+pub fn grouped(n: u64) -> String {
     let digits = n.to_string();
     let mut out = String::with_capacity(digits.len() + digits.len() / 3);
     for (i, digit) in digits.chars().enumerate() {
@@ -110,7 +142,7 @@ fn grouped(n: u64) -> String {
 }
 
 /// `Micros` as CC with six decimals, without the unit.
-fn cc(amount: Micros) -> String {
+pub fn cc(amount: Micros) -> String {
     let shown = amount.to_string();
     shown.trim_end_matches(" CC").to_owned()
 }

@@ -60,7 +60,7 @@ pub enum ExportError {
     #[error("line {line}: {reason}")]
     Malformed { line: u64, reason: String },
     #[error("line {line}: {error}")]
-    Rejected { line: u64, error: LedgerError },
+    Rejected { line: u64, error: Box<LedgerError> },
     #[error("reading the export: {0}")]
     Io(#[from] std::io::Error),
 }
@@ -141,15 +141,13 @@ pub fn read_export(input: impl BufRead, trusted_signer: Option<[u8; 32]>) -> Res
         initial_cents_per_cc: header.initial_cents_per_cc,
         signer: trusted_signer.unwrap_or(header_signer),
     });
-    let mut number = 1;
-    for line in lines {
+    for (number, line) in (2..).zip(lines) {
         let line = line?;
-        number += 1;
         if line.is_empty() {
             continue;
         }
         let block = parse_block_line(&line).map_err(|reason| malformed(number, reason))?;
-        ledger.apply(&block).map_err(|error| ExportError::Rejected { line: number, error })?;
+        ledger.apply(&block).map_err(|error| ExportError::Rejected { line: number, error: Box::new(error) })?;
     }
     Ok(ledger)
 }

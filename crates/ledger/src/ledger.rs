@@ -119,7 +119,7 @@ impl Nav {
 #[derive(Debug, PartialEq, Eq)]
 pub enum AppendOutcome {
     /// New: sealed into this block.
-    Sealed(Block),
+    Sealed(Box<Block>),
     /// Every transfer was recorded before with the same content: a retry.
     AlreadyRecorded,
 }
@@ -249,7 +249,7 @@ impl Ledger {
         }
         let block = Block::seal(self.height + 1, self.head, timestamp_ms, batch, signer);
         self.check(&block)?;
-        Ok(AppendOutcome::Sealed(block))
+        Ok(AppendOutcome::Sealed(Box::new(block)))
     }
 
     /// Applies `block` whole, or refuses it leaving the ledger unchanged.

@@ -34,9 +34,11 @@ mod encoding;
 mod export;
 mod ledger;
 mod model;
+mod postings;
 
 pub use block::{Block, BlockHeader, Hash, MAX_TRANSFERS_PER_BLOCK, Signer};
 pub use custody::{CustodyError, payment, redemption};
 pub use export::{ExportError, ExportHeader, FORMAT, read_export, write_block_line, write_header_line};
 pub use ledger::{AppendOutcome, Ledger, LedgerConfig, LedgerError, Nav, Rejection};
 pub use model::{AccountKind, AccountName, AccountNameError, Asset, Transfer, TransferId, TransferKind};
+pub use postings::{account_of, transfer_for};

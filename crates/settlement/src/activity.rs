@@ -102,6 +102,7 @@ pub struct ActivityBuilder<'a> {
     site_ids: Vec<&'a str>,
     users: Vec<CompactString>,
     escrow: Vec<Micros>,
+    paid: Vec<Cents>,
     minted: Micros,
     /// Ids up to 24 bytes are stored inline, so a lookup reads no memory
     /// beyond the table: this map is probed once per usage row.
@@ -115,6 +116,7 @@ pub struct ActivityBuilder<'a> {
 pub struct Activity {
     pub(crate) users: Vec<CompactString>,
     pub(crate) escrow: Vec<Micros>,
+    pub(crate) paid: Vec<Cents>,
     pub(crate) minted: Micros,
     /// Subscriber `u`'s usage rows are `user_start[u]..user_start[u + 1]`.
     pub(crate) user_start: Vec<u32>,
@@ -134,6 +136,7 @@ impl<'a> ActivityBuilder<'a> {
             site_ids: registry.sites().iter().map(|s| s.id.as_str()).collect(),
             users: Vec::new(),
             escrow: Vec::new(),
+            paid: Vec::new(),
             minted: Micros::ZERO,
             user_index: HashMap::default(),
             usage: Vec::new(),
@@ -161,6 +164,7 @@ impl<'a> ActivityBuilder<'a> {
         self.minted = minted;
         self.users.push(user);
         self.escrow.push(escrow);
+        self.paid.push(paid);
         Ok(ix)
     }
 
@@ -207,6 +211,7 @@ impl<'a> ActivityBuilder<'a> {
         let mut activity = Activity {
             users: Vec::new(),
             escrow: Vec::new(),
+            paid: Vec::new(),
             minted: self.minted,
             user_start,
             site: Vec::with_capacity(self.usage.len()),
@@ -269,6 +274,7 @@ impl<'a> ActivityBuilder<'a> {
         }
         activity.users = self.users;
         activity.escrow = self.escrow;
+        activity.paid = self.paid;
         Ok(activity)
     }
 }
@@ -312,6 +318,23 @@ impl Activity {
 
     pub fn escrow(&self, u: SubscriberIx) -> Micros {
         self.escrow[u.index()]
+    }
+
+    /// What subscriber `u` paid.
+    pub fn paid(&self, u: SubscriberIx) -> Cents {
+        self.paid[u.index()]
+    }
+
+    /// The same activity with escrow minted elsewhere (on the ledger, at
+    /// its NAV) instead of at the initial price. `None` if the total does
+    /// not fit in 64 bits or the count is not one per subscriber.
+    pub fn with_escrow(mut self, escrow: Vec<Micros>) -> Option<Activity> {
+        if escrow.len() != self.users.len() {
+            return None;
+        }
+        self.minted = escrow.iter().try_fold(Micros::ZERO, |sum, e| sum.checked_add(*e))?;
+        self.escrow = escrow;
+        Some(self)
     }
 }
 

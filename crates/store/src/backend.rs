@@ -22,6 +22,9 @@ const MIGRATIONS: &[&str] = &["
     );
 "];
 
+/// A stored block: height, hash, encoded body.
+pub(crate) type StoredBlock = (u64, Vec<u8>, Vec<u8>);
+
 pub(crate) enum Backend {
     Sqlite(rusqlite::Connection),
     Postgres(postgres::Client),
@@ -142,7 +145,7 @@ impl Backend {
         .map_err(db)
     }
 
-    pub(crate) fn blocks(&mut self) -> Result<Vec<(u64, Vec<u8>, Vec<u8>)>, StoreError> {
+    pub(crate) fn blocks(&mut self) -> Result<Vec<StoredBlock>, StoreError> {
         const SQL: &str = "SELECT height, hash, body FROM ledger_blocks ORDER BY height";
         let rows: Vec<(i64, Vec<u8>, Vec<u8>)> = match self {
             Backend::Sqlite(c) => {

@@ -18,6 +18,7 @@
 
 mod backend;
 mod key;
+pub mod testing;
 
 use std::path::{Path, PathBuf};
 
@@ -139,7 +140,7 @@ impl Store {
             AppendOutcome::Sealed(block) => {
                 self.backend.insert_block(block.header.height, &block.hash(), &block.encode())?;
                 self.ledger.apply(&block).expect("prepare checked the block");
-                Ok(Some(block))
+                Ok(Some(*block))
             }
         }
     }

@@ -99,7 +99,12 @@ fn killed_appender_loses_no_acknowledged_batch() {
                 assert!(ledger.contains(first_id(n)), "{} round {round}: acknowledged batch {n} is missing", s.name);
             }
             assert_eq!(ledger.n_transfers(), ledger.height() * PAYMENTS_PER_BATCH * 2, "{}: partial block", s.name);
-            eprintln!("{} round {round}: {} batches acknowledged in all, {} blocks stored", s.name, acknowledged.len(), ledger.height());
+            eprintln!(
+                "{} round {round}: {} batches acknowledged in all, {} blocks stored",
+                s.name,
+                acknowledged.len(),
+                ledger.height()
+            );
         }
         assert!(acknowledged.len() > 6, "{}: the appender made too little progress to test anything", s.name);
     }

@@ -1,0 +1,120 @@
+//! Recording a settled period on the ledger: payments that mint escrow at
+//! NAV, then the settlement's postings, in atomic batches.
+//!
+//! Batches hold whole subscribers (an escrow is emptied within one block)
+//! and levels 2 to 4 go in one final block, after which the period is
+//! settled on the ledger. Every transfer id derives from what it records,
+//! so running this again after a crash repeats the same batches (no-ops)
+//! and finishes the job; once settled, the period is refused.
+
+use anyhow::Context;
+use commons_core::{Micros, Period};
+use ledger::{AccountName, TransferId, payment, transfer_for};
+use scenario::Scenario;
+use settlement::{Node, Posting, ProjectAccount, Settlement, SubscriberIx, settle_journaled};
+use store::Store;
+
+use crate::{BadInput, now_ms};
+
+/// Transfers per block while recording a period.
+const BATCH_TRANSFERS: usize = 50_000;
+
+/// Settles `scenario` onto the ledger in `store` and returns the settlement.
+pub fn record_period(store: &mut Store, scenario: Scenario) -> anyhow::Result<Settlement> {
+    let period = scenario.params.period();
+    if store.ledger().is_settled(period) {
+        return Err(BadInput(format!(
+            "period {period} is settled already on the ledger at {}; a period is settled once",
+            store.location().describe()
+        ))
+        .into());
+    }
+    let escrow = record_payments(store, &scenario, period)?;
+    let activity = scenario.activity.with_escrow(escrow).context("escrow minted on the ledger overflows 64 bits")?;
+
+    let mut batch = Vec::new();
+    let mut failure: Option<anyhow::Error> = None;
+    let mut last_user: Option<String> = None;
+    let mut closing = false;
+    let mut journal = |posting: Posting<'_>| {
+        if failure.is_some() {
+            return;
+        }
+        // A block ends only between subscribers, and level 1 ends before
+        // levels 2 to 4, which share the last block.
+        let subscriber = match posting.from {
+            Node::Escrow { user } => Some(user),
+            _ => None,
+        };
+        let starts_group = match subscriber {
+            Some(user) => last_user.as_deref() != Some(user),
+            None => !closing,
+        };
+        if starts_group
+            && !batch.is_empty()
+            && (subscriber.is_none() || batch.len() >= BATCH_TRANSFERS)
+            && let Err(e) = store.append(std::mem::take(&mut batch), now_ms())
+        {
+            failure = Some(e.into());
+            return;
+        }
+        match subscriber {
+            Some(user) if starts_group => last_user = Some(user.to_owned()),
+            Some(_) => {}
+            None => closing = true,
+        }
+        match transfer_for(period, &posting) {
+            Ok(transfer) => batch.push(transfer),
+            Err(e) => failure = Some(BadInput(e.to_string()).into()),
+        }
+    };
+    let settlement =
+        settle_journaled(&scenario.params, &scenario.registry, &activity, &ProjectAccount, Some(&mut journal));
+    if let Some(failure) = failure {
+        return Err(failure);
+    }
+    if !batch.is_empty() {
+        store.append(batch, now_ms())?;
+    }
+    Ok(settlement)
+}
+
+/// Records each subscription as a payment that mints at NAV; returns the
+/// escrow each subscriber got. Payments recorded by an interrupted earlier
+/// run are found and not repeated.
+fn record_payments(store: &mut Store, scenario: &Scenario, period: Period) -> anyhow::Result<Vec<Micros>> {
+    let activity = &scenario.activity;
+    let reserve = scenario.params.reserve_contribution_bps();
+    let mut escrow = Vec::with_capacity(activity.n_subscribers());
+    let mut batch = Vec::new();
+    let mut nav = store.ledger().nav();
+    for u in 0..activity.n_subscribers() {
+        let u = SubscriberIx::from_index(u);
+        let user = activity.user(u);
+        let payment_id = format!("{period}/{user}");
+        let account = AccountName::escrow(period, user).map_err(|e| BadInput(e.to_string()))?;
+        if store.ledger().contains(TransferId::derive(&[b"payment", payment_id.as_bytes()])) {
+            escrow.push(Micros::new(store.ledger().balance(&account) as u64));
+            continue;
+        }
+        let paid = activity.paid(u).get();
+        match payment(&nav, period, user, paid, reserve, payment_id.as_bytes()) {
+            Ok((legs, minted)) => {
+                nav = nav.after_payment(paid, minted);
+                batch.extend(legs);
+                escrow.push(Micros::new(minted));
+            }
+            // Nothing to mint (a zero payment): nothing to record or settle.
+            Err(ledger::CustodyError::TooSmall(_)) => escrow.push(Micros::ZERO),
+            Err(e) => return Err(BadInput(format!("subscription of {user}: {e}")).into()),
+        }
+        if batch.len() >= BATCH_TRANSFERS {
+            store.append(std::mem::take(&mut batch), now_ms())?;
+            nav = store.ledger().nav();
+        }
+    }
+    if !batch.is_empty() {
+        store.append(batch, now_ms())?;
+    }
+    Ok(escrow)
+}
