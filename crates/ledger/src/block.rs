@@ -3,6 +3,7 @@
 use ed25519_dalek::{Signature, Signer as _, SigningKey, VerifyingKey};
 
 use crate::encoding::{Reader, decode_transfer, encode_transfer, leaf_hash, merkle_root};
+use crate::ledger::Rejection;
 use crate::model::Transfer;
 
 /// A BLAKE3 hash.
@@ -36,6 +37,31 @@ pub struct Block {
     /// The signer's ed25519 signature of the block hash.
     pub signature: [u8; 64],
     pub transfers: Vec<Transfer>,
+}
+
+/// A block whose own content holds together: its transfer count, its
+/// Merkle root and its signature by the key its header names. Checking is
+/// independent of any ledger state, so it can run on many blocks in
+/// parallel; [`crate::Ledger::apply`] takes only checked blocks.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CheckedBlock {
+    block: Block,
+    leaves: Vec<Hash>,
+}
+
+impl CheckedBlock {
+    pub fn block(&self) -> &Block {
+        &self.block
+    }
+
+    pub fn into_block(self) -> Block {
+        self.block
+    }
+
+    /// Each transfer's leaf hash, in order.
+    pub(crate) fn leaves(&self) -> &[Hash] {
+        &self.leaves
+    }
 }
 
 /// A node's signing key.
@@ -73,19 +99,44 @@ impl BlockHeader {
 }
 
 impl Block {
-    /// Seals `transfers` as the block after `prev_hash` at `height`.
-    pub fn seal(height: u64, prev_hash: Hash, timestamp_ms: u64, transfers: Vec<Transfer>, signer: &Signer) -> Block {
-        let (_, leaves) = Block::leaves(&transfers);
+    /// Seals `transfers`, whose leaf hashes are `leaves`, as the block
+    /// after `prev_hash` at `height`.
+    pub(crate) fn seal(
+        height: u64,
+        prev_hash: Hash,
+        timestamp_ms: u64,
+        transfers: Vec<Transfer>,
+        leaves: Vec<Hash>,
+        signer: &Signer,
+    ) -> CheckedBlock {
         let header = BlockHeader {
             height,
             prev_hash,
-            merkle_root: merkle_root(leaves),
+            merkle_root: merkle_root(&leaves),
             timestamp_ms,
             n_transfers: transfers.len() as u32,
             signer: signer.public_key(),
         };
         let signature = signer.0.sign(&header.hash()).to_bytes();
-        Block { header, signature, transfers }
+        CheckedBlock { block: Block { header, signature, transfers }, leaves }
+    }
+
+    /// Checks what a block says about itself (see [`CheckedBlock`]).
+    pub fn check(self) -> Result<CheckedBlock, Rejection> {
+        if self.header.n_transfers as usize != self.transfers.len() {
+            return Err(Rejection::TransferCount { header: self.header.n_transfers, actual: self.transfers.len() });
+        }
+        if self.transfers.is_empty() || self.transfers.len() > MAX_TRANSFERS_PER_BLOCK {
+            return Err(Rejection::BatchSize(self.transfers.len()));
+        }
+        if !self.signature_is_valid() {
+            return Err(Rejection::BadSignature);
+        }
+        let (_, leaves) = Block::leaves(&self.transfers);
+        if merkle_root(&leaves) != self.header.merkle_root {
+            return Err(Rejection::MerkleRoot);
+        }
+        Ok(CheckedBlock { block: self, leaves })
     }
 
     pub fn hash(&self) -> Hash {
@@ -105,7 +156,7 @@ impl Block {
     }
 
     /// Checks the signature over the header hash with the header's signer.
-    pub(crate) fn signature_is_valid(&self) -> bool {
+    fn signature_is_valid(&self) -> bool {
         let Ok(key) = VerifyingKey::from_bytes(&self.header.signer) else { return false };
         key.verify_strict(&self.hash(), &Signature::from_bytes(&self.signature)).is_ok()
     }

@@ -45,10 +45,11 @@ pub(crate) fn leaf_hash(encoded: &[u8]) -> [u8; 32] {
 
 /// The Merkle root over leaf hashes: pairs hashed as `blake3(1 | left | right)`,
 /// an odd node carried up unchanged. The root of no leaves is all zeros.
-pub(crate) fn merkle_root(mut level: Vec<[u8; 32]>) -> [u8; 32] {
-    if level.is_empty() {
+pub(crate) fn merkle_root(leaves: &[[u8; 32]]) -> [u8; 32] {
+    if leaves.is_empty() {
         return [0; 32];
     }
+    let mut level = leaves.to_vec();
     while level.len() > 1 {
         let next = level
             .chunks(2)

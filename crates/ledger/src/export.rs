@@ -11,12 +11,13 @@
 //! an export is detected: either the line is no longer canonical, or its
 //! content no longer hashes, links or verifies.
 
+use std::fmt::Write as _;
 use std::io::{BufRead, Write};
 
 use serde::{Deserialize, Serialize};
 
-use crate::block::{Block, BlockHeader};
-use crate::ledger::{Ledger, LedgerConfig, LedgerError};
+use crate::block::{Block, BlockHeader, CheckedBlock};
+use crate::ledger::{Ledger, LedgerConfig, LedgerError, Rejection};
 use crate::model::{AccountName, Transfer, TransferId, TransferKind};
 
 /// The format's name and version, the header's first field.
@@ -30,28 +31,6 @@ pub struct ExportHeader {
     pub currency: String,
     pub initial_cents_per_cc: u64,
     pub signer: String,
-}
-
-#[derive(Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct BlockLine {
-    height: u64,
-    prev_hash: String,
-    merkle_root: String,
-    timestamp_ms: u64,
-    signer: String,
-    signature: String,
-    transfers: Vec<TransferLine>,
-}
-
-#[derive(Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct TransferLine {
-    id: String,
-    kind: String,
-    debit: String,
-    credit: String,
-    amount: u64,
 }
 
 /// Why an export does not verify: where, and what.
@@ -88,37 +67,38 @@ pub fn write_header_line(config: &LedgerConfig, out: &mut impl Write) -> std::io
 }
 
 pub fn write_block_line(block: &Block, out: &mut impl Write) -> std::io::Result<()> {
-    serde_json::to_writer(&mut *out, &block_line(block))?;
-    out.write_all(b"\n")
-}
-
-fn block_line(block: &Block) -> BlockLine {
+    let mut line = String::with_capacity(400 + block.transfers.len() * 140);
     let h = &block.header;
-    BlockLine {
-        height: h.height,
-        prev_hash: hex::encode(h.prev_hash),
-        merkle_root: hex::encode(h.merkle_root),
-        timestamp_ms: h.timestamp_ms,
-        signer: hex::encode(h.signer),
-        signature: hex::encode(block.signature),
-        transfers: block
-            .transfers
-            .iter()
-            .map(|t| TransferLine {
-                id: t.id.to_string(),
-                kind: t.kind.as_str().to_owned(),
-                debit: t.debit.to_string(),
-                credit: t.credit.to_string(),
-                amount: t.amount,
-            })
-            .collect(),
+    let _ = write!(
+        line,
+        "{{\"height\":{},\"prev_hash\":\"{}\",\"merkle_root\":\"{}\",\"timestamp_ms\":{},\"signer\":\"{}\",\"signature\":\"{}\",\"transfers\":[",
+        h.height,
+        hex::encode(h.prev_hash),
+        hex::encode(h.merkle_root),
+        h.timestamp_ms,
+        hex::encode(h.signer),
+        hex::encode(block.signature),
+    );
+    for (i, t) in block.transfers.iter().enumerate() {
+        let _ = write!(
+            line,
+            "{}{{\"id\":\"{}\",\"kind\":\"{}\",\"debit\":\"{}\",\"credit\":\"{}\",\"amount\":{}}}",
+            if i == 0 { "" } else { "," },
+            t.id,
+            t.kind.as_str(),
+            t.debit,
+            t.credit,
+            t.amount
+        );
     }
+    line.push_str("]}\n");
+    out.write_all(line.as_bytes())
 }
 
 /// Reads an export and applies every block to a fresh ledger, which it
 /// returns. The signer is `trusted_signer` when given, else the header's.
 /// Stops at the first failure with its line, height and reason.
-pub fn read_export(input: impl BufRead, trusted_signer: Option<[u8; 32]>) -> Result<Ledger, ExportError> {
+pub fn read_export(input: impl BufRead + Send, trusted_signer: Option<[u8; 32]>) -> Result<Ledger, ExportError> {
     let mut lines = input.split(b'\n');
     let malformed = |line: u64, reason: String| ExportError::Malformed { line, reason };
     let first = lines.next().ok_or_else(|| malformed(1, "the export is empty".into()))??;
@@ -141,54 +121,179 @@ pub fn read_export(input: impl BufRead, trusted_signer: Option<[u8; 32]>) -> Res
         initial_cents_per_cc: header.initial_cents_per_cc,
         signer: trusted_signer.unwrap_or(header_signer),
     });
-    for (number, line) in (2..).zip(lines) {
-        let line = line?;
-        if line.is_empty() {
-            continue;
+    // Two stages on two threads: one reads each line and checks the block
+    // on its own (parsing, canonical form, Merkle root, signature), the
+    // other applies blocks in order. The first failure in file order is the
+    // one reported.
+    std::thread::scope(|scope| {
+        let (sender, receiver) = std::sync::mpsc::sync_channel::<(u64, Result<CheckedBlock, Stage>)>(PIPELINE_BLOCKS);
+        scope.spawn(move || {
+            for (number, line) in (2u64..).zip(lines) {
+                let checked = match line {
+                    Err(e) => Err(Stage::Io(e)),
+                    Ok(line) if line.is_empty() => continue,
+                    Ok(line) => parse_block_line(&line)
+                        .map_err(Stage::Malformed)
+                        .and_then(|b| b.check().map_err(Stage::Rejected)),
+                };
+                let stop = checked.is_err();
+                if sender.send((number, checked)).is_err() || stop {
+                    return;
+                }
+            }
+        });
+        for (number, checked) in receiver {
+            match checked {
+                Ok(block) => ledger
+                    .apply(&block)
+                    .map_err(|error| ExportError::Rejected { line: number, error: Box::new(error) })?,
+                Err(Stage::Io(e)) => return Err(ExportError::Io(e)),
+                Err(Stage::Malformed(reason)) => return Err(malformed(number, reason)),
+                Err(Stage::Rejected(rejection)) => {
+                    let error = LedgerError { height: ledger.height() + 1, rejection };
+                    return Err(ExportError::Rejected { line: number, error: Box::new(error) });
+                }
+            }
         }
-        let block = parse_block_line(&line).map_err(|reason| malformed(number, reason))?;
-        ledger.apply(&block).map_err(|error| ExportError::Rejected { line: number, error: Box::new(error) })?;
-    }
-    Ok(ledger)
+        Ok(ledger)
+    })
 }
 
+/// Blocks checked ahead of the one being applied.
+const PIPELINE_BLOCKS: usize = 16;
+
+/// Why the checking stage stopped at a line.
+enum Stage {
+    Io(std::io::Error),
+    Malformed(String),
+    Rejected(Rejection),
+}
+
+/// Parses a block line in exactly its canonical form: field order,
+/// punctuation, lowercase hex and numbers without leading zeros are fixed,
+/// and account names need no escapes, so any other byte sequence is refused
+/// here or changes what the block says.
 fn parse_block_line(line: &[u8]) -> Result<Block, String> {
-    let wire: BlockLine = serde_json::from_slice(line).map_err(|e| format!("not a block: {e}"))?;
-    let field = |name: &str, value: &str| hex32(value).ok_or_else(|| format!("{name} is not 32 bytes of hex"));
-    let signature: [u8; 64] = hex::decode(&wire.signature)
-        .ok()
-        .and_then(|b| b.try_into().ok())
-        .ok_or_else(|| "signature is not 64 bytes of hex".to_owned())?;
-    let mut transfers = Vec::with_capacity(wire.transfers.len());
-    for (i, t) in wire.transfers.iter().enumerate() {
+    let mut p = Strict { bytes: line, at: 0 };
+    p.literal(b"{\"height\":")?;
+    let height = p.number()?;
+    p.literal(b",\"prev_hash\":")?;
+    let prev_hash = p.hex::<32>()?;
+    p.literal(b",\"merkle_root\":")?;
+    let merkle_root = p.hex::<32>()?;
+    p.literal(b",\"timestamp_ms\":")?;
+    let timestamp_ms = p.number()?;
+    p.literal(b",\"signer\":")?;
+    let signer = p.hex::<32>()?;
+    p.literal(b",\"signature\":")?;
+    let signature = p.hex::<64>()?;
+    p.literal(b",\"transfers\":[")?;
+    let mut transfers = Vec::new();
+    while p.peek() != Some(b']') {
+        if !transfers.is_empty() {
+            p.literal(b",")?;
+        }
+        let i = transfers.len();
         let fail = |what: String| format!("transfer {i}: {what}");
-        let id = u128::from_str_radix(&t.id, 16)
-            .ok()
-            .filter(|_| t.id.len() == 32)
-            .ok_or_else(|| fail("id is not 32 hex digits".into()))?;
-        let kind = TransferKind::parse(&t.kind).ok_or_else(|| fail(format!("unknown kind {:?}", t.kind)))?;
-        let debit = AccountName::parse(&t.debit).map_err(|e| fail(e.to_string()))?;
-        let credit = AccountName::parse(&t.credit).map_err(|e| fail(e.to_string()))?;
-        transfers.push(Transfer { id: TransferId(id), kind, debit, credit, amount: t.amount });
+        p.literal(b"{\"id\":")?;
+        let id = u128::from_be_bytes(p.hex::<16>()?);
+        p.literal(b",\"kind\":")?;
+        let kind = p.string()?;
+        let kind = TransferKind::parse(kind).ok_or_else(|| fail(format!("unknown kind {kind:?}")))?;
+        p.literal(b",\"debit\":")?;
+        let debit = AccountName::parse(p.string()?).map_err(|e| fail(e.to_string()))?;
+        p.literal(b",\"credit\":")?;
+        let credit = AccountName::parse(p.string()?).map_err(|e| fail(e.to_string()))?;
+        p.literal(b",\"amount\":")?;
+        let amount = p.number()?;
+        p.literal(b"}")?;
+        transfers.push(Transfer { id: TransferId(id), kind, debit, credit, amount });
     }
-    let block = Block {
+    p.literal(b"]}")?;
+    if p.at != line.len() {
+        return Err(format!("unexpected bytes after the block at byte {}", p.at));
+    }
+    Ok(Block {
         header: BlockHeader {
-            height: wire.height,
-            prev_hash: field("prev_hash", &wire.prev_hash)?,
-            merkle_root: field("merkle_root", &wire.merkle_root)?,
-            timestamp_ms: wire.timestamp_ms,
+            height,
+            prev_hash,
+            merkle_root,
+            timestamp_ms,
             n_transfers: u32::try_from(transfers.len()).map_err(|_| "too many transfers".to_owned())?,
-            signer: field("signer", &wire.signer)?,
+            signer,
         },
         signature,
         transfers,
-    };
-    let mut canonical = Vec::with_capacity(line.len());
-    serde_json::to_writer(&mut canonical, &block_line(&block)).expect("serializes");
-    if canonical != line {
-        return Err(format!("block {} is not in canonical form (a byte was changed?)", wire.height));
+    })
+}
+
+/// A cursor that accepts only the canonical spelling of each value.
+struct Strict<'a> {
+    bytes: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Strict<'a> {
+    fn peek(&self) -> Option<u8> {
+        self.bytes.get(self.at).copied()
     }
-    Ok(block)
+
+    fn literal(&mut self, expected: &[u8]) -> Result<(), String> {
+        if self.bytes[self.at..].starts_with(expected) {
+            self.at += expected.len();
+            Ok(())
+        } else {
+            Err(format!("expected `{}` at byte {}", String::from_utf8_lossy(expected), self.at))
+        }
+    }
+
+    /// A `u64` in decimal, without sign, exponent or leading zeros.
+    fn number(&mut self) -> Result<u64, String> {
+        let start = self.at;
+        while self.peek().is_some_and(|b| b.is_ascii_digit()) {
+            self.at += 1;
+        }
+        let digits = &self.bytes[start..self.at];
+        let canonical = !digits.is_empty() && (digits[0] != b'0' || digits.len() == 1);
+        let value = std::str::from_utf8(digits).ok().filter(|_| canonical).and_then(|d| d.parse().ok());
+        value.ok_or_else(|| format!("expected a whole number at byte {start}"))
+    }
+
+    /// `"…"` with no escapes and no control characters.
+    fn string(&mut self) -> Result<&'a str, String> {
+        let start = self.at;
+        self.literal(b"\"")?;
+        let rest = &self.bytes[self.at..];
+        let end = rest.iter().position(|&b| b == b'"').ok_or_else(|| format!("unterminated string at byte {start}"))?;
+        let raw = &rest[..end];
+        if raw.iter().any(|&b| b == b'\\' || b < 0x20) {
+            return Err(format!("a string with escapes or control characters at byte {start}"));
+        }
+        self.at += end + 1;
+        std::str::from_utf8(raw).map_err(|_| format!("a string that is not UTF-8 at byte {start}"))
+    }
+
+    /// `"…"` holding exactly `2 * N` lowercase hex digits.
+    fn hex<const N: usize>(&mut self) -> Result<[u8; N], String> {
+        let start = self.at;
+        let text = self.string()?.as_bytes();
+        let nibble = |c: u8| match c {
+            b'0'..=b'9' => Some(c - b'0'),
+            b'a'..=b'f' => Some(c - b'a' + 10),
+            _ => None,
+        };
+        if text.len() != 2 * N {
+            return Err(format!("expected {} hex digits at byte {start}", 2 * N));
+        }
+        let mut out = [0u8; N];
+        for (byte, pair) in out.iter_mut().zip(text.chunks_exact(2)) {
+            *byte = nibble(pair[0])
+                .zip(nibble(pair[1]))
+                .map(|(high, low)| (high << 4) | low)
+                .ok_or_else(|| format!("expected lowercase hex digits at byte {start}"))?;
+        }
+        Ok(out)
+    }
 }
 
 fn hex32(text: &str) -> Option<[u8; 32]> {

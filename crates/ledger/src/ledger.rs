@@ -6,8 +6,7 @@ use std::collections::BTreeSet;
 use commons_core::Period;
 use foldhash::{HashMap, HashMapExt};
 
-use crate::block::{Block, Hash, MAX_TRANSFERS_PER_BLOCK, Signer};
-use crate::encoding::merkle_root;
+use crate::block::{Block, CheckedBlock, Hash, MAX_TRANSFERS_PER_BLOCK, Signer};
 use crate::model::{AccountKind, AccountName, Asset, Transfer, TransferId, TransferKind};
 
 /// What a ledger is for, fixed for its life and recorded in exports.
@@ -119,7 +118,7 @@ impl Nav {
 #[derive(Debug, PartialEq, Eq)]
 pub enum AppendOutcome {
     /// New: sealed into this block.
-    Sealed(Box<Block>),
+    Sealed(Box<CheckedBlock>),
     /// Every transfer was recorded before with the same content: a retry.
     AlreadyRecorded,
 }
@@ -140,8 +139,8 @@ pub struct Ledger {
 }
 
 /// The effects of a checked block, ready to commit.
-struct Delta {
-    balances: Vec<(AccountName, i128)>,
+struct Delta<'b> {
+    balances: Vec<(&'b AccountName, i128)>,
     leaves: Vec<(TransferId, Hash)>,
     settled: Vec<Period>,
     nav: (u64, u64),
@@ -247,19 +246,27 @@ impl Ledger {
         if recorded > 0 {
             return Err(Rejection::PartlyRecorded);
         }
-        let block = Block::seal(self.height + 1, self.head, timestamp_ms, batch, signer);
+        let block = Block::seal(self.height + 1, self.head, timestamp_ms, batch, leaves, signer);
         self.check(&block)?;
         Ok(AppendOutcome::Sealed(Box::new(block)))
     }
 
+    /// Checks `block` on its own ([`Block::check`]) and applies it.
+    pub fn apply_block(&mut self, block: Block) -> Result<(), LedgerError> {
+        let checked = block.check().map_err(|rejection| LedgerError { height: self.height + 1, rejection })?;
+        self.apply(&checked)
+    }
+
     /// Applies `block` whole, or refuses it leaving the ledger unchanged.
-    pub fn apply(&mut self, block: &Block) -> Result<(), LedgerError> {
-        let delta = self.check(block).map_err(|rejection| LedgerError { height: self.height + 1, rejection })?;
-        self.commit(block, delta);
+    pub fn apply(&mut self, checked: &CheckedBlock) -> Result<(), LedgerError> {
+        let delta = self.check(checked).map_err(|rejection| LedgerError { height: self.height + 1, rejection })?;
+        self.commit(checked.block(), delta);
         Ok(())
     }
 
-    fn check(&self, block: &Block) -> Result<Delta, Rejection> {
+    /// Checks a self-consistent block against the chain and the balances.
+    fn check<'b>(&self, checked: &'b CheckedBlock) -> Result<Delta<'b>, Rejection> {
+        let block = checked.block();
         let header = &block.header;
         if header.height != self.height + 1 {
             return Err(Rejection::Height { expected: self.height + 1, found: header.height });
@@ -267,24 +274,11 @@ impl Ledger {
         if header.prev_hash != self.head {
             return Err(Rejection::BrokenLink(self.height));
         }
-        if header.n_transfers as usize != block.transfers.len() {
-            return Err(Rejection::TransferCount { header: header.n_transfers, actual: block.transfers.len() });
-        }
-        if block.transfers.is_empty() || block.transfers.len() > MAX_TRANSFERS_PER_BLOCK {
-            return Err(Rejection::BatchSize(block.transfers.len()));
-        }
         if header.signer != self.config.signer {
             return Err(Rejection::WrongSigner {
                 expected: hex::encode(self.config.signer),
                 found: hex::encode(header.signer),
             });
-        }
-        if !block.signature_is_valid() {
-            return Err(Rejection::BadSignature);
-        }
-        let (_, leaves) = Block::leaves(&block.transfers);
-        if merkle_root(leaves.clone()) != header.merkle_root {
-            return Err(Rejection::MerkleRoot);
         }
 
         let mut ids: HashMap<TransferId, ()> = HashMap::with_capacity(block.transfers.len());
@@ -373,16 +367,21 @@ impl Ledger {
         }
 
         Ok(Delta {
-            balances: changed.into_iter().map(|(a, b)| (a.clone(), b)).collect(),
-            leaves: block.transfers.iter().map(|t| t.id).zip(leaves).collect(),
+            balances: changed.into_iter().collect(),
+            leaves: block.transfers.iter().map(|t| t.id).zip(checked.leaves().iter().copied()).collect(),
             settled,
             nav: (reserve_after as u64, supply_after as u64),
         })
     }
 
-    fn commit(&mut self, block: &Block, delta: Delta) {
+    fn commit(&mut self, block: &Block, delta: Delta<'_>) {
         for (account, balance) in delta.balances {
-            self.balances.insert(account, balance);
+            match self.balances.get_mut(account) {
+                Some(existing) => *existing = balance,
+                None => {
+                    self.balances.insert(account.clone(), balance);
+                }
+            }
         }
         self.transfers.extend(delta.leaves);
         self.settled.extend(delta.settled);

@@ -5,11 +5,13 @@
 //! node that sealed it, so agreeing on the head means agreeing on all
 //! history, and anyone holding an export can check it offline.
 //!
-//! One code path checks everything: [`Ledger::apply`] takes a block and
-//! either applies it whole or refuses it with the exact reason. Appending a
-//! batch seals a block and applies it; reading the store back applies every
-//! stored block again; `commons ledger verify` applies an export's blocks to
-//! an empty ledger.
+//! One code path checks everything: [`Block::check`] checks what a block
+//! says about itself (count, Merkle root, signature), then
+//! [`Ledger::apply`] checks it against the chain and the balances and
+//! applies it whole, or refuses it with the exact reason. Appending a batch
+//! seals a block and applies it; reading the store back applies every
+//! stored block again; `commons ledger verify` applies an export's blocks
+//! to an empty ledger (checking blocks on their own on every core).
 //!
 //! # Invariants (checked by `apply`, in every build profile)
 //! - Heights count up from 1; each block links to the previous block's hash;
@@ -36,7 +38,7 @@ mod ledger;
 mod model;
 mod postings;
 
-pub use block::{Block, BlockHeader, Hash, MAX_TRANSFERS_PER_BLOCK, Signer};
+pub use block::{Block, BlockHeader, CheckedBlock, Hash, MAX_TRANSFERS_PER_BLOCK, Signer};
 pub use custody::{CustodyError, payment, redemption};
 pub use export::{ExportError, ExportHeader, FORMAT, read_export, write_block_line, write_header_line};
 pub use ledger::{AppendOutcome, Ledger, LedgerConfig, LedgerError, Nav, Rejection};

@@ -75,8 +75,50 @@ impl AccountKind {
 pub const ACCOUNT_NAME_MAX_BYTES: usize = 256;
 
 /// A valid account name; its kind follows from its form.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct AccountName(String);
+///
+/// The name's hash is computed once, when the name is made: applying a
+/// block looks each account up several times, and verification makes names
+/// on one thread and applies blocks on another.
+#[derive(Clone, Debug)]
+pub struct AccountName {
+    name: String,
+    hash: u64,
+}
+
+impl AccountName {
+    fn new(name: String) -> AccountName {
+        // Seeded once per process, so crafted names cannot force collisions.
+        static SEED: std::sync::OnceLock<foldhash::quality::RandomState> = std::sync::OnceLock::new();
+        let hash = std::hash::BuildHasher::hash_one(SEED.get_or_init(Default::default), &name);
+        AccountName { name, hash }
+    }
+}
+
+impl PartialEq for AccountName {
+    fn eq(&self, other: &AccountName) -> bool {
+        self.hash == other.hash && self.name == other.name
+    }
+}
+
+impl Eq for AccountName {}
+
+impl PartialOrd for AccountName {
+    fn partial_cmp(&self, other: &AccountName) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for AccountName {
+    fn cmp(&self, other: &AccountName) -> std::cmp::Ordering {
+        self.name.cmp(&other.name)
+    }
+}
+
+impl std::hash::Hash for AccountName {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        state.write_u64(self.hash);
+    }
+}
 
 /// An account name that is not one of the forms above.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -92,24 +134,24 @@ impl AccountName {
         if name.len() > ACCOUNT_NAME_MAX_BYTES {
             return Err(fail("longer than 256 bytes"));
         }
-        if name.chars().any(|c| c.is_control() || c.is_whitespace()) {
-            return Err(fail("it contains whitespace or control characters"));
+        if name.chars().any(|c| c.is_control() || c.is_whitespace() || c == '"' || c == '\\') {
+            return Err(fail("it contains whitespace, control characters, quotes or backslashes"));
         }
         let kind = kind_of(name).ok_or_else(|| {
             fail("expected world, reserve, issuance, general-fund, escrow:<period>:<user>, pool:<period>:site|project:<id>, or provider|operator|project|contributor|holder:<id>")
         })?;
         let _ = kind;
-        Ok(AccountName(name.to_owned()))
+        Ok(AccountName::new(name.to_owned()))
     }
 
     pub fn world() -> AccountName {
-        AccountName("world".into())
+        AccountName::new("world".into())
     }
     pub fn reserve() -> AccountName {
-        AccountName("reserve".into())
+        AccountName::new("reserve".into())
     }
     pub fn issuance() -> AccountName {
-        AccountName("issuance".into())
+        AccountName::new("issuance".into())
     }
 
     pub fn escrow(period: Period, user: &str) -> Result<AccountName, AccountNameError> {
@@ -130,16 +172,16 @@ impl AccountName {
     }
 
     pub fn as_str(&self) -> &str {
-        &self.0
+        &self.name
     }
 
     pub fn kind(&self) -> AccountKind {
-        kind_of(&self.0).expect("checked when constructed")
+        kind_of(&self.name).expect("checked when constructed")
     }
 
     /// The period of an escrow or pool account.
     pub fn period(&self) -> Option<Period> {
-        let rest = self.0.strip_prefix("escrow:").or_else(|| self.0.strip_prefix("pool:"))?;
+        let rest = self.name.strip_prefix("escrow:").or_else(|| self.name.strip_prefix("pool:"))?;
         Period::parse(rest.get(..7)?).ok()
     }
 }
@@ -179,7 +221,7 @@ fn kind_of(name: &str) -> Option<AccountKind> {
 
 impl fmt::Display for AccountName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(&self.name)
     }
 }
 

@@ -24,7 +24,7 @@ fn append(ledger: &mut Ledger, batch: Vec<Transfer>) -> Result<Option<Block>, Re
     match ledger.prepare(batch, 1_700_000_000_000 + ledger.height(), &signer())? {
         AppendOutcome::Sealed(block) => {
             ledger.apply(&block).unwrap();
-            Ok(Some(*block))
+            Ok(Some(block.into_block()))
         }
         AppendOutcome::AlreadyRecorded => Ok(None),
     }

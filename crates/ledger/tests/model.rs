@@ -168,7 +168,7 @@ proptest! {
         let mut out = Vec::new();
         write_header_line(ledger.config(), &mut out).unwrap();
         for block in &blocks {
-            write_block_line(block, &mut out).unwrap();
+            write_block_line(block.block(), &mut out).unwrap();
         }
         let verified = read_export(out.as_slice(), None).unwrap();
         prop_assert_eq!(verified.balances(), ledger.balances());

@@ -113,7 +113,7 @@ impl Store {
             if block.hash().as_slice() != hash.as_slice() {
                 return Err(StoreError::Corrupt { height, reason: "the stored hash does not match the block".into() });
             }
-            ledger.apply(&block)?;
+            ledger.apply_block(block)?;
         }
         Ok(Store { backend, ledger, signer, location: location.clone() })
     }
@@ -137,10 +137,11 @@ impl Store {
         }
         match self.ledger.prepare(batch, timestamp_ms, &self.signer)? {
             AppendOutcome::AlreadyRecorded => Ok(None),
-            AppendOutcome::Sealed(block) => {
+            AppendOutcome::Sealed(checked) => {
+                let block = checked.block();
                 self.backend.insert_block(block.header.height, &block.hash(), &block.encode())?;
-                self.ledger.apply(&block).expect("prepare checked the block");
-                Ok(Some(*block))
+                self.ledger.apply(&checked).expect("prepare checked the block");
+                Ok(Some(checked.into_block()))
             }
         }
     }
