@@ -8,15 +8,17 @@
 //! - [`cut`] and [`split`] conserve: what goes in comes out, to the unit.
 //!
 //! # Deliberately absent
-//! No I/O, no clock, no randomness. The current period is chosen by the
+//! No I/O, no clock, no entropy: [`SplitMix64`] is deterministic from a seed. The current period is chosen by the
 //! caller ([`Period::parse`] or [`Period::from_days_since_epoch`]).
 
 mod account;
 mod amount;
 mod period;
+mod rng;
 mod split;
 
 pub use account::Account;
 pub use amount::{Bps, BpsError, Cents, MICROS_PER_CC, Micros};
 pub use period::{Period, PeriodError};
+pub use rng::SplitMix64;
 pub use split::{Splitter, cut, split};

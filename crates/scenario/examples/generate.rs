@@ -16,25 +16,18 @@ use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
-struct Rng(u64);
+use commons_core::SplitMix64;
+
+/// The seeded generator, with a power law on top.
+struct Rng(SplitMix64);
 
 impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
     fn below(&mut self, n: u64) -> u64 {
-        ((u128::from(self.next()) * u128::from(n)) >> 64) as u64
-    }
-    fn unit(&mut self) -> f64 {
-        (self.next() >> 11) as f64 / (1u64 << 53) as f64
+        self.0.below(n)
     }
     /// An index below `n`, small ones far more likely (a power law).
     fn popular(&mut self, n: u64, skew: f64) -> u64 {
-        ((self.unit().powf(skew) * n as f64) as u64).min(n - 1)
+        ((self.0.unit().powf(skew) * n as f64) as u64).min(n - 1)
     }
 }
 
@@ -75,7 +68,7 @@ fn writer(dir: &Path, name: &str, header: &str) -> std::io::Result<BufWriter<Fil
 }
 
 fn generate(dir: &Path, shape: &Shape) -> std::io::Result<()> {
-    let mut rng = Rng(shape.seed);
+    let mut rng = Rng(SplitMix64::new(shape.seed));
     std::fs::write(dir.join("params.toml"), format!("period = \"2026-11\"\n# generated with seed {}\n", shape.seed))?;
 
     let mut projects = writer(dir, "projects.csv", "id,pass_bps")?;

@@ -5,37 +5,12 @@
 
 use std::collections::BTreeMap;
 
-use commons_core::{Cents, Micros, Period};
+use commons_core::{Cents, Micros, Period, SplitMix64};
 use proptest::prelude::*;
 use settlement::{
     Activity, ActivityBuilder, CallRow, DepSpec, Node, Params, ParamsSpec, Posting, ProjectAccount, ProjectSpec,
     ProviderSpec, Registry, Settlement, SiteSpec, UsageRow, allocate_subscriber, settle, settle_journaled,
 };
-
-/// A small deterministic generator (splitmix64), so a world is a function
-/// of its seed.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-    fn chance(&mut self, percent: u64) -> bool {
-        self.below(100) < percent
-    }
-    fn shuffle<T>(&mut self, items: &mut [T]) {
-        for i in (1..items.len()).rev() {
-            items.swap(i, self.below(i as u64 + 1) as usize);
-        }
-    }
-}
 
 #[derive(Clone, Debug)]
 struct Usage {
@@ -56,7 +31,7 @@ struct World {
 }
 
 fn world(seed: u64) -> World {
-    let mut rng = Rng(seed);
+    let mut rng = SplitMix64::new(seed);
     let floor = rng.below(5_001);
     let params = ParamsSpec {
         general_fund_bps: Some(rng.below(10_001)),
@@ -107,7 +82,7 @@ fn world(seed: u64) -> World {
     let mut subscriptions = Vec::new();
     for u in 0..n_users {
         if rng.chance(80) {
-            let paid = if rng.chance(10) { rng.next() >> 20 } else { rng.below(100_000) };
+            let paid = if rng.chance(10) { rng.next_u64() >> 20 } else { rng.below(100_000) };
             subscriptions.push((format!("u{u}"), paid));
         }
     }
@@ -136,7 +111,7 @@ fn world(seed: u64) -> World {
 
 /// The same world with every list, at every level, in another order.
 fn shuffled(world: &World, seed: u64) -> World {
-    let mut rng = Rng(seed);
+    let mut rng = SplitMix64::new(seed);
     let mut w = world.clone();
     rng.shuffle(&mut w.projects);
     w.projects.iter_mut().for_each(|p| rng.shuffle(&mut p.deps));
@@ -266,7 +241,7 @@ proptest! {
     fn dependency_flow_terminates_on_dense_cycles(seed in any::<u64>(), n_projects in 2u64..12, pass_bps in 1u64..=9_000) {
         // Every project depends on every other, passing up to 90 %, on the
         // largest amounts that can be minted.
-        let mut rng = Rng(seed);
+        let mut rng = SplitMix64::new(seed);
         let projects = (0..n_projects)
             .map(|p| ProjectSpec {
                 id: format!("p{p}"),

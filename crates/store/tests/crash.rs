@@ -12,7 +12,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use commons_core::{Bps, Period};
+use commons_core::{Bps, Period, SplitMix64};
 use ledger::{Transfer, TransferId, payment};
 use store::{Location, Store};
 
@@ -61,13 +61,7 @@ fn killed_appender_loses_no_acknowledged_batch() {
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64
     });
     eprintln!("COMMONS_CRASH_SEED={seed}");
-    let mut rng = seed;
-    let mut next = move || {
-        rng ^= rng << 13;
-        rng ^= rng >> 7;
-        rng ^= rng << 17;
-        rng
-    };
+    let mut rng = SplitMix64::new(seed);
     for s in common::stores() {
         let spec = format!("{}|{}", s.location.data_dir.display(), s.location.database.clone().unwrap_or_default());
         let mut acknowledged = Vec::new();
@@ -87,7 +81,7 @@ fn killed_appender_loses_no_acknowledged_batch() {
                     .filter_map(|line| line.strip_prefix("acked ").and_then(|n| n.parse::<u64>().ok()))
                     .collect::<Vec<_>>()
             });
-            std::thread::sleep(Duration::from_millis(150 + next() % 400));
+            std::thread::sleep(Duration::from_millis(150 + rng.below(400)));
             child.kill().unwrap(); // SIGKILL
             child.wait().unwrap();
             let acked = reader.join().unwrap();
