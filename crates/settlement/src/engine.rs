@@ -86,6 +86,7 @@ pub fn settle_journaled(
             *accounts.entry(account).or_default() += amount;
         }
     };
+    let journaling = journal.is_some();
     let mut post = |from: Node<'_>, to: Node<'_>, amount: Micros, level: u8, round: u32| {
         if let Some(journal) = journal.as_mut()
             && amount > Micros::ZERO
@@ -94,7 +95,7 @@ pub fn settle_journaled(
         }
     };
 
-    let (general_fund, site_totals) = allocate_to_sites(params, registry, activity, &mut post);
+    let (general_fund, site_totals) = allocate_to_sites(params, registry, activity, journaling, &mut post);
     credit(Account::GeneralFund, general_fund);
 
     // Level 2: per site, on its period total.
@@ -260,6 +261,7 @@ fn allocate_to_sites(
     params: &Params,
     registry: &Registry,
     activity: &Activity,
+    journaling: bool,
     post: &mut impl FnMut(Node<'_>, Node<'_>, Micros, u8, u32),
 ) -> (Micros, Vec<Micros>) {
     let mut general_fund = Micros::ZERO;
@@ -272,6 +274,9 @@ fn allocate_to_sites(
         general_fund += allocation.general_fund;
         for &(site, amount) in &allocation.received {
             site_totals[site.index()] += amount;
+        }
+        if !journaling {
+            continue;
         }
         let escrow = Node::Escrow { user: activity.user(u) };
         post(escrow, Node::Account(&Account::GeneralFund), allocation.general_fund, 1, 0);
