@@ -5,7 +5,7 @@ use std::io::{BufReader, BufWriter, Write};
 use std::path::PathBuf;
 
 use anyhow::Context;
-use ledger::{AccountKind, Asset, Block, read_export, write_block_line, write_header_line};
+use ledger::{AccountKind, AccountName, Asset, Block, read_export, redemption, write_block_line, write_header_line};
 use store::Store;
 
 use crate::settle::{cc, grouped};
@@ -30,6 +30,16 @@ pub enum Command {
     Nav {
         #[arg(long)]
         height: Option<u64>,
+    },
+    /// Hand CC back to the custodian and be paid its value at NAV
+    Redeem {
+        /// The holder account, e.g. provider:pat
+        account: String,
+        /// How much, in µCC
+        micros: u64,
+        /// A name for this redemption, so that a retry is not paid twice
+        #[arg(long)]
+        id: String,
     },
     /// Write the whole chain to a file (JSON Lines, see README)
     Export {
@@ -70,6 +80,29 @@ pub fn run(command: Command, store_args: &StoreArgs) -> anyhow::Result<()> {
                 grouped(nav.supply_micros),
                 nav.cents_per_cc()
             );
+            Ok(())
+        }
+        Command::Redeem { account, micros, id } => {
+            let mut store = Store::open(&store_args.location())?;
+            let holder = AccountName::parse(&account).map_err(|e| BadInput(e.to_string()))?;
+            if holder.kind() != AccountKind::Holder {
+                return Err(BadInput(format!("{holder} is not a holder account: only holders redeem")).into());
+            }
+            let balance = store.ledger().balance(&holder);
+            if i128::from(micros) > balance || micros == 0 {
+                return Err(BadInput(format!("{holder} holds {balance} µCC; cannot redeem {micros}")).into());
+            }
+            let (batch, cents) = redemption(&store.ledger().nav(), &holder, micros, format!("redeem/{id}").as_bytes());
+            match store.append(batch, crate::now_ms())? {
+                Some(block) => println!(
+                    "redeemed {} µCC from {holder} for {} cents in block {}; NAV {} cents per CC",
+                    grouped(micros),
+                    grouped(cents),
+                    block.header.height,
+                    store.ledger().nav().cents_per_cc()
+                ),
+                None => println!("redemption {id:?} was recorded before; nothing paid twice"),
+            }
             Ok(())
         }
         Command::Export { out } => {

@@ -119,3 +119,19 @@ fn show_prints_a_block_and_refuses_one_that_does_not_exist() {
     let missing = commons(Some(place), &["ledger", "show", "9"]);
     assert_eq!(missing.status.code(), Some(2));
 }
+
+#[test]
+fn a_holder_redeems_at_nav_once() {
+    let place = &places()[0];
+    ok(commons(Some(place), &["settle", "--scenario", "examples/golden.toml", "--ledger"]));
+    let paid = ok(commons(Some(place), &["ledger", "redeem", "provider:pat", "1000000", "--id", "pat-1"]));
+    assert!(paid.contains("redeemed 1,000,000 µCC from provider:pat for 100 cents"), "{paid}");
+    let again = ok(commons(Some(place), &["ledger", "redeem", "provider:pat", "1000000", "--id", "pat-1"]));
+    assert!(again.contains("recorded before"), "{again}");
+    let balances = ok(commons(Some(place), &["ledger", "balances", "--json"]));
+    let value: serde_json::Value = serde_json::from_str(&balances).unwrap();
+    assert_eq!(value["accounts"]["provider:pat"], 1_315_625);
+    assert_eq!(value["custody"]["reserve_cents"], 900);
+    let too_much = commons(Some(place), &["ledger", "redeem", "provider:pia", "999999999", "--id", "x"]);
+    assert_eq!(too_much.status.code(), Some(2));
+}
