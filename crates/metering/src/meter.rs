@@ -1,0 +1,84 @@
+//! The recording side: shards of (log writer, aggregate), one per thread
+//! that records, and the flush that hands aggregates to the store.
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use crate::wal::{self, Checkpoint, Replay, WalError, WalWriter};
+use crate::{Event, Usage};
+
+/// Most recording shards (threads) a meter has.
+pub const SHARDS_MAX: usize = 256;
+
+/// Records events durably and aggregates them until flushed.
+pub struct Meter {
+    dir: PathBuf,
+    shards: Vec<Mutex<Shard>>,
+}
+
+struct Shard {
+    wal: WalWriter,
+    usage: Usage,
+}
+
+/// What a flush hands to the store, to record in one transaction.
+#[derive(Debug, Default)]
+pub struct Flush {
+    pub usage: Usage,
+    pub checkpoint: Checkpoint,
+}
+
+impl Meter {
+    /// Opens the log in `dir` with `shards` writers. Segments left by an
+    /// earlier run that `stored` does not cover are replayed first and
+    /// returned: flush them before anything else.
+    pub fn open(dir: &Path, shards: usize, stored: &Checkpoint) -> Result<(Meter, Replay), WalError> {
+        let shards = shards.clamp(1, SHARDS_MAX);
+        let replay = wal::replay(dir, stored)?;
+        let shards = (0..shards)
+            .map(|writer| Ok(Mutex::new(Shard { wal: WalWriter::open(dir, writer as u32)?, usage: Usage::default() })))
+            .collect::<Result<Vec<_>, WalError>>()?;
+        Ok((Meter { dir: dir.to_owned(), shards }, replay))
+    }
+
+    pub fn n_shards(&self) -> usize {
+        self.shards.len()
+    }
+
+    /// Logs `event` in shard `shard` (any number; taken modulo the shard
+    /// count) and counts it. When this returns `Ok`, the event survives the
+    /// process being killed.
+    pub fn record(&self, shard: usize, event: &Event) -> Result<(), WalError> {
+        let mut shard = self.shards[shard % self.shards.len()].lock().unwrap_or_else(|e| e.into_inner());
+        shard.wal.append(event)?;
+        shard.usage.record(event);
+        Ok(())
+    }
+
+    /// Makes every logged event survive a machine crash.
+    pub fn sync(&self) -> std::io::Result<()> {
+        for shard in &self.shards {
+            shard.lock().unwrap_or_else(|e| e.into_inner()).wal.sync()?;
+        }
+        Ok(())
+    }
+
+    /// Takes everything recorded since the last flush, closing each
+    /// shard's segment: the checkpoint covers exactly those events.
+    pub fn take(&self) -> Result<Flush, WalError> {
+        let mut flush = Flush::default();
+        for shard in &self.shards {
+            let mut shard = shard.lock().unwrap_or_else(|e| e.into_inner());
+            let closed = shard.wal.rotate()?;
+            let usage = std::mem::take(&mut shard.usage);
+            flush.usage.merge(&usage);
+            flush.checkpoint.flushed.insert(shard.wal.writer(), closed);
+        }
+        Ok(flush)
+    }
+
+    /// After the store has recorded a flush: deletes the segments it covers.
+    pub fn forget(&self, checkpoint: &Checkpoint) -> std::io::Result<usize> {
+        wal::remove_covered(&self.dir, checkpoint)
+    }
+}

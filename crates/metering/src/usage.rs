@@ -1,0 +1,89 @@
+//! A period's usage, aggregated.
+
+use std::collections::BTreeMap;
+
+use commons_core::Period;
+
+use crate::{Event, Insert, MinuteSet};
+
+/// (period, user, site) of direct use.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct DirectKey {
+    pub period: Period,
+    pub user: String,
+    pub site: String,
+}
+
+/// (period, user, calling site, called service).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct CallKey {
+    pub period: Period,
+    pub user: String,
+    pub site: String,
+    pub service: String,
+}
+
+/// A user's direct use of a site in a period.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DirectUsage {
+    pub minutes: MinuteSet,
+    /// The site's own service time for the user.
+    pub service_ms: u64,
+}
+
+/// Aggregated usage. Ordered maps, so that what is flushed or shown comes
+/// out in a stable order.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Usage {
+    pub direct: BTreeMap<DirectKey, DirectUsage>,
+    pub calls: BTreeMap<CallKey, u64>,
+    /// Events too late to count exactly (see [`crate::MINUTE_WINDOW`]).
+    pub too_late: u64,
+}
+
+impl Usage {
+    pub fn record(&mut self, event: &Event) {
+        match event {
+            Event::Direct { period, user, site, minute, service_ms } => {
+                let key = DirectKey { period: *period, user: user.clone(), site: site.clone() };
+                let entry = self.direct.entry(key).or_default();
+                if entry.minutes.insert(*minute) == Insert::TooLate {
+                    self.too_late += 1;
+                }
+                entry.service_ms = entry.service_ms.saturating_add(*service_ms);
+            }
+            Event::Call { period, user, site, service, service_ms } => {
+                let key = CallKey { period: *period, user: user.clone(), site: site.clone(), service: service.clone() };
+                let entry = self.calls.entry(key).or_default();
+                *entry = entry.saturating_add(*service_ms);
+            }
+        }
+    }
+
+    /// Adds `newer`, aggregated after this (a later flush).
+    pub fn merge(&mut self, newer: &Usage) {
+        for (key, usage) in &newer.direct {
+            let entry = self.direct.entry(key.clone()).or_default();
+            self.too_late += u64::from(entry.minutes.merge(&usage.minutes));
+            entry.service_ms = entry.service_ms.saturating_add(usage.service_ms);
+        }
+        for (key, ms) in &newer.calls {
+            let entry = self.calls.entry(key.clone()).or_default();
+            *entry = entry.saturating_add(*ms);
+        }
+        self.too_late += newer.too_late;
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.direct.is_empty() && self.calls.is_empty()
+    }
+
+    /// Only what belongs to `period`.
+    pub fn of_period(&self, period: Period) -> Usage {
+        Usage {
+            direct: self.direct.iter().filter(|(k, _)| k.period == period).map(|(k, v)| (k.clone(), *v)).collect(),
+            calls: self.calls.iter().filter(|(k, _)| k.period == period).map(|(k, v)| (k.clone(), *v)).collect(),
+            too_late: 0,
+        }
+    }
+}

@@ -1,0 +1,199 @@
+//! Metering as the gateway uses it: exact distinct minutes, exact merges,
+//! and a log that replays exactly what was recorded and not yet flushed.
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Command, Stdio};
+
+use commons_core::{Period, SplitMix64};
+use metering::wal::{Checkpoint, replay};
+use metering::{DirectKey, Event, Insert, Meter, MinuteSet, Usage};
+use proptest::prelude::*;
+
+fn period() -> Period {
+    Period::parse("2026-11").unwrap()
+}
+
+fn direct(user: &str, site: &str, minute: u32, service_ms: u64) -> Event {
+    Event::Direct { period: period(), user: user.into(), site: site.into(), minute, service_ms }
+}
+
+fn minutes_of(usage: &Usage, user: &str, site: &str) -> u32 {
+    usage.direct[&DirectKey { period: period(), user: user.into(), site: site.into() }].minutes.count()
+}
+
+#[test]
+fn n_requests_across_m_minutes_are_m_active_minutes() {
+    let mut usage = Usage::default();
+    // 1000 requests spread over minutes 100..107: an app that multiplies
+    // its requests gains nothing.
+    for i in 0..1000u32 {
+        usage.record(&direct("alice", "wiki", 100 + i % 7, 3));
+    }
+    assert_eq!(minutes_of(&usage, "alice", "wiki"), 7);
+    assert_eq!(usage.direct.values().next().unwrap().service_ms, 3000);
+}
+
+#[test]
+fn minutes_arriving_slightly_out_of_order_count_once() {
+    let mut set = MinuteSet::default();
+    for minute in [100, 102, 101, 102, 100, 103, 101] {
+        set.insert(minute);
+    }
+    assert_eq!(set.count(), 4);
+    assert_eq!(set.insert(103 - 64), Insert::TooLate);
+    assert_eq!(set.insert(103 - 63), Insert::Counted);
+    assert_eq!(set.count(), 5);
+}
+
+#[test]
+fn calls_add_up_service_time_per_caller_and_callee() {
+    let mut usage = Usage::default();
+    for ms in [100, 50] {
+        usage.record(&Event::Call {
+            period: period(),
+            user: "alice".into(),
+            site: "chat".into(),
+            service: "search".into(),
+            service_ms: ms,
+        });
+    }
+    assert_eq!(usage.calls.values().copied().collect::<Vec<_>>(), vec![150]);
+}
+
+proptest! {
+    #[test]
+    fn merging_a_later_aggregate_counts_each_minute_once(
+        steps in proptest::collection::vec(-3i64..5, 1..300),
+        tail in 0usize..40,
+        cut in any::<prop::sample::Index>(),
+    ) {
+        // A walk of minutes with small steps back, split into an earlier
+        // and a later aggregate.
+        let mut minute = 1_000i64;
+        let minutes: Vec<u32> = steps.iter().map(|s| { minute = (minute + s).max(0); minute as u32 }).collect();
+        // A flush covers seconds, so what comes after the cut spans less
+        // than the window (which is what merging relies on).
+        let at = minutes.len().saturating_sub(1 + tail.min(cut.index(minutes.len())));
+        let later_span = minutes[at..].iter().max().zip(minutes[at..].iter().min()).map_or(0, |(a, b)| a - b);
+        prop_assume!(later_span < metering::MINUTE_WINDOW);
+        let (mut earlier, mut later, mut all) = (MinuteSet::default(), MinuteSet::default(), MinuteSet::default());
+        minutes[..at].iter().for_each(|&m| { earlier.insert(m); });
+        minutes[at..].iter().for_each(|&m| { later.insert(m); });
+        minutes.iter().for_each(|&m| { all.insert(m); });
+        let distinct = minutes.iter().collect::<std::collections::BTreeSet<_>>().len() as u32;
+        prop_assert_eq!(all.count(), distinct);
+        prop_assert_eq!(earlier.merge(&later), 0);
+        prop_assert_eq!(earlier.count(), distinct);
+    }
+}
+
+#[test]
+fn the_log_replays_what_was_recorded_and_skips_what_was_flushed() {
+    let dir = tempfile::tempdir().unwrap();
+    let (meter, replayed) = Meter::open(dir.path(), 2, &Checkpoint::default()).unwrap();
+    assert_eq!(replayed.events, 0);
+    for minute in 0..10 {
+        meter.record(minute as usize, &direct("alice", "wiki", minute, 1)).unwrap();
+    }
+    let flush = meter.take().unwrap();
+    assert_eq!(minutes_of(&flush.usage, "alice", "wiki"), 10);
+    // The store records the flush; then the covered segments can go.
+    let stored = flush.checkpoint.clone();
+    meter.forget(&stored).unwrap();
+    for minute in 10..15 {
+        meter.record(0, &direct("alice", "wiki", minute, 1)).unwrap();
+    }
+    drop(meter); // a crash: nothing flushed since
+
+    let (_, replayed) = Meter::open(dir.path(), 2, &stored).unwrap();
+    assert_eq!(replayed.events, 5);
+    assert_eq!(minutes_of(&replayed.usage, "alice", "wiki"), 5);
+    // Had the store not recorded the first flush, it would be replayed too.
+    let everything = replay(dir.path(), &Checkpoint::default()).unwrap();
+    assert_eq!(everything.events, 5, "flushed segments were deleted");
+}
+
+#[test]
+fn a_record_cut_short_by_a_crash_ends_the_replay_of_its_segment() {
+    let dir = tempfile::tempdir().unwrap();
+    let (meter, _) = Meter::open(dir.path(), 1, &Checkpoint::default()).unwrap();
+    for minute in 0..3 {
+        meter.record(0, &direct("alice", "wiki", minute, 1)).unwrap();
+    }
+    drop(meter);
+    let (_, _, path) = metering::wal::segments(dir.path()).unwrap().pop().unwrap();
+    let bytes = std::fs::read(&path).unwrap();
+    std::fs::write(&path, &bytes[..bytes.len() - 5]).unwrap();
+    let replayed = replay(dir.path(), &Checkpoint::default()).unwrap();
+    assert_eq!(replayed.events, 2);
+    assert_eq!(replayed.torn.len(), 1);
+}
+
+#[test]
+fn checkpoints_round_trip_as_text() {
+    let mut checkpoint = Checkpoint::default();
+    checkpoint.flushed.insert(0, 7);
+    checkpoint.flushed.insert(3, 12);
+    assert_eq!(Checkpoint::from_text(&checkpoint.to_text()), Some(checkpoint));
+    assert_eq!(Checkpoint::from_text(""), Some(Checkpoint::default()));
+    assert_eq!(Checkpoint::from_text("x:1"), None);
+}
+
+#[test]
+fn any_bytes_replay_without_panicking() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut rng = SplitMix64::new(7);
+    for i in 0..50u64 {
+        let bytes: Vec<u8> = (0..rng.below(300)).map(|_| rng.next_u64() as u8).collect();
+        std::fs::write(dir.path().join(format!("0000-{i:012}.wal")), bytes).unwrap();
+    }
+    // Random bytes are at best a torn record: each segment ends its replay.
+    let replayed = replay(dir.path(), &Checkpoint::default()).unwrap();
+    assert!(replayed.torn.len() <= 50);
+}
+
+/// The killed recorder: records one event per user, printing each once
+/// `record` has returned.
+fn child(dir: &str) {
+    let (meter, _) = Meter::open(std::path::Path::new(dir), 2, &Checkpoint::default()).unwrap();
+    let mut out = std::io::stdout().lock();
+    for n in 0u64.. {
+        meter.record(n as usize, &direct(&format!("u{n}"), "wiki", 1, 1)).unwrap();
+        writeln!(out, "acked {n}").unwrap();
+        out.flush().unwrap();
+    }
+}
+
+#[test]
+fn a_killed_recorder_loses_no_acknowledged_event_and_counts_none_twice() {
+    if let Ok(dir) = std::env::var("METERING_CRASH_CHILD") {
+        return child(&dir);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut recorder = Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "a_killed_recorder_loses_no_acknowledged_event_and_counts_none_twice", "--nocapture"])
+        .env("METERING_CRASH_CHILD", dir.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = BufReader::new(recorder.stdout.take().unwrap());
+    let mut acknowledged = Vec::new();
+    for line in stdout.lines() {
+        let line = line.unwrap();
+        let Some(n) = line.strip_prefix("acked ") else { continue };
+        let n: u64 = n.parse().unwrap();
+        acknowledged.push(n);
+        if acknowledged.len() == 20_000 {
+            recorder.kill().unwrap(); // SIGKILL, mid-stream
+            break;
+        }
+    }
+    recorder.wait().unwrap();
+    let replayed = replay(dir.path(), &Checkpoint::default()).unwrap();
+    for n in &acknowledged {
+        assert_eq!(minutes_of(&replayed.usage, &format!("u{n}"), "wiki"), 1, "u{n}");
+    }
+    assert!(replayed.events >= acknowledged.len() as u64);
+    assert_eq!(replayed.usage.direct.len() as u64, replayed.events, "an event counted twice");
+}
