@@ -1,0 +1,92 @@
+//! Failures as HTTP answers that say whose fault they are.
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::{Response, StatusCode};
+
+/// Why the gateway answered instead of the site.
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    /// No site has this Host. The request's fault; retrying will not help.
+    #[error("there is no site at {0:?}")]
+    UnknownHost(String),
+    /// The request has no Host header.
+    #[error("the request names no host")]
+    NoHost,
+    /// The site needs a logged-in user.
+    #[error("this site needs you to log in")]
+    LoginRequired,
+    /// The body is larger than the gateway accepts.
+    #[error("the request body is larger than {0} bytes")]
+    BodyTooLarge(u64),
+    /// No instance of the site accepted a connection. The site's fault; a
+    /// retry may help once it is back.
+    #[error("site {site:?} is not answering: {reason}")]
+    UpstreamDown { site: String, reason: String },
+    /// The site took too long. The site's fault; a retry may help.
+    #[error("site {site:?} did not answer within {timeout_ms} ms")]
+    UpstreamTimeout { site: String, timeout_ms: u64 },
+    /// Usage could not be recorded, so the request is not served. Ours.
+    #[error("the gateway cannot record usage right now: {0}")]
+    Metering(String),
+}
+
+impl GatewayError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            GatewayError::UnknownHost(_) => StatusCode::NOT_FOUND,
+            GatewayError::NoHost => StatusCode::BAD_REQUEST,
+            GatewayError::LoginRequired => StatusCode::UNAUTHORIZED,
+            GatewayError::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            GatewayError::UpstreamDown { .. } => StatusCode::BAD_GATEWAY,
+            GatewayError::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+            GatewayError::Metering(_) => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    /// Whose fault, and whether trying again can help.
+    pub fn fault(&self) -> (&'static str, bool) {
+        match self {
+            GatewayError::UnknownHost(_) | GatewayError::NoHost | GatewayError::BodyTooLarge(_) => {
+                ("your request", false)
+            }
+            GatewayError::LoginRequired => ("your request (log in first)", true),
+            GatewayError::UpstreamDown { .. } | GatewayError::UpstreamTimeout { .. } => ("the site", true),
+            GatewayError::Metering(_) => ("the gateway", true),
+        }
+    }
+
+    /// A small HTML page with the status, the reason and whose fault it is.
+    pub fn response(&self) -> Response<Full<Bytes>> {
+        let status = self.status();
+        let (fault, retry) = self.fault();
+        let reason = html_escape(&self.to_string());
+        let advice = if retry { "Trying again later may help." } else { "Trying again will not help." };
+        let body = format!(
+            "<!doctype html><title>{code} {text}</title><h1>{code} {text}</h1><p>{reason}.</p><p>Fault: {fault}. {advice}</p><p>OneCommons gateway</p>\n",
+            code = status.as_u16(),
+            text = status.canonical_reason().unwrap_or(""),
+        );
+        let mut response = Response::new(Full::new(Bytes::from(body)));
+        *response.status_mut() = status;
+        let headers = response.headers_mut();
+        headers
+            .insert(hyper::header::CONTENT_TYPE, hyper::header::HeaderValue::from_static("text/html; charset=utf-8"));
+        headers.insert("x-commons-fault", hyper::header::HeaderValue::from_static(fault_tag(fault)));
+        response
+    }
+}
+
+fn fault_tag(fault: &str) -> &'static str {
+    if fault.starts_with("the site") {
+        "upstream"
+    } else if fault.starts_with("the gateway") {
+        "gateway"
+    } else {
+        "downstream"
+    }
+}
+
+fn html_escape(text: &str) -> String {
+    text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+}

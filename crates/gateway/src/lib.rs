@@ -1,0 +1,30 @@
+//! The gateway: every request to a OneCommons site passes through here.
+//!
+//! For each request it resolves the Host to a site ([`Routes`]), finds out
+//! who the user is, strips any inbound `X-Commons-*` headers and injects its
+//! own (a per-site pseudonym, the tier), proxies to a healthy instance over
+//! pooled keep-alive connections, streams the answer back, and records the
+//! usage ([`metering::Meter`]) before the answer leaves.
+//!
+//! # Invariants
+//! - An answered request is metered: the event is in the write-ahead log
+//!   before the response is handed to the client.
+//! - No inbound header can claim an identity: every `x-commons-*` header is
+//!   removed before the gateway adds its own.
+//! - Every failure is an HTTP answer that says whose fault it is: the
+//!   client's (404 unknown site, 413 body too large), the upstream's (502
+//!   down, 504 too slow), never a hang.
+//!
+//! # Deliberately absent (so far)
+//! Login pages, sessions, tier limits, provenance tokens and WebSockets come
+//! next; routes are given by the caller.
+
+mod clock;
+mod error;
+mod proxy;
+mod routes;
+
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use error::GatewayError;
+pub use proxy::{Gateway, GatewayConfig, Identities, RunningGateway};
+pub use routes::{Routes, SiteRoute};

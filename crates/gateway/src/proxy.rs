@@ -1,0 +1,355 @@
+//! The request path: resolve, identify, rewrite headers, proxy, meter.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use commons_core::Period;
+use hmac::{Hmac, Mac};
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use hyper::header::{HOST, HeaderMap, HeaderName, HeaderValue};
+use hyper::{Request, Response, Uri};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use metering::{Event, Meter};
+use sha2::Sha256;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::{Clock, GatewayError, Routes};
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+type Body = BoxBody<Bytes, BoxError>;
+
+/// Limits and secrets of a gateway.
+#[derive(Clone, Debug)]
+pub struct GatewayConfig {
+    /// Longest wait for a site: connecting plus its response headers.
+    pub upstream_timeout: Duration,
+    /// Largest request body passed on.
+    pub body_limit_bytes: u64,
+    /// Longest a client may take to send its request headers (slow
+    /// clients hold a connection for at most this long).
+    pub header_read_timeout: Duration,
+    /// Largest request head (request line and headers).
+    pub header_limit_bytes: usize,
+    /// The key of the per-site user pseudonyms.
+    pub pseudonym_secret: [u8; 32],
+}
+
+impl Default for GatewayConfig {
+    fn default() -> GatewayConfig {
+        GatewayConfig {
+            upstream_timeout: Duration::from_secs(30),
+            body_limit_bytes: 10 << 20,
+            header_read_timeout: Duration::from_secs(10),
+            header_limit_bytes: 64 << 10,
+            pseudonym_secret: [0; 32],
+        }
+    }
+}
+
+/// Who an API token belongs to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Identity {
+    pub user: String,
+    pub premium: bool,
+}
+
+/// API tokens → identities. Replaced whole when accounts change.
+#[derive(Clone, Debug, Default)]
+pub struct Identities {
+    tokens: HashMap<String, Identity>,
+}
+
+impl Identities {
+    pub fn add_token(&mut self, token: &str, user: &str, premium: bool) {
+        self.tokens.insert(token.to_owned(), Identity { user: user.to_owned(), premium });
+    }
+
+    fn by_token(&self, token: &str) -> Option<&Identity> {
+        self.tokens.get(token)
+    }
+}
+
+/// A gateway: shared state of every connection.
+#[derive(Clone)]
+pub struct Gateway {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: GatewayConfig,
+    routes: ArcSwap<Routes>,
+    identities: ArcSwap<Identities>,
+    client: Client<HttpConnector, Body>,
+    meter: Option<Arc<Meter>>,
+    clock: Arc<dyn Clock>,
+}
+
+/// A gateway serving on a socket, until [`RunningGateway::shutdown`].
+pub struct RunningGateway {
+    pub addr: SocketAddr,
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl RunningGateway {
+    /// Stops accepting, lets requests in flight finish, and returns.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        let _ = self.task.await;
+    }
+}
+
+/// Hop-by-hop headers: about one connection, never forwarded.
+const HOP_BY_HOP: [&str; 8] = [
+    "connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+impl Gateway {
+    /// A gateway recording usage in `meter` (none: metering off).
+    pub fn new(config: GatewayConfig, routes: Routes, meter: Option<Arc<Meter>>, clock: Arc<dyn Clock>) -> Gateway {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(config.upstream_timeout));
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(90))
+            .pool_max_idle_per_host(1024)
+            .pool_timer(TokioTimer::new())
+            .timer(TokioTimer::new())
+            .build(connector);
+        Gateway {
+            inner: Arc::new(Inner {
+                config,
+                routes: ArcSwap::from_pointee(routes),
+                identities: ArcSwap::from_pointee(Identities::default()),
+                client,
+                meter,
+                clock,
+            }),
+        }
+    }
+
+    /// Replaces the routes; requests already routed finish where they were.
+    pub fn set_routes(&self, routes: Routes) {
+        self.inner.routes.store(Arc::new(routes));
+    }
+
+    pub fn set_identities(&self, identities: Identities) {
+        self.inner.identities.store(Arc::new(identities));
+    }
+
+    /// Serves on `listener` until shut down.
+    pub fn serve(&self, listener: TcpListener) -> std::io::Result<RunningGateway> {
+        let addr = listener.local_addr()?;
+        let (stop, mut stopped) = watch::channel(false);
+        let gateway = self.clone();
+        let task = tokio::spawn(async move {
+            let mut connections = tokio::task::JoinSet::new();
+            loop {
+                tokio::select! {
+                    accepted = listener.accept() => {
+                        let Ok((stream, peer)) = accepted else { continue };
+                        let _ = stream.set_nodelay(true);
+                        let gateway = gateway.clone();
+                        let mut stopped = stopped.clone();
+                        connections.spawn(async move {
+                            let config = gateway.inner.config.clone();
+                            let service = hyper::service::service_fn(move |request| {
+                                let gateway = gateway.clone();
+                                async move { Ok::<_, Infallible>(gateway.handle(request, peer).await) }
+                            });
+                            let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+                            builder
+                                .http1()
+                                .timer(TokioTimer::new())
+                                .header_read_timeout(config.header_read_timeout)
+                                .max_buf_size(config.header_limit_bytes.max(8192));
+                            let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+                            tokio::pin!(connection);
+                            tokio::select! {
+                                _ = connection.as_mut() => {}
+                                _ = stopped.changed() => {
+                                    connection.as_mut().graceful_shutdown();
+                                    let _ = connection.await;
+                                }
+                            }
+                        });
+                    }
+                    _ = stopped.changed() => break,
+                }
+            }
+            while connections.join_next().await.is_some() {}
+        });
+        Ok(RunningGateway { addr, stop, task })
+    }
+
+    async fn handle(&self, request: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+        match self.proxy(request, peer).await {
+            Ok(response) => response,
+            Err(error) => {
+                tracing::debug!(error = %error, "request refused");
+                error.response().map(|body| body.map_err(|never| match never {}).boxed())
+            }
+        }
+    }
+
+    async fn proxy(&self, mut request: Request<Incoming>, peer: SocketAddr) -> Result<Response<Body>, GatewayError> {
+        let started = Instant::now();
+        let inner = &self.inner;
+        let host = request
+            .uri()
+            .authority()
+            .map(|a| a.as_str().to_owned())
+            .or_else(|| request.headers().get(HOST).and_then(|h| h.to_str().ok()).map(str::to_owned))
+            .ok_or(GatewayError::NoHost)?;
+        let routes = inner.routes.load();
+        let route = routes.resolve(&host).ok_or_else(|| GatewayError::UnknownHost(host.clone()))?.clone();
+
+        let identities = inner.identities.load();
+        let identity = bearer(request.headers()).and_then(|token| identities.by_token(token)).cloned();
+        if identity.is_none() && !route.anonymous {
+            return Err(GatewayError::LoginRequired);
+        }
+        let limit = inner.config.body_limit_bytes;
+        if let Some(length) =
+            request.headers().get(hyper::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+            && length > limit
+        {
+            return Err(GatewayError::BodyTooLarge(limit));
+        }
+
+        let headers = request.headers_mut();
+        strip_hop_by_hop(headers);
+        let commons: Vec<HeaderName> =
+            headers.keys().filter(|name| name.as_str().starts_with("x-commons-")).cloned().collect();
+        for name in commons {
+            headers.remove(&name);
+        }
+        let tier = match &identity {
+            Some(identity) => {
+                let pseudonym = pseudonym(&inner.config.pseudonym_secret, &identity.user, &route.site);
+                headers.insert("x-commons-user", HeaderValue::from_str(&pseudonym).expect("hex is a valid header"));
+                if identity.premium { "premium" } else { "free" }
+            }
+            None => "anonymous",
+        };
+        headers.insert("x-commons-tier", HeaderValue::from_static(tier));
+        headers
+            .insert("x-forwarded-for", HeaderValue::from_str(&peer.ip().to_string()).expect("an IP is a valid header"));
+        if let Ok(value) = HeaderValue::from_str(&host) {
+            headers.insert("x-forwarded-host", value);
+        }
+        headers.remove(hyper::header::AUTHORIZATION);
+
+        let instance = route.choose().ok_or_else(|| GatewayError::UpstreamDown {
+            site: route.site.clone(),
+            reason: "it has no instances".into(),
+        })?;
+        let path = request.uri().path_and_query().map_or("/", |p| p.as_str());
+        *request.uri_mut() = Uri::builder()
+            .scheme("http")
+            .authority(instance.addr.to_string())
+            .path_and_query(path)
+            .build()
+            .map_err(|e| GatewayError::UpstreamDown { site: route.site.clone(), reason: e.to_string() })?;
+        *request.version_mut() = hyper::Version::HTTP_11;
+        let request = request.map(|body| Limited::new(body, limit as usize).boxed());
+
+        let timeout = inner.config.upstream_timeout;
+        let response = match tokio::time::timeout(timeout, inner.client.request(request)).await {
+            Err(_) => {
+                return Err(GatewayError::UpstreamTimeout {
+                    site: route.site.clone(),
+                    timeout_ms: timeout.as_millis() as u64,
+                });
+            }
+            Ok(Err(error)) => {
+                if error.is_connect() {
+                    instance.set_healthy(false);
+                }
+                let reason = std::error::Error::source(&error).map_or_else(|| error.to_string(), |s| s.to_string());
+                if reason.contains("length limit exceeded") {
+                    return Err(GatewayError::BodyTooLarge(limit));
+                }
+                return Err(GatewayError::UpstreamDown { site: route.site.clone(), reason });
+            }
+            Ok(Ok(response)) => {
+                instance.set_healthy(true);
+                response
+            }
+        };
+
+        // The answer is about to leave: record it first.
+        if let (Some(meter), Some(identity)) = (&inner.meter, &identity) {
+            let now = inner.clock.now_ms();
+            let event = Event::Direct {
+                period: Period::from_days_since_epoch((now / 86_400_000) as i64),
+                user: identity.user.clone(),
+                site: route.site.clone(),
+                minute: (now / 60_000) as u32,
+                service_ms: started.elapsed().as_millis() as u64,
+            };
+            meter.record(shard(), &event).map_err(|e| GatewayError::Metering(e.to_string()))?;
+        }
+
+        let (mut parts, body) = response.into_parts();
+        strip_hop_by_hop(&mut parts.headers);
+        Ok(Response::from_parts(parts, body.map_err(|e| Box::new(e) as BoxError).boxed()))
+    }
+}
+
+/// The per-site pseudonym of a user: HMAC-SHA256(secret, user | site),
+/// 16 bytes in hex. Stable for a (user, site), unlinkable across sites.
+pub fn pseudonym(secret: &[u8; 32], user: &str, site: &str) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret).expect("any key length");
+    mac.update(&(user.len() as u64).to_le_bytes());
+    mac.update(user.as_bytes());
+    mac.update(site.as_bytes());
+    hex::encode(&mac.finalize().into_bytes()[..16])
+}
+
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers.get(hyper::header::AUTHORIZATION)?.to_str().ok()?.strip_prefix("Bearer ").map(str::trim)
+}
+
+fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(hyper::header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+    for name in HOP_BY_HOP {
+        headers.remove(name);
+    }
+}
+
+/// This thread's metering shard: each thread writes its own log.
+fn shard() -> usize {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    thread_local! {
+        static SHARD: usize = NEXT.fetch_add(1, Ordering::Relaxed);
+    }
+    SHARD.with(|s| *s)
+}

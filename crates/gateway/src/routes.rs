@@ -1,0 +1,108 @@
+//! Which site a Host names, and where its instances are.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+/// A site as the gateway routes it.
+#[derive(Debug)]
+pub struct SiteRoute {
+    pub site: String,
+    /// The site's instances; requests go round-robin among healthy ones.
+    pub instances: Vec<Instance>,
+    /// Whether people who are not logged in may use it.
+    pub anonymous: bool,
+    next: AtomicUsize,
+}
+
+/// One running instance of a site.
+#[derive(Debug)]
+pub struct Instance {
+    pub addr: SocketAddr,
+    healthy: AtomicBool,
+}
+
+impl SiteRoute {
+    pub fn new(site: &str, instances: &[SocketAddr], anonymous: bool) -> SiteRoute {
+        SiteRoute {
+            site: site.to_owned(),
+            instances: instances.iter().map(|&addr| Instance { addr, healthy: AtomicBool::new(true) }).collect(),
+            anonymous,
+            next: AtomicUsize::new(0),
+        }
+    }
+
+    /// The next healthy instance, round-robin; if none is marked healthy,
+    /// any (the attempt itself will tell).
+    pub fn choose(&self) -> Option<&Instance> {
+        let n = self.instances.len();
+        if n == 0 {
+            return None;
+        }
+        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        (0..n)
+            .map(|i| &self.instances[(start + i) % n])
+            .find(|instance| instance.is_healthy())
+            .or(Some(&self.instances[start % n]))
+    }
+}
+
+impl Instance {
+    pub fn is_healthy(&self) -> bool {
+        self.healthy.load(Ordering::Relaxed)
+    }
+
+    /// Marks the instance up or down (after a failed connection, or a
+    /// health check).
+    pub fn set_healthy(&self, healthy: bool) {
+        self.healthy.store(healthy, Ordering::Relaxed);
+    }
+}
+
+/// Host → site: `<site>.<platform domain>` for every site, plus custom
+/// hosts. Replaced whole when sites change (see [`crate::Gateway::set_routes`]).
+#[derive(Debug, Default)]
+pub struct Routes {
+    domain: String,
+    sites: HashMap<String, Arc<SiteRoute>>,
+    custom_hosts: HashMap<String, Arc<SiteRoute>>,
+}
+
+impl Routes {
+    /// Routes under `domain` (e.g. `commons.localhost`).
+    pub fn new(domain: &str) -> Routes {
+        Routes { domain: domain.to_ascii_lowercase(), ..Routes::default() }
+    }
+
+    pub fn add_site(&mut self, route: SiteRoute, custom_hosts: &[&str]) {
+        let route = Arc::new(route);
+        for host in custom_hosts {
+            self.custom_hosts.insert(host.to_ascii_lowercase(), route.clone());
+        }
+        self.sites.insert(route.site.clone(), route);
+    }
+
+    pub fn domain(&self) -> &str {
+        &self.domain
+    }
+
+    /// The site a Host header names (port and case ignored).
+    pub fn resolve(&self, host: &str) -> Option<&Arc<SiteRoute>> {
+        let host =
+            host.rsplit_once(':').filter(|(_, port)| port.bytes().all(|b| b.is_ascii_digit())).map_or(host, |(h, _)| h);
+        let host = host.trim_end_matches('.');
+        let lower;
+        let host = if host.bytes().any(|b| b.is_ascii_uppercase()) {
+            lower = host.to_ascii_lowercase();
+            lower.as_str()
+        } else {
+            host
+        };
+        if let Some(route) = self.custom_hosts.get(host) {
+            return Some(route);
+        }
+        let site = host.strip_suffix(self.domain.as_str())?.strip_suffix('.')?;
+        self.sites.get(site)
+    }
+}

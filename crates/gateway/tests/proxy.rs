@@ -1,0 +1,228 @@
+//! The gateway over real sockets: a real upstream, a real client.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use commons_core::Period;
+use gateway::{Gateway, GatewayConfig, Identities, ManualClock, Routes, RunningGateway, SiteRoute};
+use http_body_util::{BodyExt, Full};
+use hyper::{Request, Response, StatusCode};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use metering::Meter;
+use metering::wal::Checkpoint;
+use tokio::net::TcpListener;
+
+/// An upstream that answers with the headers it received (one per line),
+/// sleeps on /slow, and echoes the body on /echo.
+async fn upstream(name: &'static str) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let (stream, _) = listener.accept().await.unwrap();
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(move |request: Request<hyper::body::Incoming>| async move {
+                    if request.uri().path() == "/slow" {
+                        tokio::time::sleep(Duration::from_secs(2)).await;
+                    }
+                    let mut text = format!("upstream {name}\npath {}\n", request.uri());
+                    let mut headers: Vec<_> = request
+                        .headers()
+                        .iter()
+                        .map(|(k, v)| format!("{k}: {}\n", v.to_str().unwrap_or("?")))
+                        .collect();
+                    headers.sort();
+                    text.extend(headers);
+                    if request.uri().path() == "/echo" {
+                        let body = request.into_body().collect().await.unwrap().to_bytes();
+                        text.push_str(&String::from_utf8_lossy(&body));
+                    }
+                    Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(text))))
+                });
+                let _ =
+                    hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
+            });
+        }
+    });
+    addr
+}
+
+/// A port nothing listens on.
+async fn closed_port() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    listener.local_addr().unwrap()
+}
+
+struct Setup {
+    gateway: RunningGateway,
+    meter: Arc<Meter>,
+    clock: ManualClock,
+    _wal: tempfile::TempDir,
+}
+
+async fn setup(config: GatewayConfig) -> Setup {
+    let wiki = upstream("wiki").await;
+    let chat = upstream("chat").await;
+    let mut routes = Routes::new("commons.localhost");
+    routes.add_site(SiteRoute::new("wiki", &[wiki], true), &["wiki.example.org"]);
+    routes.add_site(SiteRoute::new("chat", &[chat], false), &[]);
+    routes.add_site(SiteRoute::new("down", &[closed_port().await], true), &[]);
+    let wal = tempfile::tempdir().unwrap();
+    let (meter, _) = Meter::open(wal.path(), 4, &Checkpoint::default()).unwrap();
+    let meter = Arc::new(meter);
+    let clock = ManualClock::new(1_795_000_000_000);
+    let gateway = Gateway::new(config, routes, Some(meter.clone()), Arc::new(clock.clone()));
+    let mut identities = Identities::default();
+    identities.add_token("alice-token", "alice", false);
+    identities.add_token("bob-token", "bob", true);
+    gateway.set_identities(identities);
+    let running = gateway.serve(TcpListener::bind("127.0.0.1:0").await.unwrap()).unwrap();
+    Setup { gateway: running, meter, clock, _wal: wal }
+}
+
+async fn get(
+    setup: &Setup,
+    host: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> (StatusCode, hyper::HeaderMap, String) {
+    send(setup, "GET", host, path, headers, Bytes::new()).await
+}
+
+async fn send(
+    setup: &Setup,
+    method: &str,
+    host: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Bytes,
+) -> (StatusCode, hyper::HeaderMap, String) {
+    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+    let mut request =
+        Request::builder().method(method).uri(format!("http://{}{path}", setup.gateway.addr)).header("host", host);
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let response = client.request(request.body(Full::new(body)).unwrap()).await.unwrap();
+    let (parts, body) = response.into_parts();
+    let body = body.collect().await.unwrap().to_bytes();
+    (parts.status, parts.headers, String::from_utf8_lossy(&body).into_owned())
+}
+
+#[tokio::test]
+async fn requests_are_routed_by_host_and_custom_host() {
+    let s = setup(GatewayConfig::default()).await;
+    let (status, _, body) = get(&s, "wiki.commons.localhost", "/a?b=c", &[]).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(body.starts_with("upstream wiki\npath /a?b=c\n"), "{body}");
+    let (_, _, body) = get(&s, "WIKI.example.org:8080", "/", &[]).await;
+    assert!(body.starts_with("upstream wiki\n"), "{body}");
+    let (_, _, body) = get(&s, "chat.commons.localhost", "/", &[("authorization", "Bearer alice-token")]).await;
+    assert!(body.starts_with("upstream chat\n"), "{body}");
+}
+
+#[tokio::test]
+async fn an_unknown_host_is_a_404_that_says_it_is_the_requests_fault() {
+    let s = setup(GatewayConfig::default()).await;
+    let (status, headers, body) = get(&s, "nope.commons.localhost", "/", &[]).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(headers["x-commons-fault"], "downstream");
+    assert!(
+        body.contains("there is no site at &quot;nope.commons.localhost&quot;") && body.contains("Fault: your request"),
+        "{body}"
+    );
+}
+
+#[tokio::test]
+async fn a_site_that_is_down_is_a_502_that_blames_the_site() {
+    let s = setup(GatewayConfig::default()).await;
+    let (status, headers, body) = get(&s, "down.commons.localhost", "/", &[]).await;
+    assert_eq!(status, StatusCode::BAD_GATEWAY);
+    assert_eq!(headers["x-commons-fault"], "upstream");
+    assert!(body.contains("Trying again later may help"), "{body}");
+}
+
+#[tokio::test]
+async fn a_slow_site_is_a_504() {
+    let s = setup(GatewayConfig { upstream_timeout: Duration::from_millis(300), ..GatewayConfig::default() }).await;
+    let (status, headers, _) = get(&s, "wiki.commons.localhost", "/slow", &[]).await;
+    assert_eq!(status, StatusCode::GATEWAY_TIMEOUT);
+    assert_eq!(headers["x-commons-fault"], "upstream");
+}
+
+#[tokio::test]
+async fn a_body_over_the_limit_is_a_413() {
+    let s = setup(GatewayConfig { body_limit_bytes: 1000, ..GatewayConfig::default() }).await;
+    let (status, _, body) =
+        send(&s, "POST", "wiki.commons.localhost", "/echo", &[], Bytes::from(vec![b'x'; 1001])).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{body}");
+    let (status, _, body) =
+        send(&s, "POST", "wiki.commons.localhost", "/echo", &[], Bytes::from(vec![b'y'; 1000])).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(body.ends_with(&"y".repeat(1000)));
+}
+
+#[tokio::test]
+async fn inbound_commons_headers_are_stripped_and_the_gateway_sets_its_own() {
+    let s = setup(GatewayConfig::default()).await;
+    let forged =
+        [("x-commons-user", "someone-else"), ("x-commons-tier", "premium"), ("x-commons-provenance", "forged")];
+    let (_, _, body) = get(&s, "wiki.commons.localhost", "/", &forged).await;
+    assert!(body.contains("x-commons-tier: anonymous\n"), "{body}");
+    assert!(!body.contains("someone-else") && !body.contains("forged") && !body.contains("x-commons-user"), "{body}");
+
+    let with_token = [("authorization", "Bearer bob-token"), ("x-commons-user", "someone-else")];
+    let (_, _, body) = get(&s, "wiki.commons.localhost", "/", &with_token).await;
+    assert!(body.contains("x-commons-tier: premium\n"), "{body}");
+    assert!(!body.contains("someone-else") && !body.contains("bob-token"), "the token must not reach the site: {body}");
+    let pseudonym = gateway_pseudonym(&body);
+    // Stable per (user, site), different across sites.
+    let (_, _, again) = get(&s, "wiki.commons.localhost", "/", &with_token).await;
+    assert_eq!(gateway_pseudonym(&again), pseudonym);
+    let (_, _, chat) = get(&s, "chat.commons.localhost", "/", &with_token).await;
+    assert_ne!(gateway_pseudonym(&chat), pseudonym);
+}
+
+fn gateway_pseudonym(body: &str) -> String {
+    body.lines().find_map(|l| l.strip_prefix("x-commons-user: ")).expect("a pseudonym").to_owned()
+}
+
+#[tokio::test]
+async fn a_site_without_anonymous_access_asks_to_log_in() {
+    let s = setup(GatewayConfig::default()).await;
+    let (status, _, _) = get(&s, "chat.commons.localhost", "/", &[]).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let (status, _, _) = get(&s, "chat.commons.localhost", "/", &[("authorization", "Bearer wrong")]).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn n_requests_across_m_minutes_meter_m_active_minutes() {
+    let s = setup(GatewayConfig::default()).await;
+    let alice = [("authorization", "Bearer alice-token")];
+    // 7 requests a minute for 5 minutes to wiki, 3 in one minute to chat,
+    // and anonymous requests, which are not metered.
+    for _ in 0..5 {
+        for _ in 0..7 {
+            get(&s, "wiki.commons.localhost", "/", &alice).await;
+        }
+        s.clock.advance_ms(60_000);
+    }
+    for _ in 0..3 {
+        get(&s, "chat.commons.localhost", "/", &alice).await;
+    }
+    get(&s, "wiki.commons.localhost", "/", &[]).await;
+    let usage = s.meter.take().unwrap().usage;
+    let period = Period::from_days_since_epoch(1_795_000_000_000 / 86_400_000);
+    let minutes = |site: &str| {
+        usage.direct[&metering::DirectKey { period, user: "alice".into(), site: site.into() }].minutes.count()
+    };
+    assert_eq!(minutes("wiki"), 5);
+    assert_eq!(minutes("chat"), 1);
+    assert_eq!(usage.direct.len(), 2);
+    s.gateway.shutdown().await;
+}
