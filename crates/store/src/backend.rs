@@ -20,6 +20,41 @@ const MIGRATIONS: &[&str] = &["
         hash {bytes} NOT NULL,
         body {bytes} NOT NULL
     );
+", "
+    CREATE TABLE platform_meta (
+        key TEXT PRIMARY KEY,
+        value TEXT NOT NULL
+    );
+    INSERT INTO platform_meta (key, value) VALUES ('registry_version', '0'), ('metering_checkpoint', '');
+    CREATE TABLE sites (
+        id TEXT PRIMARY KEY,
+        instances TEXT NOT NULL,
+        custom_hosts TEXT NOT NULL,
+        anonymous BIGINT NOT NULL
+    );
+    CREATE TABLE api_tokens (
+        token_hash TEXT PRIMARY KEY,
+        user_id TEXT NOT NULL,
+        premium BIGINT NOT NULL
+    );
+    CREATE TABLE usage_direct (
+        period TEXT NOT NULL,
+        user_id TEXT NOT NULL,
+        site TEXT NOT NULL,
+        minutes BIGINT NOT NULL,
+        latest_minute BIGINT NOT NULL,
+        recent_minutes BIGINT NOT NULL,
+        service_ms BIGINT NOT NULL,
+        PRIMARY KEY (period, user_id, site)
+    );
+    CREATE TABLE usage_calls (
+        period TEXT NOT NULL,
+        user_id TEXT NOT NULL,
+        site TEXT NOT NULL,
+        service TEXT NOT NULL,
+        service_ms BIGINT NOT NULL,
+        PRIMARY KEY (period, user_id, site, service)
+    );
 "];
 
 /// A stored block: height, hash, encoded body.
@@ -171,5 +206,21 @@ impl Backend {
             }
             Backend::Postgres(c) => Ok(c.query_opt(SQL, &[&height]).map_err(db)?.map(|row| row.get(0))),
         }
+    }
+}
+
+impl Backend {
+    /// Runs `f` in a transaction, committed if it returns `Ok`.
+    pub(crate) fn transaction<T>(
+        &mut self,
+        f: impl FnOnce(&mut crate::sql::Tx<'_>) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let mut tx = match self {
+            Backend::Sqlite(c) => crate::sql::Tx::Sqlite(c.transaction().map_err(db)?),
+            Backend::Postgres(c) => crate::sql::Tx::Postgres(c.transaction().map_err(db)?),
+        };
+        let value = f(&mut tx)?;
+        tx.commit()?;
+        Ok(value)
     }
 }

@@ -18,6 +18,8 @@
 
 mod backend;
 mod key;
+mod platform;
+mod sql;
 pub mod testing;
 
 use std::path::{Path, PathBuf};
@@ -26,6 +28,7 @@ use ledger::{AppendOutcome, Block, Ledger, LedgerConfig, Rejection, Signer, Tran
 
 use backend::Backend;
 pub use key::load_or_create_key;
+pub use platform::{SiteRecord, TokenRecord, token_sha256};
 
 /// Where a store lives.
 #[derive(Clone, Debug)]

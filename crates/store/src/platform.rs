@@ -1,0 +1,206 @@
+//! The platform's records beside the ledger: sites the gateway routes,
+//! API tokens, and metered usage with the write-ahead-log checkpoint it
+//! was flushed up to.
+
+use std::net::SocketAddr;
+
+use commons_core::Period;
+use metering::wal::Checkpoint;
+use metering::{CallKey, DirectKey, DirectUsage, MinuteSet, Usage};
+use sha2::{Digest, Sha256};
+
+use crate::sql::{Param, Tx, Value};
+use crate::{Store, StoreError};
+
+/// A site as the gateway routes it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SiteRecord {
+    pub id: String,
+    pub instances: Vec<SocketAddr>,
+    pub custom_hosts: Vec<String>,
+    pub anonymous: bool,
+}
+
+/// An API token's owner, by the token's SHA-256 (tokens themselves are
+/// never stored).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TokenRecord {
+    pub token_sha256: String,
+    pub user: String,
+    pub premium: bool,
+}
+
+/// The SHA-256 of a token, in hex: how tokens are looked up.
+pub fn token_sha256(token: &str) -> String {
+    hex::encode(Sha256::digest(token.as_bytes()))
+}
+
+fn corrupt(what: &str) -> StoreError {
+    StoreError::Database(format!("a stored {what} is malformed"))
+}
+
+fn bump_registry(tx: &mut Tx<'_>) -> Result<(), StoreError> {
+    let version = registry_version_in(tx)? + 1;
+    tx.execute("UPDATE platform_meta SET value = $1 WHERE key = 'registry_version'", &[Param::Text(&version.to_string())])?;
+    Ok(())
+}
+
+fn registry_version_in(tx: &mut Tx<'_>) -> Result<u64, StoreError> {
+    let rows = tx.query("SELECT value FROM platform_meta WHERE key = 'registry_version'", &[])?;
+    rows.first().and_then(|r| r[0].text().parse().ok()).ok_or_else(|| corrupt("registry version"))
+}
+
+impl Store {
+    /// Adds or replaces a site.
+    pub fn put_site(&mut self, site: &SiteRecord) -> Result<(), StoreError> {
+        let instances: Vec<String> = site.instances.iter().map(|a| a.to_string()).collect();
+        let (instances, hosts) = (instances.join(","), site.custom_hosts.join(","));
+        self.backend.transaction(|tx| {
+            tx.execute("DELETE FROM sites WHERE id = $1", &[Param::Text(&site.id)])?;
+            tx.execute(
+                "INSERT INTO sites (id, instances, custom_hosts, anonymous) VALUES ($1, $2, $3, $4)",
+                &[Param::Text(&site.id), Param::Text(&instances), Param::Text(&hosts), Param::Int(i64::from(site.anonymous))],
+            )?;
+            bump_registry(tx)
+        })
+    }
+
+    /// Removes a site; whether there was one.
+    pub fn remove_site(&mut self, id: &str) -> Result<bool, StoreError> {
+        self.backend.transaction(|tx| {
+            let removed = tx.execute("DELETE FROM sites WHERE id = $1", &[Param::Text(id)])? > 0;
+            bump_registry(tx)?;
+            Ok(removed)
+        })
+    }
+
+    pub fn sites(&mut self) -> Result<Vec<SiteRecord>, StoreError> {
+        let rows = self.backend.transaction(|tx| tx.query("SELECT id, instances, custom_hosts, anonymous FROM sites ORDER BY id", &[]))?;
+        rows.iter()
+            .map(|row| {
+                let list = |v: &Value| v.text().split(',').filter(|s| !s.is_empty()).map(str::to_owned).collect::<Vec<_>>();
+                let instances = list(&row[1]).iter().map(|a| a.parse()).collect::<Result<_, _>>().map_err(|_| corrupt("site"))?;
+                Ok(SiteRecord { id: row[0].text(), instances, custom_hosts: list(&row[2]), anonymous: row[3].int() != 0 })
+            })
+            .collect()
+    }
+
+    /// Changes whenever sites or tokens change: what the gateway polls.
+    pub fn registry_version(&mut self) -> Result<u64, StoreError> {
+        self.backend.transaction(registry_version_in)
+    }
+
+    /// Creates an API token for `user` and returns it (shown once; only
+    /// its hash is kept).
+    pub fn add_token(&mut self, user: &str, premium: bool) -> Result<String, StoreError> {
+        let mut secret = [0u8; 24];
+        getrandom::fill(&mut secret).map_err(|e| StoreError::Database(format!("no randomness: {e}")))?;
+        let token = format!("oc_{}", hex::encode(secret));
+        let hash = token_sha256(&token);
+        self.backend.transaction(|tx| {
+            tx.execute(
+                "INSERT INTO api_tokens (token_hash, user_id, premium) VALUES ($1, $2, $3)",
+                &[Param::Text(&hash), Param::Text(user), Param::Int(i64::from(premium))],
+            )?;
+            bump_registry(tx)
+        })?;
+        Ok(token)
+    }
+
+    pub fn tokens(&mut self) -> Result<Vec<TokenRecord>, StoreError> {
+        let rows = self.backend.transaction(|tx| tx.query("SELECT token_hash, user_id, premium FROM api_tokens", &[]))?;
+        Ok(rows.iter().map(|r| TokenRecord { token_sha256: r[0].text(), user: r[1].text(), premium: r[2].int() != 0 }).collect())
+    }
+
+    /// The write-ahead-log checkpoint the stored usage covers.
+    pub fn metering_checkpoint(&mut self) -> Result<Checkpoint, StoreError> {
+        let rows = self.backend.transaction(|tx| tx.query("SELECT value FROM platform_meta WHERE key = 'metering_checkpoint'", &[]))?;
+        rows.first().and_then(|r| Checkpoint::from_text(&r[0].text())).ok_or_else(|| corrupt("metering checkpoint"))
+    }
+
+    /// Adds a flush of usage and records the checkpoint it covers, in one
+    /// transaction: replaying the log from the stored checkpoint then never
+    /// counts a flushed event again.
+    pub fn record_usage(&mut self, usage: &Usage, checkpoint: &Checkpoint) -> Result<(), StoreError> {
+        self.backend.transaction(|tx| {
+            for (key, flushed) in &usage.direct {
+                let period = key.period.to_string();
+                let params = [Param::Text(&period), Param::Text(&key.user), Param::Text(&key.site)];
+                let existing = tx.query(
+                    "SELECT minutes, latest_minute, recent_minutes, service_ms FROM usage_direct WHERE period = $1 AND user_id = $2 AND site = $3",
+                    &params,
+                )?;
+                let mut merged = match existing.first() {
+                    None => DirectUsage::default(),
+                    Some(row) => DirectUsage {
+                        minutes: MinuteSet::from_parts(row[0].int() as u32, row[1].int() as u32, row[2].int() as u64)
+                            .ok_or_else(|| corrupt("usage row"))?,
+                        service_ms: row[3].int() as u64,
+                    },
+                };
+                merged.minutes.merge(&flushed.minutes);
+                merged.service_ms = merged.service_ms.saturating_add(flushed.service_ms);
+                let (count, latest, recent) = merged.minutes.to_parts();
+                tx.execute("DELETE FROM usage_direct WHERE period = $1 AND user_id = $2 AND site = $3", &params)?;
+                tx.execute(
+                    "INSERT INTO usage_direct (period, user_id, site, minutes, latest_minute, recent_minutes, service_ms) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                    &[
+                        params[0],
+                        params[1],
+                        params[2],
+                        Param::Int(i64::from(count)),
+                        Param::Int(i64::from(latest)),
+                        Param::Int(recent as i64),
+                        Param::Int(merged.service_ms.min(i64::MAX as u64) as i64),
+                    ],
+                )?;
+            }
+            for (key, ms) in &usage.calls {
+                let period = key.period.to_string();
+                let params = [Param::Text(&period), Param::Text(&key.user), Param::Text(&key.site), Param::Text(&key.service)];
+                let existing = tx.query(
+                    "SELECT service_ms FROM usage_calls WHERE period = $1 AND user_id = $2 AND site = $3 AND service = $4",
+                    &params,
+                )?;
+                let total = existing.first().map_or(0, |r| r[0].int() as u64).saturating_add(*ms);
+                tx.execute("DELETE FROM usage_calls WHERE period = $1 AND user_id = $2 AND site = $3 AND service = $4", &params)?;
+                tx.execute(
+                    "INSERT INTO usage_calls (period, user_id, site, service, service_ms) VALUES ($1, $2, $3, $4, $5)",
+                    &[params[0], params[1], params[2], params[3], Param::Int(total.min(i64::MAX as u64) as i64)],
+                )?;
+            }
+            let rows = tx.query("SELECT value FROM platform_meta WHERE key = 'metering_checkpoint'", &[])?;
+            let mut stored = rows.first().and_then(|r| Checkpoint::from_text(&r[0].text())).ok_or_else(|| corrupt("metering checkpoint"))?;
+            stored.extend(checkpoint);
+            tx.execute("UPDATE platform_meta SET value = $1 WHERE key = 'metering_checkpoint'", &[Param::Text(&stored.to_text())])?;
+            Ok(())
+        })
+    }
+
+    /// The stored usage of `period`.
+    pub fn usage(&mut self, period: Period) -> Result<Usage, StoreError> {
+        let label = period.to_string();
+        let (direct, calls) = self.backend.transaction(|tx| {
+            let direct = tx.query(
+                "SELECT user_id, site, minutes, latest_minute, recent_minutes, service_ms FROM usage_direct WHERE period = $1",
+                &[Param::Text(&label)],
+            )?;
+            let calls =
+                tx.query("SELECT user_id, site, service, service_ms FROM usage_calls WHERE period = $1", &[Param::Text(&label)])?;
+            Ok((direct, calls))
+        })?;
+        let mut usage = Usage::default();
+        for row in direct {
+            let minutes = MinuteSet::from_parts(row[2].int() as u32, row[3].int() as u32, row[4].int() as u64)
+                .ok_or_else(|| corrupt("usage row"))?;
+            usage.direct.insert(
+                DirectKey { period, user: row[0].text(), site: row[1].text() },
+                DirectUsage { minutes, service_ms: row[5].int() as u64 },
+            );
+        }
+        for row in calls {
+            usage.calls.insert(CallKey { period, user: row[0].text(), site: row[1].text(), service: row[2].text() }, row[3].int() as u64);
+        }
+        Ok(usage)
+    }
+}

@@ -1,0 +1,77 @@
+//! Sites, tokens and metered usage in the store, on SQLite and PostgreSQL.
+
+mod common;
+
+use commons_core::Period;
+use metering::wal::Checkpoint;
+use metering::{DirectKey, Event, Usage};
+use store::{SiteRecord, Store, token_sha256};
+
+#[test]
+fn sites_are_stored_replaced_and_removed_and_each_change_bumps_the_version() {
+    for s in common::stores() {
+        let mut store = Store::open(&s.location).unwrap();
+        let v0 = store.registry_version().unwrap();
+        let wiki = SiteRecord {
+            id: "wiki".into(),
+            instances: vec!["127.0.0.1:8001".parse().unwrap(), "127.0.0.1:8002".parse().unwrap()],
+            custom_hosts: vec!["wiki.example.org".into()],
+            anonymous: true,
+        };
+        store.put_site(&wiki).unwrap();
+        store.put_site(&SiteRecord { id: "chat".into(), instances: vec![], custom_hosts: vec![], anonymous: false }).unwrap();
+        assert_eq!(store.sites().unwrap()[1], wiki, "{}", s.name);
+        assert!(store.remove_site("chat").unwrap());
+        assert!(!store.remove_site("chat").unwrap());
+        assert_eq!(store.sites().unwrap(), vec![wiki], "{}", s.name);
+        assert_eq!(store.registry_version().unwrap(), v0 + 4, "{}", s.name);
+    }
+}
+
+#[test]
+fn tokens_are_kept_only_as_hashes() {
+    for s in common::stores() {
+        let mut store = Store::open(&s.location).unwrap();
+        let token = store.add_token("alice", true).unwrap();
+        let tokens = store.tokens().unwrap();
+        assert_eq!(tokens.len(), 1);
+        assert_eq!(tokens[0].token_sha256, token_sha256(&token), "{}", s.name);
+        assert!(tokens[0].premium && tokens[0].user == "alice");
+        assert_ne!(tokens[0].token_sha256, token);
+    }
+}
+
+#[test]
+fn flushed_usage_adds_up_exactly_across_flushes_and_keeps_the_checkpoint() {
+    let period = Period::parse("2026-11").unwrap();
+    let direct = |minute, ms| Event::Direct { period, user: "alice".into(), site: "wiki".into(), minute, service_ms: ms };
+    for s in common::stores() {
+        let mut store = Store::open(&s.location).unwrap();
+        let mut first = Usage::default();
+        for minute in [100, 101, 101, 102] {
+            first.record(&direct(minute, 10));
+        }
+        first.record(&Event::Call { period, user: "alice".into(), site: "wiki".into(), service: "search".into(), service_ms: 7 });
+        let mut checkpoint = Checkpoint::default();
+        checkpoint.flushed.insert(0, 3);
+        store.record_usage(&first, &checkpoint).unwrap();
+        // A later flush repeats minute 102 (same minute, another request).
+        let mut second = Usage::default();
+        for minute in [102, 103] {
+            second.record(&direct(minute, 1));
+        }
+        second.record(&Event::Call { period, user: "alice".into(), site: "wiki".into(), service: "search".into(), service_ms: 5 });
+        let mut later = Checkpoint::default();
+        later.flushed.insert(1, 2);
+        store.record_usage(&second, &later).unwrap();
+
+        let stored = store.usage(period).unwrap();
+        let key = DirectKey { period, user: "alice".into(), site: "wiki".into() };
+        assert_eq!(stored.direct[&key].minutes.count(), 4, "{}", s.name);
+        assert_eq!(stored.direct[&key].service_ms, 42, "{}", s.name);
+        assert_eq!(stored.calls.values().copied().collect::<Vec<_>>(), vec![12], "{}", s.name);
+        let recorded = store.metering_checkpoint().unwrap();
+        assert_eq!(recorded.to_text(), "0:3,1:2", "{}", s.name);
+        assert!(store.usage(Period::parse("2026-12").unwrap()).unwrap().is_empty());
+    }
+}
