@@ -22,3 +22,10 @@ pub use amount::{Bps, BpsError, Cents, MICROS_PER_CC, Micros};
 pub use period::{Period, PeriodError};
 pub use rng::SplitMix64;
 pub use split::{Splitter, cut, split};
+
+/// How an API token is looked up and stored: the SHA-256 of the token, in
+/// hex. Tokens themselves are shown once and never kept.
+pub fn token_sha256(token: &str) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(token.as_bytes()))
+}

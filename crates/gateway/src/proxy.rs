@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
-use commons_core::Period;
+use commons_core::{Period, token_sha256};
 use hmac::{Hmac, Mac};
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Limited};
@@ -64,19 +64,24 @@ pub struct Identity {
     pub premium: bool,
 }
 
-/// API tokens → identities. Replaced whole when accounts change.
+/// API tokens → identities, by the tokens' SHA-256 (as the store keeps
+/// them). Replaced whole when accounts change.
 #[derive(Clone, Debug, Default)]
 pub struct Identities {
-    tokens: HashMap<String, Identity>,
+    by_sha256: HashMap<String, Identity>,
 }
 
 impl Identities {
     pub fn add_token(&mut self, token: &str, user: &str, premium: bool) {
-        self.tokens.insert(token.to_owned(), Identity { user: user.to_owned(), premium });
+        self.add_token_sha256(&token_sha256(token), user, premium);
+    }
+
+    pub fn add_token_sha256(&mut self, sha256: &str, user: &str, premium: bool) {
+        self.by_sha256.insert(sha256.to_owned(), Identity { user: user.to_owned(), premium });
     }
 
     fn by_token(&self, token: &str) -> Option<&Identity> {
-        self.tokens.get(token)
+        self.by_sha256.get(&token_sha256(token))
     }
 }
 

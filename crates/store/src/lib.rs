@@ -28,7 +28,7 @@ use ledger::{AppendOutcome, Block, Ledger, LedgerConfig, Rejection, Signer, Tran
 
 use backend::Backend;
 pub use key::load_or_create_key;
-pub use platform::{SiteRecord, TokenRecord, token_sha256};
+pub use platform::{SiteRecord, TokenRecord};
 
 /// Where a store lives.
 #[derive(Clone, Debug)]

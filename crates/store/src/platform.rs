@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use commons_core::Period;
 use metering::wal::Checkpoint;
 use metering::{CallKey, DirectKey, DirectUsage, MinuteSet, Usage};
-use sha2::{Digest, Sha256};
+use commons_core::token_sha256;
 
 use crate::sql::{Param, Tx, Value};
 use crate::{Store, StoreError};
@@ -30,10 +30,6 @@ pub struct TokenRecord {
     pub premium: bool,
 }
 
-/// The SHA-256 of a token, in hex: how tokens are looked up.
-pub fn token_sha256(token: &str) -> String {
-    hex::encode(Sha256::digest(token.as_bytes()))
-}
 
 fn corrupt(what: &str) -> StoreError {
     StoreError::Database(format!("a stored {what} is malformed"))

@@ -5,7 +5,8 @@ mod common;
 use commons_core::Period;
 use metering::wal::Checkpoint;
 use metering::{DirectKey, Event, Usage};
-use store::{SiteRecord, Store, token_sha256};
+use commons_core::token_sha256;
+use store::{SiteRecord, Store};
 
 #[test]
 fn sites_are_stored_replaced_and_removed_and_each_change_bumps_the_version() {
