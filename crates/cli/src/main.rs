@@ -6,8 +6,10 @@
 //! stderr.
 
 mod ledger_cmd;
+mod platform_cmd;
 mod record;
 mod settle;
+mod up;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -47,6 +49,17 @@ enum Command {
     /// Read, export and verify the CommonCents ledger
     #[command(subcommand)]
     Ledger(ledger_cmd::Command),
+    /// Run the platform on this machine: the gateway, with its sites,
+    /// tokens and metering from the store
+    Up(up::Args),
+    /// Add, remove and list the sites the gateway routes
+    #[command(subcommand)]
+    Site(platform_cmd::SiteCommand),
+    /// Create API tokens
+    #[command(subcommand)]
+    Token(platform_cmd::TokenCommand),
+    /// Show the usage metered in a period
+    Usage(platform_cmd::UsageArgs),
 }
 
 /// An error that is the input's fault: reported, exit code 2.
@@ -63,9 +76,14 @@ impl std::error::Error for BadInput {}
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    init_logging();
     let result = match cli.command {
         Command::Settle(args) => settle::run(args, &cli.store),
         Command::Ledger(command) => ledger_cmd::run(command, &cli.store),
+        Command::Up(args) => up::run(args, &cli.store),
+        Command::Site(command) => platform_cmd::site(command, &cli.store),
+        Command::Token(command) => platform_cmd::token(command, &cli.store),
+        Command::Usage(args) => platform_cmd::usage(args, &cli.store),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -73,6 +91,19 @@ fn main() -> ExitCode {
             eprintln!("error: {error:#}");
             if error.downcast_ref::<BadInput>().is_some() { ExitCode::from(2) } else { ExitCode::FAILURE }
         }
+    }
+}
+
+/// Structured logs on stderr: `COMMONS_LOG` (default `info`) filters them,
+/// `COMMONS_LOG_FORMAT=json` makes them JSON lines.
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("COMMONS_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if std::env::var("COMMONS_LOG_FORMAT").is_ok_and(|f| f == "json") {
+        builder.json().init();
+    } else {
+        builder.init();
     }
 }
 

@@ -21,10 +21,12 @@
 
 mod clock;
 mod error;
+mod metrics;
 mod proxy;
 mod routes;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::GatewayError;
-pub use proxy::{Gateway, GatewayConfig, Identities, RunningGateway};
+pub use metrics::Metrics;
+pub use proxy::{Gateway, GatewayConfig, Identities, RunningGateway, pseudonym};
 pub use routes::{Routes, SiteRoute};

@@ -24,6 +24,7 @@ use sha2::Sha256;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use crate::metrics::Metrics;
 use crate::{Clock, GatewayError, Routes};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -98,6 +99,7 @@ struct Inner {
     client: Client<HttpConnector, Body>,
     meter: Option<Arc<Meter>>,
     clock: Arc<dyn Clock>,
+    metrics: Metrics,
 }
 
 /// A gateway serving on a socket, until [`RunningGateway::shutdown`].
@@ -147,6 +149,7 @@ impl Gateway {
                 client,
                 meter,
                 clock,
+                metrics: Metrics::default(),
             }),
         }
     }
@@ -205,14 +208,21 @@ impl Gateway {
         Ok(RunningGateway { addr, stop, task })
     }
 
+    /// The gateway's counters, in the Prometheus text format.
+    pub fn metrics(&self) -> String {
+        self.inner.metrics.render()
+    }
+
     async fn handle(&self, request: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
-        match self.proxy(request, peer).await {
+        let response = match self.proxy(request, peer).await {
             Ok(response) => response,
             Err(error) => {
                 tracing::debug!(error = %error, "request refused");
                 error.response().map(|body| body.map_err(|never| match never {}).boxed())
             }
-        }
+        };
+        self.inner.metrics.response(response.status().as_u16());
+        response
     }
 
     async fn proxy(&self, mut request: Request<Incoming>, peer: SocketAddr) -> Result<Response<Body>, GatewayError> {
@@ -311,7 +321,11 @@ impl Gateway {
                 minute: (now / 60_000) as u32,
                 service_ms: started.elapsed().as_millis() as u64,
             };
-            meter.record(shard(), &event).map_err(|e| GatewayError::Metering(e.to_string()))?;
+            if let Err(e) = meter.record(shard(), &event) {
+                inner.metrics.metering_failure();
+                return Err(GatewayError::Metering(e.to_string()));
+            }
+            inner.metrics.metered();
         }
 
         let (mut parts, body) = response.into_parts();

@@ -76,6 +76,15 @@ impl Signer {
     pub fn public_key(&self) -> [u8; 32] {
         self.0.verifying_key().to_bytes()
     }
+
+    /// A secret for another purpose, derived from this key (BLAKE3 key
+    /// derivation): other keys stay as secret as this one, and stable.
+    pub fn derive_secret(&self, purpose: &[u8]) -> [u8; 32] {
+        let mut hasher = blake3::Hasher::new_derive_key("onecommons node secret v1");
+        hasher.update(self.0.as_bytes());
+        hasher.update(purpose);
+        *hasher.finalize().as_bytes()
+    }
 }
 
 impl BlockHeader {

@@ -10,7 +10,8 @@ use crate::StoreError;
 
 /// Schema changes, in order; each runs once, in a transaction, recorded in
 /// `schema_migrations`. Never edit one that has shipped: add another.
-const MIGRATIONS: &[&str] = &["
+const MIGRATIONS: &[&str] = &[
+    "
     CREATE TABLE ledger_meta (
         key TEXT PRIMARY KEY,
         value TEXT NOT NULL
@@ -20,7 +21,8 @@ const MIGRATIONS: &[&str] = &["
         hash {bytes} NOT NULL,
         body {bytes} NOT NULL
     );
-", "
+",
+    "
     CREATE TABLE platform_meta (
         key TEXT PRIMARY KEY,
         value TEXT NOT NULL
@@ -55,7 +57,8 @@ const MIGRATIONS: &[&str] = &["
         service_ms BIGINT NOT NULL,
         PRIMARY KEY (period, user_id, site, service)
     );
-"];
+",
+];
 
 /// A stored block: height, hash, encoded body.
 pub(crate) type StoredBlock = (u64, Vec<u8>, Vec<u8>);

@@ -5,9 +5,9 @@
 use std::net::SocketAddr;
 
 use commons_core::Period;
+use commons_core::token_sha256;
 use metering::wal::Checkpoint;
 use metering::{CallKey, DirectKey, DirectUsage, MinuteSet, Usage};
-use commons_core::token_sha256;
 
 use crate::sql::{Param, Tx, Value};
 use crate::{Store, StoreError};
@@ -30,14 +30,16 @@ pub struct TokenRecord {
     pub premium: bool,
 }
 
-
 fn corrupt(what: &str) -> StoreError {
     StoreError::Database(format!("a stored {what} is malformed"))
 }
 
 fn bump_registry(tx: &mut Tx<'_>) -> Result<(), StoreError> {
     let version = registry_version_in(tx)? + 1;
-    tx.execute("UPDATE platform_meta SET value = $1 WHERE key = 'registry_version'", &[Param::Text(&version.to_string())])?;
+    tx.execute(
+        "UPDATE platform_meta SET value = $1 WHERE key = 'registry_version'",
+        &[Param::Text(&version.to_string())],
+    )?;
     Ok(())
 }
 
@@ -55,7 +57,12 @@ impl Store {
             tx.execute("DELETE FROM sites WHERE id = $1", &[Param::Text(&site.id)])?;
             tx.execute(
                 "INSERT INTO sites (id, instances, custom_hosts, anonymous) VALUES ($1, $2, $3, $4)",
-                &[Param::Text(&site.id), Param::Text(&instances), Param::Text(&hosts), Param::Int(i64::from(site.anonymous))],
+                &[
+                    Param::Text(&site.id),
+                    Param::Text(&instances),
+                    Param::Text(&hosts),
+                    Param::Int(i64::from(site.anonymous)),
+                ],
             )?;
             bump_registry(tx)
         })
@@ -71,12 +78,21 @@ impl Store {
     }
 
     pub fn sites(&mut self) -> Result<Vec<SiteRecord>, StoreError> {
-        let rows = self.backend.transaction(|tx| tx.query("SELECT id, instances, custom_hosts, anonymous FROM sites ORDER BY id", &[]))?;
+        let rows = self
+            .backend
+            .transaction(|tx| tx.query("SELECT id, instances, custom_hosts, anonymous FROM sites ORDER BY id", &[]))?;
         rows.iter()
             .map(|row| {
-                let list = |v: &Value| v.text().split(',').filter(|s| !s.is_empty()).map(str::to_owned).collect::<Vec<_>>();
-                let instances = list(&row[1]).iter().map(|a| a.parse()).collect::<Result<_, _>>().map_err(|_| corrupt("site"))?;
-                Ok(SiteRecord { id: row[0].text(), instances, custom_hosts: list(&row[2]), anonymous: row[3].int() != 0 })
+                let list =
+                    |v: &Value| v.text().split(',').filter(|s| !s.is_empty()).map(str::to_owned).collect::<Vec<_>>();
+                let instances =
+                    list(&row[1]).iter().map(|a| a.parse()).collect::<Result<_, _>>().map_err(|_| corrupt("site"))?;
+                Ok(SiteRecord {
+                    id: row[0].text(),
+                    instances,
+                    custom_hosts: list(&row[2]),
+                    anonymous: row[3].int() != 0,
+                })
             })
             .collect()
     }
@@ -104,13 +120,19 @@ impl Store {
     }
 
     pub fn tokens(&mut self) -> Result<Vec<TokenRecord>, StoreError> {
-        let rows = self.backend.transaction(|tx| tx.query("SELECT token_hash, user_id, premium FROM api_tokens", &[]))?;
-        Ok(rows.iter().map(|r| TokenRecord { token_sha256: r[0].text(), user: r[1].text(), premium: r[2].int() != 0 }).collect())
+        let rows =
+            self.backend.transaction(|tx| tx.query("SELECT token_hash, user_id, premium FROM api_tokens", &[]))?;
+        Ok(rows
+            .iter()
+            .map(|r| TokenRecord { token_sha256: r[0].text(), user: r[1].text(), premium: r[2].int() != 0 })
+            .collect())
     }
 
     /// The write-ahead-log checkpoint the stored usage covers.
     pub fn metering_checkpoint(&mut self) -> Result<Checkpoint, StoreError> {
-        let rows = self.backend.transaction(|tx| tx.query("SELECT value FROM platform_meta WHERE key = 'metering_checkpoint'", &[]))?;
+        let rows = self
+            .backend
+            .transaction(|tx| tx.query("SELECT value FROM platform_meta WHERE key = 'metering_checkpoint'", &[]))?;
         rows.first().and_then(|r| Checkpoint::from_text(&r[0].text())).ok_or_else(|| corrupt("metering checkpoint"))
     }
 
@@ -195,7 +217,10 @@ impl Store {
             );
         }
         for row in calls {
-            usage.calls.insert(CallKey { period, user: row[0].text(), site: row[1].text(), service: row[2].text() }, row[3].int() as u64);
+            usage.calls.insert(
+                CallKey { period, user: row[0].text(), site: row[1].text(), service: row[2].text() },
+                row[3].int() as u64,
+            );
         }
         Ok(usage)
     }

@@ -73,7 +73,9 @@ impl Tx<'_> {
                             .map(|i| {
                                 Ok(match row.get_ref(i)? {
                                     rusqlite::types::ValueRef::Integer(v) => Value::Int(v),
-                                    rusqlite::types::ValueRef::Text(t) => Value::Text(String::from_utf8_lossy(t).into_owned()),
+                                    rusqlite::types::ValueRef::Text(t) => {
+                                        Value::Text(String::from_utf8_lossy(t).into_owned())
+                                    }
                                     _ => Value::Null,
                                 })
                             })

@@ -3,9 +3,9 @@
 mod common;
 
 use commons_core::Period;
+use commons_core::token_sha256;
 use metering::wal::Checkpoint;
 use metering::{DirectKey, Event, Usage};
-use commons_core::token_sha256;
 use store::{SiteRecord, Store};
 
 #[test]
@@ -20,7 +20,9 @@ fn sites_are_stored_replaced_and_removed_and_each_change_bumps_the_version() {
             anonymous: true,
         };
         store.put_site(&wiki).unwrap();
-        store.put_site(&SiteRecord { id: "chat".into(), instances: vec![], custom_hosts: vec![], anonymous: false }).unwrap();
+        store
+            .put_site(&SiteRecord { id: "chat".into(), instances: vec![], custom_hosts: vec![], anonymous: false })
+            .unwrap();
         assert_eq!(store.sites().unwrap()[1], wiki, "{}", s.name);
         assert!(store.remove_site("chat").unwrap());
         assert!(!store.remove_site("chat").unwrap());
@@ -45,14 +47,21 @@ fn tokens_are_kept_only_as_hashes() {
 #[test]
 fn flushed_usage_adds_up_exactly_across_flushes_and_keeps_the_checkpoint() {
     let period = Period::parse("2026-11").unwrap();
-    let direct = |minute, ms| Event::Direct { period, user: "alice".into(), site: "wiki".into(), minute, service_ms: ms };
+    let direct =
+        |minute, ms| Event::Direct { period, user: "alice".into(), site: "wiki".into(), minute, service_ms: ms };
     for s in common::stores() {
         let mut store = Store::open(&s.location).unwrap();
         let mut first = Usage::default();
         for minute in [100, 101, 101, 102] {
             first.record(&direct(minute, 10));
         }
-        first.record(&Event::Call { period, user: "alice".into(), site: "wiki".into(), service: "search".into(), service_ms: 7 });
+        first.record(&Event::Call {
+            period,
+            user: "alice".into(),
+            site: "wiki".into(),
+            service: "search".into(),
+            service_ms: 7,
+        });
         let mut checkpoint = Checkpoint::default();
         checkpoint.flushed.insert(0, 3);
         store.record_usage(&first, &checkpoint).unwrap();
@@ -61,7 +70,13 @@ fn flushed_usage_adds_up_exactly_across_flushes_and_keeps_the_checkpoint() {
         for minute in [102, 103] {
             second.record(&direct(minute, 1));
         }
-        second.record(&Event::Call { period, user: "alice".into(), site: "wiki".into(), service: "search".into(), service_ms: 5 });
+        second.record(&Event::Call {
+            period,
+            user: "alice".into(),
+            site: "wiki".into(),
+            service: "search".into(),
+            service_ms: 5,
+        });
         let mut later = Checkpoint::default();
         later.flushed.insert(1, 2);
         store.record_usage(&second, &later).unwrap();

@@ -1,0 +1,224 @@
+//! `commons up`: the platform on one machine — the gateway, with its sites,
+//! tokens and metering from the store — until Ctrl-C.
+//!
+//! Settings come from defaults, then a config file (`--config`, or
+//! `DATA/commons.toml` if present), then environment variables and flags.
+//! The gateway follows changes to sites and tokens in the store within a
+//! second, without restarting. Usage is flushed from the write-ahead log
+//! (`DATA/wal/`) to the store every `flush_ms`; after a crash, what the
+//! store had not recorded is replayed from the log at start.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Context;
+use bytes::Bytes;
+use gateway::{Gateway, GatewayConfig, Identities, Routes, SiteRoute, SystemClock};
+use http_body_util::Full;
+use metering::Meter;
+use serde::Deserialize;
+use store::Store;
+use tokio::net::TcpListener;
+
+use crate::{BadInput, StoreArgs};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// A config file (TOML; see README); default DATA/commons.toml if present
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Where the gateway listens [default 127.0.0.1:8080]
+    #[arg(long, env = "COMMONS_LISTEN")]
+    listen: Option<SocketAddr>,
+    /// Where /metrics and /healthz are served [default 127.0.0.1:8081]
+    #[arg(long, env = "COMMONS_CONTROL_LISTEN")]
+    control_listen: Option<SocketAddr>,
+    /// The platform domain: site S answers at S.<domain> [default commons.localhost]
+    #[arg(long, env = "COMMONS_DOMAIN")]
+    domain: Option<String>,
+    /// Do not record usage (for measuring what metering costs)
+    #[arg(long)]
+    no_metering: bool,
+}
+
+/// The config file's keys; each is optional.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct ConfigFile {
+    listen: Option<SocketAddr>,
+    control_listen: Option<SocketAddr>,
+    domain: Option<String>,
+    metering: Option<bool>,
+    flush_ms: Option<u64>,
+    upstream_timeout_ms: Option<u64>,
+    body_limit_bytes: Option<u64>,
+    header_read_timeout_ms: Option<u64>,
+}
+
+pub fn run(args: Args, store_args: &StoreArgs) -> anyhow::Result<()> {
+    let location = store_args.location();
+    let config_path =
+        args.config.clone().or_else(|| Some(location.data_dir.join("commons.toml")).filter(|p| p.exists()));
+    let file: ConfigFile = match &config_path {
+        None => ConfigFile::default(),
+        Some(path) => {
+            let text = std::fs::read_to_string(path).map_err(|e| BadInput(format!("{}: {e}", path.display())))?;
+            toml::from_str(&text).map_err(|e| BadInput(format!("{}: {e}", path.display())))?
+        }
+    };
+    let listen = args.listen.or(file.listen).unwrap_or_else(|| "127.0.0.1:8080".parse().expect("an address"));
+    let control =
+        args.control_listen.or(file.control_listen).unwrap_or_else(|| "127.0.0.1:8081".parse().expect("an address"));
+    let domain = args.domain.or(file.domain).unwrap_or_else(|| "commons.localhost".to_owned());
+    let metering = !args.no_metering && file.metering.unwrap_or(true);
+    let flush = Duration::from_millis(file.flush_ms.unwrap_or(2_000).max(10));
+    let defaults = GatewayConfig::default();
+    let mut gateway_config = GatewayConfig {
+        upstream_timeout: file.upstream_timeout_ms.map_or(defaults.upstream_timeout, Duration::from_millis),
+        body_limit_bytes: file.body_limit_bytes.unwrap_or(defaults.body_limit_bytes),
+        header_read_timeout: file.header_read_timeout_ms.map_or(defaults.header_read_timeout, Duration::from_millis),
+        ..defaults
+    };
+
+    let mut store = Store::open(&location)?;
+    // The pseudonym key: derived from the node key, so it is stable across
+    // restarts and secret like it.
+    gateway_config.pseudonym_secret = store::load_or_create_key(&location.data_dir)?.derive_secret(b"pseudonyms");
+
+    let meter = if metering {
+        let checkpoint = store.metering_checkpoint()?;
+        let (meter, replay) =
+            Meter::open(&location.data_dir.join("wal"), 64, &checkpoint).context("opening the write-ahead log")?;
+        if replay.events > 0 {
+            store.record_usage(&replay.usage, &replay.checkpoint)?;
+            tracing::info!(events = replay.events, torn = replay.torn.len(), "usage replayed from the write-ahead log");
+        }
+        meter.forget(&replay.checkpoint)?;
+        Some(Arc::new(meter))
+    } else {
+        None
+    };
+    let (routes, identities, version) = load_registry(&mut store, &domain)?;
+    let store = Arc::new(Mutex::new(store));
+
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(async move {
+        let gateway = Gateway::new(gateway_config, routes, meter.clone(), Arc::new(SystemClock));
+        gateway.set_identities(identities);
+        let listener =
+            TcpListener::bind(listen).await.map_err(|e| BadInput(format!("cannot listen on {listen}: {e}")))?;
+        let control_listener =
+            TcpListener::bind(control).await.map_err(|e| BadInput(format!("cannot listen on {control}: {e}")))?;
+        let running = gateway.serve(listener)?;
+        tokio::spawn(serve_control(control_listener, gateway.clone()));
+        tokio::spawn(follow_registry(store.clone(), gateway.clone(), domain.clone(), version));
+        if let Some(meter) = &meter {
+            tokio::spawn(flush_usage(store.clone(), meter.clone(), flush));
+        }
+        eprintln!("OneCommons is up.");
+        eprintln!("  gateway  http://{listen}  (site S answers at http://S.{domain}:{})", listen.port());
+        eprintln!("  metrics  http://{control}/metrics");
+        eprintln!("  store    {}", location.describe());
+        eprintln!("  metering {}", if meter.is_some() { "on" } else { "off" });
+        eprintln!("Stop with Ctrl-C.");
+        tokio::signal::ctrl_c().await?;
+        eprintln!("stopping: finishing requests in flight and flushing usage");
+        running.shutdown().await;
+        if let Some(meter) = meter {
+            flush_once(&store, &meter).await?;
+        }
+        anyhow::Ok(())
+    })
+}
+
+fn load_registry(store: &mut Store, domain: &str) -> anyhow::Result<(Routes, Identities, u64)> {
+    let version = store.registry_version()?;
+    let mut routes = Routes::new(domain);
+    for site in store.sites()? {
+        let hosts: Vec<&str> = site.custom_hosts.iter().map(String::as_str).collect();
+        routes.add_site(SiteRoute::new(&site.id, &site.instances, site.anonymous), &hosts);
+    }
+    let mut identities = Identities::default();
+    for token in store.tokens()? {
+        identities.add_token_sha256(&token.token_sha256, &token.user, token.premium);
+    }
+    Ok((routes, identities, version))
+}
+
+/// Reloads routes and tokens whenever the store's registry version moves.
+async fn follow_registry(store: Arc<Mutex<Store>>, gateway: Gateway, domain: String, mut version: u64) {
+    loop {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let store = store.clone();
+        let domain = domain.clone();
+        let loaded = tokio::task::spawn_blocking(move || {
+            let mut store = store.lock().unwrap_or_else(|e| e.into_inner());
+            let current = store.registry_version()?;
+            if current == version { Ok(None) } else { load_registry(&mut store, &domain).map(Some) }
+        })
+        .await;
+        match loaded {
+            Ok(Ok(Some((routes, identities, current)))) => {
+                gateway.set_routes(routes);
+                gateway.set_identities(identities);
+                tracing::info!(registry.version = current, "sites and tokens reloaded");
+                version = current;
+            }
+            Ok(Ok(None)) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "cannot read the registry"),
+            Err(e) => tracing::warn!(error = %e, "registry reload failed"),
+        }
+    }
+}
+
+async fn flush_usage(store: Arc<Mutex<Store>>, meter: Arc<Meter>, every: Duration) {
+    loop {
+        tokio::time::sleep(every).await;
+        if let Err(e) = flush_once(&store, &meter).await {
+            tracing::warn!(error = %e, "usage flush failed; the log keeps it for the next one");
+        }
+    }
+}
+
+/// Hands what the meter gathered to the store with its checkpoint, then
+/// drops the log segments the store now covers. If the store refuses, the
+/// segments stay and are replayed at the next start.
+async fn flush_once(store: &Arc<Mutex<Store>>, meter: &Arc<Meter>) -> anyhow::Result<()> {
+    let (store, meter) = (store.clone(), meter.clone());
+    tokio::task::spawn_blocking(move || {
+        let flush = meter.take()?;
+        if !flush.usage.is_empty() {
+            store.lock().unwrap_or_else(|e| e.into_inner()).record_usage(&flush.usage, &flush.checkpoint)?;
+            meter.forget(&flush.checkpoint)?;
+        }
+        anyhow::Ok(())
+    })
+    .await?
+}
+
+async fn serve_control(listener: TcpListener, gateway: Gateway) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else { continue };
+        let gateway = gateway.clone();
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
+                let gateway = gateway.clone();
+                async move {
+                    let (status, body) = match request.uri().path() {
+                        "/metrics" => (200, gateway.metrics()),
+                        "/healthz" => (200, "ok\n".to_owned()),
+                        _ => (404, "not found\n".to_owned()),
+                    };
+                    let mut response = hyper::Response::new(Full::new(Bytes::from(body)));
+                    *response.status_mut() = hyper::StatusCode::from_u16(status).expect("a status");
+                    Ok::<_, std::convert::Infallible>(response)
+                }
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}

@@ -1,0 +1,52 @@
+//! Counters the gateway keeps, in the Prometheus text format.
+
+use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Request and metering counters; bounded labels only.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    /// Answers by status class: 1xx..5xx.
+    responses: [AtomicU64; 5],
+    /// Usage events written to the log.
+    metered: AtomicU64,
+    /// Requests refused because usage could not be written.
+    metering_failures: AtomicU64,
+}
+
+impl Metrics {
+    pub(crate) fn response(&self, status: u16) {
+        let class = usize::from(status / 100).clamp(1, 5) - 1;
+        self.responses[class].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn metered(&self) {
+        self.metered.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn metering_failure(&self) {
+        self.metering_failures.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The Prometheus exposition text.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        out.push_str("# HELP commons_gateway_responses_total Answers sent, by status class.\n");
+        out.push_str("# TYPE commons_gateway_responses_total counter\n");
+        for (i, count) in self.responses.iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "commons_gateway_responses_total{{class=\"{}xx\"}} {}",
+                i + 1,
+                count.load(Ordering::Relaxed)
+            );
+        }
+        out.push_str("# HELP commons_metering_events_total Usage events written to the write-ahead log.\n");
+        out.push_str("# TYPE commons_metering_events_total counter\n");
+        let _ = writeln!(out, "commons_metering_events_total {}", self.metered.load(Ordering::Relaxed));
+        out.push_str("# HELP commons_metering_failures_total Requests refused because usage could not be recorded.\n");
+        out.push_str("# TYPE commons_metering_failures_total counter\n");
+        let _ = writeln!(out, "commons_metering_failures_total {}", self.metering_failures.load(Ordering::Relaxed));
+        out
+    }
+}
