@@ -1,0 +1,96 @@
+#!/usr/bin/env bash
+# Gateway benchmark, in one run, all on 127.0.0.1: the same fast upstream
+# (nginx serving a 1 KiB file, keep-alive) measured
+#   1. directly,
+#   2. through nginx as a reverse proxy (keep-alive pool to the upstream),
+#   3. through `commons up` with identity (API token) + metering on,
+#   4. through `commons up` with metering off,
+# with wrk, saturated (throughput) and lightly loaded (latency).
+#
+#   bench/gateway.sh [--duration 10s] [--connections 64]
+#
+# Needs nginx and wrk (apt-get install nginx wrk); prints requests/s,
+# p50/p99 latency and the ratios.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+duration=10s
+connections=64
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --duration) duration=$2; shift 2 ;;
+    --connections) connections=$2; shift 2 ;;
+    *) echo "unknown argument $1" >&2; exit 2 ;;
+  esac
+done
+for tool in nginx wrk; do command -v $tool >/dev/null || { echo "$tool is missing: apt-get install nginx wrk" >&2; exit 1; }; done
+cargo build --release --locked -q -p cli
+
+work=$(mktemp -d)
+pids=()
+cleanup() { for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done; nginx -p "$work" -c nginx.conf -s stop 2>/dev/null || true; rm -rf "$work"; }
+trap cleanup EXIT
+
+mkdir -p "$work/www" "$work/logs"
+chmod 755 "$work"
+head -c 1024 /dev/zero | tr '\0' 'x' > "$work/www/index.html"
+cat > "$work/nginx.conf" <<NGINX
+worker_processes auto;
+pid $work/nginx.pid;
+error_log $work/logs/error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  keepalive_requests 1000000;
+  upstream origin { server 127.0.0.1:9201; keepalive 256; }
+  server { listen 127.0.0.1:9201; root $work/www; location / { } }
+  server {
+    listen 127.0.0.1:9202;
+    location / {
+      proxy_pass http://origin;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header Host \$host;
+    }
+  }
+}
+NGINX
+nginx -p "$work" -c nginx.conf
+
+commons=target/release/commons
+for mode in on off; do
+  data="$work/data-$mode"
+  $commons --data "$data" site add bench --upstream 127.0.0.1:9201 >/dev/null
+  $commons --data "$data" token add benchuser > "$data.token"
+done
+COMMONS_LOG=warn $commons --data "$work/data-on" up --listen 127.0.0.1:9203 --control-listen 127.0.0.1:9213 2>"$work/logs/on.log" & pids+=($!)
+COMMONS_LOG=warn $commons --data "$work/data-off" up --listen 127.0.0.1:9204 --control-listen 127.0.0.1:9214 --no-metering 2>"$work/logs/off.log" & pids+=($!)
+sleep 1.5
+
+run() { # name port token connections threads
+  local auth=()
+  [ -n "$3" ] && auth=(-H "Authorization: Bearer $3")
+  wrk -t"$5" -c"$4" -d"$duration" --latency -H "Host: bench.commons.localhost" "${auth[@]}" "http://127.0.0.1:$2/index.html" \
+    | awk -v name="$1" '/Requests\/sec/ {rps=$2} /^ +50%/ {p50=$2} /^ +99%/ {p99=$2} /Non-2xx/ {bad=$NF}
+        END {printf "%-34s %12.0f req/s   p50 %8s   p99 %8s%s\n", name, rps, p50, p99, (bad ? "   NON-2xx: " bad : "")}'
+}
+token_on=$(cat "$work/data-on.token"); token_off=$(cat "$work/data-off.token")
+echo "$(nproc) cores; nginx $(nginx -v 2>&1 | sed 's/.*\///'); wrk -t2 -c$connections -d$duration; 1 KiB responses"
+echo "-- throughput (saturated)"
+run "upstream direct" 9201 "" "$connections" 2 | tee "$work/direct"
+run "nginx reverse proxy" 9202 "" "$connections" 2 | tee "$work/nginx"
+run "commons gateway, metering on" 9203 "$token_on" "$connections" 2 | tee "$work/on"
+run "commons gateway, metering off" 9204 "$token_off" "$connections" 2 | tee "$work/off"
+echo "-- latency below saturation (wrk -t1 -c4)"
+run "upstream direct" 9201 "" 4 1
+run "nginx reverse proxy" 9202 "" 4 1
+run "commons gateway, metering on" 9203 "$token_on" 4 1
+run "commons gateway, metering off" 9204 "$token_off" 4 1
+rps() { awk '{print $(NF-6)}' "$1" | head -1; }
+python3 - "$(awk '{for(i=1;i<=NF;i++) if($i=="req/s") print $(i-1)}' "$work/nginx")" \
+  "$(awk '{for(i=1;i<=NF;i++) if($i=="req/s") print $(i-1)}' "$work/on")" \
+  "$(awk '{for(i=1;i<=NF;i++) if($i=="req/s") print $(i-1)}' "$work/off")" <<'PY'
+import sys
+nginx, on, off = map(float, sys.argv[1:4])
+print(f"ratios: gateway (metering on) / nginx = {on / nginx:.2f}x; metering costs {100 * (1 - on / off):.1f} % of throughput")
+PY
+curl -s http://127.0.0.1:9213/metrics | grep -E "^commons_(metering_events|gateway_responses)_total" || true
