@@ -105,7 +105,7 @@ pub fn usage(args: UsageArgs, store_args: &StoreArgs) -> anyhow::Result<()> {
         let direct: Vec<serde_json::Value> = usage
             .direct
             .iter()
-            .map(|(k, v)| serde_json::json!({"user": k.user, "site": k.site, "active_minutes": v.minutes.count(), "service_ms": v.service_ms}))
+            .map(|(k, v)| serde_json::json!({"user": k.user, "site": k.site, "active_minutes": v.minutes.count(), "requests": v.requests, "service_ms": v.service_ms}))
             .collect();
         let calls: Vec<serde_json::Value> = usage
             .calls
@@ -122,7 +122,7 @@ pub fn usage(args: UsageArgs, store_args: &StoreArgs) -> anyhow::Result<()> {
     }
     println!("usage in {period}: {} (user, site) rows, {} call rows", usage.direct.len(), usage.calls.len());
     for (k, v) in &usage.direct {
-        println!("  {} on {}: {} active minutes, {} ms", k.user, k.site, v.minutes.count(), v.service_ms);
+        println!("  {} on {}: {} active minutes ({} requests), {} ms", k.user, k.site, v.minutes.count(), v.requests, v.service_ms);
     }
     for (k, ms) in &usage.calls {
         println!("  {} on {} calling {}: {} ms", k.user, k.site, k.service, ms);

@@ -27,6 +27,9 @@ pub struct CallKey {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct DirectUsage {
     pub minutes: MinuteSet,
+    /// Direct requests answered: not a weight (minutes are), but what
+    /// shows that every answered request was counted once.
+    pub requests: u64,
     /// The site's own service time for the user.
     pub service_ms: u64,
 }
@@ -50,6 +53,7 @@ impl Usage {
                 if entry.minutes.insert(*minute) == Insert::TooLate {
                     self.too_late += 1;
                 }
+                entry.requests += 1;
                 entry.service_ms = entry.service_ms.saturating_add(*service_ms);
             }
             Event::Call { period, user, site, service, service_ms } => {
@@ -65,6 +69,7 @@ impl Usage {
         for (key, usage) in &newer.direct {
             let entry = self.direct.entry(key.clone()).or_default();
             self.too_late += u64::from(entry.minutes.merge(&usage.minutes));
+            entry.requests = entry.requests.saturating_add(usage.requests);
             entry.service_ms = entry.service_ms.saturating_add(usage.service_ms);
         }
         for (key, ms) in &newer.calls {

@@ -46,6 +46,7 @@ const MIGRATIONS: &[&str] = &[
         minutes BIGINT NOT NULL,
         latest_minute BIGINT NOT NULL,
         recent_minutes BIGINT NOT NULL,
+        requests BIGINT NOT NULL,
         service_ms BIGINT NOT NULL,
         PRIMARY KEY (period, user_id, site)
     );

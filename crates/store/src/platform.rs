@@ -145,7 +145,7 @@ impl Store {
                 let period = key.period.to_string();
                 let params = [Param::Text(&period), Param::Text(&key.user), Param::Text(&key.site)];
                 let existing = tx.query(
-                    "SELECT minutes, latest_minute, recent_minutes, service_ms FROM usage_direct WHERE period = $1 AND user_id = $2 AND site = $3",
+                    "SELECT minutes, latest_minute, recent_minutes, service_ms, requests FROM usage_direct WHERE period = $1 AND user_id = $2 AND site = $3",
                     &params,
                 )?;
                 let mut merged = match existing.first() {
@@ -154,14 +154,16 @@ impl Store {
                         minutes: MinuteSet::from_parts(row[0].int() as u32, row[1].int() as u32, row[2].int() as u64)
                             .ok_or_else(|| corrupt("usage row"))?,
                         service_ms: row[3].int() as u64,
+                        requests: row[4].int() as u64,
                     },
                 };
                 merged.minutes.merge(&flushed.minutes);
                 merged.service_ms = merged.service_ms.saturating_add(flushed.service_ms);
+                merged.requests = merged.requests.saturating_add(flushed.requests);
                 let (count, latest, recent) = merged.minutes.to_parts();
                 tx.execute("DELETE FROM usage_direct WHERE period = $1 AND user_id = $2 AND site = $3", &params)?;
                 tx.execute(
-                    "INSERT INTO usage_direct (period, user_id, site, minutes, latest_minute, recent_minutes, service_ms) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                    "INSERT INTO usage_direct (period, user_id, site, minutes, latest_minute, recent_minutes, service_ms, requests) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
                     &[
                         params[0],
                         params[1],
@@ -170,6 +172,7 @@ impl Store {
                         Param::Int(i64::from(latest)),
                         Param::Int(recent as i64),
                         Param::Int(merged.service_ms.min(i64::MAX as u64) as i64),
+                        Param::Int(merged.requests.min(i64::MAX as u64) as i64),
                     ],
                 )?;
             }
@@ -200,7 +203,7 @@ impl Store {
         let label = period.to_string();
         let (direct, calls) = self.backend.transaction(|tx| {
             let direct = tx.query(
-                "SELECT user_id, site, minutes, latest_minute, recent_minutes, service_ms FROM usage_direct WHERE period = $1",
+                "SELECT user_id, site, minutes, latest_minute, recent_minutes, service_ms, requests FROM usage_direct WHERE period = $1",
                 &[Param::Text(&label)],
             )?;
             let calls =
@@ -213,7 +216,7 @@ impl Store {
                 .ok_or_else(|| corrupt("usage row"))?;
             usage.direct.insert(
                 DirectKey { period, user: row[0].text(), site: row[1].text() },
-                DirectUsage { minutes, service_ms: row[5].int() as u64 },
+                DirectUsage { minutes, service_ms: row[5].int() as u64, requests: row[6].int() as u64 },
             );
         }
         for row in calls {
