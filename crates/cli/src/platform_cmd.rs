@@ -122,7 +122,14 @@ pub fn usage(args: UsageArgs, store_args: &StoreArgs) -> anyhow::Result<()> {
     }
     println!("usage in {period}: {} (user, site) rows, {} call rows", usage.direct.len(), usage.calls.len());
     for (k, v) in &usage.direct {
-        println!("  {} on {}: {} active minutes ({} requests), {} ms", k.user, k.site, v.minutes.count(), v.requests, v.service_ms);
+        println!(
+            "  {} on {}: {} active minutes ({} requests), {} ms",
+            k.user,
+            k.site,
+            v.minutes.count(),
+            v.requests,
+            v.service_ms
+        );
     }
     for (k, ms) in &usage.calls {
         println!("  {} on {} calling {}: {} ms", k.user, k.site, k.service, ms);
