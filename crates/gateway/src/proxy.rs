@@ -69,7 +69,7 @@ pub struct Identity {
 /// them). Replaced whole when accounts change.
 #[derive(Clone, Debug, Default)]
 pub struct Identities {
-    by_sha256: HashMap<String, Identity>,
+    by_sha256: HashMap<[u8; 32], Arc<Identity>>,
 }
 
 impl Identities {
@@ -77,12 +77,17 @@ impl Identities {
         self.add_token_sha256(&token_sha256(token), user, premium);
     }
 
-    pub fn add_token_sha256(&mut self, sha256: &str, user: &str, premium: bool) {
-        self.by_sha256.insert(sha256.to_owned(), Identity { user: user.to_owned(), premium });
+    /// Adds a token by its SHA-256 in hex (as [`token_sha256`] gives it);
+    /// a malformed hash is ignored (it cannot match any token).
+    pub fn add_token_sha256(&mut self, sha256_hex: &str, user: &str, premium: bool) {
+        if let Some(hash) = hex::decode(sha256_hex).ok().and_then(|b| <[u8; 32]>::try_from(b).ok()) {
+            self.by_sha256.insert(hash, Arc::new(Identity { user: user.to_owned(), premium }));
+        }
     }
 
-    fn by_token(&self, token: &str) -> Option<&Identity> {
-        self.by_sha256.get(&token_sha256(token))
+    fn by_token(&self, token: &str) -> Option<&Arc<Identity>> {
+        use sha2::Digest;
+        self.by_sha256.get(&<[u8; 32]>::from(Sha256::digest(token.as_bytes())))
     }
 }
 
@@ -100,6 +105,8 @@ struct Inner {
     meter: Option<Arc<Meter>>,
     clock: Arc<dyn Clock>,
     metrics: Metrics,
+    /// HMAC-SHA256 keyed once with the pseudonym secret, cloned per use.
+    pseudonym_key: Hmac<Sha256>,
 }
 
 /// A gateway serving on a socket, until [`RunningGateway::shutdown`].
@@ -132,6 +139,7 @@ const HOP_BY_HOP: [&str; 8] = [
 impl Gateway {
     /// A gateway recording usage in `meter` (none: metering off).
     pub fn new(config: GatewayConfig, routes: Routes, meter: Option<Arc<Meter>>, clock: Arc<dyn Clock>) -> Gateway {
+        let config_secret = config.pseudonym_secret;
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(config.upstream_timeout));
@@ -150,6 +158,7 @@ impl Gateway {
                 meter,
                 clock,
                 metrics: Metrics::default(),
+                pseudonym_key: Hmac::<Sha256>::new_from_slice(&config_secret).expect("any key length"),
             }),
         }
     }
@@ -179,9 +188,11 @@ impl Gateway {
                         let mut stopped = stopped.clone();
                         connections.spawn(async move {
                             let config = gateway.inner.config.clone();
+                            let peer = HeaderValue::from_str(&peer.ip().to_string()).expect("an IP is a valid header");
                             let service = hyper::service::service_fn(move |request| {
                                 let gateway = gateway.clone();
-                                async move { Ok::<_, Infallible>(gateway.handle(request, peer).await) }
+                                let peer = peer.clone();
+                                async move { Ok::<_, Infallible>(gateway.handle(request, &peer).await) }
                             });
                             let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
                             builder
@@ -213,7 +224,7 @@ impl Gateway {
         self.inner.metrics.render()
     }
 
-    async fn handle(&self, request: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+    async fn handle(&self, request: Request<Incoming>, peer: &HeaderValue) -> Response<Body> {
         let response = match self.proxy(request, peer).await {
             Ok(response) => response,
             Err(error) => {
@@ -225,7 +236,7 @@ impl Gateway {
         response
     }
 
-    async fn proxy(&self, mut request: Request<Incoming>, peer: SocketAddr) -> Result<Response<Body>, GatewayError> {
+    async fn proxy(&self, mut request: Request<Incoming>, peer: &HeaderValue) -> Result<Response<Body>, GatewayError> {
         let started = Instant::now();
         let inner = &self.inner;
         let host = request
@@ -238,7 +249,8 @@ impl Gateway {
         let route = routes.resolve(&host).ok_or_else(|| GatewayError::UnknownHost(host.clone()))?.clone();
 
         let identities = inner.identities.load();
-        let identity = bearer(request.headers()).and_then(|token| identities.by_token(token)).cloned();
+        let identity: Option<Arc<Identity>> =
+            bearer(request.headers()).and_then(|token| identities.by_token(token)).cloned();
         if identity.is_none() && !route.anonymous {
             return Err(GatewayError::LoginRequired);
         }
@@ -252,22 +264,23 @@ impl Gateway {
 
         let headers = request.headers_mut();
         strip_hop_by_hop(headers);
-        let commons: Vec<HeaderName> =
-            headers.keys().filter(|name| name.as_str().starts_with("x-commons-")).cloned().collect();
-        for name in commons {
-            headers.remove(&name);
+        if headers.keys().any(|name| name.as_str().starts_with("x-commons-")) {
+            let commons: Vec<HeaderName> =
+                headers.keys().filter(|name| name.as_str().starts_with("x-commons-")).cloned().collect();
+            for name in commons {
+                headers.remove(&name);
+            }
         }
         let tier = match &identity {
             Some(identity) => {
-                let pseudonym = pseudonym(&inner.config.pseudonym_secret, &identity.user, &route.site);
+                let pseudonym = keyed_pseudonym(inner.pseudonym_key.clone(), &identity.user, &route.site);
                 headers.insert("x-commons-user", HeaderValue::from_str(&pseudonym).expect("hex is a valid header"));
                 if identity.premium { "premium" } else { "free" }
             }
             None => "anonymous",
         };
         headers.insert("x-commons-tier", HeaderValue::from_static(tier));
-        headers
-            .insert("x-forwarded-for", HeaderValue::from_str(&peer.ip().to_string()).expect("an IP is a valid header"));
+        headers.insert("x-forwarded-for", peer.clone());
         if let Ok(value) = HeaderValue::from_str(&host) {
             headers.insert("x-forwarded-host", value);
         }
@@ -277,12 +290,13 @@ impl Gateway {
             site: route.site.clone(),
             reason: "it has no instances".into(),
         })?;
-        let path = request.uri().path_and_query().map_or("/", |p| p.as_str());
-        *request.uri_mut() = Uri::builder()
-            .scheme("http")
-            .authority(instance.addr.to_string())
-            .path_and_query(path)
-            .build()
+        let mut uri = std::mem::take(request.uri_mut()).into_parts();
+        uri.scheme = Some(hyper::http::uri::Scheme::HTTP);
+        uri.authority = Some(instance.authority.clone());
+        if uri.path_and_query.is_none() {
+            uri.path_and_query = Some(hyper::http::uri::PathAndQuery::from_static("/"));
+        }
+        *request.uri_mut() = Uri::from_parts(uri)
             .map_err(|e| GatewayError::UpstreamDown { site: route.site.clone(), reason: e.to_string() })?;
         *request.version_mut() = hyper::Version::HTTP_11;
         let request = request.map(|body| Limited::new(body, limit as usize).boxed());
@@ -337,7 +351,10 @@ impl Gateway {
 /// The per-site pseudonym of a user: HMAC-SHA256(secret, user | site),
 /// 16 bytes in hex. Stable for a (user, site), unlinkable across sites.
 pub fn pseudonym(secret: &[u8; 32], user: &str, site: &str) -> String {
-    let mut mac = Hmac::<Sha256>::new_from_slice(secret).expect("any key length");
+    keyed_pseudonym(Hmac::<Sha256>::new_from_slice(secret).expect("any key length"), user, site)
+}
+
+fn keyed_pseudonym(mut mac: Hmac<Sha256>, user: &str, site: &str) -> String {
     mac.update(&(user.len() as u64).to_le_bytes());
     mac.update(user.as_bytes());
     mac.update(site.as_bytes());
@@ -349,6 +366,16 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
 }
 
 fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    if headers.contains_key(hyper::header::CONNECTION) {
+        strip_connection_named(headers);
+    }
+    for name in HOP_BY_HOP {
+        headers.remove(name);
+    }
+}
+
+/// Removes the headers a `Connection` header names.
+fn strip_connection_named(headers: &mut HeaderMap) {
     let named: Vec<HeaderName> = headers
         .get_all(hyper::header::CONNECTION)
         .iter()
@@ -357,9 +384,6 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
         .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
         .collect();
     for name in named {
-        headers.remove(name);
-    }
-    for name in HOP_BY_HOP {
         headers.remove(name);
     }
 }

@@ -20,6 +20,8 @@ pub struct SiteRoute {
 #[derive(Debug)]
 pub struct Instance {
     pub addr: SocketAddr,
+    /// `addr` as a URI authority, made once.
+    pub(crate) authority: hyper::http::uri::Authority,
     healthy: AtomicBool,
 }
 
@@ -27,7 +29,14 @@ impl SiteRoute {
     pub fn new(site: &str, instances: &[SocketAddr], anonymous: bool) -> SiteRoute {
         SiteRoute {
             site: site.to_owned(),
-            instances: instances.iter().map(|&addr| Instance { addr, healthy: AtomicBool::new(true) }).collect(),
+            instances: instances
+                .iter()
+                .map(|&addr| Instance {
+                    addr,
+                    authority: addr.to_string().parse().expect("a socket address is an authority"),
+                    healthy: AtomicBool::new(true),
+                })
+                .collect(),
             anonymous,
             next: AtomicUsize::new(0),
         }
