@@ -335,7 +335,7 @@ impl Gateway {
                 minute: (now / 60_000) as u32,
                 service_ms: started.elapsed().as_millis() as u64,
             };
-            if let Err(e) = meter.record(shard(), &event) {
+            if let Err(e) = meter.record(shard(), event) {
                 inner.metrics.metering_failure();
                 return Err(GatewayError::Metering(e.to_string()));
             }

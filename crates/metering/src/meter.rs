@@ -48,10 +48,10 @@ impl Meter {
     /// Logs `event` in shard `shard` (any number; taken modulo the shard
     /// count) and counts it. When this returns `Ok`, the event survives the
     /// process being killed.
-    pub fn record(&self, shard: usize, event: &Event) -> Result<(), WalError> {
+    pub fn record(&self, shard: usize, event: Event) -> Result<(), WalError> {
         let mut shard = self.shards[shard % self.shards.len()].lock().unwrap_or_else(|e| e.into_inner());
-        shard.wal.append(event)?;
-        shard.usage.record(event);
+        shard.wal.append(&event)?;
+        shard.usage.record_owned(event);
         Ok(())
     }
 

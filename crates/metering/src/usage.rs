@@ -46,20 +46,26 @@ pub struct Usage {
 
 impl Usage {
     pub fn record(&mut self, event: &Event) {
+        self.record_owned(event.clone());
+    }
+
+    /// [`Usage::record`], moving the event's ids into the aggregate instead
+    /// of copying them.
+    pub fn record_owned(&mut self, event: Event) {
         match event {
             Event::Direct { period, user, site, minute, service_ms } => {
-                let key = DirectKey { period: *period, user: user.clone(), site: site.clone() };
+                let key = DirectKey { period, user, site };
                 let entry = self.direct.entry(key).or_default();
-                if entry.minutes.insert(*minute) == Insert::TooLate {
+                if entry.minutes.insert(minute) == Insert::TooLate {
                     self.too_late += 1;
                 }
                 entry.requests += 1;
-                entry.service_ms = entry.service_ms.saturating_add(*service_ms);
+                entry.service_ms = entry.service_ms.saturating_add(service_ms);
             }
             Event::Call { period, user, site, service, service_ms } => {
-                let key = CallKey { period: *period, user: user.clone(), site: site.clone(), service: service.clone() };
+                let key = CallKey { period, user, site, service };
                 let entry = self.calls.entry(key).or_default();
-                *entry = entry.saturating_add(*service_ms);
+                *entry = entry.saturating_add(service_ms);
             }
         }
     }

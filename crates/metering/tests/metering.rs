@@ -93,7 +93,7 @@ fn the_log_replays_what_was_recorded_and_skips_what_was_flushed() {
     let (meter, replayed) = Meter::open(dir.path(), 2, &Checkpoint::default()).unwrap();
     assert_eq!(replayed.events, 0);
     for minute in 0..10 {
-        meter.record(minute as usize, &direct("alice", "wiki", minute, 1)).unwrap();
+        meter.record(minute as usize, direct("alice", "wiki", minute, 1)).unwrap();
     }
     let flush = meter.take().unwrap();
     assert_eq!(minutes_of(&flush.usage, "alice", "wiki"), 10);
@@ -101,7 +101,7 @@ fn the_log_replays_what_was_recorded_and_skips_what_was_flushed() {
     let stored = flush.checkpoint.clone();
     meter.forget(&stored).unwrap();
     for minute in 10..15 {
-        meter.record(0, &direct("alice", "wiki", minute, 1)).unwrap();
+        meter.record(0, direct("alice", "wiki", minute, 1)).unwrap();
     }
     drop(meter); // a crash: nothing flushed since
 
@@ -118,7 +118,7 @@ fn a_record_cut_short_by_a_crash_ends_the_replay_of_its_segment() {
     let dir = tempfile::tempdir().unwrap();
     let (meter, _) = Meter::open(dir.path(), 1, &Checkpoint::default()).unwrap();
     for minute in 0..3 {
-        meter.record(0, &direct("alice", "wiki", minute, 1)).unwrap();
+        meter.record(0, direct("alice", "wiki", minute, 1)).unwrap();
     }
     drop(meter);
     let (_, _, path) = metering::wal::segments(dir.path()).unwrap().pop().unwrap();
@@ -158,7 +158,7 @@ fn child(dir: &str) {
     let (meter, _) = Meter::open(std::path::Path::new(dir), 2, &Checkpoint::default()).unwrap();
     let mut out = std::io::stdout().lock();
     for n in 0u64.. {
-        meter.record(n as usize, &direct(&format!("u{n}"), "wiki", 1, 1)).unwrap();
+        meter.record(n as usize, direct(&format!("u{n}"), "wiki", 1, 1)).unwrap();
         writeln!(out, "acked {n}").unwrap();
         out.flush().unwrap();
     }
