@@ -9,8 +9,9 @@
 #
 #   bench/gateway.sh [--duration 10s] [--connections 64]
 #
-# Needs nginx and wrk (apt-get install nginx wrk); prints requests/s,
-# p50/p99 latency and the ratios.
+# Needs nginx and wrk (apt-get install nginx wrk) and oha (cargo install
+# oha --locked; installed here if missing) for latency at a fixed rate below
+# saturation; prints requests/s, p50/p99 latency and the ratios.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 duration=10s
@@ -23,6 +24,8 @@ while [ $# -gt 0 ]; do
   esac
 done
 for tool in nginx wrk; do command -v $tool >/dev/null || { echo "$tool is missing: apt-get install nginx wrk" >&2; exit 1; }; done
+export PATH="$HOME/.cargo/bin:$PATH"
+command -v oha >/dev/null || cargo install oha --locked
 cargo build --release --locked -q -p cli
 
 work=$(mktemp -d)
@@ -75,22 +78,32 @@ run() { # name port token connections threads
 }
 token_on=$(cat "$work/data-on.token"); token_off=$(cat "$work/data-off.token")
 echo "$(nproc) cores; nginx $(nginx -v 2>&1 | sed 's/.*\///'); wrk -t2 -c$connections -d$duration; 1 KiB responses"
-echo "-- throughput (saturated)"
-run "upstream direct" 9201 "" "$connections" 2 | tee "$work/direct"
-run "nginx reverse proxy" 9202 "" "$connections" 2 | tee "$work/nginx"
-run "commons gateway, metering on" 9203 "$token_on" "$connections" 2 | tee "$work/on"
-run "commons gateway, metering off" 9204 "$token_off" "$connections" 2 | tee "$work/off"
-echo "-- latency below saturation (wrk -t1 -c4)"
-run "upstream direct" 9201 "" 4 1
-run "nginx reverse proxy" 9202 "" 4 1
-run "commons gateway, metering on" 9203 "$token_on" 4 1
-run "commons gateway, metering off" 9204 "$token_off" 4 1
-rps() { awk '{print $(NF-6)}' "$1" | head -1; }
-python3 - "$(awk '{for(i=1;i<=NF;i++) if($i=="req/s") print $(i-1)}' "$work/nginx")" \
-  "$(awk '{for(i=1;i<=NF;i++) if($i=="req/s") print $(i-1)}' "$work/on")" \
-  "$(awk '{for(i=1;i<=NF;i++) if($i=="req/s") print $(i-1)}' "$work/off")" <<'PY'
+rounds=${ROUNDS:-3}
+echo "-- throughput (saturated), $rounds rounds alternating, best of each kept for the ratios"
+for round in $(seq "$rounds"); do
+  run "upstream direct" 9201 "" "$connections" 2
+  run "nginx reverse proxy" 9202 "" "$connections" 2 | tee -a "$work/nginx"
+  run "commons gateway, metering on" 9203 "$token_on" "$connections" 2 | tee -a "$work/on"
+  run "commons gateway, metering off" 9204 "$token_off" "$connections" 2 | tee -a "$work/off"
+done
+rate=${RATE:-2000}
+echo "-- latency below saturation (oha: $rate requests/s for $duration, 8 connections, corrected for coordinated omission)"
+latency() { # name port token
+  local auth=()
+  [ -n "$3" ] && auth=(-H "Authorization: Bearer $3")
+  oha -z "$duration" -q "$rate" -c 8 --latency-correction --no-tui --output-format json \
+    -H "Host: bench.commons.localhost" "${auth[@]}" "http://127.0.0.1:$2/index.html" \
+    | python3 -c "import json,sys; m=json.load(sys.stdin)['metrics']; l=m['latency_ms']; print(f'{sys.argv[1]:<34} {m[\"requests_per_sec\"]:12.0f} req/s   p50 {l[\"p50\"]*1000:7.0f}us   p99 {l[\"p99\"]*1000:7.0f}us   success {m[\"success_rate\"]:.3f}')" "$1"
+}
+latency "upstream direct" 9201 ""
+latency "nginx reverse proxy" 9202 ""
+latency "commons gateway, metering on" 9203 "$token_on"
+latency "commons gateway, metering off" 9204 "$token_off"
+best() { awk '{for(i=1;i<=NF;i++) if($i=="req/s") print $(i-1)}' "$1" | sort -n | tail -1; }
+python3 - "$(best "$work/nginx")" "$(best "$work/on")" "$(best "$work/off")" <<'PY'
 import sys
 nginx, on, off = map(float, sys.argv[1:4])
+print(f"best: nginx {nginx:.0f}, gateway metering on {on:.0f}, off {off:.0f} req/s")
 print(f"ratios: gateway (metering on) / nginx = {on / nginx:.2f}x; metering costs {100 * (1 - on / off):.1f} % of throughput")
 PY
 curl -s http://127.0.0.1:9213/metrics | grep -E "^commons_(metering_events|gateway_responses)_total" || true

@@ -103,15 +103,17 @@ pub fn run(args: Args, store_args: &StoreArgs) -> anyhow::Result<()> {
     let (routes, identities, version) = load_registry(&mut store, &domain)?;
     let store = Arc::new(Mutex::new(store));
 
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    // The gateway runs its own worker threads; this runtime only runs the
+    // control listener and the store loops.
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
     runtime.block_on(async move {
         let gateway = Gateway::new(gateway_config, routes, meter.clone(), Arc::new(SystemClock));
         gateway.set_identities(identities);
-        let listener =
-            TcpListener::bind(listen).await.map_err(|e| BadInput(format!("cannot listen on {listen}: {e}")))?;
         let control_listener =
             TcpListener::bind(control).await.map_err(|e| BadInput(format!("cannot listen on {control}: {e}")))?;
-        let running = gateway.serve(listener)?;
+        let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let running =
+            gateway.serve(listen, workers).map_err(|e| BadInput(format!("cannot listen on {listen}: {e}")))?;
         tokio::spawn(serve_control(control_listener, gateway.clone()));
         tokio::spawn(follow_registry(store.clone(), gateway.clone(), domain.clone(), version));
         if let Some(meter) = &meter {

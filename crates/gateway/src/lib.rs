@@ -28,5 +28,5 @@ mod routes;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::GatewayError;
 pub use metrics::Metrics;
-pub use proxy::{Gateway, GatewayConfig, Identities, RunningGateway, pseudonym};
+pub use proxy::{Gateway, GatewayConfig, Identities, RunningGateway, WORKERS_MAX, pseudonym};
 pub use routes::{Routes, SiteRoute};

@@ -101,7 +101,6 @@ struct Inner {
     config: GatewayConfig,
     routes: ArcSwap<Routes>,
     identities: ArcSwap<Identities>,
-    client: Client<HttpConnector, Body>,
     meter: Option<Arc<Meter>>,
     clock: Arc<dyn Clock>,
     metrics: Metrics,
@@ -113,15 +112,47 @@ struct Inner {
 pub struct RunningGateway {
     pub addr: SocketAddr,
     stop: watch::Sender<bool>,
-    task: tokio::task::JoinHandle<()>,
+    threads: Vec<std::thread::JoinHandle<()>>,
 }
 
 impl RunningGateway {
     /// Stops accepting, lets requests in flight finish, and returns.
     pub async fn shutdown(self) {
         let _ = self.stop.send(true);
-        let _ = self.task.await;
+        let threads = self.threads;
+        let _ = tokio::task::spawn_blocking(move || threads.into_iter().for_each(|t| drop(t.join()))).await;
     }
+}
+
+/// Most worker threads a gateway runs.
+pub const WORKERS_MAX: usize = 256;
+
+/// Backlog of each worker's listening socket.
+const LISTEN_BACKLOG: u32 = 4096;
+
+type UpstreamClient = Client<HttpConnector, Body>;
+
+/// A pool of keep-alive connections to upstreams, one per worker.
+fn upstream_client(config: &GatewayConfig) -> UpstreamClient {
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    connector.set_connect_timeout(Some(config.upstream_timeout));
+    Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(90))
+        .pool_max_idle_per_host(1024)
+        .pool_timer(TokioTimer::new())
+        .timer(TokioTimer::new())
+        .build(connector)
+}
+
+/// A listening socket that other workers may share (`SO_REUSEPORT`).
+fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+    socket.set_reuseaddr(true)?;
+    #[cfg(unix)]
+    socket.set_reuseport(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
 }
 
 /// Hop-by-hop headers: about one connection, never forwarded.
@@ -140,21 +171,11 @@ impl Gateway {
     /// A gateway recording usage in `meter` (none: metering off).
     pub fn new(config: GatewayConfig, routes: Routes, meter: Option<Arc<Meter>>, clock: Arc<dyn Clock>) -> Gateway {
         let config_secret = config.pseudonym_secret;
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(config.upstream_timeout));
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(90))
-            .pool_max_idle_per_host(1024)
-            .pool_timer(TokioTimer::new())
-            .timer(TokioTimer::new())
-            .build(connector);
         Gateway {
             inner: Arc::new(Inner {
                 config,
                 routes: ArcSwap::from_pointee(routes),
                 identities: ArcSwap::from_pointee(Identities::default()),
-                client,
                 meter,
                 clock,
                 metrics: Metrics::default(),
@@ -172,51 +193,85 @@ impl Gateway {
         self.inner.identities.store(Arc::new(identities));
     }
 
-    /// Serves on `listener` until shut down.
-    pub fn serve(&self, listener: TcpListener) -> std::io::Result<RunningGateway> {
-        let addr = listener.local_addr()?;
-        let (stop, mut stopped) = watch::channel(false);
-        let gateway = self.clone();
-        let task = tokio::spawn(async move {
-            let mut connections = tokio::task::JoinSet::new();
-            loop {
-                tokio::select! {
-                    accepted = listener.accept() => {
-                        let Ok((stream, peer)) = accepted else { continue };
-                        let _ = stream.set_nodelay(true);
-                        let gateway = gateway.clone();
-                        let mut stopped = stopped.clone();
-                        connections.spawn(async move {
-                            let config = gateway.inner.config.clone();
-                            let peer = HeaderValue::from_str(&peer.ip().to_string()).expect("an IP is a valid header");
-                            let service = hyper::service::service_fn(move |request| {
-                                let gateway = gateway.clone();
-                                let peer = peer.clone();
-                                async move { Ok::<_, Infallible>(gateway.handle(request, &peer).await) }
-                            });
-                            let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-                            builder
-                                .http1()
-                                .timer(TokioTimer::new())
-                                .header_read_timeout(config.header_read_timeout)
-                                .max_buf_size(config.header_limit_bytes.max(8192));
-                            let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-                            tokio::pin!(connection);
-                            tokio::select! {
-                                _ = connection.as_mut() => {}
-                                _ = stopped.changed() => {
-                                    connection.as_mut().graceful_shutdown();
-                                    let _ = connection.await;
-                                }
-                            }
+    /// Serves on `addr` with `workers` threads until shut down: nginx's
+    /// model. Each worker has its own event loop, its own listening socket
+    /// on the same port (`SO_REUSEPORT`: the kernel spreads connections)
+    /// and its own pool of upstream connections, so a request is handled
+    /// start to end on one thread, with no hand-offs between threads.
+    pub fn serve(&self, addr: SocketAddr, workers: usize) -> std::io::Result<RunningGateway> {
+        // Sharing a port with SO_REUSEPORT would also share it with another
+        // gateway already there: make sure nobody is.
+        if addr.port() != 0 {
+            drop(std::net::TcpListener::bind(addr)?);
+        }
+        let (stop, stopped) = watch::channel(false);
+        let mut threads = Vec::new();
+        let mut bound = addr;
+        for worker in 0..workers.clamp(1, WORKERS_MAX) {
+            let (ready, is_ready) = std::sync::mpsc::channel();
+            let gateway = self.clone();
+            let stopped = stopped.clone();
+            let thread = std::thread::Builder::new().name(format!("gateway-{worker}")).spawn(move || {
+                let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                    Ok(runtime) => runtime,
+                    Err(e) => return drop(ready.send(Err(e))),
+                };
+                runtime.block_on(async move {
+                    let listener = match listen(bound) {
+                        Ok(listener) => listener,
+                        Err(e) => return drop(ready.send(Err(e))),
+                    };
+                    let _ = ready.send(listener.local_addr());
+                    gateway.accept_loop(listener, stopped).await;
+                });
+            })?;
+            threads.push(thread);
+            // The first worker picks the port (when asked for port 0); the
+            // others share it.
+            bound = is_ready.recv().map_err(|_| std::io::Error::other("a gateway worker died at start"))??;
+        }
+        Ok(RunningGateway { addr: bound, stop, threads })
+    }
+
+    async fn accept_loop(&self, listener: TcpListener, mut stopped: watch::Receiver<bool>) {
+        let client = upstream_client(&self.inner.config);
+        let mut connections = tokio::task::JoinSet::new();
+        loop {
+            tokio::select! {
+                accepted = listener.accept() => {
+                    let Ok((stream, peer)) = accepted else { continue };
+                    let _ = stream.set_nodelay(true);
+                    let gateway = self.clone();
+                    let client = client.clone();
+                    let mut stopped = stopped.clone();
+                    connections.spawn(async move {
+                        let config = gateway.inner.config.clone();
+                        let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+                        builder
+                            .http1()
+                            .timer(TokioTimer::new())
+                            .header_read_timeout(config.header_read_timeout)
+                            .max_buf_size(config.header_limit_bytes.max(8192));
+                        let peer = HeaderValue::from_str(&peer.ip().to_string()).expect("an IP is a valid header");
+                        let service = hyper::service::service_fn(move |request| {
+                            let (gateway, client, peer) = (gateway.clone(), client.clone(), peer.clone());
+                            async move { Ok::<_, Infallible>(gateway.handle(request, &client, &peer).await) }
                         });
-                    }
-                    _ = stopped.changed() => break,
+                        let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+                        tokio::pin!(connection);
+                        tokio::select! {
+                            _ = connection.as_mut() => {}
+                            _ = stopped.changed() => {
+                                connection.as_mut().graceful_shutdown();
+                                let _ = connection.await;
+                            }
+                        }
+                    });
                 }
+                _ = stopped.changed() => break,
             }
-            while connections.join_next().await.is_some() {}
-        });
-        Ok(RunningGateway { addr, stop, task })
+        }
+        while connections.join_next().await.is_some() {}
     }
 
     /// The gateway's counters, in the Prometheus text format.
@@ -224,8 +279,8 @@ impl Gateway {
         self.inner.metrics.render()
     }
 
-    async fn handle(&self, request: Request<Incoming>, peer: &HeaderValue) -> Response<Body> {
-        let response = match self.proxy(request, peer).await {
+    async fn handle(&self, request: Request<Incoming>, client: &UpstreamClient, peer: &HeaderValue) -> Response<Body> {
+        let response = match self.proxy(request, client, peer).await {
             Ok(response) => response,
             Err(error) => {
                 tracing::debug!(error = %error, "request refused");
@@ -236,7 +291,12 @@ impl Gateway {
         response
     }
 
-    async fn proxy(&self, mut request: Request<Incoming>, peer: &HeaderValue) -> Result<Response<Body>, GatewayError> {
+    async fn proxy(
+        &self,
+        mut request: Request<Incoming>,
+        client: &UpstreamClient,
+        peer: &HeaderValue,
+    ) -> Result<Response<Body>, GatewayError> {
         let started = Instant::now();
         let inner = &self.inner;
         let host = request
@@ -302,7 +362,7 @@ impl Gateway {
         let request = request.map(|body| Limited::new(body, limit as usize).boxed());
 
         let timeout = inner.config.upstream_timeout;
-        let response = match tokio::time::timeout(timeout, inner.client.request(request)).await {
+        let response = match tokio::time::timeout(timeout, client.request(request)).await {
             Err(_) => {
                 return Err(GatewayError::UpstreamTimeout {
                     site: route.site.clone(),

@@ -80,7 +80,7 @@ async fn setup(config: GatewayConfig) -> Setup {
     identities.add_token("alice-token", "alice", false);
     identities.add_token("bob-token", "bob", true);
     gateway.set_identities(identities);
-    let running = gateway.serve(TcpListener::bind("127.0.0.1:0").await.unwrap()).unwrap();
+    let running = gateway.serve("127.0.0.1:0".parse().unwrap(), 2).unwrap();
     Setup { gateway: running, meter, clock, _wal: wal }
 }
 
