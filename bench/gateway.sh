@@ -30,22 +30,39 @@ cargo build --release --locked -q -p cli
 
 work=$(mktemp -d)
 pids=()
-cleanup() { for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done; nginx -p "$work" -c nginx.conf -s stop 2>/dev/null || true; rm -rf "$work"; }
+cleanup() {
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  for conf in origin proxy; do nginx -p "$work" -c $conf.conf -s stop 2>/dev/null || true; done
+  rm -rf "$work"
+}
 trap cleanup EXIT
 
 mkdir -p "$work/www" "$work/logs"
 chmod 755 "$work"
 head -c 1024 /dev/zero | tr '\0' 'x' > "$work/www/index.html"
-cat > "$work/nginx.conf" <<NGINX
+# Two nginx processes, so that each proxy under test is its own process in
+# front of the same origin process: the origin serves the file, the other
+# proxies to it.
+cat > "$work/origin.conf" <<NGINX
 worker_processes auto;
-pid $work/nginx.pid;
-error_log $work/logs/error.log warn;
+pid $work/origin.pid;
+error_log $work/logs/origin.log warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  keepalive_requests 1000000;
+  server { listen 127.0.0.1:9201; root $work/www; location / { } }
+}
+NGINX
+cat > "$work/proxy.conf" <<NGINX
+worker_processes auto;
+pid $work/proxy.pid;
+error_log $work/logs/proxy.log warn;
 events { worker_connections 4096; }
 http {
   access_log off;
   keepalive_requests 1000000;
   upstream origin { server 127.0.0.1:9201; keepalive 256; }
-  server { listen 127.0.0.1:9201; root $work/www; location / { } }
   server {
     listen 127.0.0.1:9202;
     location / {
@@ -57,7 +74,8 @@ http {
   }
 }
 NGINX
-nginx -p "$work" -c nginx.conf
+nginx -p "$work" -c origin.conf
+nginx -p "$work" -c proxy.conf
 
 commons=target/release/commons
 for mode in on off; do

@@ -64,11 +64,15 @@ impl Meter {
     }
 
     /// Takes everything recorded since the last flush, closing each
-    /// shard's segment: the checkpoint covers exactly those events.
+    /// shard's segment that holds events: the checkpoint covers exactly
+    /// those events. Idle shards are left alone (no file churn).
     pub fn take(&self) -> Result<Flush, WalError> {
         let mut flush = Flush::default();
         for shard in &self.shards {
             let mut shard = shard.lock().unwrap_or_else(|e| e.into_inner());
+            if shard.wal.is_empty() {
+                continue;
+            }
             let closed = shard.wal.rotate()?;
             let usage = std::mem::take(&mut shard.usage);
             flush.usage.merge(&usage);

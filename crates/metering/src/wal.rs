@@ -61,6 +61,8 @@ pub struct WalWriter {
     segment: u64,
     file: File,
     buffer: Vec<u8>,
+    /// Bytes appended to the current segment.
+    written: u64,
 }
 
 /// The name of a segment file.
@@ -95,7 +97,7 @@ impl WalWriter {
         let last = segments(dir)?.iter().filter(|(w, _, _)| *w == writer).map(|(_, s, _)| *s).max();
         let segment = last.map_or(1, |s| s + 1);
         let file = create(dir, writer, segment)?;
-        Ok(WalWriter { dir: dir.to_owned(), writer, segment, file, buffer: Vec::with_capacity(256) })
+        Ok(WalWriter { dir: dir.to_owned(), writer, segment, file, buffer: Vec::with_capacity(256), written: 0 })
     }
 
     pub fn writer(&self) -> u32 {
@@ -112,7 +114,13 @@ impl WalWriter {
         self.buffer.clear();
         event.encode(&mut self.buffer)?;
         self.file.write_all(&self.buffer)?;
+        self.written += self.buffer.len() as u64;
         Ok(())
+    }
+
+    /// Whether anything was appended to the current segment.
+    pub fn is_empty(&self) -> bool {
+        self.written == 0
     }
 
     /// Makes everything appended so far survive a machine crash.
@@ -127,6 +135,7 @@ impl WalWriter {
         let closed = self.segment;
         self.file = create(&self.dir, self.writer, closed + 1)?;
         self.segment = closed + 1;
+        self.written = 0;
         Ok(closed)
     }
 }
