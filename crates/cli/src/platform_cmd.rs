@@ -22,6 +22,15 @@ pub enum SiteCommand {
         /// Let people use it without logging in
         #[arg(long)]
         anonymous: bool,
+        /// Free tier: most requests per minute per user (default unlimited)
+        #[arg(long, value_name = "N")]
+        free_rpm: Option<u32>,
+        /// Free tier: most requests at once per user (default unlimited)
+        #[arg(long, value_name = "N")]
+        free_concurrency: Option<u32>,
+        /// A path prefix only subscribers may use (repeatable)
+        #[arg(long = "premium-prefix", value_name = "PATH")]
+        premium_prefixes: Vec<String>,
     },
     /// Remove a site
     Remove { id: String },
@@ -52,14 +61,25 @@ pub struct UsageArgs {
 pub fn site(command: SiteCommand, store_args: &StoreArgs) -> anyhow::Result<()> {
     let mut store = Store::open(&store_args.location())?;
     match command {
-        SiteCommand::Add { id, upstreams, hosts, anonymous } => {
+        SiteCommand::Add { id, upstreams, hosts, anonymous, free_rpm, free_concurrency, premium_prefixes } => {
             if id.is_empty() || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
                 return Err(BadInput(format!(
                     "site id {id:?} must be letters, digits and dashes (it becomes a host name)"
                 ))
                 .into());
             }
-            store.put_site(&SiteRecord { id: id.clone(), instances: upstreams, custom_hosts: hosts, anonymous })?;
+            if let Some(prefix) = premium_prefixes.iter().find(|p| !p.starts_with('/') || p.contains(',')) {
+                return Err(BadInput(format!("premium prefix {prefix:?} must start with / and hold no comma")).into());
+            }
+            store.put_site(&SiteRecord {
+                id: id.clone(),
+                instances: upstreams,
+                custom_hosts: hosts,
+                anonymous,
+                free_requests_per_minute: free_rpm,
+                free_concurrent_requests: free_concurrency,
+                premium_prefixes,
+            })?;
             println!("site {id} saved; running gateways pick it up within a second");
         }
         SiteCommand::Remove { id } => {

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use bytes::Bytes;
-use gateway::{Gateway, GatewayConfig, Identities, Routes, SiteRoute, SystemClock};
+use gateway::{Gateway, GatewayConfig, Identities, Routes, SiteRoute, SystemClock, TierPolicy};
 use http_body_util::Full;
 use metering::Meter;
 use serde::Deserialize;
@@ -140,7 +140,12 @@ fn load_registry(store: &mut Store, domain: &str) -> anyhow::Result<(Routes, Ide
     let mut routes = Routes::new(domain);
     for site in store.sites()? {
         let hosts: Vec<&str> = site.custom_hosts.iter().map(String::as_str).collect();
-        routes.add_site(SiteRoute::new(&site.id, &site.instances, site.anonymous), &hosts);
+        let policy = TierPolicy {
+            free_requests_per_minute: site.free_requests_per_minute,
+            free_concurrent_requests: site.free_concurrent_requests,
+            premium_prefixes: site.premium_prefixes.clone(),
+        };
+        routes.add_site(SiteRoute::new(&site.id, &site.instances, site.anonymous).with_policy(policy), &hosts);
     }
     let mut identities = Identities::default();
     for token in store.tokens()? {

@@ -16,6 +16,15 @@ pub enum GatewayError {
     /// The site needs a logged-in user.
     #[error("this site needs you to log in")]
     LoginRequired,
+    /// A free user went over the site's requests per minute.
+    #[error("the free tier allows fewer requests per minute on this site; a subscription lifts the limit")]
+    RateLimited { retry_after_s: u64 },
+    /// A free user has too many requests in flight on this site.
+    #[error("the free tier allows fewer requests at once on this site; a subscription lifts the limit")]
+    TooManyInFlight,
+    /// A route only subscribers may use.
+    #[error("this part of the site is for subscribers: one subscription unlocks every site ({subscribe_url})")]
+    PremiumOnly { subscribe_url: String },
     /// The body is larger than the gateway accepts.
     #[error("the request body is larger than {0} bytes")]
     BodyTooLarge(u64),
@@ -37,6 +46,8 @@ impl GatewayError {
             GatewayError::UnknownHost(_) => StatusCode::NOT_FOUND,
             GatewayError::NoHost => StatusCode::BAD_REQUEST,
             GatewayError::LoginRequired => StatusCode::UNAUTHORIZED,
+            GatewayError::RateLimited { .. } | GatewayError::TooManyInFlight => StatusCode::TOO_MANY_REQUESTS,
+            GatewayError::PremiumOnly { .. } => StatusCode::PAYMENT_REQUIRED,
             GatewayError::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             GatewayError::UpstreamDown { .. } => StatusCode::BAD_GATEWAY,
             GatewayError::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
@@ -51,6 +62,10 @@ impl GatewayError {
                 ("your request", false)
             }
             GatewayError::LoginRequired => ("your request (log in first)", true),
+            GatewayError::RateLimited { .. } | GatewayError::TooManyInFlight => {
+                ("your request (free-tier limit)", true)
+            }
+            GatewayError::PremiumOnly { .. } => ("your request (subscribers only)", false),
             GatewayError::UpstreamDown { .. } | GatewayError::UpstreamTimeout { .. } => ("the site", true),
             GatewayError::Metering(_) => ("the gateway", true),
         }
@@ -73,6 +88,20 @@ impl GatewayError {
         headers
             .insert(hyper::header::CONTENT_TYPE, hyper::header::HeaderValue::from_static("text/html; charset=utf-8"));
         headers.insert("x-commons-fault", hyper::header::HeaderValue::from_static(fault_tag(fault)));
+        match self {
+            GatewayError::RateLimited { retry_after_s } => {
+                headers.insert(hyper::header::RETRY_AFTER, (*retry_after_s).into());
+            }
+            GatewayError::TooManyInFlight => {
+                headers.insert(hyper::header::RETRY_AFTER, 1u64.into());
+            }
+            GatewayError::PremiumOnly { subscribe_url } => {
+                if let Ok(value) = hyper::header::HeaderValue::from_str(subscribe_url) {
+                    headers.insert(hyper::header::LINK, value);
+                }
+            }
+            _ => {}
+        }
         response
     }
 }

@@ -16,17 +16,19 @@
 //!   down, 504 too slow), never a hang.
 //!
 //! # Deliberately absent (so far)
-//! Login pages, sessions, tier limits, provenance tokens and WebSockets come
-//! next; routes are given by the caller.
+//! Login pages, sessions, provenance tokens and WebSockets come next;
+//! routes are given by the caller.
 
 mod clock;
 mod error;
+mod limits;
 mod metrics;
 mod proxy;
 mod routes;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::GatewayError;
+pub use limits::TierPolicy;
 pub use metrics::Metrics;
 pub use proxy::{Gateway, GatewayConfig, Identities, RunningGateway, WORKERS_MAX, pseudonym};
 pub use routes::{Routes, SiteRoute};

@@ -24,6 +24,7 @@ use sha2::Sha256;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use crate::limits::{Limiter, Refusal};
 use crate::metrics::Metrics;
 use crate::{Clock, GatewayError, Routes};
 
@@ -106,6 +107,7 @@ struct Inner {
     metrics: Metrics,
     /// HMAC-SHA256 keyed once with the pseudonym secret, cloned per use.
     pseudonym_key: Hmac<Sha256>,
+    limiter: Limiter,
 }
 
 /// A gateway serving on a socket, until [`RunningGateway::shutdown`].
@@ -180,6 +182,7 @@ impl Gateway {
                 clock,
                 metrics: Metrics::default(),
                 pseudonym_key: Hmac::<Sha256>::new_from_slice(&config_secret).expect("any key length"),
+                limiter: Limiter::new(),
             }),
         }
     }
@@ -314,6 +317,21 @@ impl Gateway {
         if identity.is_none() && !route.anonymous {
             return Err(GatewayError::LoginRequired);
         }
+        let premium = identity.as_ref().is_some_and(|i| i.premium);
+        if !premium && route.policy.is_premium_only(request.uri().path()) {
+            return Err(GatewayError::PremiumOnly { subscribe_url: format!("http://{}/subscribe", routes.domain()) });
+        }
+        // Subscribers get the premium limits of every site: none.
+        let _in_flight = if premium {
+            None
+        } else {
+            let who = identity.as_ref().map_or_else(|| peer.to_str().unwrap_or("?"), |i| i.user.as_str());
+            let admitted = inner.limiter.admit(&route.policy, &route.site, who, inner.clock.now_ms());
+            Some(admitted.map_err(|refusal| match refusal {
+                Refusal::Rate { retry_after_s } => GatewayError::RateLimited { retry_after_s },
+                Refusal::Concurrency => GatewayError::TooManyInFlight,
+            })?)
+        };
         let limit = inner.config.body_limit_bytes;
         if let Some(length) =
             request.headers().get(hyper::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok())

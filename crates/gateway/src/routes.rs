@@ -5,6 +5,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
+use crate::TierPolicy;
+
 /// A site as the gateway routes it.
 #[derive(Debug)]
 pub struct SiteRoute {
@@ -13,6 +15,8 @@ pub struct SiteRoute {
     pub instances: Vec<Instance>,
     /// Whether people who are not logged in may use it.
     pub anonymous: bool,
+    /// Free-tier limits and premium-only routes.
+    pub policy: TierPolicy,
     next: AtomicUsize,
 }
 
@@ -38,8 +42,15 @@ impl SiteRoute {
                 })
                 .collect(),
             anonymous,
+            policy: TierPolicy::default(),
             next: AtomicUsize::new(0),
         }
+    }
+
+    /// The same route with a tier policy.
+    pub fn with_policy(mut self, policy: TierPolicy) -> SiteRoute {
+        self.policy = policy;
+        self
     }
 
     /// The next healthy instance, round-robin; if none is marked healthy,

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use commons_core::Period;
-use gateway::{Gateway, GatewayConfig, Identities, ManualClock, Routes, RunningGateway, SiteRoute};
+use gateway::{Gateway, GatewayConfig, Identities, ManualClock, Routes, RunningGateway, SiteRoute, TierPolicy};
 use http_body_util::{BodyExt, Full};
 use hyper::{Request, Response, StatusCode};
 use hyper_util::client::legacy::Client;
@@ -71,6 +71,12 @@ async fn setup(config: GatewayConfig) -> Setup {
     routes.add_site(SiteRoute::new("wiki", &[wiki], true), &["wiki.example.org"]);
     routes.add_site(SiteRoute::new("chat", &[chat], false), &[]);
     routes.add_site(SiteRoute::new("down", &[closed_port().await], true), &[]);
+    let policy = TierPolicy {
+        free_requests_per_minute: Some(3),
+        free_concurrent_requests: Some(1),
+        premium_prefixes: vec!["/pro".into()],
+    };
+    routes.add_site(SiteRoute::new("tiered", &[wiki], true).with_policy(policy), &[]);
     let wal = tempfile::tempdir().unwrap();
     let (meter, _) = Meter::open(wal.path(), 4, &Checkpoint::default()).unwrap();
     let meter = Arc::new(meter);
@@ -225,4 +231,65 @@ async fn n_requests_across_m_minutes_meter_m_active_minutes() {
     assert_eq!(minutes("chat"), 1);
     assert_eq!(usage.direct.len(), 2);
     s.gateway.shutdown().await;
+}
+
+#[tokio::test]
+async fn free_users_are_limited_per_minute_with_retry_after_and_premium_users_are_not() {
+    let s = setup(GatewayConfig::default()).await;
+    let alice = [("authorization", "Bearer alice-token")];
+    for _ in 0..3 {
+        assert_eq!(get(&s, "tiered.commons.localhost", "/", &alice).await.0, StatusCode::OK);
+    }
+    let (status, headers, body) = get(&s, "tiered.commons.localhost", "/", &alice).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{body}");
+    // The clock stands 40 s into a minute: 20 s to wait.
+    assert_eq!(headers["retry-after"], "20");
+    // Other sites and other users are not affected; nor is the next minute.
+    assert_eq!(get(&s, "wiki.commons.localhost", "/", &alice).await.0, StatusCode::OK);
+    for _ in 0..10 {
+        assert_eq!(
+            get(&s, "tiered.commons.localhost", "/", &[("authorization", "Bearer bob-token")]).await.0,
+            StatusCode::OK
+        );
+    }
+    s.clock.advance_ms(20_000);
+    assert_eq!(get(&s, "tiered.commons.localhost", "/", &alice).await.0, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn anonymous_users_are_limited_by_address() {
+    let s = setup(GatewayConfig::default()).await;
+    for _ in 0..3 {
+        assert_eq!(get(&s, "tiered.commons.localhost", "/", &[]).await.0, StatusCode::OK);
+    }
+    assert_eq!(get(&s, "tiered.commons.localhost", "/", &[]).await.0, StatusCode::TOO_MANY_REQUESTS);
+}
+
+#[tokio::test]
+async fn premium_only_routes_answer_402_with_a_link_to_subscribe() {
+    let s = setup(GatewayConfig::default()).await;
+    for headers in [&[][..], &[("authorization", "Bearer alice-token")][..]] {
+        let (status, response, body) = get(&s, "tiered.commons.localhost", "/pro/report", headers).await;
+        assert_eq!(status, StatusCode::PAYMENT_REQUIRED, "{body}");
+        assert_eq!(response["link"], "http://commons.localhost/subscribe");
+        assert!(body.contains("for subscribers"), "{body}");
+    }
+    let (status, _, _) =
+        get(&s, "tiered.commons.localhost", "/pro/report", &[("authorization", "Bearer bob-token")]).await;
+    assert_eq!(status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn free_users_may_have_one_request_in_flight() {
+    let s = setup(GatewayConfig::default()).await;
+    let alice = [("authorization", "Bearer alice-token")];
+    let slow = get(&s, "tiered.commons.localhost", "/slow", &alice);
+    let second = async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        get(&s, "tiered.commons.localhost", "/", &alice).await
+    };
+    let ((slow_status, _, _), (status, headers, _)) = tokio::join!(slow, second);
+    assert_eq!(slow_status, StatusCode::OK);
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(headers["retry-after"], "1");
 }

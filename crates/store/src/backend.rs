@@ -59,6 +59,11 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (period, user_id, site, service)
     );
 ",
+    "
+    ALTER TABLE sites ADD COLUMN free_requests_per_minute BIGINT;
+    ALTER TABLE sites ADD COLUMN free_concurrent_requests BIGINT;
+    ALTER TABLE sites ADD COLUMN premium_prefixes TEXT NOT NULL DEFAULT '';
+",
 ];
 
 /// A stored block: height, hash, encoded body.

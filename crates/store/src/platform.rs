@@ -19,6 +19,12 @@ pub struct SiteRecord {
     pub instances: Vec<SocketAddr>,
     pub custom_hosts: Vec<String>,
     pub anonymous: bool,
+    /// Free-tier requests per minute per user; none: unlimited.
+    pub free_requests_per_minute: Option<u32>,
+    /// Free-tier requests in flight per user; none: unlimited.
+    pub free_concurrent_requests: Option<u32>,
+    /// Path prefixes for subscribers only.
+    pub premium_prefixes: Vec<String>,
 }
 
 /// An API token's owner, by the token's SHA-256 (tokens themselves are
@@ -78,20 +84,30 @@ impl Store {
     }
 
     pub fn sites(&mut self) -> Result<Vec<SiteRecord>, StoreError> {
-        let rows = self
-            .backend
-            .transaction(|tx| tx.query("SELECT id, instances, custom_hosts, anonymous FROM sites ORDER BY id", &[]))?;
+        let rows = self.backend.transaction(|tx| {
+            tx.query(
+                "SELECT id, instances, custom_hosts, anonymous, free_requests_per_minute, free_concurrent_requests, premium_prefixes FROM sites ORDER BY id",
+                &[],
+            )
+        })?;
         rows.iter()
             .map(|row| {
                 let list =
                     |v: &Value| v.text().split(',').filter(|s| !s.is_empty()).map(str::to_owned).collect::<Vec<_>>();
                 let instances =
                     list(&row[1]).iter().map(|a| a.parse()).collect::<Result<_, _>>().map_err(|_| corrupt("site"))?;
+                let limit = |v: &Value| match v {
+                    Value::Int(n) if *n >= 0 => u32::try_from(*n).ok(),
+                    _ => None,
+                };
                 Ok(SiteRecord {
                     id: row[0].text(),
                     instances,
                     custom_hosts: list(&row[2]),
                     anonymous: row[3].int() != 0,
+                    free_requests_per_minute: limit(&row[4]),
+                    free_concurrent_requests: limit(&row[5]),
+                    premium_prefixes: list(&row[6]),
                 })
             })
             .collect()

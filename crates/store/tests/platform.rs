@@ -18,11 +18,22 @@ fn sites_are_stored_replaced_and_removed_and_each_change_bumps_the_version() {
             instances: vec!["127.0.0.1:8001".parse().unwrap(), "127.0.0.1:8002".parse().unwrap()],
             custom_hosts: vec!["wiki.example.org".into()],
             anonymous: true,
+            free_requests_per_minute: Some(60),
+            free_concurrent_requests: None,
+            premium_prefixes: vec!["/pro".into(), "/export".into()],
         };
         store.put_site(&wiki).unwrap();
-        store
-            .put_site(&SiteRecord { id: "chat".into(), instances: vec![], custom_hosts: vec![], anonymous: false })
-            .unwrap();
+        let chat = SiteRecord {
+            id: "chat".into(),
+            instances: vec![],
+            custom_hosts: vec![],
+            anonymous: false,
+            free_requests_per_minute: None,
+            free_concurrent_requests: Some(2),
+            premium_prefixes: vec![],
+        };
+        store.put_site(&chat).unwrap();
+        assert_eq!(store.sites().unwrap()[0], chat, "{}", s.name);
         assert_eq!(store.sites().unwrap()[1], wiki, "{}", s.name);
         assert!(store.remove_site("chat").unwrap());
         assert!(!store.remove_site("chat").unwrap());
