@@ -58,16 +58,22 @@ impl Store {
     /// Adds or replaces a site.
     pub fn put_site(&mut self, site: &SiteRecord) -> Result<(), StoreError> {
         let instances: Vec<String> = site.instances.iter().map(|a| a.to_string()).collect();
-        let (instances, hosts) = (instances.join(","), site.custom_hosts.join(","));
+        let (instances, hosts, prefixes) =
+            (instances.join(","), site.custom_hosts.join(","), site.premium_prefixes.join(","));
+        // No limit is stored as -1.
+        let limit = |l: Option<u32>| l.map_or(-1, i64::from);
         self.backend.transaction(|tx| {
             tx.execute("DELETE FROM sites WHERE id = $1", &[Param::Text(&site.id)])?;
             tx.execute(
-                "INSERT INTO sites (id, instances, custom_hosts, anonymous) VALUES ($1, $2, $3, $4)",
+                "INSERT INTO sites (id, instances, custom_hosts, anonymous, free_requests_per_minute, free_concurrent_requests, premium_prefixes) VALUES ($1, $2, $3, $4, $5, $6, $7)",
                 &[
                     Param::Text(&site.id),
                     Param::Text(&instances),
                     Param::Text(&hosts),
                     Param::Int(i64::from(site.anonymous)),
+                    Param::Int(limit(site.free_requests_per_minute)),
+                    Param::Int(limit(site.free_concurrent_requests)),
+                    Param::Text(&prefixes),
                 ],
             )?;
             bump_registry(tx)
