@@ -91,12 +91,16 @@ pub fn site(command: SiteCommand, store_args: &StoreArgs) -> anyhow::Result<()> 
         SiteCommand::List => {
             for site in store.sites()? {
                 let instances: Vec<String> = site.instances.iter().map(|a| a.to_string()).collect();
+                let limit = |l: Option<u32>| l.map_or_else(|| "unlimited".to_owned(), |n| n.to_string());
                 println!(
-                    "{}  instances {}  hosts {}  {}",
+                    "{}  instances {}  hosts {}  {}  free tier: {}/min, {} at once  premium only: {}",
                     site.id,
                     instances.join(","),
                     if site.custom_hosts.is_empty() { "-".to_owned() } else { site.custom_hosts.join(",") },
-                    if site.anonymous { "anonymous allowed" } else { "login required" }
+                    if site.anonymous { "anonymous allowed" } else { "login required" },
+                    limit(site.free_requests_per_minute),
+                    limit(site.free_concurrent_requests),
+                    if site.premium_prefixes.is_empty() { "-".to_owned() } else { site.premium_prefixes.join(",") },
                 );
             }
         }
