@@ -32,6 +32,9 @@ pub struct Args {
     /// Where the gateway listens [default 127.0.0.1:8080]
     #[arg(long, env = "COMMONS_LISTEN")]
     listen: Option<SocketAddr>,
+    /// Where sites call other services with provenance [default 127.0.0.1:8082]
+    #[arg(long, env = "COMMONS_INTERNAL_LISTEN")]
+    internal_listen: Option<SocketAddr>,
     /// Where /metrics and /healthz are served [default 127.0.0.1:8081]
     #[arg(long, env = "COMMONS_CONTROL_LISTEN")]
     control_listen: Option<SocketAddr>,
@@ -49,6 +52,7 @@ pub struct Args {
 struct ConfigFile {
     listen: Option<SocketAddr>,
     control_listen: Option<SocketAddr>,
+    internal_listen: Option<SocketAddr>,
     domain: Option<String>,
     metering: Option<bool>,
     flush_ms: Option<u64>,
@@ -71,6 +75,8 @@ pub fn run(args: Args, store_args: &StoreArgs) -> anyhow::Result<()> {
     let listen = args.listen.or(file.listen).unwrap_or_else(|| "127.0.0.1:8080".parse().expect("an address"));
     let control =
         args.control_listen.or(file.control_listen).unwrap_or_else(|| "127.0.0.1:8081".parse().expect("an address"));
+    let internal =
+        args.internal_listen.or(file.internal_listen).unwrap_or_else(|| "127.0.0.1:8082".parse().expect("an address"));
     let domain = args.domain.or(file.domain).unwrap_or_else(|| "commons.localhost".to_owned());
     let metering = !args.no_metering && file.metering.unwrap_or(true);
     let flush = Duration::from_millis(file.flush_ms.unwrap_or(2_000).max(10));
@@ -85,7 +91,9 @@ pub fn run(args: Args, store_args: &StoreArgs) -> anyhow::Result<()> {
     let mut store = Store::open(&location)?;
     // The pseudonym key: derived from the node key, so it is stable across
     // restarts and secret like it.
-    gateway_config.pseudonym_secret = store::load_or_create_key(&location.data_dir)?.derive_secret(b"pseudonyms");
+    let node_key = store::load_or_create_key(&location.data_dir)?;
+    gateway_config.pseudonym_secret = node_key.derive_secret(b"pseudonyms");
+    gateway_config.provenance_secret = node_key.derive_secret(b"provenance");
 
     let meter = if metering {
         let checkpoint = store.metering_checkpoint()?;
@@ -114,6 +122,8 @@ pub fn run(args: Args, store_args: &StoreArgs) -> anyhow::Result<()> {
         let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
         let running =
             gateway.serve(listen, workers).map_err(|e| BadInput(format!("cannot listen on {listen}: {e}")))?;
+        let running_internal =
+            gateway.serve_internal(internal, 1).map_err(|e| BadInput(format!("cannot listen on {internal}: {e}")))?;
         tokio::spawn(serve_control(control_listener, gateway.clone()));
         tokio::spawn(follow_registry(store.clone(), gateway.clone(), domain.clone(), version));
         if let Some(meter) = &meter {
@@ -121,6 +131,7 @@ pub fn run(args: Args, store_args: &StoreArgs) -> anyhow::Result<()> {
         }
         eprintln!("OneCommons is up.");
         eprintln!("  gateway  http://{listen}  (site S answers at http://S.{domain}:{})", listen.port());
+        eprintln!("  internal http://{internal}  (sites call services here with X-Commons-Provenance)");
         eprintln!("  metrics  http://{control}/metrics");
         eprintln!("  store    {}", location.describe());
         eprintln!("  metering {}", if meter.is_some() { "on" } else { "off" });
@@ -128,6 +139,7 @@ pub fn run(args: Args, store_args: &StoreArgs) -> anyhow::Result<()> {
         tokio::signal::ctrl_c().await?;
         eprintln!("stopping: finishing requests in flight and flushing usage");
         running.shutdown().await;
+        running_internal.shutdown().await;
         if let Some(meter) = meter {
             flush_once(&store, &meter).await?;
         }

@@ -25,6 +25,9 @@ pub enum GatewayError {
     /// A route only subscribers may use.
     #[error("this part of the site is for subscribers: one subscription unlocks every site ({subscribe_url})")]
     PremiumOnly { subscribe_url: String },
+    /// A call on the internal listener without valid provenance.
+    #[error("{0}")]
+    Provenance(crate::ProvenanceError),
     /// The body is larger than the gateway accepts.
     #[error("the request body is larger than {0} bytes")]
     BodyTooLarge(u64),
@@ -45,7 +48,7 @@ impl GatewayError {
         match self {
             GatewayError::UnknownHost(_) => StatusCode::NOT_FOUND,
             GatewayError::NoHost => StatusCode::BAD_REQUEST,
-            GatewayError::LoginRequired => StatusCode::UNAUTHORIZED,
+            GatewayError::LoginRequired | GatewayError::Provenance(_) => StatusCode::UNAUTHORIZED,
             GatewayError::RateLimited { .. } | GatewayError::TooManyInFlight => StatusCode::TOO_MANY_REQUESTS,
             GatewayError::PremiumOnly { .. } => StatusCode::PAYMENT_REQUIRED,
             GatewayError::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
@@ -62,12 +65,30 @@ impl GatewayError {
                 ("your request", false)
             }
             GatewayError::LoginRequired => ("your request (log in first)", true),
+            GatewayError::Provenance(_) => ("the calling site", false),
             GatewayError::RateLimited { .. } | GatewayError::TooManyInFlight => {
                 ("your request (free-tier limit)", true)
             }
             GatewayError::PremiumOnly { .. } => ("your request (subscribers only)", false),
             GatewayError::UpstreamDown { .. } | GatewayError::UpstreamTimeout { .. } => ("the site", true),
             GatewayError::Metering(_) => ("the gateway", true),
+        }
+    }
+
+    /// `X-Commons-Fault`: `downstream` (the client, or the calling site),
+    /// `upstream` (the site) or `gateway`.
+    pub fn fault_tag(&self) -> &'static str {
+        match self {
+            GatewayError::UpstreamDown { .. } | GatewayError::UpstreamTimeout { .. } => "upstream",
+            GatewayError::Metering(_) => "gateway",
+            GatewayError::UnknownHost(_)
+            | GatewayError::NoHost
+            | GatewayError::LoginRequired
+            | GatewayError::RateLimited { .. }
+            | GatewayError::TooManyInFlight
+            | GatewayError::PremiumOnly { .. }
+            | GatewayError::Provenance(_)
+            | GatewayError::BodyTooLarge(_) => "downstream",
         }
     }
 
@@ -87,7 +108,7 @@ impl GatewayError {
         let headers = response.headers_mut();
         headers
             .insert(hyper::header::CONTENT_TYPE, hyper::header::HeaderValue::from_static("text/html; charset=utf-8"));
-        headers.insert("x-commons-fault", hyper::header::HeaderValue::from_static(fault_tag(fault)));
+        headers.insert("x-commons-fault", hyper::header::HeaderValue::from_static(self.fault_tag()));
         match self {
             GatewayError::RateLimited { retry_after_s } => {
                 headers.insert(hyper::header::RETRY_AFTER, (*retry_after_s).into());
@@ -103,16 +124,6 @@ impl GatewayError {
             _ => {}
         }
         response
-    }
-}
-
-fn fault_tag(fault: &str) -> &'static str {
-    if fault.starts_with("the site") {
-        "upstream"
-    } else if fault.starts_with("the gateway") {
-        "gateway"
-    } else {
-        "downstream"
     }
 }
 

@@ -16,13 +16,14 @@
 //!   down, 504 too slow), never a hang.
 //!
 //! # Deliberately absent (so far)
-//! Login pages, sessions, provenance tokens and WebSockets come next;
-//! routes are given by the caller.
+//! Login pages, sessions and WebSockets come next; routes are given by the
+//! caller.
 
 mod clock;
 mod error;
 mod limits;
 mod metrics;
+mod provenance;
 mod proxy;
 mod routes;
 
@@ -30,5 +31,6 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::GatewayError;
 pub use limits::TierPolicy;
 pub use metrics::Metrics;
+pub use provenance::{Origin, ProvenanceError, TOKEN_LIFETIME_MS};
 pub use proxy::{Gateway, GatewayConfig, Identities, RunningGateway, WORKERS_MAX, pseudonym};
 pub use routes::{Routes, SiteRoute};

@@ -12,6 +12,8 @@ pub struct Metrics {
     metered: AtomicU64,
     /// Requests refused because usage could not be written.
     metering_failures: AtomicU64,
+    /// Internal calls refused: missing, forged, expired, replayed.
+    provenance_refused: [AtomicU64; 4],
 }
 
 impl Metrics {
@@ -22,6 +24,16 @@ impl Metrics {
 
     pub(crate) fn metered(&self) {
         self.metered.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn provenance_refused(&self, error: crate::ProvenanceError) {
+        let i = match error {
+            crate::ProvenanceError::Missing => 0,
+            crate::ProvenanceError::Forged => 1,
+            crate::ProvenanceError::Expired => 2,
+            crate::ProvenanceError::Replayed => 3,
+        };
+        self.provenance_refused[i].fetch_add(1, Ordering::Relaxed);
     }
 
     pub(crate) fn metering_failure(&self) {
@@ -47,6 +59,15 @@ impl Metrics {
         out.push_str("# HELP commons_metering_failures_total Requests refused because usage could not be recorded.\n");
         out.push_str("# TYPE commons_metering_failures_total counter\n");
         let _ = writeln!(out, "commons_metering_failures_total {}", self.metering_failures.load(Ordering::Relaxed));
+        out.push_str("# HELP commons_provenance_refused_total Internal calls refused, by reason; never attributed.\n");
+        out.push_str("# TYPE commons_provenance_refused_total counter\n");
+        for (reason, count) in ["missing", "forged", "expired", "replayed"].iter().zip(&self.provenance_refused) {
+            let _ = writeln!(
+                out,
+                "commons_provenance_refused_total{{reason=\"{reason}\"}} {}",
+                count.load(Ordering::Relaxed)
+            );
+        }
         out
     }
 }

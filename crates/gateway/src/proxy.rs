@@ -26,6 +26,7 @@ use tokio::sync::watch;
 
 use crate::limits::{Limiter, Refusal};
 use crate::metrics::Metrics;
+use crate::provenance::{Origin, Provenance};
 use crate::{Clock, GatewayError, Routes};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -45,6 +46,8 @@ pub struct GatewayConfig {
     pub header_limit_bytes: usize,
     /// The key of the per-site user pseudonyms.
     pub pseudonym_secret: [u8; 32],
+    /// The key of provenance tokens.
+    pub provenance_secret: [u8; 32],
 }
 
 impl Default for GatewayConfig {
@@ -55,6 +58,7 @@ impl Default for GatewayConfig {
             header_read_timeout: Duration::from_secs(10),
             header_limit_bytes: 64 << 10,
             pseudonym_secret: [0; 32],
+            provenance_secret: [0; 32],
         }
     }
 }
@@ -108,6 +112,7 @@ struct Inner {
     /// HMAC-SHA256 keyed once with the pseudonym secret, cloned per use.
     pseudonym_key: Hmac<Sha256>,
     limiter: Limiter,
+    provenance: Provenance,
 }
 
 /// A gateway serving on a socket, until [`RunningGateway::shutdown`].
@@ -124,6 +129,15 @@ impl RunningGateway {
         let threads = self.threads;
         let _ = tokio::task::spawn_blocking(move || threads.into_iter().for_each(|t| drop(t.join()))).await;
     }
+}
+
+/// Which listener a request came in on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Listener {
+    /// Users, from anywhere.
+    Public,
+    /// Sites calling services, on loopback, with provenance tokens.
+    Internal,
 }
 
 /// Most worker threads a gateway runs.
@@ -173,6 +187,8 @@ impl Gateway {
     /// A gateway recording usage in `meter` (none: metering off).
     pub fn new(config: GatewayConfig, routes: Routes, meter: Option<Arc<Meter>>, clock: Arc<dyn Clock>) -> Gateway {
         let config_secret = config.pseudonym_secret;
+        let provenance_secret = config.provenance_secret;
+        let nonce_seed = clock.now_ms() << 16;
         Gateway {
             inner: Arc::new(Inner {
                 config,
@@ -183,6 +199,7 @@ impl Gateway {
                 metrics: Metrics::default(),
                 pseudonym_key: Hmac::<Sha256>::new_from_slice(&config_secret).expect("any key length"),
                 limiter: Limiter::new(),
+                provenance: Provenance::new(&provenance_secret, nonce_seed),
             }),
         }
     }
@@ -202,6 +219,17 @@ impl Gateway {
     /// and its own pool of upstream connections, so a request is handled
     /// start to end on one thread, with no hand-offs between threads.
     pub fn serve(&self, addr: SocketAddr, workers: usize) -> std::io::Result<RunningGateway> {
+        self.serve_as(addr, workers, Listener::Public)
+    }
+
+    /// Serves the internal listener on `addr` (keep it on loopback): sites
+    /// call other platform services here, with the provenance token of the
+    /// request they are serving; calls are attributed to that user.
+    pub fn serve_internal(&self, addr: SocketAddr, workers: usize) -> std::io::Result<RunningGateway> {
+        self.serve_as(addr, workers, Listener::Internal)
+    }
+
+    fn serve_as(&self, addr: SocketAddr, workers: usize, kind: Listener) -> std::io::Result<RunningGateway> {
         // Sharing a port with SO_REUSEPORT would also share it with another
         // gateway already there: make sure nobody is.
         if addr.port() != 0 {
@@ -225,7 +253,7 @@ impl Gateway {
                         Err(e) => return drop(ready.send(Err(e))),
                     };
                     let _ = ready.send(listener.local_addr());
-                    gateway.accept_loop(listener, stopped).await;
+                    gateway.accept_loop(listener, stopped, kind).await;
                 });
             })?;
             threads.push(thread);
@@ -236,7 +264,7 @@ impl Gateway {
         Ok(RunningGateway { addr: bound, stop, threads })
     }
 
-    async fn accept_loop(&self, listener: TcpListener, mut stopped: watch::Receiver<bool>) {
+    async fn accept_loop(&self, listener: TcpListener, mut stopped: watch::Receiver<bool>, kind: Listener) {
         let client = upstream_client(&self.inner.config);
         let mut connections = tokio::task::JoinSet::new();
         loop {
@@ -258,7 +286,7 @@ impl Gateway {
                         let peer = HeaderValue::from_str(&peer.ip().to_string()).expect("an IP is a valid header");
                         let service = hyper::service::service_fn(move |request| {
                             let (gateway, client, peer) = (gateway.clone(), client.clone(), peer.clone());
-                            async move { Ok::<_, Infallible>(gateway.handle(request, &client, &peer).await) }
+                            async move { Ok::<_, Infallible>(gateway.handle(request, &client, &peer, kind).await) }
                         });
                         let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
                         tokio::pin!(connection);
@@ -282,8 +310,14 @@ impl Gateway {
         self.inner.metrics.render()
     }
 
-    async fn handle(&self, request: Request<Incoming>, client: &UpstreamClient, peer: &HeaderValue) -> Response<Body> {
-        let response = match self.proxy(request, client, peer).await {
+    async fn handle(
+        &self,
+        request: Request<Incoming>,
+        client: &UpstreamClient,
+        peer: &HeaderValue,
+        kind: Listener,
+    ) -> Response<Body> {
+        let response = match self.proxy(request, client, peer, kind).await {
             Ok(response) => response,
             Err(error) => {
                 tracing::debug!(error = %error, "request refused");
@@ -299,6 +333,7 @@ impl Gateway {
         mut request: Request<Incoming>,
         client: &UpstreamClient,
         peer: &HeaderValue,
+        kind: Listener,
     ) -> Result<Response<Body>, GatewayError> {
         let started = Instant::now();
         let inner = &self.inner;
@@ -311,18 +346,39 @@ impl Gateway {
         let routes = inner.routes.load();
         let route = routes.resolve(&host).ok_or_else(|| GatewayError::UnknownHost(host.clone()))?.clone();
 
-        let identities = inner.identities.load();
-        let identity: Option<Arc<Identity>> =
-            bearer(request.headers()).and_then(|token| identities.by_token(token)).cloned();
-        if identity.is_none() && !route.anonymous {
-            return Err(GatewayError::LoginRequired);
-        }
+        // Who: a token's user on the public listener; on the internal one,
+        // the user of the request whose provenance the call carries.
+        let (identity, origin) = match kind {
+            Listener::Public => {
+                let identities = inner.identities.load();
+                let identity: Option<Arc<Identity>> =
+                    bearer(request.headers()).and_then(|token| identities.by_token(token)).cloned();
+                if identity.is_none() && !route.anonymous {
+                    return Err(GatewayError::LoginRequired);
+                }
+                (identity, None)
+            }
+            Listener::Internal => {
+                let token = request.headers().get("x-commons-provenance").and_then(|v| v.to_str().ok());
+                match inner.provenance.verify(token, inner.clock.now_ms()) {
+                    Ok(origin) => {
+                        let identity = Arc::new(Identity { user: origin.user.clone(), premium: origin.premium });
+                        (Some(identity), Some(origin))
+                    }
+                    Err(refused) => {
+                        inner.metrics.provenance_refused(refused);
+                        return Err(GatewayError::Provenance(refused));
+                    }
+                }
+            }
+        };
         let premium = identity.as_ref().is_some_and(|i| i.premium);
         if !premium && route.policy.is_premium_only(request.uri().path()) {
             return Err(GatewayError::PremiumOnly { subscribe_url: format!("http://{}/subscribe", routes.domain()) });
         }
-        // Subscribers get the premium limits of every site: none.
-        let _in_flight = if premium {
+        // Subscribers get the premium limits of every site: none. Calls
+        // between services count against nobody.
+        let _in_flight = if premium || origin.is_some() {
             None
         } else {
             let who = identity.as_ref().map_or_else(|| peer.to_str().unwrap_or("?"), |i| i.user.as_str());
@@ -358,6 +414,18 @@ impl Gateway {
             None => "anonymous",
         };
         headers.insert("x-commons-tier", HeaderValue::from_static(tier));
+        // The token this request's site may use to call other services for
+        // its user; live until the site has answered.
+        let _live = match (&identity, kind) {
+            (Some(identity), Listener::Public) => {
+                let origin =
+                    Origin { user: identity.user.clone(), site: route.site.clone(), premium: identity.premium };
+                let (token, live) = inner.provenance.issue(&origin, inner.clock.now_ms());
+                headers.insert("x-commons-provenance", HeaderValue::from_str(&token).expect("hex is a valid header"));
+                Some(live)
+            }
+            _ => None,
+        };
         headers.insert("x-forwarded-for", peer.clone());
         if let Ok(value) = HeaderValue::from_str(&host) {
             headers.insert("x-forwarded-host", value);
@@ -406,12 +474,23 @@ impl Gateway {
         // The answer is about to leave: record it first.
         if let (Some(meter), Some(identity)) = (&inner.meter, &identity) {
             let now = inner.clock.now_ms();
-            let event = Event::Direct {
-                period: Period::from_days_since_epoch((now / 86_400_000) as i64),
-                user: identity.user.clone(),
-                site: route.site.clone(),
-                minute: (now / 60_000) as u32,
-                service_ms: started.elapsed().as_millis() as u64,
+            let period = Period::from_days_since_epoch((now / 86_400_000) as i64);
+            let service_ms = started.elapsed().as_millis() as u64;
+            let event = match &origin {
+                None => Event::Direct {
+                    period,
+                    user: identity.user.clone(),
+                    site: route.site.clone(),
+                    minute: (now / 60_000) as u32,
+                    service_ms,
+                },
+                Some(origin) => Event::Call {
+                    period,
+                    user: origin.user.clone(),
+                    site: origin.site.clone(),
+                    service: route.site.clone(),
+                    service_ms,
+                },
             };
             if let Err(e) = meter.record(shard(), event) {
                 inner.metrics.metering_failure();
