@@ -196,14 +196,15 @@ async fn flush_usage(store: Arc<Mutex<Store>>, meter: Arc<Meter>, every: Duratio
     loop {
         tokio::time::sleep(every).await;
         if let Err(e) = flush_once(&store, &meter).await {
-            tracing::warn!(error = %e, "usage flush failed; the log keeps it for the next one");
+            tracing::warn!(error = %e, "usage flush failed; the next flush retries it");
         }
     }
 }
 
 /// Hands what the meter gathered to the store with its checkpoint, then
 /// drops the log segments the store now covers. If the store refuses, the
-/// segments stay and are replayed at the next start.
+/// meter keeps the flush and the next one retries it with what came since
+/// (and the segments stay for a replay, should the process die first).
 async fn flush_once(store: &Arc<Mutex<Store>>, meter: &Arc<Meter>) -> anyhow::Result<()> {
     let (store, meter) = (store.clone(), meter.clone());
     tokio::task::spawn_blocking(move || {

@@ -14,6 +14,10 @@ pub const SHARDS_MAX: usize = 256;
 pub struct Meter {
     dir: PathBuf,
     shards: Vec<Mutex<Shard>>,
+    /// Taken but not yet recorded by the store (a flush that failed is
+    /// retried with the next one, so its segments stay covered by exactly
+    /// what the store records).
+    pending: Mutex<Flush>,
 }
 
 struct Shard {
@@ -22,7 +26,7 @@ struct Shard {
 }
 
 /// What a flush hands to the store, to record in one transaction.
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct Flush {
     pub usage: Usage,
     pub checkpoint: Checkpoint,
@@ -38,7 +42,7 @@ impl Meter {
         let shards = (0..shards)
             .map(|writer| Ok(Mutex::new(Shard { wal: WalWriter::open(dir, writer as u32)?, usage: Usage::default() })))
             .collect::<Result<Vec<_>, WalError>>()?;
-        Ok((Meter { dir: dir.to_owned(), shards }, replay))
+        Ok((Meter { dir: dir.to_owned(), shards, pending: Mutex::new(Flush::default()) }, replay))
     }
 
     pub fn n_shards(&self) -> usize {
@@ -63,10 +67,12 @@ impl Meter {
         Ok(())
     }
 
-    /// Takes everything recorded since the last flush, closing each
-    /// shard's segment that holds events: the checkpoint covers exactly
+    /// Takes everything recorded and not yet [`Meter::forget`]-ten: what was
+    /// taken before and not recorded, plus everything since, closing each
+    /// shard's segment that holds events. The checkpoint covers exactly
     /// those events. Idle shards are left alone (no file churn).
     pub fn take(&self) -> Result<Flush, WalError> {
+        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
         let mut flush = Flush::default();
         for shard in &self.shards {
             let mut shard = shard.lock().unwrap_or_else(|e| e.into_inner());
@@ -78,11 +84,15 @@ impl Meter {
             flush.usage.merge(&usage);
             flush.checkpoint.flushed.insert(shard.wal.writer(), closed);
         }
-        Ok(flush)
+        pending.usage.merge(&flush.usage);
+        pending.checkpoint.extend(&flush.checkpoint);
+        Ok(pending.clone())
     }
 
-    /// After the store has recorded a flush: deletes the segments it covers.
+    /// After the store has recorded the last [`Meter::take`]: forgets it and
+    /// deletes the segments it covers.
     pub fn forget(&self, checkpoint: &Checkpoint) -> std::io::Result<usize> {
+        *self.pending.lock().unwrap_or_else(|e| e.into_inner()) = Flush::default();
         wal::remove_covered(&self.dir, checkpoint)
     }
 }

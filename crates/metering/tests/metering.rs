@@ -114,6 +114,21 @@ fn the_log_replays_what_was_recorded_and_skips_what_was_flushed() {
 }
 
 #[test]
+fn a_flush_the_store_did_not_record_is_retried_with_the_next() {
+    let dir = tempfile::tempdir().unwrap();
+    let (meter, _) = Meter::open(dir.path(), 1, &Checkpoint::default()).unwrap();
+    meter.record(0, direct("alice", "wiki", 1, 1)).unwrap();
+    let failed = meter.take().unwrap(); // the store refused it: not forgotten
+    meter.record(0, direct("alice", "wiki", 2, 1)).unwrap();
+    let retry = meter.take().unwrap();
+    assert_eq!(minutes_of(&retry.usage, "alice", "wiki"), 2);
+    assert!(retry.checkpoint.covers(0, failed.checkpoint.flushed[&0]));
+    meter.forget(&retry.checkpoint).unwrap();
+    assert!(meter.take().unwrap().usage.is_empty());
+    assert_eq!(replay(dir.path(), &Checkpoint::default()).unwrap().events, 0);
+}
+
+#[test]
 fn a_record_cut_short_by_a_crash_ends_the_replay_of_its_segment() {
     let dir = tempfile::tempdir().unwrap();
     let (meter, _) = Meter::open(dir.path(), 1, &Checkpoint::default()).unwrap();
