@@ -396,8 +396,16 @@ impl Gateway {
             return Err(GatewayError::BodyTooLarge(limit));
         }
 
+        // An upgrade (WebSocket) keeps its Upgrade header, and the client's
+        // side of the connection is taken over once the site agrees.
+        let upgrade = upgrade_protocol(request.headers());
+        let client_side = upgrade.is_some().then(|| hyper::upgrade::on(&mut request));
         let headers = request.headers_mut();
         strip_hop_by_hop(headers);
+        if let Some(protocol) = &upgrade {
+            headers.insert(hyper::header::CONNECTION, HeaderValue::from_static("upgrade"));
+            headers.insert(hyper::header::UPGRADE, protocol.clone());
+        }
         if headers.keys().any(|name| name.as_str().starts_with("x-commons-")) {
             let commons: Vec<HeaderName> =
                 headers.keys().filter(|name| name.as_str().starts_with("x-commons-")).cloned().collect();
@@ -445,6 +453,7 @@ impl Gateway {
         *request.uri_mut() = Uri::from_parts(uri)
             .map_err(|e| GatewayError::UpstreamDown { site: route.site.clone(), reason: e.to_string() })?;
         *request.version_mut() = hyper::Version::HTTP_11;
+        let request = request;
         let request = request.map(|body| Limited::new(body, limit as usize).boxed());
 
         let timeout = inner.config.upstream_timeout;
@@ -499,6 +508,21 @@ impl Gateway {
             inner.metrics.metered();
         }
 
+        let mut response = response;
+        if response.status() == hyper::StatusCode::SWITCHING_PROTOCOLS
+            && let Some(client_side) = client_side
+        {
+            // Tunnel the two upgraded connections to each other until
+            // either side closes.
+            let site_side = hyper::upgrade::on(&mut response);
+            tokio::spawn(async move {
+                if let (Ok(client), Ok(site)) = tokio::join!(client_side, site_side) {
+                    let _ = tokio::io::copy_bidirectional(&mut TokioIo::new(client), &mut TokioIo::new(site)).await;
+                }
+            });
+            let (parts, body) = response.into_parts();
+            return Ok(Response::from_parts(parts, body.map_err(|e| Box::new(e) as BoxError).boxed()));
+        }
         let (mut parts, body) = response.into_parts();
         strip_hop_by_hop(&mut parts.headers);
         Ok(Response::from_parts(parts, body.map_err(|e| Box::new(e) as BoxError).boxed()))
@@ -516,6 +540,18 @@ fn keyed_pseudonym(mut mac: Hmac<Sha256>, user: &str, site: &str) -> String {
     mac.update(user.as_bytes());
     mac.update(site.as_bytes());
     hex::encode(&mac.finalize().into_bytes()[..16])
+}
+
+/// The protocol a request asks to upgrade to (`Connection: upgrade` with an
+/// `Upgrade` header), if any.
+fn upgrade_protocol(headers: &HeaderMap) -> Option<HeaderValue> {
+    let asks = headers
+        .get_all(hyper::header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|token| token.trim().eq_ignore_ascii_case("upgrade"));
+    if asks { headers.get(hyper::header::UPGRADE).cloned() } else { None }
 }
 
 fn bearer(headers: &HeaderMap) -> Option<&str> {

@@ -25,26 +25,44 @@ async fn upstream(name: &'static str) -> SocketAddr {
         loop {
             let (stream, _) = listener.accept().await.unwrap();
             tokio::spawn(async move {
-                let service = hyper::service::service_fn(move |request: Request<hyper::body::Incoming>| async move {
-                    if request.uri().path() == "/slow" {
-                        tokio::time::sleep(Duration::from_secs(2)).await;
-                    }
-                    let mut text = format!("upstream {name}\npath {}\n", request.uri());
-                    let mut headers: Vec<_> = request
-                        .headers()
-                        .iter()
-                        .map(|(k, v)| format!("{k}: {}\n", v.to_str().unwrap_or("?")))
-                        .collect();
-                    headers.sort();
-                    text.extend(headers);
-                    if request.uri().path() == "/echo" {
-                        let body = request.into_body().collect().await.unwrap().to_bytes();
-                        text.push_str(&String::from_utf8_lossy(&body));
-                    }
-                    Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(text))))
-                });
-                let _ =
-                    hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
+                let service =
+                    hyper::service::service_fn(move |mut request: Request<hyper::body::Incoming>| async move {
+                        if request.headers().contains_key("upgrade") {
+                            // Agree to any upgrade, then echo bytes back.
+                            let upgraded = hyper::upgrade::on(&mut request);
+                            tokio::spawn(async move {
+                                if let Ok(upgraded) = upgraded.await {
+                                    let (mut read, mut write) = tokio::io::split(TokioIo::new(upgraded));
+                                    let _ = tokio::io::copy(&mut read, &mut write).await;
+                                }
+                            });
+                            let mut response = Response::new(Full::new(Bytes::new()));
+                            *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+                            response.headers_mut().insert("connection", "upgrade".parse().unwrap());
+                            response.headers_mut().insert("upgrade", "websocket".parse().unwrap());
+                            return Ok::<_, Infallible>(response);
+                        }
+                        if request.uri().path() == "/slow" {
+                            tokio::time::sleep(Duration::from_secs(2)).await;
+                        }
+                        let mut text = format!("upstream {name}\npath {}\n", request.uri());
+                        let mut headers: Vec<_> = request
+                            .headers()
+                            .iter()
+                            .map(|(k, v)| format!("{k}: {}\n", v.to_str().unwrap_or("?")))
+                            .collect();
+                        headers.sort();
+                        text.extend(headers);
+                        if request.uri().path() == "/echo" {
+                            let body = request.into_body().collect().await.unwrap().to_bytes();
+                            text.push_str(&String::from_utf8_lossy(&body));
+                        }
+                        Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(text))))
+                    });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .with_upgrades()
+                    .await;
             });
         }
     });
@@ -292,4 +310,67 @@ async fn free_users_may_have_one_request_in_flight() {
     assert_eq!(slow_status, StatusCode::OK);
     assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
     assert_eq!(headers["retry-after"], "1");
+}
+
+#[tokio::test]
+async fn websocket_upgrades_are_tunneled_both_ways() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let s = setup(GatewayConfig::default()).await;
+    let mut stream = tokio::net::TcpStream::connect(s.gateway.addr).await.unwrap();
+    stream
+        .write_all(b"GET /socket HTTP/1.1\r\nHost: wiki.commons.localhost\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n")
+        .await
+        .unwrap();
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut byte = [0u8; 1];
+        stream.read_exact(&mut byte).await.unwrap();
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8(head).unwrap().to_ascii_lowercase();
+    assert!(head.starts_with("http/1.1 101"), "{head}");
+    assert!(head.contains("upgrade: websocket"), "{head}");
+    for message in [&b"hello"[..], &b"frames go both ways"[..]] {
+        stream.write_all(message).await.unwrap();
+        let mut echo = vec![0u8; message.len()];
+        tokio::time::timeout(Duration::from_secs(5), stream.read_exact(&mut echo)).await.unwrap().unwrap();
+        assert_eq!(echo, message);
+    }
+}
+
+#[tokio::test]
+async fn clients_may_speak_http2() {
+    let s = setup(GatewayConfig::default()).await;
+    let request = Request::builder()
+        .uri(format!("http://wiki.commons.localhost:{}/h2?x=1", s.gateway.addr.port()))
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    // Connect to the gateway's address while naming the site in the authority.
+    let mut connector = hyper_util::client::legacy::connect::HttpConnector::new();
+    connector.set_nodelay(true);
+    let client = Client::builder(TokioExecutor::new()).http2_only(true).build(Fixed(s.gateway.addr, connector));
+    let response = client.request(request).await.unwrap();
+    assert_eq!(response.version(), hyper::Version::HTTP_2);
+    assert_eq!(response.status(), StatusCode::OK);
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    assert!(String::from_utf8_lossy(&body).starts_with("upstream wiki\npath /h2?x=1\n"));
+}
+
+/// A connector that always dials one address, whatever the URI's host.
+#[derive(Clone)]
+struct Fixed(SocketAddr, hyper_util::client::legacy::connect::HttpConnector);
+
+impl tower_service::Service<hyper::Uri> for Fixed {
+    type Response =
+        <hyper_util::client::legacy::connect::HttpConnector as tower_service::Service<hyper::Uri>>::Response;
+    type Error = <hyper_util::client::legacy::connect::HttpConnector as tower_service::Service<hyper::Uri>>::Error;
+    type Future = <hyper_util::client::legacy::connect::HttpConnector as tower_service::Service<hyper::Uri>>::Future;
+
+    fn poll_ready(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Self::Error>> {
+        self.1.poll_ready(cx)
+    }
+
+    fn call(&mut self, _: hyper::Uri) -> Self::Future {
+        self.1.call(format!("http://{}", self.0).parse().unwrap())
+    }
 }
