@@ -16,8 +16,7 @@
 //!   down, 504 too slow), never a hang.
 //!
 //! # Deliberately absent (so far)
-//! Login pages, sessions and WebSockets come next; routes are given by the
-//! caller.
+//! Login pages and sessions come next; routes are given by the caller.
 
 mod clock;
 mod error;
