@@ -1,7 +1,7 @@
 //! What a custodian records: payments that mint, and redemptions that burn,
 //! both at NAV, each as one atomic batch.
 
-use commons_core::{Bps, Micros, Period, cut};
+use commons_core::{Bps, Period};
 
 use crate::ledger::Nav;
 use crate::model::{AccountName, AccountNameError, Transfer, TransferId, TransferKind};
@@ -29,8 +29,9 @@ pub fn payment(
     reserve_contribution: Bps,
     payment_id: &[u8],
 ) -> Result<(Vec<Transfer>, u64), CustodyError> {
-    let (_, net) = cut(Micros::new(paid_cents), reserve_contribution);
-    let minted = nav.mint(net.get()).ok_or(CustodyError::Overflow)?;
+    // The reserve's part is floored, so the rounding dust is minted.
+    let reserved = (u128::from(paid_cents) * u128::from(reserve_contribution.get()) / 10_000) as u64;
+    let minted = nav.mint(paid_cents - reserved).ok_or(CustodyError::Overflow)?;
     if minted == 0 {
         return Err(CustodyError::TooSmall(paid_cents));
     }

@@ -45,10 +45,6 @@ impl Meter {
         Ok((Meter { dir: dir.to_owned(), shards, pending: Mutex::new(Flush::default()) }, replay))
     }
 
-    pub fn n_shards(&self) -> usize {
-        self.shards.len()
-    }
-
     /// Logs `event` in shard `shard` (any number; taken modulo the shard
     /// count) and counts it. When this returns `Ok`, the event survives the
     /// process being killed.

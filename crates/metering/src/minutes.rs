@@ -33,10 +33,6 @@ impl MinuteSet {
         self.count
     }
 
-    pub fn latest(&self) -> Option<u32> {
-        (self.count > 0).then_some(self.latest)
-    }
-
     pub fn insert(&mut self, minute: u32) -> Insert {
         if self.count == 0 {
             *self = MinuteSet { count: 1, latest: minute, recent: 1 };

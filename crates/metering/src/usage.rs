@@ -88,13 +88,4 @@ impl Usage {
     pub fn is_empty(&self) -> bool {
         self.direct.is_empty() && self.calls.is_empty()
     }
-
-    /// Only what belongs to `period`.
-    pub fn of_period(&self, period: Period) -> Usage {
-        Usage {
-            direct: self.direct.iter().filter(|(k, _)| k.period == period).map(|(k, v)| (k.clone(), *v)).collect(),
-            calls: self.calls.iter().filter(|(k, _)| k.period == period).map(|(k, v)| (k.clone(), *v)).collect(),
-            too_late: 0,
-        }
-    }
 }

@@ -104,11 +104,6 @@ impl WalWriter {
         self.writer
     }
 
-    /// The segment being written.
-    pub fn segment(&self) -> u64 {
-        self.segment
-    }
-
     /// Writes `event` to the log in one `write` call.
     pub fn append(&mut self, event: &Event) -> Result<(), WalError> {
         self.buffer.clear();
