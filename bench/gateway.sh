@@ -80,7 +80,7 @@ nginx -p "$work" -c proxy.conf
 commons=target/release/commons
 for mode in on off; do
   data="$work/data-$mode"
-  $commons --data "$data" site add bench --upstream 127.0.0.1:9201 >/dev/null
+  $commons --data "$data" site add bench --upstream 127.0.0.1:9201 --operator bench --project bench --provider bench >/dev/null
   $commons --data "$data" token add benchuser > "$data.token"
 done
 COMMONS_LOG=warn $commons --data "$work/data-on" up --listen 127.0.0.1:9203 --control-listen 127.0.0.1:9213 2>"$work/logs/on.log" & pids+=($!)

@@ -6,6 +6,7 @@
 //! stderr.
 
 mod ledger_cmd;
+mod metered;
 mod platform_cmd;
 mod record;
 mod settle;
@@ -55,9 +56,18 @@ enum Command {
     /// Add, remove and list the sites the gateway routes
     #[command(subcommand)]
     Site(platform_cmd::SiteCommand),
+    /// Add and list developer projects and their dependencies
+    #[command(subcommand)]
+    Project(platform_cmd::ProjectCommand),
+    /// Create platform accounts (users log in with them on every site)
+    #[command(subcommand)]
+    Account(platform_cmd::AccountCommand),
     /// Create API tokens
     #[command(subcommand)]
     Token(platform_cmd::TokenCommand),
+    /// Sell a user a subscription for a period: the payment goes to the
+    /// custodian's reserve, which mints the user's CommonCents
+    Subscribe(platform_cmd::SubscribeArgs),
     /// Show the usage metered in a period
     Usage(platform_cmd::UsageArgs),
 }
@@ -82,7 +92,10 @@ fn main() -> ExitCode {
         Command::Ledger(command) => ledger_cmd::run(command, &cli.store),
         Command::Up(args) => up::run(args, &cli.store),
         Command::Site(command) => platform_cmd::site(command, &cli.store),
+        Command::Project(command) => platform_cmd::project(command, &cli.store),
+        Command::Account(command) => platform_cmd::account(command, &cli.store),
         Command::Token(command) => platform_cmd::token(command, &cli.store),
+        Command::Subscribe(args) => platform_cmd::subscribe(args, &cli.store),
         Command::Usage(args) => platform_cmd::usage(args, &cli.store),
     };
     match result {

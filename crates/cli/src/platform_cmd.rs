@@ -1,12 +1,14 @@
-//! `commons site …`, `commons token …`, `commons usage`: the records the
-//! gateway works from, and what it metered.
+//! `commons site …`, `commons project …`, `commons account …`, `commons
+//! token …`, `commons usage`: the records the gateway and settlement work
+//! from, and what the gateway metered.
 
 use std::net::SocketAddr;
 
+use anyhow::Context;
 use commons_core::Period;
-use store::{SiteRecord, Store};
+use store::{ProjectRecord, SiteRecord, Store};
 
-use crate::{BadInput, StoreArgs};
+use crate::{BadInput, StoreArgs, now_ms};
 
 #[derive(clap::Subcommand)]
 pub enum SiteCommand {
@@ -31,6 +33,22 @@ pub enum SiteCommand {
         /// A path prefix only subscribers may use (repeatable)
         #[arg(long = "premium-prefix", value_name = "PATH")]
         premium_prefixes: Vec<String>,
+        /// Who runs the site (and is paid what remains after providers and
+        /// developers)
+        #[arg(long, value_name = "NAME")]
+        operator: String,
+        /// The project of the app the site runs (see `commons project add`)
+        #[arg(long, value_name = "ID")]
+        project: String,
+        /// A provider whose machines run the site, with a weight (repeatable)
+        #[arg(long = "provider", required = true, value_name = "NAME[:WEIGHT]", value_parser = weighted)]
+        providers: Vec<(String, u64)>,
+        /// The providers' cut, agreed with them
+        #[arg(long, value_name = "BPS", default_value_t = 3000)]
+        provider_share_bps: u32,
+        /// The developers' cut of the rest: at least the platform's floor
+        #[arg(long, value_name = "BPS", default_value_t = 2000)]
+        developer_share_bps: u32,
     },
     /// Remove a site
     Remove { id: String },
@@ -41,12 +59,62 @@ pub enum SiteCommand {
 #[derive(clap::Subcommand)]
 pub enum TokenCommand {
     /// Create an API token for a user (printed once)
+    Add { user: String },
+}
+
+#[derive(clap::Subcommand)]
+pub enum ProjectCommand {
+    /// Add a developer project, or replace the one with this id
     Add {
-        user: String,
-        /// The user has a subscription: the premium tier everywhere
-        #[arg(long)]
-        premium: bool,
+        id: String,
+        /// A project it depends on, with a weight (repeatable)
+        #[arg(long = "dep", value_name = "ID[:WEIGHT]", value_parser = weighted)]
+        deps: Vec<(String, u64)>,
+        /// Where its source is
+        #[arg(long, value_name = "URL", default_value = "")]
+        repository: String,
     },
+    /// List the projects
+    List,
+}
+
+#[derive(clap::Subcommand)]
+pub enum AccountCommand {
+    /// Create a platform account; the password is read from the first line
+    /// of standard input
+    Add { user: String },
+}
+
+/// `name` or `name:weight` (weight 1 if left out).
+fn weighted(text: &str) -> Result<(String, u64), String> {
+    let (name, weight) = match text.rsplit_once(':') {
+        Some((name, weight)) => (name, weight.parse::<u64>().map_err(|_| format!("{weight:?} is not a weight"))?),
+        None => (text, 1),
+    };
+    check_name(name)?;
+    if weight == 0 {
+        return Err("the weight must be at least 1".into());
+    }
+    Ok((name.to_owned(), weight))
+}
+
+/// Names of people and projects: letters, digits, `.`, `_` and `-`.
+pub fn check_name(name: &str) -> Result<(), String> {
+    if name.is_empty() || name.len() > 64 || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b)) {
+        return Err(format!("{name:?} must be 1 to 64 letters, digits, '.', '_' or '-'"));
+    }
+    Ok(())
+}
+
+#[derive(clap::Args)]
+pub struct SubscribeArgs {
+    user: String,
+    /// What the user paid, in cents
+    #[arg(long, value_name = "N")]
+    cents: u64,
+    /// The period it pays for [default: the current month]
+    #[arg(long, value_name = "YYYY-MM")]
+    period: Option<String>,
 }
 
 #[derive(clap::Args)]
@@ -61,7 +129,20 @@ pub struct UsageArgs {
 pub fn site(command: SiteCommand, store_args: &StoreArgs) -> anyhow::Result<()> {
     let mut store = Store::open(&store_args.location())?;
     match command {
-        SiteCommand::Add { id, upstreams, hosts, anonymous, free_rpm, free_concurrency, premium_prefixes } => {
+        SiteCommand::Add {
+            id,
+            upstreams,
+            hosts,
+            anonymous,
+            free_rpm,
+            free_concurrency,
+            premium_prefixes,
+            operator,
+            project,
+            providers,
+            provider_share_bps,
+            developer_share_bps,
+        } => {
             if id.is_empty() || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
                 return Err(BadInput(format!(
                     "site id {id:?} must be letters, digits and dashes (it becomes a host name)"
@@ -79,6 +160,11 @@ pub fn site(command: SiteCommand, store_args: &StoreArgs) -> anyhow::Result<()> 
                 free_requests_per_minute: free_rpm,
                 free_concurrent_requests: free_concurrency,
                 premium_prefixes,
+                operator,
+                project,
+                provider_share_bps,
+                developer_share_bps,
+                providers,
             })?;
             println!("site {id} saved; running gateways pick it up within a second");
         }
@@ -102,6 +188,15 @@ pub fn site(command: SiteCommand, store_args: &StoreArgs) -> anyhow::Result<()> 
                     limit(site.free_concurrent_requests),
                     if site.premium_prefixes.is_empty() { "-".to_owned() } else { site.premium_prefixes.join(",") },
                 );
+                let providers: Vec<String> = site.providers.iter().map(|(p, w)| format!("{p}:{w}")).collect();
+                println!(
+                    "    operator {}  project {}  providers {} ({} bps)  developers {} bps",
+                    site.operator,
+                    site.project,
+                    providers.join(","),
+                    site.provider_share_bps,
+                    site.developer_share_bps
+                );
             }
         }
     }
@@ -111,13 +206,75 @@ pub fn site(command: SiteCommand, store_args: &StoreArgs) -> anyhow::Result<()> 
 pub fn token(command: TokenCommand, store_args: &StoreArgs) -> anyhow::Result<()> {
     let mut store = Store::open(&store_args.location())?;
     match command {
-        TokenCommand::Add { user, premium } => {
-            if user.is_empty() {
-                return Err(BadInput("the user id is empty".into()).into());
-            }
-            println!("{}", store.add_token(&user, premium)?);
+        TokenCommand::Add { user } => {
+            check_name(&user).map_err(|e| BadInput(format!("user {e}")))?;
+            println!("{}", store.add_token(&user)?);
         }
     }
+    Ok(())
+}
+
+pub fn project(command: ProjectCommand, store_args: &StoreArgs) -> anyhow::Result<()> {
+    let mut store = Store::open(&store_args.location())?;
+    match command {
+        ProjectCommand::Add { id, deps, repository } => {
+            check_name(&id).map_err(|e| BadInput(format!("project {e}")))?;
+            if deps.iter().any(|(dep, _)| *dep == id) {
+                return Err(BadInput(format!("project {id:?} cannot depend on itself")).into());
+            }
+            store.put_project(&ProjectRecord { id: id.clone(), deps, repository })?;
+            println!("project {id} saved");
+        }
+        ProjectCommand::List => {
+            for project in store.projects()? {
+                let deps: Vec<String> = project.deps.iter().map(|(d, w)| format!("{d}:{w}")).collect();
+                println!(
+                    "{}  depends on {}  {}",
+                    project.id,
+                    if deps.is_empty() { "nothing".to_owned() } else { deps.join(",") },
+                    project.repository
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+pub fn account(command: AccountCommand, store_args: &StoreArgs) -> anyhow::Result<()> {
+    match command {
+        AccountCommand::Add { user } => {
+            check_name(&user).map_err(|e| BadInput(format!("user {e}")))?;
+            let mut line = String::new();
+            std::io::stdin().read_line(&mut line).context("reading the password from standard input")?;
+            let password = line.trim_end_matches(['\n', '\r']);
+            if password.chars().count() < 8 {
+                return Err(BadInput("the password must be at least 8 characters".into()).into());
+            }
+            let hash = gateway::hash_password(password).map_err(anyhow::Error::msg)?;
+            let mut store = Store::open(&store_args.location())?;
+            if !store.add_account(&user, &hash, now_ms())? {
+                return Err(BadInput(format!("user {user:?} has an account already")).into());
+            }
+            println!("account {user} created; log in at the platform domain's /login");
+        }
+    }
+    Ok(())
+}
+
+pub fn subscribe(args: SubscribeArgs, store_args: &StoreArgs) -> anyhow::Result<()> {
+    check_name(&args.user).map_err(|e| BadInput(format!("user {e}")))?;
+    let period = match &args.period {
+        Some(period) => Period::parse(period).map_err(|e| BadInput(format!("--period: {e}")))?,
+        None => Period::from_days_since_epoch((now_ms() / 86_400_000) as i64),
+    };
+    let mut store = Store::open(&store_args.location())?;
+    let minted = crate::record::subscribe(&mut store, period, &args.user, args.cents)?;
+    println!(
+        "{} subscribed for {period}: paid {} cents, {} minted into their escrow",
+        args.user,
+        args.cents,
+        commons_core::Micros::new(minted)
+    );
     Ok(())
 }
 

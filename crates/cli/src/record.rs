@@ -8,10 +8,11 @@
 //! and finishes the job; once settled, the period is refused.
 
 use anyhow::Context;
+use commons_core::Bps;
 use commons_core::{Micros, Period};
-use ledger::{AccountName, TransferId, payment, transfer_for};
+use ledger::{AccountName, Nav, Transfer, TransferId, payment, transfer_for};
 use scenario::Scenario;
-use settlement::{Node, Posting, ProjectAccount, Settlement, SubscriberIx, settle_journaled};
+use settlement::{Node, Params, ParamsSpec, Posting, ProjectAccount, Settlement, SubscriberIx, settle_journaled};
 use store::Store;
 
 use crate::{BadInput, now_ms};
@@ -79,6 +80,48 @@ pub fn record_period(store: &mut Store, scenario: Scenario) -> anyhow::Result<Se
     Ok(settlement)
 }
 
+/// The ledger legs of `user`'s subscription payment for `period` (cash into
+/// the reserve, CommonCents minted at NAV into their escrow) and what it
+/// mints; none if it is too small to mint anything. Its id derives from
+/// (period, user): a subscription is paid once.
+fn subscription_payment(
+    nav: &Nav,
+    period: Period,
+    user: &str,
+    paid_cents: u64,
+    reserve: Bps,
+) -> anyhow::Result<Option<(Vec<Transfer>, u64)>> {
+    let payment_id = format!("{period}/{user}");
+    match payment(nav, period, user, paid_cents, reserve, payment_id.as_bytes()) {
+        Ok(paid) => Ok(Some(paid)),
+        Err(ledger::CustodyError::TooSmall(_)) => Ok(None),
+        Err(e) => Err(BadInput(format!("subscription of {user}: {e}")).into()),
+    }
+}
+
+/// Sells `user` a subscription for `period`: records it in the store, and
+/// the payment on the ledger (the custodian keeps the cash in the reserve
+/// and mints CommonCents at NAV into the user's escrow). Returns the µCC
+/// minted.
+pub fn subscribe(store: &mut Store, period: Period, user: &str, paid_cents: u64) -> anyhow::Result<u64> {
+    if store.ledger().is_settled(period) {
+        return Err(BadInput(format!("period {period} is settled already; subscribe to a later one")).into());
+    }
+    let reserve = Params::new(period, &ParamsSpec::default())
+        .map_err(|(field, e)| anyhow::anyhow!("the platform's {field}: {e}"))?
+        .reserve_contribution_bps();
+    let nav = store.ledger().nav();
+    let Some((legs, minted)) = subscription_payment(&nav, period, user, paid_cents, reserve)? else {
+        return Err(BadInput(format!("{paid_cents} cents is too little to mint any CommonCents")).into());
+    };
+    if !store.subscribe(period, user, paid_cents)? {
+        return Err(BadInput(format!("{user} has a subscription for {period} already")).into());
+    }
+    // Should this fail, settling the period records the payment then.
+    store.append(legs, now_ms())?;
+    Ok(minted)
+}
+
 /// Records each subscription as a payment that mints at NAV; returns the
 /// escrow each subscriber got. Payments recorded by an interrupted earlier
 /// run are found and not repeated.
@@ -98,15 +141,14 @@ fn record_payments(store: &mut Store, scenario: &Scenario, period: Period) -> an
             continue;
         }
         let paid = activity.paid(u).get();
-        match payment(&nav, period, user, paid, reserve, payment_id.as_bytes()) {
-            Ok((legs, minted)) => {
+        match subscription_payment(&nav, period, user, paid, reserve)? {
+            Some((legs, minted)) => {
                 nav = nav.after_payment(paid, minted);
                 batch.extend(legs);
                 escrow.push(Micros::new(minted));
             }
             // Nothing to mint (a zero payment): nothing to record or settle.
-            Err(ledger::CustodyError::TooSmall(_)) => escrow.push(Micros::ZERO),
-            Err(e) => return Err(BadInput(format!("subscription of {user}: {e}")).into()),
+            None => escrow.push(Micros::ZERO),
         }
         if batch.len() >= BATCH_TRANSFERS {
             store.append(std::mem::take(&mut batch), now_ms())?;

@@ -1,4 +1,5 @@
-//! `commons settle`: settle a scenario and print the allocations.
+//! `commons settle`: settle a period — from a scenario file, or from what the
+//! platform recorded — and print the allocations.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -11,7 +12,7 @@ use settlement::{ProjectAccount, Settlement, settle};
 
 use store::Store;
 
-use crate::{BadInput, StoreArgs, record};
+use crate::{BadInput, StoreArgs, metered, record};
 
 /// Inputs smaller than this load too fast for a progress bar to help.
 const PROGRESS_BAR_MIN_BYTES: u64 = 16 << 20;
@@ -19,8 +20,13 @@ const PROGRESS_BAR_MIN_BYTES: u64 = 16 << 20;
 #[derive(clap::Args)]
 pub struct Args {
     /// A scenario: a TOML file, or a directory of CSV files (see README)
-    #[arg(long, value_name = "PATH")]
-    scenario: PathBuf,
+    #[arg(long, value_name = "PATH", required_unless_present = "period", conflicts_with = "period")]
+    scenario: Option<PathBuf>,
+    /// Settle this period (YYYY-MM) from what the platform recorded: the
+    /// sites and projects in the store, the subscriptions sold and the
+    /// usage the gateway metered
+    #[arg(long, value_name = "YYYY-MM")]
+    period: Option<String>,
     /// Print `{"accounts": {...}, "total": N}` with amounts in µCC
     #[arg(long)]
     json: bool,
@@ -31,21 +37,15 @@ pub struct Args {
 }
 
 pub fn run(args: Args, store_args: &StoreArgs) -> anyhow::Result<()> {
-    let total_bytes = scenario::input_bytes(&args.scenario);
-    let progress = if total_bytes >= PROGRESS_BAR_MIN_BYTES {
-        ProgressBar::with_draw_target(Some(total_bytes), ProgressDrawTarget::stderr())
-    } else {
-        ProgressBar::hidden()
+    let (scenario, mut store) = match (&args.scenario, &args.period) {
+        (Some(path), _) => (load(path)?, None),
+        (None, Some(period)) => {
+            let period = Period::parse(period).map_err(|e| BadInput(format!("--period: {e}")))?;
+            let mut store = Store::open(&store_args.location())?;
+            (metered::scenario(&mut store, period)?, Some(store))
+        }
+        (None, None) => unreachable!("clap requires --scenario or --period"),
     };
-    progress.set_style(
-        ProgressStyle::with_template("{msg} {wide_bar} {binary_bytes}/{binary_total_bytes} ({eta})")
-            .expect("the template is valid"),
-    );
-    progress.set_message(format!("reading {}", args.scenario.display()));
-    let loaded = scenario::load(&args.scenario, current_period(), &|bytes| progress.inc(bytes));
-    progress.finish_and_clear();
-    let scenario = loaded.map_err(|e| BadInput(e.to_string()))?;
-
     let summary = Summary {
         period: scenario.params.period(),
         n_subscribers: scenario.activity.n_subscribers(),
@@ -54,7 +54,10 @@ pub fn run(args: Args, store_args: &StoreArgs) -> anyhow::Result<()> {
         n_projects: scenario.registry.projects().len(),
     };
     let settlement = if args.ledger {
-        let mut store = Store::open(&store_args.location())?;
+        let mut store = match store.take() {
+            Some(store) => store,
+            None => Store::open(&store_args.location())?,
+        };
         let settlement = record::record_period(&mut store, scenario)?;
         let ledger = store.ledger();
         eprintln!(
@@ -79,6 +82,24 @@ pub fn run(args: Args, store_args: &StoreArgs) -> anyhow::Result<()> {
         write_table(&mut out, &summary, &settlement).context("writing to stdout")?;
     }
     Ok(())
+}
+
+/// Reads a scenario, with a progress bar for big ones.
+fn load(path: &std::path::Path) -> anyhow::Result<scenario::Scenario> {
+    let total_bytes = scenario::input_bytes(path);
+    let progress = if total_bytes >= PROGRESS_BAR_MIN_BYTES {
+        ProgressBar::with_draw_target(Some(total_bytes), ProgressDrawTarget::stderr())
+    } else {
+        ProgressBar::hidden()
+    };
+    progress.set_style(
+        ProgressStyle::with_template("{msg} {wide_bar} {binary_bytes}/{binary_total_bytes} ({eta})")
+            .expect("the template is valid"),
+    );
+    progress.set_message(format!("reading {}", path.display()));
+    let loaded = scenario::load(path, current_period(), &|bytes| progress.inc(bytes));
+    progress.finish_and_clear();
+    Ok(loaded.map_err(|e| BadInput(e.to_string()))?)
 }
 
 /// The current calendar month in UTC, the default period label.

@@ -15,14 +15,17 @@ use std::time::Duration;
 
 use anyhow::Context;
 use bytes::Bytes;
-use gateway::{Gateway, GatewayConfig, Identities, Routes, SiteRoute, SystemClock, TierPolicy};
+use commons_core::Period;
+use gateway::{
+    Gateway, GatewayConfig, Identities, Routes, SessionStore, SiteRoute, StoredSession, SystemClock, TierPolicy,
+};
 use http_body_util::Full;
 use metering::Meter;
 use serde::Deserialize;
-use store::Store;
+use store::{SessionRecord, Store};
 use tokio::net::TcpListener;
 
-use crate::{BadInput, StoreArgs};
+use crate::{BadInput, StoreArgs, now_ms};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -59,6 +62,8 @@ struct ConfigFile {
     upstream_timeout_ms: Option<u64>,
     body_limit_bytes: Option<u64>,
     header_read_timeout_ms: Option<u64>,
+    session_lifetime_s: Option<u64>,
+    public_scheme: Option<String>,
 }
 
 pub fn run(args: Args, store_args: &StoreArgs) -> anyhow::Result<()> {
@@ -85,6 +90,14 @@ pub fn run(args: Args, store_args: &StoreArgs) -> anyhow::Result<()> {
         upstream_timeout: file.upstream_timeout_ms.map_or(defaults.upstream_timeout, Duration::from_millis),
         body_limit_bytes: file.body_limit_bytes.unwrap_or(defaults.body_limit_bytes),
         header_read_timeout: file.header_read_timeout_ms.map_or(defaults.header_read_timeout, Duration::from_millis),
+        session_lifetime: file.session_lifetime_s.map_or(defaults.session_lifetime, Duration::from_secs),
+        public_scheme: match file.public_scheme {
+            None => defaults.public_scheme.clone(),
+            Some(scheme) if scheme == "http" || scheme == "https" => scheme,
+            Some(other) => {
+                return Err(BadInput(format!("public_scheme {other:?} must be \"http\" or \"https\"")).into());
+            }
+        },
         ..defaults
     };
 
@@ -109,13 +122,22 @@ pub fn run(args: Args, store_args: &StoreArgs) -> anyhow::Result<()> {
         None
     };
     let (routes, identities, version) = load_registry(&mut store, &domain)?;
+    let sessions = stored_sessions(&mut store)?;
     let store = Arc::new(Mutex::new(store));
 
     // The gateway runs its own worker threads; this runtime only runs the
     // control listener and the store loops.
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
     runtime.block_on(async move {
-        let gateway = Gateway::new(gateway_config, routes, meter.clone(), Arc::new(SystemClock));
+        let session_store: Arc<dyn SessionStore> = Arc::new(StoredSessions(store.clone()));
+        let gateway = Gateway::with_sessions(
+            gateway_config,
+            routes,
+            meter.clone(),
+            Arc::new(SystemClock),
+            Some(session_store),
+            sessions,
+        );
         gateway.set_identities(identities);
         let control_listener =
             TcpListener::bind(control).await.map_err(|e| BadInput(format!("cannot listen on {control}: {e}")))?;
@@ -131,6 +153,7 @@ pub fn run(args: Args, store_args: &StoreArgs) -> anyhow::Result<()> {
         }
         eprintln!("OneCommons is up.");
         eprintln!("  gateway  http://{listen}  (site S answers at http://S.{domain}:{})", listen.port());
+        eprintln!("  login    http://{domain}:{}/login", listen.port());
         eprintln!("  internal http://{internal}  (sites call services here with X-Commons-Provenance)");
         eprintln!("  metrics  http://{control}/metrics");
         eprintln!("  store    {}", location.describe());
@@ -160,22 +183,72 @@ fn load_registry(store: &mut Store, domain: &str) -> anyhow::Result<(Routes, Ide
         routes.add_site(SiteRoute::new(&site.id, &site.instances, site.anonymous).with_policy(policy), &hosts);
     }
     let mut identities = Identities::default();
+    for (user, _) in store.subscriptions(current_period())? {
+        identities.add_user(&user, true);
+    }
+    for account in store.accounts()? {
+        identities.add_password(&account.user, &account.password_hash);
+    }
     for token in store.tokens()? {
-        identities.add_token_sha256(&token.token_sha256, &token.user, token.premium);
+        identities.add_token_sha256(&token.token_sha256, &token.user);
     }
     Ok((routes, identities, version))
 }
 
-/// Reloads routes and tokens whenever the store's registry version moves.
+/// The month it is (UTC): who subscribed for it has the premium tier.
+fn current_period() -> Period {
+    Period::from_days_since_epoch((now_ms() / 86_400_000) as i64)
+}
+
+/// Login sessions kept in the store, so that they outlive restarts.
+struct StoredSessions(Arc<Mutex<Store>>);
+
+impl SessionStore for StoredSessions {
+    fn save(&self, session: &StoredSession) -> Result<(), String> {
+        let record = SessionRecord {
+            token_sha256: hex::encode(session.token_sha256),
+            user: session.user.clone(),
+            site: session.site.clone().unwrap_or_default(),
+            expires_ms: session.expires_ms,
+        };
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).put_session(&record, now_ms()).map_err(|e| e.to_string())
+    }
+
+    fn end(&self, user: &str) -> Result<(), String> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).remove_sessions(user).map(drop).map_err(|e| e.to_string())
+    }
+}
+
+fn stored_sessions(store: &mut Store) -> anyhow::Result<Vec<StoredSession>> {
+    Ok(store
+        .sessions(now_ms())?
+        .into_iter()
+        .filter_map(|s| {
+            let token_sha256 = hex::decode(&s.token_sha256).ok()?.try_into().ok()?;
+            Some(StoredSession {
+                token_sha256,
+                user: s.user,
+                site: Some(s.site).filter(|site| !site.is_empty()),
+                expires_ms: s.expires_ms,
+            })
+        })
+        .collect())
+}
+
+/// Reloads routes and users whenever the store's registry version moves,
+/// and when a new month starts (subscriptions are per month).
 async fn follow_registry(store: Arc<Mutex<Store>>, gateway: Gateway, domain: String, mut version: u64) {
+    let mut period = current_period();
     loop {
         tokio::time::sleep(Duration::from_secs(1)).await;
         let store = store.clone();
         let domain = domain.clone();
+        let new_period = current_period() != period;
+        period = current_period();
         let loaded = tokio::task::spawn_blocking(move || {
             let mut store = store.lock().unwrap_or_else(|e| e.into_inner());
             let current = store.registry_version()?;
-            if current == version { Ok(None) } else { load_registry(&mut store, &domain).map(Some) }
+            if current == version && !new_period { Ok(None) } else { load_registry(&mut store, &domain).map(Some) }
         })
         .await;
         match loaded {

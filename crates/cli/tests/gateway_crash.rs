@@ -134,7 +134,8 @@ fn a_gateway_killed_under_load_loses_no_answered_request_and_counts_none_twice()
     let ok = commons()
         .arg("--data")
         .arg(data)
-        .args(["site", "add", "wiki", "--upstream", &upstream.to_string()])
+        .args(["site", "add", "wiki", "--upstream", &upstream.to_string(), "--operator", "olga", "--project", "wiki"])
+        .args(["--provider", "pat"])
         .output()
         .unwrap();
     assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));

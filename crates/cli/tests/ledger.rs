@@ -135,3 +135,123 @@ fn a_holder_redeems_at_nav_once() {
     let too_much = commons(Some(place), &["ledger", "redeem", "provider:pia", "999999999", "--id", "x"]);
     assert_eq!(too_much.status.code(), Some(2));
 }
+
+/// The worked example's registry and usage as the platform would have
+/// recorded them: by `commons project|site|subscribe`, and the gateway's
+/// metering (here written straight to the store).
+fn record_the_worked_example(place: &Place) {
+    for project in [
+        &["wiki", "--dep", "markdown", "--dep", "http"][..],
+        &["chat", "--dep", "http"],
+        &["search"],
+        &["markdown"],
+        &["http"],
+    ] {
+        ok(commons(Some(place), &[&["project", "add"][..], project].concat()));
+    }
+    for (site, operator, provider, share) in
+        [("wiki", "olga", "pat", "3000"), ("chat", "otto", "pia", "4000"), ("search", "sam", "pat", "3000")]
+    {
+        ok(commons(
+            Some(place),
+            &[
+                "site",
+                "add",
+                site,
+                "--upstream",
+                "127.0.0.1:9",
+                "--operator",
+                operator,
+                "--project",
+                site,
+                "--provider",
+                provider,
+                "--provider-share-bps",
+                share,
+            ],
+        ));
+    }
+    ok(commons(Some(place), &["subscribe", "alice", "--cents", "1000", "--period", "2026-11"]));
+
+    let period = commons_core::Period::parse("2026-11").unwrap();
+    let mut usage = metering::Usage::default();
+    let direct = |site: &str, minute: u32, service_ms: u64| metering::Event::Direct {
+        period,
+        user: "alice".into(),
+        site: site.into(),
+        minute,
+        service_ms,
+    };
+    // 30 distinct minutes on wiki (some twice: the count is of minutes),
+    // 10 on chat with 300 ms of its own time, and chat calling search.
+    for minute in 0..30 {
+        usage.record(&direct("wiki", 29_000_000 + minute, 5));
+        usage.record(&direct("wiki", 29_000_000 + minute, 5));
+    }
+    for minute in 0..10 {
+        usage.record(&direct("chat", 29_000_100 + minute, 30));
+    }
+    usage.record(&metering::Event::Call {
+        period,
+        user: "alice".into(),
+        site: "chat".into(),
+        service: "search".into(),
+        service_ms: 100,
+    });
+    // Bob used the sites too, on the free tier: metered, paying nobody.
+    usage.record(&metering::Event::Direct {
+        period,
+        user: "bob".into(),
+        site: "wiki".into(),
+        minute: 1,
+        service_ms: 9,
+    });
+    let location = store::Location::new(Some(place.dir.path().to_owned()), place.database.clone());
+    let mut store = store::Store::open(&location).unwrap();
+    store.record_usage(&usage, &metering::wal::Checkpoint::default()).unwrap();
+}
+
+#[test]
+fn a_metered_period_settles_like_the_same_period_written_as_a_scenario() {
+    // The worked example with the platform's default reserve contribution.
+    let golden = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/golden.toml")).unwrap();
+    let with_reserve = golden.replace("reserve_contribution_bps = 0", "");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("golden-with-reserve.toml");
+    std::fs::write(&file, with_reserve).unwrap();
+    let expected = accounts(&ok(commons(None, &["settle", "--scenario", file.to_str().unwrap(), "--json"])));
+    assert_eq!(expected["general-fund"], 495_000, "9,900,000 µCC minted from 990 of the 1,000 cents");
+
+    for place in places() {
+        record_the_worked_example(&place);
+        let settled = ok(commons(Some(&place), &["settle", "--period", "2026-11", "--json"]));
+        assert_eq!(accounts(&settled), expected, "{}", place.name);
+        let recorded = ok(commons(Some(&place), &["settle", "--period", "2026-11", "--ledger", "--json"]));
+        assert_eq!(accounts(&recorded), expected, "{}", place.name);
+        let balances = accounts(&ok(commons(Some(&place), &["ledger", "balances", "--json"])));
+        assert_eq!(balances, expected, "{}: what the ledger holds", place.name);
+        let again = commons(Some(&place), &["settle", "--period", "2026-11", "--ledger"]);
+        assert_eq!(again.status.code(), Some(2), "{}: settled once", place.name);
+        let late = commons(Some(&place), &["subscribe", "carol", "--cents", "1000", "--period", "2026-11"]);
+        assert_eq!(late.status.code(), Some(2), "{}: no subscriptions to a settled period", place.name);
+        assert!(String::from_utf8_lossy(&late.stderr).contains("settled already"));
+    }
+}
+
+#[test]
+fn a_site_the_registry_cannot_settle_is_named() {
+    let place = &places()[0];
+    ok(commons(Some(place), &["project", "add", "wiki"]));
+    let args =
+        ["site", "add", "wiki", "--upstream", "127.0.0.1:9", "--operator", "o", "--project", "nope", "--provider", "p"];
+    ok(commons(Some(place), &args));
+    let out = commons(Some(place), &["settle", "--period", "2026-11"]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("site \"wiki\", project: there is no project \"nope\""), "{stderr}");
+    let twice = commons(Some(place), &["subscribe", "al", "--cents", "500", "--period", "2026-11"]);
+    assert!(twice.status.success());
+    let twice = commons(Some(place), &["subscribe", "al", "--cents", "500", "--period", "2026-11"]);
+    assert_eq!(twice.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&twice.stderr).contains("al has a subscription for 2026-11 already"));
+}

@@ -15,12 +15,19 @@
 //!   client's (404 unknown site, 413 body too large), the upstream's (502
 //!   down, 504 too slow), never a hang.
 //!
-//! # Deliberately absent (so far)
-//! Login pages and sessions come next; routes are given by the caller.
+//! Users log in on the platform domain's own pages ([`login`](self)), and
+//! their session reaches each site through a one-time redirect handoff.
+//!
+//! # Deliberately absent
+//! TLS: terminate it in front (`public_scheme = "https"`); routes, users
+//! and sessions' storage are given by the caller (`commons up` reads them
+//! from the store).
 
 mod clock;
 mod error;
+mod identity;
 mod limits;
+mod login;
 mod metrics;
 mod provenance;
 mod proxy;
@@ -28,8 +35,9 @@ mod routes;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::GatewayError;
+pub use identity::{Identities, Identity, SessionStore, StoredSession, hash_password};
 pub use limits::TierPolicy;
 pub use metrics::Metrics;
 pub use provenance::{Origin, ProvenanceError, TOKEN_LIFETIME_MS};
-pub use proxy::{Gateway, GatewayConfig, Identities, RunningGateway, WORKERS_MAX, pseudonym};
+pub use proxy::{Gateway, GatewayConfig, RunningGateway, WORKERS_MAX, pseudonym};
 pub use routes::{Routes, SiteRoute};

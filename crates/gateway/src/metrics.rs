@@ -14,6 +14,8 @@ pub struct Metrics {
     metering_failures: AtomicU64,
     /// Internal calls refused: missing, forged, expired, replayed.
     provenance_refused: [AtomicU64; 4],
+    /// Password checks: failed, succeeded.
+    logins: [AtomicU64; 2],
 }
 
 impl Metrics {
@@ -34,6 +36,10 @@ impl Metrics {
             crate::ProvenanceError::Replayed => 3,
         };
         self.provenance_refused[i].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn login(&self, succeeded: bool) {
+        self.logins[usize::from(succeeded)].fetch_add(1, Ordering::Relaxed);
     }
 
     pub(crate) fn metering_failure(&self) {
@@ -67,6 +73,11 @@ impl Metrics {
                 "commons_provenance_refused_total{{reason=\"{reason}\"}} {}",
                 count.load(Ordering::Relaxed)
             );
+        }
+        out.push_str("# HELP commons_logins_total Password checks on the login page, by outcome.\n");
+        out.push_str("# TYPE commons_logins_total counter\n");
+        for (outcome, count) in ["failed", "succeeded"].iter().zip(&self.logins) {
+            let _ = writeln!(out, "commons_logins_total{{outcome=\"{outcome}\"}} {}", count.load(Ordering::Relaxed));
         }
         out
     }

@@ -1,6 +1,5 @@
 //! The request path: resolve, identify, rewrite headers, proxy, meter.
 
-use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -9,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
-use commons_core::{Period, token_sha256};
+use commons_core::Period;
 use hmac::{Hmac, Mac};
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Limited};
@@ -24,13 +23,17 @@ use sha2::Sha256;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use crate::identity::{
+    Handoffs, Identities, Identity, SITE_COOKIE, SessionStore, Sessions, StoredSession, cookie, strip_session_cookies,
+};
 use crate::limits::{Limiter, Refusal};
+use crate::login::wants_html;
 use crate::metrics::Metrics;
 use crate::provenance::{Origin, Provenance};
 use crate::{Clock, GatewayError, Routes};
 
-type BoxError = Box<dyn std::error::Error + Send + Sync>;
-type Body = BoxBody<Bytes, BoxError>;
+pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
+pub(crate) type Body = BoxBody<Bytes, BoxError>;
 
 /// Limits and secrets of a gateway.
 #[derive(Clone, Debug)]
@@ -48,6 +51,11 @@ pub struct GatewayConfig {
     pub pseudonym_secret: [u8; 32],
     /// The key of provenance tokens.
     pub provenance_secret: [u8; 32],
+    /// How long a login lasts.
+    pub session_lifetime: Duration,
+    /// The scheme users reach the gateway by (`https` behind a TLS
+    /// terminator), for the redirects of the login handoff.
+    pub public_scheme: String,
 }
 
 impl Default for GatewayConfig {
@@ -59,60 +67,32 @@ impl Default for GatewayConfig {
             header_limit_bytes: 64 << 10,
             pseudonym_secret: [0; 32],
             provenance_secret: [0; 32],
+            session_lifetime: Duration::from_secs(30 * 86_400),
+            public_scheme: "http".to_owned(),
         }
-    }
-}
-
-/// Who an API token belongs to.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Identity {
-    pub user: String,
-    pub premium: bool,
-}
-
-/// API tokens → identities, by the tokens' SHA-256 (as the store keeps
-/// them). Replaced whole when accounts change.
-#[derive(Clone, Debug, Default)]
-pub struct Identities {
-    by_sha256: HashMap<[u8; 32], Arc<Identity>>,
-}
-
-impl Identities {
-    pub fn add_token(&mut self, token: &str, user: &str, premium: bool) {
-        self.add_token_sha256(&token_sha256(token), user, premium);
-    }
-
-    /// Adds a token by its SHA-256 in hex (as [`token_sha256`] gives it);
-    /// a malformed hash is ignored (it cannot match any token).
-    pub fn add_token_sha256(&mut self, sha256_hex: &str, user: &str, premium: bool) {
-        if let Some(hash) = hex::decode(sha256_hex).ok().and_then(|b| <[u8; 32]>::try_from(b).ok()) {
-            self.by_sha256.insert(hash, Arc::new(Identity { user: user.to_owned(), premium }));
-        }
-    }
-
-    fn by_token(&self, token: &str) -> Option<&Arc<Identity>> {
-        use sha2::Digest;
-        self.by_sha256.get(&<[u8; 32]>::from(Sha256::digest(token.as_bytes())))
     }
 }
 
 /// A gateway: shared state of every connection.
 #[derive(Clone)]
 pub struct Gateway {
-    inner: Arc<Inner>,
+    pub(crate) inner: Arc<Inner>,
 }
 
-struct Inner {
-    config: GatewayConfig,
-    routes: ArcSwap<Routes>,
-    identities: ArcSwap<Identities>,
+pub(crate) struct Inner {
+    pub(crate) config: GatewayConfig,
+    pub(crate) routes: ArcSwap<Routes>,
+    pub(crate) identities: ArcSwap<Identities>,
     meter: Option<Arc<Meter>>,
-    clock: Arc<dyn Clock>,
-    metrics: Metrics,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) metrics: Metrics,
     /// HMAC-SHA256 keyed once with the pseudonym secret, cloned per use.
     pseudonym_key: Hmac<Sha256>,
-    limiter: Limiter,
+    pub(crate) limiter: Limiter,
     provenance: Provenance,
+    pub(crate) sessions: Sessions,
+    pub(crate) handoffs: Handoffs,
+    pub(crate) session_store: Option<Arc<dyn SessionStore>>,
 }
 
 /// A gateway serving on a socket, until [`RunningGateway::shutdown`].
@@ -186,6 +166,23 @@ const HOP_BY_HOP: [&str; 8] = [
 impl Gateway {
     /// A gateway recording usage in `meter` (none: metering off).
     pub fn new(config: GatewayConfig, routes: Routes, meter: Option<Arc<Meter>>, clock: Arc<dyn Clock>) -> Gateway {
+        Gateway::with_sessions(config, routes, meter, clock, None, Vec::new())
+    }
+
+    /// A gateway that keeps login sessions in `session_store`, starting
+    /// with the `sessions` it kept before.
+    pub fn with_sessions(
+        config: GatewayConfig,
+        routes: Routes,
+        meter: Option<Arc<Meter>>,
+        clock: Arc<dyn Clock>,
+        session_store: Option<Arc<dyn SessionStore>>,
+        sessions: Vec<StoredSession>,
+    ) -> Gateway {
+        let live = Sessions::default();
+        for session in sessions {
+            live.insert(session);
+        }
         let config_secret = config.pseudonym_secret;
         let provenance_secret = config.provenance_secret;
         let nonce_seed = clock.now_ms() << 16;
@@ -200,6 +197,9 @@ impl Gateway {
                 pseudonym_key: Hmac::<Sha256>::new_from_slice(&config_secret).expect("any key length"),
                 limiter: Limiter::new(),
                 provenance: Provenance::new(&provenance_secret, nonce_seed),
+                sessions: live,
+                handoffs: Handoffs::default(),
+                session_store,
             }),
         }
     }
@@ -344,16 +344,31 @@ impl Gateway {
             .or_else(|| request.headers().get(HOST).and_then(|h| h.to_str().ok()).map(str::to_owned))
             .ok_or(GatewayError::NoHost)?;
         let routes = inner.routes.load();
+        if kind == Listener::Public && routes.is_platform(&host) {
+            return Ok(self.platform(request, peer).await);
+        }
         let route = routes.resolve(&host).ok_or_else(|| GatewayError::UnknownHost(host.clone()))?.clone();
+        if kind == Listener::Public && request.uri().path().starts_with("/.commons/") {
+            return Ok(self.site_endpoint(&request, &route, &host).await);
+        }
 
-        // Who: a token's user on the public listener; on the internal one,
-        // the user of the request whose provenance the call carries.
+        // Who: a token's or a session's user on the public listener; on the
+        // internal one, the user of the request whose provenance the call
+        // carries.
         let (identity, origin) = match kind {
             Listener::Public => {
                 let identities = inner.identities.load();
-                let identity: Option<Arc<Identity>> =
-                    bearer(request.headers()).and_then(|token| identities.by_token(token)).cloned();
+                let identity: Option<Arc<Identity>> = match bearer(request.headers()) {
+                    Some(token) => identities.by_token(token).cloned(),
+                    None => cookie(request.headers(), SITE_COOKIE)
+                        .and_then(|token| inner.sessions.user(token, Some(&route.site), inner.clock.now_ms()))
+                        .and_then(|user| identities.user(&user).cloned()),
+                };
                 if identity.is_none() && !route.anonymous {
+                    if wants_html(&request) {
+                        let path = request.uri().path_and_query().map_or("/", |p| p.as_str());
+                        return Ok(see_other(&self.login_url(&host, path)));
+                    }
                     return Err(GatewayError::LoginRequired);
                 }
                 (identity, None)
@@ -406,6 +421,7 @@ impl Gateway {
             headers.insert(hyper::header::CONNECTION, HeaderValue::from_static("upgrade"));
             headers.insert(hyper::header::UPGRADE, protocol.clone());
         }
+        strip_session_cookies(headers);
         if headers.keys().any(|name| name.as_str().starts_with("x-commons-")) {
             let commons: Vec<HeaderName> =
                 headers.keys().filter(|name| name.as_str().starts_with("x-commons-")).cloned().collect();
@@ -527,6 +543,16 @@ impl Gateway {
         strip_hop_by_hop(&mut parts.headers);
         Ok(Response::from_parts(parts, body.map_err(|e| Box::new(e) as BoxError).boxed()))
     }
+}
+
+/// A redirect to `location`.
+fn see_other(location: &str) -> Response<Body> {
+    let mut response = Response::new(http_body_util::Empty::new().map_err(|never| match never {}).boxed());
+    *response.status_mut() = hyper::StatusCode::SEE_OTHER;
+    if let Ok(value) = HeaderValue::from_str(location) {
+        response.headers_mut().insert(hyper::header::LOCATION, value);
+    }
+    response
 }
 
 /// The per-site pseudonym of a user: HMAC-SHA256(secret, user | site),

@@ -107,22 +107,28 @@ impl Routes {
         &self.domain
     }
 
+    /// Whether a Host header names the platform domain itself (its login
+    /// and account pages).
+    pub fn is_platform(&self, host: &str) -> bool {
+        normalize(host) == self.domain
+    }
+
     /// The site a Host header names (port and case ignored).
     pub fn resolve(&self, host: &str) -> Option<&Arc<SiteRoute>> {
-        let host =
-            host.rsplit_once(':').filter(|(_, port)| port.bytes().all(|b| b.is_ascii_digit())).map_or(host, |(h, _)| h);
-        let host = host.trim_end_matches('.');
-        let lower;
-        let host = if host.bytes().any(|b| b.is_ascii_uppercase()) {
-            lower = host.to_ascii_lowercase();
-            lower.as_str()
-        } else {
-            host
-        };
+        let host = normalize(host);
+        let host = host.as_ref();
         if let Some(route) = self.custom_hosts.get(host) {
             return Some(route);
         }
         let site = host.strip_suffix(self.domain.as_str())?.strip_suffix('.')?;
         self.sites.get(site)
     }
+}
+
+/// A Host header without its port or trailing dot, in lower case.
+fn normalize(host: &str) -> std::borrow::Cow<'_, str> {
+    let host =
+        host.rsplit_once(':').filter(|(_, port)| port.bytes().all(|b| b.is_ascii_digit())).map_or(host, |(h, _)| h);
+    let host = host.trim_end_matches('.');
+    if host.bytes().any(|b| b.is_ascii_uppercase()) { host.to_ascii_lowercase().into() } else { host.into() }
 }

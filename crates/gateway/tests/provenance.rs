@@ -78,7 +78,7 @@ async fn a_call_with_live_provenance_is_attributed_and_any_other_is_refused() {
     let config = GatewayConfig { provenance_secret: [9; 32], ..GatewayConfig::default() };
     let gateway = Gateway::new(config, routes, Some(meter.clone()), Arc::new(clock));
     let mut identities = Identities::default();
-    identities.add_token("alice-token", "alice", false);
+    identities.add_token("alice-token", "alice");
     gateway.set_identities(identities);
     let public = gateway.serve("127.0.0.1:0".parse().unwrap(), 2).unwrap();
     let inner = gateway.serve_internal("127.0.0.1:0".parse().unwrap(), 1).unwrap();

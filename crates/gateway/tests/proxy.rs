@@ -2,12 +2,15 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
 use commons_core::Period;
-use gateway::{Gateway, GatewayConfig, Identities, ManualClock, Routes, RunningGateway, SiteRoute, TierPolicy};
+use gateway::{
+    Gateway, GatewayConfig, Identities, ManualClock, Routes, RunningGateway, SessionStore, SiteRoute, StoredSession,
+    TierPolicy, hash_password,
+};
 use http_body_util::{BodyExt, Full};
 use hyper::{Request, Response, StatusCode};
 use hyper_util::client::legacy::Client;
@@ -75,8 +78,26 @@ async fn closed_port() -> SocketAddr {
     listener.local_addr().unwrap()
 }
 
+/// Sessions as a store would keep them.
+#[derive(Default)]
+struct KeptSessions(Mutex<Vec<StoredSession>>);
+
+impl SessionStore for KeptSessions {
+    fn save(&self, session: &StoredSession) -> Result<(), String> {
+        self.0.lock().unwrap().push(session.clone());
+        Ok(())
+    }
+
+    fn end(&self, user: &str) -> Result<(), String> {
+        self.0.lock().unwrap().retain(|s| s.user != user);
+        Ok(())
+    }
+}
+
 struct Setup {
     gateway: RunningGateway,
+    handle: Gateway,
+    sessions: Arc<KeptSessions>,
     meter: Arc<Meter>,
     clock: ManualClock,
     _wal: tempfile::TempDir,
@@ -99,13 +120,23 @@ async fn setup(config: GatewayConfig) -> Setup {
     let (meter, _) = Meter::open(wal.path(), 4, &Checkpoint::default()).unwrap();
     let meter = Arc::new(meter);
     let clock = ManualClock::new(1_795_000_000_000);
-    let gateway = Gateway::new(config, routes, Some(meter.clone()), Arc::new(clock.clone()));
+    let sessions = Arc::new(KeptSessions::default());
+    let gateway = Gateway::with_sessions(
+        config,
+        routes,
+        Some(meter.clone()),
+        Arc::new(clock.clone()),
+        Some(sessions.clone()),
+        Vec::new(),
+    );
     let mut identities = Identities::default();
-    identities.add_token("alice-token", "alice", false);
-    identities.add_token("bob-token", "bob", true);
+    identities.add_token("alice-token", "alice");
+    identities.add_password("alice", &hash_password("alice's password").unwrap());
+    identities.add_user("bob", true);
+    identities.add_token("bob-token", "bob");
     gateway.set_identities(identities);
     let running = gateway.serve("127.0.0.1:0".parse().unwrap(), 2).unwrap();
-    Setup { gateway: running, meter, clock, _wal: wal }
+    Setup { gateway: running, handle: gateway, meter, clock, sessions, _wal: wal }
 }
 
 async fn get(
@@ -373,4 +404,124 @@ impl tower_service::Service<hyper::Uri> for Fixed {
     fn call(&mut self, _: hyper::Uri) -> Self::Future {
         self.1.call(format!("http://{}", self.0).parse().unwrap())
     }
+}
+
+/// The value of the cookie a response sets.
+fn set_cookie(headers: &hyper::HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok()?.split(';').next()?.split_once('='))
+        .find_map(|(k, v)| (k == name).then(|| v.to_owned()))
+}
+
+/// A Location header split into its path and its query parameters.
+fn location(headers: &hyper::HeaderMap) -> (String, std::collections::HashMap<String, String>) {
+    let uri: hyper::Uri = headers["location"].to_str().unwrap().parse().unwrap();
+    let query = uri.query().unwrap_or("");
+    let query = form_urlencoded::parse(query.as_bytes()).into_owned().collect();
+    (format!("{}{}", uri.authority().map_or(String::new(), |a| format!("http://{a}")), uri.path()), query)
+}
+
+#[tokio::test]
+async fn a_browser_logs_in_on_the_platform_and_its_session_is_handed_to_the_site() {
+    let s = setup(GatewayConfig::default()).await;
+    let html = ("accept", "text/html,application/xhtml+xml");
+
+    // A page of a site that needs a login sends the browser to the platform.
+    let (status, headers, _) = get(&s, "chat.commons.localhost:8080", "/page?x=1", &[html]).await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    let (login, query) = location(&headers);
+    assert_eq!(login, "http://commons.localhost:8080/login");
+    assert_eq!(query["next"], "http://chat.commons.localhost:8080/page?x=1");
+    let (status, _, form) = get(&s, "commons.localhost:8080", "/login?next=x", &[html]).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(form.contains("type=\"password\"") && form.contains("name=\"next\" value=\"x\""), "{form}");
+
+    // A wrong password: 401, no session.
+    let form = |password: &str| {
+        let next = "http://chat.commons.localhost:8080/page?x=1";
+        Bytes::from(
+            form_urlencoded::Serializer::new(String::new())
+                .extend_pairs([("user", "alice"), ("password", password), ("next", next)])
+                .finish(),
+        )
+    };
+    let post = [("content-type", "application/x-www-form-urlencoded")];
+    let (status, headers, body) = send(&s, "POST", "commons.localhost:8080", "/login", &post, form("guess")).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert!(body.contains("Wrong user name or password") && set_cookie(&headers, "commons_session").is_none());
+
+    // The right one: a platform session, and on to the site with a code.
+    let (status, headers, _) =
+        send(&s, "POST", "commons.localhost:8080", "/login", &post, form("alice's password")).await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    let platform_session = set_cookie(&headers, "commons_session").expect("a platform session");
+    let (handoff, query) = location(&headers);
+    assert_eq!(handoff, "http://chat.commons.localhost:8080/.commons/handoff");
+    assert_eq!(query["next"], "/page?x=1");
+    let handoff_path = format!("/.commons/handoff?code={}&next=%2Fpage%3Fx%3D1", query["code"]);
+
+    // The site's host turns the code into a session for that site only.
+    let (status, headers, _) = get(&s, "chat.commons.localhost:8080", &handoff_path, &[html]).await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    assert_eq!(headers["location"], "/page?x=1");
+    let site_session = set_cookie(&headers, "commons_site").expect("a site session");
+    let (status, _, _) = get(&s, "chat.commons.localhost:8080", &handoff_path, &[html]).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "a code works once");
+    let (status, _, _) = get(&s, "chat.commons.localhost", "/.commons/handoff?code=forged", &[html]).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+
+    // With it the user reaches the site as themselves; the site sees a
+    // pseudonym and its own cookies, never the session.
+    let cookie = format!("theme=dark; commons_site={site_session}");
+    let (status, _, body) = get(&s, "chat.commons.localhost:8080", "/page?x=1", &[html, ("cookie", &cookie)]).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(body.contains("x-commons-tier: free\n") && body.contains("cookie: theme=dark\n"), "{body}");
+    assert!(!body.contains(&site_session) && !body.contains("commons_site"), "{body}");
+    let (_, _, by_token) = get(&s, "chat.commons.localhost", "/", &[("authorization", "Bearer alice-token")]).await;
+    assert_eq!(gateway_pseudonym(&body), gateway_pseudonym(&by_token), "the same user");
+    // The site session is good for its own site only.
+    let (_, _, wiki) = get(&s, "wiki.commons.localhost:8080", "/", &[("cookie", &cookie)]).await;
+    assert!(wiki.contains("x-commons-tier: anonymous\n"), "{wiki}");
+
+    // Logged in on the platform, the next site needs no password.
+    let platform_cookie = format!("commons_session={platform_session}");
+    let next = "/login?next=http%3A%2F%2Fwiki.commons.localhost%3A8080%2F";
+    let (status, headers, _) = get(&s, "commons.localhost:8080", next, &[("cookie", &platform_cookie)]).await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    assert_eq!(location(&headers).0, "http://wiki.commons.localhost:8080/.commons/handoff");
+    assert_eq!(s.sessions.0.lock().unwrap().len(), 2, "platform and chat sessions kept");
+
+    // Logging out ends every session of the user.
+    let (status, _, _) =
+        send(&s, "POST", "commons.localhost", "/logout", &[("cookie", &platform_cookie)], Bytes::new()).await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    let (status, _, _) = get(&s, "chat.commons.localhost", "/page", &[html, ("cookie", &cookie)]).await;
+    assert_eq!(status, StatusCode::SEE_OTHER, "back to the login page");
+    assert!(s.sessions.0.lock().unwrap().is_empty());
+    let metrics = s.handle.metrics();
+    assert!(metrics.contains("commons_logins_total{outcome=\"failed\"} 1"), "{metrics}");
+    assert!(metrics.contains("commons_logins_total{outcome=\"succeeded\"} 1"), "{metrics}");
+}
+
+#[tokio::test]
+async fn a_program_without_credentials_gets_a_401_not_a_login_page() {
+    let s = setup(GatewayConfig::default()).await;
+    let (status, headers, _) = get(&s, "chat.commons.localhost", "/api", &[("accept", "application/json")]).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(headers["x-commons-fault"], "downstream");
+}
+
+#[tokio::test]
+async fn password_guessing_is_limited_per_address() {
+    let s = setup(GatewayConfig::default()).await;
+    let post = [("content-type", "application/x-www-form-urlencoded")];
+    let mut statuses = Vec::new();
+    for _ in 0..11 {
+        let form = Bytes::from_static(b"user=alice&password=guess");
+        statuses.push(send(&s, "POST", "commons.localhost", "/login", &post, form).await.0);
+    }
+    assert!(statuses[..10].iter().all(|s| *s == StatusCode::UNAUTHORIZED), "{statuses:?}");
+    assert_eq!(statuses[10], StatusCode::TOO_MANY_REQUESTS);
 }

@@ -64,6 +64,36 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE sites ADD COLUMN free_concurrent_requests BIGINT;
     ALTER TABLE sites ADD COLUMN premium_prefixes TEXT NOT NULL DEFAULT '';
 ",
+    "
+    ALTER TABLE sites ADD COLUMN operator TEXT NOT NULL DEFAULT '';
+    ALTER TABLE sites ADD COLUMN project TEXT NOT NULL DEFAULT '';
+    ALTER TABLE sites ADD COLUMN provider_share_bps BIGINT NOT NULL DEFAULT 3000;
+    ALTER TABLE sites ADD COLUMN developer_share_bps BIGINT NOT NULL DEFAULT 2000;
+    ALTER TABLE sites ADD COLUMN providers TEXT NOT NULL DEFAULT '';
+    ALTER TABLE api_tokens DROP COLUMN premium;
+    CREATE TABLE projects (
+        id TEXT PRIMARY KEY,
+        deps TEXT NOT NULL,
+        repository TEXT NOT NULL
+    );
+    CREATE TABLE accounts (
+        user_id TEXT PRIMARY KEY,
+        password_hash TEXT NOT NULL,
+        created_ms BIGINT NOT NULL
+    );
+    CREATE TABLE sessions (
+        token_hash TEXT PRIMARY KEY,
+        user_id TEXT NOT NULL,
+        site TEXT NOT NULL,
+        expires_ms BIGINT NOT NULL
+    );
+    CREATE TABLE subscriptions (
+        period TEXT NOT NULL,
+        user_id TEXT NOT NULL,
+        paid_cents BIGINT NOT NULL,
+        PRIMARY KEY (period, user_id)
+    );
+",
 ];
 
 /// A stored block: height, hash, encoded body.

@@ -18,6 +18,7 @@
 
 mod backend;
 mod key;
+mod people;
 mod platform;
 mod sql;
 pub mod testing;
@@ -28,7 +29,8 @@ use ledger::{AppendOutcome, Block, Ledger, LedgerConfig, Rejection, Signer, Tran
 
 use backend::Backend;
 pub use key::load_or_create_key;
-pub use platform::{SiteRecord, TokenRecord};
+pub use people::{AccountRecord, SessionRecord};
+pub use platform::{ProjectRecord, SiteRecord, TokenRecord};
 
 /// Where a store lives.
 #[derive(Clone, Debug)]

@@ -1,6 +1,6 @@
-//! The platform's records beside the ledger: sites the gateway routes,
-//! API tokens, and metered usage with the write-ahead-log checkpoint it
-//! was flushed up to.
+//! The platform's records beside the ledger: sites the gateway routes and
+//! the projects they pay, API tokens, and metered usage with the
+//! write-ahead-log checkpoint it was flushed up to.
 
 use std::net::SocketAddr;
 
@@ -25,6 +25,25 @@ pub struct SiteRecord {
     pub free_concurrent_requests: Option<u32>,
     /// Path prefixes for subscribers only.
     pub premium_prefixes: Vec<String>,
+    /// Who runs the site (paid the rest after providers and developers).
+    pub operator: String,
+    /// The project of the app the site runs.
+    pub project: String,
+    /// The providers' cut, agreed at deploy.
+    pub provider_share_bps: u32,
+    /// The developers' cut of the rest (at or above the platform's floor).
+    pub developer_share_bps: u32,
+    /// The providers whose nodes run the site, with their weights.
+    pub providers: Vec<(String, u64)>,
+}
+
+/// A developer project and what it depends on, with weights.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProjectRecord {
+    pub id: String,
+    pub deps: Vec<(String, u64)>,
+    /// Where its source is (a URL), or empty.
+    pub repository: String,
 }
 
 /// An API token's owner, by the token's SHA-256 (tokens themselves are
@@ -33,14 +52,28 @@ pub struct SiteRecord {
 pub struct TokenRecord {
     pub token_sha256: String,
     pub user: String,
-    pub premium: bool,
 }
 
-fn corrupt(what: &str) -> StoreError {
+pub(crate) fn corrupt(what: &str) -> StoreError {
     StoreError::Database(format!("a stored {what} is malformed"))
 }
 
-fn bump_registry(tx: &mut Tx<'_>) -> Result<(), StoreError> {
+/// `[(a, 1), (b, 2)]` as `a:1,b:2` (names hold neither `:` nor `,`).
+fn encode_weighted(list: &[(String, u64)]) -> String {
+    list.iter().map(|(name, weight)| format!("{name}:{weight}")).collect::<Vec<_>>().join(",")
+}
+
+fn decode_weighted(text: &str, what: &str) -> Result<Vec<(String, u64)>, StoreError> {
+    text.split(',')
+        .filter(|s| !s.is_empty())
+        .map(|item| {
+            let (name, weight) = item.rsplit_once(':').ok_or_else(|| corrupt(what))?;
+            Ok((name.to_owned(), weight.parse().map_err(|_| corrupt(what))?))
+        })
+        .collect()
+}
+
+pub(crate) fn bump_registry(tx: &mut Tx<'_>) -> Result<(), StoreError> {
     let version = registry_version_in(tx)? + 1;
     tx.execute(
         "UPDATE platform_meta SET value = $1 WHERE key = 'registry_version'",
@@ -62,10 +95,11 @@ impl Store {
             (instances.join(","), site.custom_hosts.join(","), site.premium_prefixes.join(","));
         // No limit is stored as -1.
         let limit = |l: Option<u32>| l.map_or(-1, i64::from);
+        let providers = encode_weighted(&site.providers);
         self.backend.transaction(|tx| {
             tx.execute("DELETE FROM sites WHERE id = $1", &[Param::Text(&site.id)])?;
             tx.execute(
-                "INSERT INTO sites (id, instances, custom_hosts, anonymous, free_requests_per_minute, free_concurrent_requests, premium_prefixes) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                "INSERT INTO sites (id, instances, custom_hosts, anonymous, free_requests_per_minute, free_concurrent_requests, premium_prefixes, operator, project, provider_share_bps, developer_share_bps, providers) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
                 &[
                     Param::Text(&site.id),
                     Param::Text(&instances),
@@ -74,6 +108,11 @@ impl Store {
                     Param::Int(limit(site.free_requests_per_minute)),
                     Param::Int(limit(site.free_concurrent_requests)),
                     Param::Text(&prefixes),
+                    Param::Text(&site.operator),
+                    Param::Text(&site.project),
+                    Param::Int(i64::from(site.provider_share_bps)),
+                    Param::Int(i64::from(site.developer_share_bps)),
+                    Param::Text(&providers),
                 ],
             )?;
             bump_registry(tx)
@@ -92,7 +131,7 @@ impl Store {
     pub fn sites(&mut self) -> Result<Vec<SiteRecord>, StoreError> {
         let rows = self.backend.transaction(|tx| {
             tx.query(
-                "SELECT id, instances, custom_hosts, anonymous, free_requests_per_minute, free_concurrent_requests, premium_prefixes FROM sites ORDER BY id",
+                "SELECT id, instances, custom_hosts, anonymous, free_requests_per_minute, free_concurrent_requests, premium_prefixes, operator, project, provider_share_bps, developer_share_bps, providers FROM sites ORDER BY id",
                 &[],
             )
         })?;
@@ -114,27 +153,60 @@ impl Store {
                     free_requests_per_minute: limit(&row[4]),
                     free_concurrent_requests: limit(&row[5]),
                     premium_prefixes: list(&row[6]),
+                    operator: row[7].text(),
+                    project: row[8].text(),
+                    provider_share_bps: u32::try_from(row[9].int()).map_err(|_| corrupt("site"))?,
+                    developer_share_bps: u32::try_from(row[10].int()).map_err(|_| corrupt("site"))?,
+                    providers: decode_weighted(&row[11].text(), "site's providers")?,
                 })
             })
             .collect()
     }
 
-    /// Changes whenever sites or tokens change: what the gateway polls.
+    /// Adds or replaces a project.
+    pub fn put_project(&mut self, project: &ProjectRecord) -> Result<(), StoreError> {
+        let deps = encode_weighted(&project.deps);
+        self.backend.transaction(|tx| {
+            tx.execute("DELETE FROM projects WHERE id = $1", &[Param::Text(&project.id)])?;
+            tx.execute(
+                "INSERT INTO projects (id, deps, repository) VALUES ($1, $2, $3)",
+                &[Param::Text(&project.id), Param::Text(&deps), Param::Text(&project.repository)],
+            )?;
+            bump_registry(tx)
+        })
+    }
+
+    pub fn projects(&mut self) -> Result<Vec<ProjectRecord>, StoreError> {
+        let rows =
+            self.backend.transaction(|tx| tx.query("SELECT id, deps, repository FROM projects ORDER BY id", &[]))?;
+        rows.iter()
+            .map(|row| {
+                Ok(ProjectRecord {
+                    id: row[0].text(),
+                    deps: decode_weighted(&row[1].text(), "project's dependencies")?,
+                    repository: row[2].text(),
+                })
+            })
+            .collect()
+    }
+
+    /// Changes whenever sites, projects, accounts, tokens or subscriptions
+    /// change: what the gateway polls.
     pub fn registry_version(&mut self) -> Result<u64, StoreError> {
         self.backend.transaction(registry_version_in)
     }
 
     /// Creates an API token for `user` and returns it (shown once; only
     /// its hash is kept).
-    pub fn add_token(&mut self, user: &str, premium: bool) -> Result<String, StoreError> {
+    pub fn add_token(&mut self, user: &str) -> Result<String, StoreError> {
         let mut secret = [0u8; 24];
         getrandom::fill(&mut secret).map_err(|e| StoreError::Database(format!("no randomness: {e}")))?;
         let token = format!("oc_{}", hex::encode(secret));
         let hash = token_sha256(&token);
         self.backend.transaction(|tx| {
             tx.execute(
-                "INSERT INTO api_tokens (token_hash, user_id, premium) VALUES ($1, $2, $3)",
-                &[Param::Text(&hash), Param::Text(user), Param::Int(i64::from(premium))],
+                "INSERT INTO api_tokens (token_hash, user_id) VALUES ($1, $2)",
+                &[Param::Text(&hash), Param::Text(user)],
             )?;
             bump_registry(tx)
         })?;
@@ -142,12 +214,8 @@ impl Store {
     }
 
     pub fn tokens(&mut self) -> Result<Vec<TokenRecord>, StoreError> {
-        let rows =
-            self.backend.transaction(|tx| tx.query("SELECT token_hash, user_id, premium FROM api_tokens", &[]))?;
-        Ok(rows
-            .iter()
-            .map(|r| TokenRecord { token_sha256: r[0].text(), user: r[1].text(), premium: r[2].int() != 0 })
-            .collect())
+        let rows = self.backend.transaction(|tx| tx.query("SELECT token_hash, user_id FROM api_tokens", &[]))?;
+        Ok(rows.iter().map(|r| TokenRecord { token_sha256: r[0].text(), user: r[1].text() }).collect())
     }
 
     /// The write-ahead-log checkpoint the stored usage covers.

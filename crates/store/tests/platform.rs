@@ -6,7 +6,7 @@ use commons_core::Period;
 use commons_core::token_sha256;
 use metering::wal::Checkpoint;
 use metering::{DirectKey, Event, Usage};
-use store::{SiteRecord, Store};
+use store::{AccountRecord, ProjectRecord, SessionRecord, SiteRecord, Store};
 
 #[test]
 fn sites_are_stored_replaced_and_removed_and_each_change_bumps_the_version() {
@@ -21,6 +21,11 @@ fn sites_are_stored_replaced_and_removed_and_each_change_bumps_the_version() {
             free_requests_per_minute: Some(60),
             free_concurrent_requests: None,
             premium_prefixes: vec!["/pro".into(), "/export".into()],
+            operator: "olga".into(),
+            project: "wiki".into(),
+            provider_share_bps: 3000,
+            developer_share_bps: 2500,
+            providers: vec![("pat".into(), 3), ("pia".into(), 1)],
         };
         store.put_site(&wiki).unwrap();
         let chat = SiteRecord {
@@ -31,6 +36,11 @@ fn sites_are_stored_replaced_and_removed_and_each_change_bumps_the_version() {
             free_requests_per_minute: None,
             free_concurrent_requests: Some(2),
             premium_prefixes: vec![],
+            operator: "otto".into(),
+            project: "chat".into(),
+            provider_share_bps: 4000,
+            developer_share_bps: 2000,
+            providers: vec![("pia".into(), 1)],
         };
         store.put_site(&chat).unwrap();
         assert_eq!(store.sites().unwrap()[0], chat, "{}", s.name);
@@ -46,12 +56,57 @@ fn sites_are_stored_replaced_and_removed_and_each_change_bumps_the_version() {
 fn tokens_are_kept_only_as_hashes() {
     for s in common::stores() {
         let mut store = Store::open(&s.location).unwrap();
-        let token = store.add_token("alice", true).unwrap();
+        let token = store.add_token("alice").unwrap();
         let tokens = store.tokens().unwrap();
         assert_eq!(tokens.len(), 1);
         assert_eq!(tokens[0].token_sha256, token_sha256(&token), "{}", s.name);
-        assert!(tokens[0].premium && tokens[0].user == "alice");
+        assert_eq!(tokens[0].user, "alice");
         assert_ne!(tokens[0].token_sha256, token);
+    }
+}
+
+#[test]
+fn projects_accounts_sessions_and_subscriptions_round_trip() {
+    let period = Period::parse("2026-11").unwrap();
+    for s in common::stores() {
+        let mut store = Store::open(&s.location).unwrap();
+        let v0 = store.registry_version().unwrap();
+        let wiki = ProjectRecord {
+            id: "wiki".into(),
+            deps: vec![("markdown".into(), 1), ("http".into(), 2)],
+            repository: "https://example.org/wiki.git".into(),
+        };
+        store.put_project(&wiki).unwrap();
+        store.put_project(&ProjectRecord { id: "http".into(), deps: vec![], repository: String::new() }).unwrap();
+        assert_eq!(store.projects().unwrap()[1], wiki, "{}", s.name);
+
+        assert!(store.add_account("alice", "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA", 1).unwrap());
+        assert!(!store.add_account("alice", "other", 2).unwrap(), "{}: an account is created once", s.name);
+        assert_eq!(
+            store.accounts().unwrap(),
+            vec![AccountRecord {
+                user: "alice".into(),
+                password_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".into()
+            }]
+        );
+
+        let live =
+            SessionRecord { token_sha256: "aa".into(), user: "alice".into(), site: String::new(), expires_ms: 5_000 };
+        let old =
+            SessionRecord { token_sha256: "bb".into(), user: "alice".into(), site: "wiki".into(), expires_ms: 1_500 };
+        store.put_session(&old, 1_000).unwrap();
+        store.put_session(&live, 1_000).unwrap();
+        assert_eq!(store.sessions(2_000).unwrap(), vec![live.clone()], "{}", s.name);
+        assert_eq!(store.remove_sessions("alice").unwrap(), 2);
+        assert!(store.sessions(0).unwrap().is_empty());
+
+        assert!(store.subscribe(period, "alice", 1000).unwrap());
+        assert!(!store.subscribe(period, "alice", 500).unwrap(), "{}: once per period", s.name);
+        store.subscribe(period, "bob", 700).unwrap();
+        assert_eq!(store.subscriptions(period).unwrap(), vec![("alice".into(), 1000), ("bob".into(), 700)]);
+        assert!(store.subscriptions(Period::parse("2026-12").unwrap()).unwrap().is_empty());
+        // projects ×2, one account, two subscriptions
+        assert_eq!(store.registry_version().unwrap(), v0 + 5, "{}", s.name);
     }
 }
 

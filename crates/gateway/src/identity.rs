@@ -1,0 +1,286 @@
+//! Who a request is from: API tokens, platform accounts (Argon2id password
+//! hashes), login sessions and the one-time codes that hand a session from
+//! the platform domain to a site.
+//!
+//! Tokens, passwords and session tokens are never kept in the clear: tokens
+//! and sessions by SHA-256 (they are long random strings), passwords by
+//! Argon2id (they are not).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
+
+use argon2::Argon2;
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use hyper::header::{COOKIE, HeaderMap, HeaderValue};
+use sha2::{Digest, Sha256};
+
+/// The cookie of a platform session, on the platform domain.
+pub(crate) const PLATFORM_COOKIE: &str = "commons_session";
+/// The cookie of a session handed to one site, on that site's host.
+pub(crate) const SITE_COOKIE: &str = "commons_site";
+/// How long a handoff code may wait to be used.
+pub(crate) const HANDOFF_LIFETIME_MS: u64 = 60_000;
+
+/// A user as the gateway knows them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Identity {
+    pub user: String,
+    /// Subscribed this period: the premium tier on every site.
+    pub premium: bool,
+}
+
+/// Users, their API tokens and password hashes. Replaced whole when the
+/// registry changes (see [`crate::Gateway::set_identities`]).
+#[derive(Clone, Debug, Default)]
+pub struct Identities {
+    users: HashMap<String, Arc<Identity>>,
+    /// Token SHA-256 → user.
+    tokens: HashMap<[u8; 32], String>,
+    /// User → PHC string.
+    passwords: HashMap<String, String>,
+}
+
+impl Identities {
+    /// Adds a user, or sets whether they are a subscriber.
+    pub fn add_user(&mut self, user: &str, premium: bool) {
+        self.users.insert(user.to_owned(), Arc::new(Identity { user: user.to_owned(), premium }));
+    }
+
+    /// Adds an API token of `user` (who is added if new, as a free user).
+    pub fn add_token(&mut self, token: &str, user: &str) {
+        self.add_token_hash(sha256(token), user);
+    }
+
+    /// Adds a token by its SHA-256 in hex (as [`commons_core::token_sha256`]
+    /// gives it); a malformed hash is ignored (it cannot match any token).
+    pub fn add_token_sha256(&mut self, sha256_hex: &str, user: &str) {
+        if let Some(hash) = hex::decode(sha256_hex).ok().and_then(|b| <[u8; 32]>::try_from(b).ok()) {
+            self.add_token_hash(hash, user);
+        }
+    }
+
+    fn add_token_hash(&mut self, hash: [u8; 32], user: &str) {
+        if !self.users.contains_key(user) {
+            self.add_user(user, false);
+        }
+        self.tokens.insert(hash, user.to_owned());
+    }
+
+    /// Gives `user` (added if new) a password, by its hash from
+    /// [`hash_password`].
+    pub fn add_password(&mut self, user: &str, password_hash: &str) {
+        if !self.users.contains_key(user) {
+            self.add_user(user, false);
+        }
+        self.passwords.insert(user.to_owned(), password_hash.to_owned());
+    }
+
+    pub(crate) fn user(&self, user: &str) -> Option<&Arc<Identity>> {
+        self.users.get(user)
+    }
+
+    pub(crate) fn by_token(&self, token: &str) -> Option<&Arc<Identity>> {
+        self.users.get(self.tokens.get(&sha256(token))?)
+    }
+
+    /// The stored hash of `user`'s password, if they have one.
+    pub(crate) fn password_hash(&self, user: &str) -> Option<&str> {
+        self.passwords.get(user).map(String::as_str)
+    }
+}
+
+/// Hashes a password with Argon2id (19 MiB, 2 passes: OWASP's baseline) and
+/// a random salt, as a PHC string.
+pub fn hash_password(password: &str) -> Result<String, String> {
+    let mut salt = [0u8; 16];
+    getrandom::fill(&mut salt).map_err(|e| format!("no randomness: {e}"))?;
+    let salt = SaltString::encode_b64(&salt).map_err(|e| e.to_string())?;
+    Argon2::default().hash_password(password.as_bytes(), &salt).map(|h| h.to_string()).map_err(|e| e.to_string())
+}
+
+/// Whether `password` matches `hash`. With no hash (no such user), a hash
+/// is still computed so that the answer takes as long either way.
+/// A well-formed hash with the default parameters, checked when a user has
+/// no password.
+const DECOY: &str = "$argon2id$v=19$m=19456,t=2,p=1$ZGVjb3lkZWNveWRlY295$x8kRz5yQwz0cL0m4m7oVb9M3dUu8b5J0X3mR1w2Lk7A";
+
+pub(crate) fn verify_password(password: &str, hash: Option<&str>) -> bool {
+    let Ok(parsed) = PasswordHash::new(hash.unwrap_or(DECOY)) else { return false };
+    Argon2::default().verify_password(password.as_bytes(), &parsed).is_ok() && hash.is_some()
+}
+
+/// A login session as it is kept: by its token's SHA-256.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredSession {
+    pub token_sha256: [u8; 32],
+    pub user: String,
+    /// None: the platform session; else the one site it was handed to.
+    pub site: Option<String>,
+    pub expires_ms: u64,
+}
+
+/// Where sessions are kept so that they outlive the process. Called off
+/// the event loop; the login is answered only once `save` returned.
+pub trait SessionStore: Send + Sync {
+    fn save(&self, session: &StoredSession) -> Result<(), String>;
+    /// Ends every session of `user`.
+    fn end(&self, user: &str) -> Result<(), String>;
+}
+
+/// The live sessions, by token hash.
+#[derive(Default)]
+pub(crate) struct Sessions {
+    live: RwLock<HashMap<[u8; 32], StoredSession>>,
+}
+
+impl Sessions {
+    pub(crate) fn insert(&self, session: StoredSession) {
+        self.live.write().unwrap_or_else(|e| e.into_inner()).insert(session.token_sha256, session);
+    }
+
+    /// The user of session `token` if it is live at `now_ms` and good for
+    /// `site` (None: the platform).
+    pub(crate) fn user(&self, token: &str, site: Option<&str>, now_ms: u64) -> Option<String> {
+        let live = self.live.read().unwrap_or_else(|e| e.into_inner());
+        let session = live.get(&sha256(token))?;
+        (session.expires_ms > now_ms && session.site.as_deref() == site).then(|| session.user.clone())
+    }
+
+    /// When the platform session `token` ends.
+    pub(crate) fn expiry(&self, token: &str) -> Option<u64> {
+        self.live.read().unwrap_or_else(|e| e.into_inner()).get(&sha256(token)).map(|s| s.expires_ms)
+    }
+
+    pub(crate) fn end(&self, user: &str, now_ms: u64) {
+        self.live.write().unwrap_or_else(|e| e.into_inner()).retain(|_, s| s.user != user && s.expires_ms > now_ms);
+    }
+}
+
+/// A one-time code that hands a platform session to one site.
+struct Handoff {
+    user: String,
+    site: String,
+    /// When the code stops working.
+    code_expires_ms: u64,
+    /// When the session it gives ends (with the platform session).
+    session_expires_ms: u64,
+}
+
+#[derive(Default)]
+pub(crate) struct Handoffs {
+    pending: Mutex<HashMap<[u8; 32], Handoff>>,
+}
+
+impl Handoffs {
+    /// A new code for `user` on `site`.
+    pub(crate) fn issue(&self, user: &str, site: &str, session_expires_ms: u64, now_ms: u64) -> String {
+        let code = random_token();
+        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        pending.retain(|_, h| h.code_expires_ms > now_ms);
+        pending.insert(
+            sha256(&code),
+            Handoff {
+                user: user.to_owned(),
+                site: site.to_owned(),
+                code_expires_ms: now_ms + HANDOFF_LIFETIME_MS,
+                session_expires_ms,
+            },
+        );
+        code
+    }
+
+    /// Uses up `code` for `site`: the user and when their session ends. A
+    /// code works once, on the site it was issued for, until it expires.
+    pub(crate) fn redeem(&self, code: &str, site: &str, now_ms: u64) -> Option<(String, u64)> {
+        let handoff = self.pending.lock().unwrap_or_else(|e| e.into_inner()).remove(&sha256(code))?;
+        (handoff.site == site && handoff.code_expires_ms > now_ms).then_some((handoff.user, handoff.session_expires_ms))
+    }
+}
+
+/// 32 random bytes in hex: session tokens and handoff codes.
+pub(crate) fn random_token() -> String {
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes).expect("the OS has randomness");
+    hex::encode(bytes)
+}
+
+pub(crate) fn sha256(text: &str) -> [u8; 32] {
+    Sha256::digest(text.as_bytes()).into()
+}
+
+/// The value of cookie `name`, if the request sent it.
+pub(crate) fn cookie<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
+    headers
+        .get_all(COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find_map(|(key, value)| (key == name).then_some(value))
+}
+
+/// Removes the gateway's own cookies before a request reaches a site: a
+/// site never sees a session.
+pub(crate) fn strip_session_cookies(headers: &mut HeaderMap) {
+    let ours = |pair: &str| {
+        let key = pair.trim().split_once('=').map_or(pair.trim(), |(k, _)| k);
+        key == SITE_COOKIE || key == PLATFORM_COOKIE
+    };
+    let values: Vec<&str> = headers.get_all(COOKIE).iter().filter_map(|v| v.to_str().ok()).collect();
+    if !values.iter().flat_map(|v| v.split(';')).any(ours) {
+        return;
+    }
+    let kept: Vec<&str> =
+        values.iter().flat_map(|v| v.split(';')).map(str::trim).filter(|p| !p.is_empty() && !ours(p)).collect();
+    let kept = kept.join("; ");
+    headers.remove(COOKIE);
+    if !kept.is_empty()
+        && let Ok(value) = HeaderValue::from_str(&kept)
+    {
+        headers.insert(COOKIE, value);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_verify_only_against_their_own_hash() {
+        let hash = hash_password("correct horse").unwrap();
+        assert!(hash.starts_with("$argon2id$"));
+        assert!(verify_password("correct horse", Some(&hash)));
+        assert!(!verify_password("correct horsf", Some(&hash)));
+        assert!(!verify_password("correct horse", None));
+        assert!(!verify_password("x", Some("not a phc string")));
+        assert!(PasswordHash::new(DECOY).is_ok(), "the decoy costs a real verification");
+        assert_ne!(hash, hash_password("correct horse").unwrap(), "salted");
+    }
+
+    #[test]
+    fn handoff_codes_work_once_on_their_site_until_they_expire() {
+        let handoffs = Handoffs::default();
+        let code = handoffs.issue("alice", "wiki", 9_000_000, 1_000);
+        assert_eq!(handoffs.redeem(&code, "chat", 1_001), None, "another site");
+        let code = handoffs.issue("alice", "wiki", 9_000_000, 1_000);
+        assert_eq!(handoffs.redeem(&code, "wiki", 1_001), Some(("alice".into(), 9_000_000)));
+        assert_eq!(handoffs.redeem(&code, "wiki", 1_002), None, "used");
+        let code = handoffs.issue("alice", "wiki", 9_000_000, 1_000);
+        assert_eq!(handoffs.redeem(&code, "wiki", 1_000 + HANDOFF_LIFETIME_MS), None, "expired");
+    }
+
+    #[test]
+    fn session_cookies_are_found_and_stripped_and_others_kept() {
+        let mut headers = HeaderMap::new();
+        headers.append(COOKIE, HeaderValue::from_static("theme=dark; commons_site=abc"));
+        headers.append(COOKIE, HeaderValue::from_static("commons_session=def;lang=en"));
+        assert_eq!(cookie(&headers, SITE_COOKIE), Some("abc"));
+        assert_eq!(cookie(&headers, PLATFORM_COOKIE), Some("def"));
+        strip_session_cookies(&mut headers);
+        assert_eq!(headers.get_all(COOKIE).iter().collect::<Vec<_>>(), ["theme=dark; lang=en"]);
+        let mut only_ours = HeaderMap::new();
+        only_ours.insert(COOKIE, HeaderValue::from_static("commons_site=abc"));
+        strip_session_cookies(&mut only_ours);
+        assert!(only_ours.get(COOKIE).is_none());
+    }
+}
