@@ -49,6 +49,10 @@ pub enum SiteCommand {
         /// The developers' cut of the rest: at least the platform's floor
         #[arg(long, value_name = "BPS", default_value_t = 2000)]
         developer_share_bps: u32,
+        /// A path that answers 2xx when an instance is healthy (default:
+        /// healthy when it accepts connections)
+        #[arg(long, value_name = "PATH")]
+        health_path: Option<String>,
     },
     /// Remove a site
     Remove { id: String },
@@ -142,12 +146,17 @@ pub fn site(command: SiteCommand, store_args: &StoreArgs) -> anyhow::Result<()> 
             providers,
             provider_share_bps,
             developer_share_bps,
+            health_path,
         } => {
             if id.is_empty() || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
                 return Err(BadInput(format!(
                     "site id {id:?} must be letters, digits and dashes (it becomes a host name)"
                 ))
                 .into());
+            }
+            if let Some(path) = health_path.as_ref().filter(|p| !p.starts_with('/') || p.contains(char::is_whitespace))
+            {
+                return Err(BadInput(format!("health path {path:?} must start with / and hold no spaces")).into());
             }
             if let Some(prefix) = premium_prefixes.iter().find(|p| !p.starts_with('/') || p.contains(',')) {
                 return Err(BadInput(format!("premium prefix {prefix:?} must start with / and hold no comma")).into());
@@ -165,6 +174,7 @@ pub fn site(command: SiteCommand, store_args: &StoreArgs) -> anyhow::Result<()> 
                 provider_share_bps,
                 developer_share_bps,
                 providers,
+                health_path,
             })?;
             println!("site {id} saved; running gateways pick it up within a second");
         }

@@ -63,6 +63,7 @@ struct ConfigFile {
     body_limit_bytes: Option<u64>,
     header_read_timeout_ms: Option<u64>,
     session_lifetime_s: Option<u64>,
+    health_check_ms: Option<u64>,
     public_scheme: Option<String>,
 }
 
@@ -85,6 +86,7 @@ pub fn run(args: Args, store_args: &StoreArgs) -> anyhow::Result<()> {
     let domain = args.domain.or(file.domain).unwrap_or_else(|| "commons.localhost".to_owned());
     let metering = !args.no_metering && file.metering.unwrap_or(true);
     let flush = Duration::from_millis(file.flush_ms.unwrap_or(2_000).max(10));
+    let health_checks = Duration::from_millis(file.health_check_ms.unwrap_or(2_000).max(10));
     let defaults = GatewayConfig::default();
     let mut gateway_config = GatewayConfig {
         upstream_timeout: file.upstream_timeout_ms.map_or(defaults.upstream_timeout, Duration::from_millis),
@@ -147,6 +149,8 @@ pub fn run(args: Args, store_args: &StoreArgs) -> anyhow::Result<()> {
         let running_internal =
             gateway.serve_internal(internal, 1).map_err(|e| BadInput(format!("cannot listen on {internal}: {e}")))?;
         tokio::spawn(serve_control(control_listener, gateway.clone()));
+        let checker = gateway.clone();
+        tokio::spawn(async move { checker.check_health(health_checks).await });
         tokio::spawn(follow_registry(store.clone(), gateway.clone(), domain.clone(), version));
         if let Some(meter) = &meter {
             tokio::spawn(flush_usage(store.clone(), meter.clone(), flush));
@@ -180,7 +184,10 @@ fn load_registry(store: &mut Store, domain: &str) -> anyhow::Result<(Routes, Ide
             free_concurrent_requests: site.free_concurrent_requests,
             premium_prefixes: site.premium_prefixes.clone(),
         };
-        routes.add_site(SiteRoute::new(&site.id, &site.instances, site.anonymous).with_policy(policy), &hosts);
+        let route = SiteRoute::new(&site.id, &site.instances, site.anonymous)
+            .with_policy(policy)
+            .with_health_path(site.health_path.clone());
+        routes.add_site(route, &hosts);
     }
     let mut identities = Identities::default();
     for (user, _) in store.subscriptions(current_period())? {

@@ -6,61 +6,16 @@
 //! metered but perhaps never answered. So per user, answered ≤ counted ≤
 //! answered + kills. A flush replayed twice would blow the upper bound.
 
+mod common;
+
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
+use std::net::TcpStream;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use common::{commons, up, upstream};
 use commons_core::SplitMix64;
-
-fn commons() -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_commons"));
-    command.env_remove("COMMONS_DATA").env_remove("COMMONS_DATABASE").env("COMMONS_LOG", "warn");
-    command
-}
-
-fn free_port() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
-}
-
-/// A minimal keep-alive HTTP/1.1 upstream answering `ok` to everything.
-fn upstream() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    std::thread::spawn(move || {
-        for stream in listener.incoming().flatten() {
-            std::thread::spawn(move || {
-                let mut reader = BufReader::new(stream.try_clone().unwrap());
-                let mut stream = stream;
-                loop {
-                    let mut line = String::new();
-                    let mut content_length = 0usize;
-                    loop {
-                        line.clear();
-                        if reader.read_line(&mut line).unwrap_or(0) == 0 {
-                            return;
-                        }
-                        if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-                            content_length = v.trim().parse().unwrap_or(0);
-                        }
-                        if line == "\r\n" {
-                            break;
-                        }
-                    }
-                    let mut body = vec![0; content_length];
-                    if reader.read_exact(&mut body).is_err()
-                        || stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok").is_err()
-                    {
-                        return;
-                    }
-                }
-            });
-        }
-    });
-    addr
-}
 
 /// One keep-alive request; true if it was answered 200.
 fn request(reader: &mut BufReader<TcpStream>, token: &str) -> bool {
@@ -87,38 +42,6 @@ fn request(reader: &mut BufReader<TcpStream>, token: &str) -> bool {
     }
     let mut body = vec![0; length];
     reader.read_exact(&mut body).is_ok() && status.starts_with("HTTP/1.1 200")
-}
-
-fn wait_healthy(control: SocketAddr, child: &mut Child) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while Instant::now() < deadline {
-        if let Some(status) = child.try_wait().unwrap() {
-            panic!("commons up exited early: {status}");
-        }
-        if let Ok(mut stream) = TcpStream::connect(control) {
-            let _ = stream.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n");
-            let mut answer = [0u8; 12];
-            if stream.read_exact(&mut answer).is_ok() && answer.starts_with(b"HTTP/1.1 200") {
-                return;
-            }
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    panic!("commons up did not become healthy");
-}
-
-fn up(data: &std::path::Path) -> (Child, SocketAddr) {
-    let (listen, control) = (free_port(), free_port());
-    let mut child = commons()
-        .arg("--data")
-        .arg(data)
-        .args(["up", "--listen", &listen.to_string(), "--control-listen", &control.to_string()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    wait_healthy(control, &mut child);
-    (child, listen)
 }
 
 #[test]

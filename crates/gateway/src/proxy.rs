@@ -12,8 +12,10 @@ use commons_core::Period;
 use hmac::{Hmac, Mac};
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Limited};
+use hyper::body::Body as _;
 use hyper::body::Incoming;
 use hyper::header::{HOST, HeaderMap, HeaderName, HeaderValue};
+use hyper::http::uri::PathAndQuery;
 use hyper::{Request, Response, Uri};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -205,8 +207,42 @@ impl Gateway {
     }
 
     /// Replaces the routes; requests already routed finish where they were.
+    /// Instances that were there before keep what is known of their health.
     pub fn set_routes(&self, routes: Routes) {
+        routes.keep_health_of(&self.inner.routes.load());
         self.inner.routes.store(Arc::new(routes));
+    }
+
+    /// Probes every instance of every site every `every`, for as long as
+    /// the future runs: a TCP connection, then `GET <health path>` when the
+    /// site has one (any 2xx or 3xx is healthy). Instances that fail are
+    /// skipped by new requests until a probe succeeds again.
+    pub async fn check_health(&self, every: Duration) {
+        loop {
+            let routes = self.inner.routes.load_full();
+            let mut probes = tokio::task::JoinSet::new();
+            for route in routes.sites() {
+                for (i, instance) in route.instances.iter().enumerate() {
+                    let (route, addr) = (route.clone(), instance.addr);
+                    probes.spawn(async move {
+                        let healthy =
+                            crate::health::probe(addr, &route.site, route.health_path.as_deref(), every).await;
+                        let instance = &route.instances[i];
+                        if instance.is_healthy() != healthy {
+                            tracing::info!(site = %route.site, instance = %addr, healthy, "instance health changed");
+                        }
+                        instance.set_healthy(healthy);
+                    });
+                }
+            }
+            while probes.join_next().await.is_some() {}
+            tokio::time::sleep(every).await;
+        }
+    }
+
+    /// The routes in use.
+    pub fn routes(&self) -> Arc<Routes> {
+        self.inner.routes.load_full()
     }
 
     pub fn set_identities(&self, identities: Identities) {
@@ -456,43 +492,62 @@ impl Gateway {
         }
         headers.remove(hyper::header::AUTHORIZATION);
 
-        let instance = route.choose().ok_or_else(|| GatewayError::UpstreamDown {
-            site: route.site.clone(),
-            reason: "it has no instances".into(),
-        })?;
-        let mut uri = std::mem::take(request.uri_mut()).into_parts();
-        uri.scheme = Some(hyper::http::uri::Scheme::HTTP);
-        uri.authority = Some(instance.authority.clone());
-        if uri.path_and_query.is_none() {
-            uri.path_and_query = Some(hyper::http::uri::PathAndQuery::from_static("/"));
-        }
-        *request.uri_mut() = Uri::from_parts(uri)
-            .map_err(|e| GatewayError::UpstreamDown { site: route.site.clone(), reason: e.to_string() })?;
-        *request.version_mut() = hyper::Version::HTTP_11;
-        let request = request;
-        let request = request.map(|body| Limited::new(body, limit as usize).boxed());
-
+        // A connection refused never reached the site, so a request without
+        // a body is tried on the next healthy instance (at most 3 in all).
+        let path_and_query = request.uri().path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/"));
+        let (mut parts, body) = request.into_parts();
+        parts.version = hyper::Version::HTTP_11;
+        let spare = body.is_end_stream().then(|| (parts.method.clone(), parts.headers.clone()));
+        let mut first = Some(Request::from_parts(parts, Limited::new(body, limit as usize).boxed()));
         let timeout = inner.config.upstream_timeout;
-        let response = match tokio::time::timeout(timeout, client.request(request)).await {
-            Err(_) => {
-                return Err(GatewayError::UpstreamTimeout {
-                    site: route.site.clone(),
-                    timeout_ms: timeout.as_millis() as u64,
-                });
-            }
-            Ok(Err(error)) => {
-                if error.is_connect() {
-                    instance.set_healthy(false);
+        let mut attempts = 0;
+        let response = loop {
+            let instance = route.choose().ok_or_else(|| GatewayError::UpstreamDown {
+                site: route.site.clone(),
+                reason: "it has no instances".into(),
+            })?;
+            let mut request = match (first.take(), &spare) {
+                (Some(request), _) => request,
+                (None, Some((method, headers))) => {
+                    let mut request =
+                        Request::new(http_body_util::Empty::new().map_err(|never| match never {}).boxed());
+                    *request.method_mut() = method.clone();
+                    *request.headers_mut() = headers.clone();
+                    request
                 }
-                let reason = std::error::Error::source(&error).map_or_else(|| error.to_string(), |s| s.to_string());
-                if reason.contains("length limit exceeded") {
-                    return Err(GatewayError::BodyTooLarge(limit));
+                (None, None) => unreachable!("only a request without a body is tried again"),
+            };
+            *request.uri_mut() = Uri::builder()
+                .scheme(hyper::http::uri::Scheme::HTTP)
+                .authority(instance.authority.clone())
+                .path_and_query(path_and_query.clone())
+                .build()
+                .map_err(|e| GatewayError::UpstreamDown { site: route.site.clone(), reason: e.to_string() })?;
+            attempts += 1;
+            match tokio::time::timeout(timeout, client.request(request)).await {
+                Err(_) => {
+                    return Err(GatewayError::UpstreamTimeout {
+                        site: route.site.clone(),
+                        timeout_ms: timeout.as_millis() as u64,
+                    });
                 }
-                return Err(GatewayError::UpstreamDown { site: route.site.clone(), reason });
-            }
-            Ok(Ok(response)) => {
-                instance.set_healthy(true);
-                response
+                Ok(Err(error)) => {
+                    if error.is_connect() {
+                        instance.set_healthy(false);
+                        if spare.is_some() && attempts < 3 && route.any_healthy() {
+                            continue;
+                        }
+                    }
+                    let reason = std::error::Error::source(&error).map_or_else(|| error.to_string(), |s| s.to_string());
+                    if reason.contains("length limit exceeded") {
+                        return Err(GatewayError::BodyTooLarge(limit));
+                    }
+                    return Err(GatewayError::UpstreamDown { site: route.site.clone(), reason });
+                }
+                Ok(Ok(response)) => {
+                    instance.set_healthy(true);
+                    break response;
+                }
             }
         };
 

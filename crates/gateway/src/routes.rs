@@ -17,6 +17,9 @@ pub struct SiteRoute {
     pub anonymous: bool,
     /// Free-tier limits and premium-only routes.
     pub policy: TierPolicy,
+    /// The path that answers 2xx when an instance is healthy; none: an
+    /// instance is healthy when it accepts connections.
+    pub health_path: Option<String>,
     next: AtomicUsize,
 }
 
@@ -43,6 +46,7 @@ impl SiteRoute {
                 .collect(),
             anonymous,
             policy: TierPolicy::default(),
+            health_path: None,
             next: AtomicUsize::new(0),
         }
     }
@@ -51,6 +55,16 @@ impl SiteRoute {
     pub fn with_policy(mut self, policy: TierPolicy) -> SiteRoute {
         self.policy = policy;
         self
+    }
+
+    /// The same route with a health check path.
+    pub fn with_health_path(mut self, path: Option<String>) -> SiteRoute {
+        self.health_path = path;
+        self
+    }
+
+    pub fn any_healthy(&self) -> bool {
+        self.instances.iter().any(Instance::is_healthy)
     }
 
     /// The next healthy instance, round-robin; if none is marked healthy,
@@ -101,6 +115,22 @@ impl Routes {
             self.custom_hosts.insert(host.to_ascii_lowercase(), route.clone());
         }
         self.sites.insert(route.site.clone(), route);
+    }
+
+    pub fn sites(&self) -> impl Iterator<Item = &Arc<SiteRoute>> {
+        self.sites.values()
+    }
+
+    /// Takes over what `old` knew of the health of the instances both have.
+    pub(crate) fn keep_health_of(&self, old: &Routes) {
+        for (id, route) in &self.sites {
+            let Some(before) = old.sites.get(id) else { continue };
+            for instance in &route.instances {
+                if let Some(known) = before.instances.iter().find(|i| i.addr == instance.addr) {
+                    instance.set_healthy(known.is_healthy());
+                }
+            }
+        }
     }
 
     pub fn domain(&self) -> &str {

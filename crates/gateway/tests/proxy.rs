@@ -45,6 +45,11 @@ async fn upstream(name: &'static str) -> SocketAddr {
                             response.headers_mut().insert("upgrade", "websocket".parse().unwrap());
                             return Ok::<_, Infallible>(response);
                         }
+                        if request.uri().path() == "/missing" {
+                            let mut response = Response::new(Full::new(Bytes::from_static(b"no such page")));
+                            *response.status_mut() = StatusCode::NOT_FOUND;
+                            return Ok(response);
+                        }
                         if request.uri().path() == "/slow" {
                             tokio::time::sleep(Duration::from_secs(2)).await;
                         }
@@ -116,6 +121,7 @@ async fn setup(config: GatewayConfig) -> Setup {
         premium_prefixes: vec!["/pro".into()],
     };
     routes.add_site(SiteRoute::new("tiered", &[wiki], true).with_policy(policy), &[]);
+    routes.add_site(SiteRoute::new("pair", &[closed_port().await, wiki], true), &[]);
     let wal = tempfile::tempdir().unwrap();
     let (meter, _) = Meter::open(wal.path(), 4, &Checkpoint::default()).unwrap();
     let meter = Arc::new(meter);
@@ -524,4 +530,50 @@ async fn password_guessing_is_limited_per_address() {
     }
     assert!(statuses[..10].iter().all(|s| *s == StatusCode::UNAUTHORIZED), "{statuses:?}");
     assert_eq!(statuses[10], StatusCode::TOO_MANY_REQUESTS);
+}
+
+#[tokio::test]
+async fn requests_without_a_body_go_to_the_next_instance_when_one_refuses_connections() {
+    let s = setup(GatewayConfig::default()).await;
+    for _ in 0..6 {
+        let (status, _, body) = get(&s, "pair.commons.localhost", "/", &[]).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+    }
+    let pair = s.handle.routes().resolve("pair.commons.localhost").unwrap().clone();
+    assert!(!pair.instances[0].is_healthy() && pair.instances[1].is_healthy());
+}
+
+#[tokio::test]
+async fn health_checks_take_failing_instances_out_and_put_them_back() {
+    let s = setup(GatewayConfig::default()).await;
+    let up = upstream("again").await;
+    let mut routes = Routes::new("commons.localhost");
+    routes.add_site(SiteRoute::new("h", &[up, closed_port().await], true).with_health_path(Some("/ok".into())), &[]);
+    routes.add_site(SiteRoute::new("sick", &[up], true).with_health_path(Some("/missing".into())), &[]);
+    s.handle.set_routes(routes);
+    let checker = s.handle.clone();
+    let checks = tokio::spawn(async move { checker.check_health(Duration::from_millis(50)).await });
+    let healthy = |site: &str| -> Vec<bool> {
+        let routes = s.handle.routes();
+        routes.resolve(&format!("{site}.commons.localhost")).unwrap().instances.iter().map(|i| i.is_healthy()).collect()
+    };
+    let mut waited = 0;
+    while (healthy("h") != [true, false] || healthy("sick") != [false]) && waited < 100 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        waited += 1;
+    }
+    assert_eq!(healthy("h"), [true, false], "a closed port is down");
+    assert_eq!(healthy("sick"), [false], "a 404 from the health path is down");
+    // Reloading the same routes keeps what is known.
+    let mut routes = Routes::new("commons.localhost");
+    routes.add_site(SiteRoute::new("sick", &[up], true).with_health_path(Some("/ok".into())), &[]);
+    s.handle.set_routes(routes);
+    assert_eq!(healthy("sick"), [false]);
+    let mut waited = 0;
+    while healthy("sick") != [true] && waited < 100 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        waited += 1;
+    }
+    assert_eq!(healthy("sick"), [true], "back once its health path answers");
+    checks.abort();
 }

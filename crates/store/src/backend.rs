@@ -94,6 +94,9 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (period, user_id)
     );
 ",
+    "
+    ALTER TABLE sites ADD COLUMN health_path TEXT NOT NULL DEFAULT '';
+",
 ];
 
 /// A stored block: height, hash, encoded body.

@@ -35,6 +35,8 @@ pub struct SiteRecord {
     pub developer_share_bps: u32,
     /// The providers whose nodes run the site, with their weights.
     pub providers: Vec<(String, u64)>,
+    /// The path that answers 2xx when an instance is healthy, if any.
+    pub health_path: Option<String>,
 }
 
 /// A developer project and what it depends on, with weights.
@@ -99,7 +101,7 @@ impl Store {
         self.backend.transaction(|tx| {
             tx.execute("DELETE FROM sites WHERE id = $1", &[Param::Text(&site.id)])?;
             tx.execute(
-                "INSERT INTO sites (id, instances, custom_hosts, anonymous, free_requests_per_minute, free_concurrent_requests, premium_prefixes, operator, project, provider_share_bps, developer_share_bps, providers) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+                "INSERT INTO sites (id, instances, custom_hosts, anonymous, free_requests_per_minute, free_concurrent_requests, premium_prefixes, operator, project, provider_share_bps, developer_share_bps, providers, health_path) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
                 &[
                     Param::Text(&site.id),
                     Param::Text(&instances),
@@ -113,6 +115,7 @@ impl Store {
                     Param::Int(i64::from(site.provider_share_bps)),
                     Param::Int(i64::from(site.developer_share_bps)),
                     Param::Text(&providers),
+                    Param::Text(site.health_path.as_deref().unwrap_or("")),
                 ],
             )?;
             bump_registry(tx)
@@ -131,7 +134,7 @@ impl Store {
     pub fn sites(&mut self) -> Result<Vec<SiteRecord>, StoreError> {
         let rows = self.backend.transaction(|tx| {
             tx.query(
-                "SELECT id, instances, custom_hosts, anonymous, free_requests_per_minute, free_concurrent_requests, premium_prefixes, operator, project, provider_share_bps, developer_share_bps, providers FROM sites ORDER BY id",
+                "SELECT id, instances, custom_hosts, anonymous, free_requests_per_minute, free_concurrent_requests, premium_prefixes, operator, project, provider_share_bps, developer_share_bps, providers, health_path FROM sites ORDER BY id",
                 &[],
             )
         })?;
@@ -158,6 +161,7 @@ impl Store {
                     provider_share_bps: u32::try_from(row[9].int()).map_err(|_| corrupt("site"))?,
                     developer_share_bps: u32::try_from(row[10].int()).map_err(|_| corrupt("site"))?,
                     providers: decode_weighted(&row[11].text(), "site's providers")?,
+                    health_path: Some(row[12].text()).filter(|p| !p.is_empty()),
                 })
             })
             .collect()

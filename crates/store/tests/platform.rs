@@ -26,6 +26,7 @@ fn sites_are_stored_replaced_and_removed_and_each_change_bumps_the_version() {
             provider_share_bps: 3000,
             developer_share_bps: 2500,
             providers: vec![("pat".into(), 3), ("pia".into(), 1)],
+            health_path: Some("/healthz".into()),
         };
         store.put_site(&wiki).unwrap();
         let chat = SiteRecord {
@@ -41,6 +42,7 @@ fn sites_are_stored_replaced_and_removed_and_each_change_bumps_the_version() {
             provider_share_bps: 4000,
             developer_share_bps: 2000,
             providers: vec![("pia".into(), 1)],
+            health_path: None,
         };
         store.put_site(&chat).unwrap();
         assert_eq!(store.sites().unwrap()[0], chat, "{}", s.name);
