@@ -28,11 +28,11 @@ use tokio::sync::watch;
 use crate::identity::{
     Handoffs, Identities, Identity, SITE_COOKIE, SessionStore, Sessions, StoredSession, cookie, strip_session_cookies,
 };
-use crate::limits::{Limiter, Refusal};
+use crate::limits::{InFlight, Limiter, Refusal};
 use crate::login::wants_html;
 use crate::metrics::Metrics;
-use crate::provenance::{Origin, Provenance};
-use crate::{Clock, GatewayError, Routes};
+use crate::provenance::{Live, Origin, Provenance};
+use crate::{Clock, GatewayError, Routes, SiteRoute};
 
 pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
 pub(crate) type Body = BoxBody<Bytes, BoxError>;
@@ -115,7 +115,7 @@ impl RunningGateway {
 
 /// Which listener a request came in on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Listener {
+pub(crate) enum Listener {
     /// Users, from anywhere.
     Public,
     /// Sites calling services, on loopback, with provenance tokens.
@@ -387,65 +387,26 @@ impl Gateway {
         if kind == Listener::Public && request.uri().path().starts_with("/.commons/") {
             return Ok(self.site_endpoint(&request, &route, &host).await);
         }
+        drop(routes);
 
-        // Who: a token's or a session's user on the public listener; on the
-        // internal one, the user of the request whose provenance the call
-        // carries.
-        let (identity, origin) = match kind {
-            Listener::Public => {
-                let identities = inner.identities.load();
-                let identity: Option<Arc<Identity>> = match bearer(request.headers()) {
-                    Some(token) => identities.by_token(token).cloned(),
-                    None => cookie(request.headers(), SITE_COOKIE)
-                        .and_then(|token| inner.sessions.user(token, Some(&route.site), inner.clock.now_ms()))
-                        .and_then(|user| identities.user(&user).cloned()),
-                };
-                if identity.is_none() && !route.anonymous {
-                    if wants_html(&request) {
-                        let path = request.uri().path_and_query().map_or("/", |p| p.as_str());
-                        return Ok(see_other(&self.login_url(&host, path)));
-                    }
-                    return Err(GatewayError::LoginRequired);
-                }
-                (identity, None)
-            }
-            Listener::Internal => {
-                let token = request.headers().get("x-commons-provenance").and_then(|v| v.to_str().ok());
-                match inner.provenance.verify(token, inner.clock.now_ms()) {
-                    Ok(origin) => {
-                        let identity = Arc::new(Identity { user: origin.user.clone(), premium: origin.premium });
-                        (Some(identity), Some(origin))
-                    }
-                    Err(refused) => {
-                        inner.metrics.provenance_refused(refused);
-                        return Err(GatewayError::Provenance(refused));
-                    }
-                }
-            }
+        let facts = Facts {
+            path: request.uri().path_and_query().map_or("/", |p| p.as_str()),
+            authorization: request.headers().get(hyper::header::AUTHORIZATION).and_then(|v| v.to_str().ok()),
+            site_cookie: cookie(request.headers(), SITE_COOKIE),
+            wants_html: wants_html(&request),
+            content_length: request
+                .headers()
+                .get(hyper::header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok()?.parse::<u64>().ok()),
+            provenance: request.headers().get("x-commons-provenance").and_then(|v| v.to_str().ok()),
         };
-        let premium = identity.as_ref().is_some_and(|i| i.premium);
-        if !premium && route.policy.is_premium_only(request.uri().path()) {
-            return Err(GatewayError::PremiumOnly { subscribe_url: format!("http://{}/subscribe", routes.domain()) });
-        }
-        // Subscribers get the premium limits of every site: none. Calls
-        // between services count against nobody.
-        let _in_flight = if premium || origin.is_some() {
-            None
-        } else {
-            let who = identity.as_ref().map_or_else(|| peer.to_str().unwrap_or("?"), |i| i.user.as_str());
-            let admitted = inner.limiter.admit(&route.policy, &route.site, who, inner.clock.now_ms());
-            Some(admitted.map_err(|refusal| match refusal {
-                Refusal::Rate { retry_after_s } => GatewayError::RateLimited { retry_after_s },
-                Refusal::Concurrency => GatewayError::TooManyInFlight,
-            })?)
+        let admitted = match self.admit(&facts, route, &host, peer.to_str().unwrap_or("?"), kind) {
+            Ok(admitted) => admitted,
+            Err(Answer::Refused(error)) => return Err(error),
+            Err(Answer::Redirect(location)) => return Ok(see_other(&location)),
         };
         let limit = inner.config.body_limit_bytes;
-        if let Some(length) =
-            request.headers().get(hyper::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
-            && length > limit
-        {
-            return Err(GatewayError::BodyTooLarge(limit));
-        }
+        let route = admitted.route.clone();
 
         // An upgrade (WebSocket) keeps its Upgrade header, and the client's
         // side of the connection is taken over once the site agrees.
@@ -465,27 +426,13 @@ impl Gateway {
                 headers.remove(&name);
             }
         }
-        let tier = match &identity {
-            Some(identity) => {
-                let pseudonym = keyed_pseudonym(inner.pseudonym_key.clone(), &identity.user, &route.site);
-                headers.insert("x-commons-user", HeaderValue::from_str(&pseudonym).expect("hex is a valid header"));
-                if identity.premium { "premium" } else { "free" }
-            }
-            None => "anonymous",
-        };
-        headers.insert("x-commons-tier", HeaderValue::from_static(tier));
-        // The token this request's site may use to call other services for
-        // its user; live until the site has answered.
-        let _live = match (&identity, kind) {
-            (Some(identity), Listener::Public) => {
-                let origin =
-                    Origin { user: identity.user.clone(), site: route.site.clone(), premium: identity.premium };
-                let (token, live) = inner.provenance.issue(&origin, inner.clock.now_ms());
-                headers.insert("x-commons-provenance", HeaderValue::from_str(&token).expect("hex is a valid header"));
-                Some(live)
-            }
-            _ => None,
-        };
+        if let Some(pseudonym) = &admitted.pseudonym {
+            headers.insert("x-commons-user", HeaderValue::from_str(pseudonym).expect("hex is a valid header"));
+        }
+        headers.insert("x-commons-tier", HeaderValue::from_static(admitted.tier));
+        if let Some(token) = &admitted.provenance {
+            headers.insert("x-commons-provenance", HeaderValue::from_str(token).expect("hex is a valid header"));
+        }
         headers.insert("x-forwarded-for", peer.clone());
         if let Ok(value) = HeaderValue::from_str(&host) {
             headers.insert("x-forwarded-host", value);
@@ -552,32 +499,8 @@ impl Gateway {
         };
 
         // The answer is about to leave: record it first.
-        if let (Some(meter), Some(identity)) = (&inner.meter, &identity) {
-            let now = inner.clock.now_ms();
-            let period = Period::from_days_since_epoch((now / 86_400_000) as i64);
-            let service_ms = started.elapsed().as_millis() as u64;
-            let event = match &origin {
-                None => Event::Direct {
-                    period,
-                    user: identity.user.clone(),
-                    site: route.site.clone(),
-                    minute: (now / 60_000) as u32,
-                    service_ms,
-                },
-                Some(origin) => Event::Call {
-                    period,
-                    user: origin.user.clone(),
-                    site: origin.site.clone(),
-                    service: route.site.clone(),
-                    service_ms,
-                },
-            };
-            if let Err(e) = meter.record(shard(), event) {
-                inner.metrics.metering_failure();
-                return Err(GatewayError::Metering(e.to_string()));
-            }
-            inner.metrics.metered();
-        }
+        self.meter(&admitted, started)?;
+        drop(admitted);
 
         let mut response = response;
         if response.status() == hyper::StatusCode::SWITCHING_PROTOCOLS
@@ -597,6 +520,165 @@ impl Gateway {
         let (mut parts, body) = response.into_parts();
         strip_hop_by_hop(&mut parts.headers);
         Ok(Response::from_parts(parts, body.map_err(|e| Box::new(e) as BoxError).boxed()))
+    }
+}
+
+/// What the admission of a request looks at, whichever parser read it.
+pub(crate) struct Facts<'r> {
+    /// Path and query.
+    pub(crate) path: &'r str,
+    pub(crate) authorization: Option<&'r str>,
+    pub(crate) site_cookie: Option<&'r str>,
+    /// A browser's page load (a login redirect helps it).
+    pub(crate) wants_html: bool,
+    pub(crate) content_length: Option<u64>,
+    pub(crate) provenance: Option<&'r str>,
+}
+
+/// A request let through, with what the site is told about it. The
+/// request's place in its user's limits and its provenance token last as
+/// long as this does.
+pub(crate) struct Admitted<'g> {
+    pub(crate) route: Arc<SiteRoute>,
+    pub(crate) identity: Option<Arc<Identity>>,
+    /// For a call on the internal listener: who and which site it is for.
+    pub(crate) origin: Option<Origin>,
+    pub(crate) tier: &'static str,
+    /// `x-commons-user`.
+    pub(crate) pseudonym: Option<String>,
+    /// `x-commons-provenance`.
+    pub(crate) provenance: Option<String>,
+    _in_flight: Option<InFlight<'g>>,
+    _live: Option<Live<'g>>,
+}
+
+/// Why a request does not go through.
+pub(crate) enum Answer {
+    Refused(GatewayError),
+    /// To the login page.
+    Redirect(String),
+}
+
+impl Gateway {
+    /// Who the request is from, and whether the site's tier policy lets it
+    /// through: one decision, shared by both request paths.
+    pub(crate) fn admit(
+        &self,
+        facts: &Facts<'_>,
+        route: Arc<SiteRoute>,
+        host: &str,
+        peer: &str,
+        kind: Listener,
+    ) -> Result<Admitted<'_>, Answer> {
+        let inner = &self.inner;
+        // Who: a token's or a session's user on the public listener; on the
+        // internal one, the user of the request whose provenance the call
+        // carries.
+        let (identity, origin) = match kind {
+            Listener::Public => {
+                let identities = inner.identities.load();
+                let identity: Option<Arc<Identity>> =
+                    match facts.authorization.and_then(|value| value.strip_prefix("Bearer ")) {
+                        Some(token) => identities.by_token(token.trim()).cloned(),
+                        None => facts
+                            .site_cookie
+                            .and_then(|token| inner.sessions.user(token, Some(&route.site), inner.clock.now_ms()))
+                            .and_then(|user| identities.user(&user).cloned()),
+                    };
+                if identity.is_none() && !route.anonymous {
+                    if facts.wants_html {
+                        return Err(Answer::Redirect(self.login_url(host, facts.path)));
+                    }
+                    return Err(Answer::Refused(GatewayError::LoginRequired));
+                }
+                (identity, None)
+            }
+            Listener::Internal => match inner.provenance.verify(facts.provenance, inner.clock.now_ms()) {
+                Ok(origin) => {
+                    let identity = Arc::new(Identity { user: origin.user.clone(), premium: origin.premium });
+                    (Some(identity), Some(origin))
+                }
+                Err(refused) => {
+                    inner.metrics.provenance_refused(refused);
+                    return Err(Answer::Refused(GatewayError::Provenance(refused)));
+                }
+            },
+        };
+        let premium = identity.as_ref().is_some_and(|i| i.premium);
+        let path = facts.path.split('?').next().unwrap_or("");
+        if !premium && route.policy.is_premium_only(path) {
+            let subscribe_url = format!("http://{}/subscribe", inner.routes.load().domain());
+            return Err(Answer::Refused(GatewayError::PremiumOnly { subscribe_url }));
+        }
+        // Subscribers get the premium limits of every site: none. Calls
+        // between services count against nobody.
+        let in_flight = if premium || origin.is_some() {
+            None
+        } else {
+            let who = identity.as_ref().map_or(peer, |i| i.user.as_str());
+            let admitted = inner.limiter.admit(&route.policy, &route.site, who, inner.clock.now_ms());
+            Some(admitted.map_err(|refusal| {
+                Answer::Refused(match refusal {
+                    Refusal::Rate { retry_after_s } => GatewayError::RateLimited { retry_after_s },
+                    Refusal::Concurrency => GatewayError::TooManyInFlight,
+                })
+            })?)
+        };
+        let limit = inner.config.body_limit_bytes;
+        if facts.content_length.is_some_and(|length| length > limit) {
+            return Err(Answer::Refused(GatewayError::BodyTooLarge(limit)));
+        }
+        let (pseudonym, tier) = match &identity {
+            Some(identity) => (
+                Some(keyed_pseudonym(inner.pseudonym_key.clone(), &identity.user, &route.site)),
+                if identity.premium { "premium" } else { "free" },
+            ),
+            None => (None, "anonymous"),
+        };
+        // The token this request's site may use to call other services for
+        // its user; live until the site has answered.
+        let (provenance, live) = match (&identity, kind) {
+            (Some(identity), Listener::Public) => {
+                let origin =
+                    Origin { user: identity.user.clone(), site: route.site.clone(), premium: identity.premium };
+                let (token, live) = inner.provenance.issue(&origin, inner.clock.now_ms());
+                (Some(token), Some(live))
+            }
+            _ => (None, None),
+        };
+        Ok(Admitted { route, identity, origin, tier, pseudonym, provenance, _in_flight: in_flight, _live: live })
+    }
+
+    /// Records an answered request's usage; an error if it cannot be, in
+    /// which case the answer must not be sent.
+    pub(crate) fn meter(&self, admitted: &Admitted<'_>, started: Instant) -> Result<(), GatewayError> {
+        let inner = &self.inner;
+        let (Some(meter), Some(identity)) = (&inner.meter, &admitted.identity) else { return Ok(()) };
+        let now = inner.clock.now_ms();
+        let period = Period::from_days_since_epoch((now / 86_400_000) as i64);
+        let service_ms = started.elapsed().as_millis() as u64;
+        let event = match &admitted.origin {
+            None => Event::Direct {
+                period,
+                user: identity.user.clone(),
+                site: admitted.route.site.clone(),
+                minute: (now / 60_000) as u32,
+                service_ms,
+            },
+            Some(origin) => Event::Call {
+                period,
+                user: origin.user.clone(),
+                site: origin.site.clone(),
+                service: admitted.route.site.clone(),
+                service_ms,
+            },
+        };
+        if let Err(e) = meter.record(shard(), event) {
+            inner.metrics.metering_failure();
+            return Err(GatewayError::Metering(e.to_string()));
+        }
+        inner.metrics.metered();
+        Ok(())
     }
 }
 
@@ -633,10 +715,6 @@ fn upgrade_protocol(headers: &HeaderMap) -> Option<HeaderValue> {
         .flat_map(|v| v.split(','))
         .any(|token| token.trim().eq_ignore_ascii_case("upgrade"));
     if asks { headers.get(hyper::header::UPGRADE).cloned() } else { None }
-}
-
-fn bearer(headers: &HeaderMap) -> Option<&str> {
-    headers.get(hyper::header::AUTHORIZATION)?.to_str().ok()?.strip_prefix("Bearer ").map(str::trim)
 }
 
 fn strip_hop_by_hop(headers: &mut HeaderMap) {
