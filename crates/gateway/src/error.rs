@@ -94,6 +94,11 @@ impl GatewayError {
 
     /// A small HTML page with the status, the reason and whose fault it is.
     pub fn response(&self) -> Response<Full<Bytes>> {
+        self.page().map(Full::new)
+    }
+
+    /// [`GatewayError::response`] with its body at hand.
+    pub(crate) fn page(&self) -> Response<Bytes> {
         let status = self.status();
         let (fault, retry) = self.fault();
         let reason = html_escape(&self.to_string());
@@ -103,7 +108,7 @@ impl GatewayError {
             code = status.as_u16(),
             text = status.canonical_reason().unwrap_or(""),
         );
-        let mut response = Response::new(Full::new(Bytes::from(body)));
+        let mut response = Response::new(Bytes::from(body));
         *response.status_mut() = status;
         let headers = response.headers_mut();
         headers

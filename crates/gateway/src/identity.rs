@@ -210,33 +210,43 @@ pub(crate) fn sha256(text: &str) -> [u8; 32] {
 
 /// The value of cookie `name`, if the request sent it.
 pub(crate) fn cookie<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
-    headers
-        .get_all(COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
+    cookie_in(headers.get_all(COOKIE).iter().filter_map(|v| v.to_str().ok()), name)
+}
+
+/// The value of cookie `name` in these `Cookie` header values.
+pub(crate) fn cookie_in<'h>(values: impl Iterator<Item = &'h str>, name: &str) -> Option<&'h str> {
+    values
         .flat_map(|v| v.split(';'))
         .filter_map(|pair| pair.trim().split_once('='))
         .find_map(|(key, value)| (key == name).then_some(value))
 }
 
+/// Whether a `name=value` pair is one of the gateway's cookies.
+fn is_session_cookie(pair: &str) -> bool {
+    let key = pair.trim().split_once('=').map_or(pair.trim(), |(k, _)| k);
+    key == SITE_COOKIE || key == PLATFORM_COOKIE
+}
+
+/// A `Cookie` header value without the gateway's cookies; none if nothing
+/// is left.
+pub(crate) fn without_session_cookies(value: &str) -> Option<std::borrow::Cow<'_, str>> {
+    if !value.split(';').any(is_session_cookie) {
+        return Some(value.into());
+    }
+    let kept: Vec<&str> = value.split(';').map(str::trim).filter(|p| !p.is_empty() && !is_session_cookie(p)).collect();
+    (!kept.is_empty()).then(|| kept.join("; ").into())
+}
+
 /// Removes the gateway's own cookies before a request reaches a site: a
 /// site never sees a session.
 pub(crate) fn strip_session_cookies(headers: &mut HeaderMap) {
-    let ours = |pair: &str| {
-        let key = pair.trim().split_once('=').map_or(pair.trim(), |(k, _)| k);
-        key == SITE_COOKIE || key == PLATFORM_COOKIE
-    };
     let values: Vec<&str> = headers.get_all(COOKIE).iter().filter_map(|v| v.to_str().ok()).collect();
-    if !values.iter().flat_map(|v| v.split(';')).any(ours) {
+    if !values.iter().flat_map(|v| v.split(';')).any(is_session_cookie) {
         return;
     }
-    let kept: Vec<&str> =
-        values.iter().flat_map(|v| v.split(';')).map(str::trim).filter(|p| !p.is_empty() && !ours(p)).collect();
-    let kept = kept.join("; ");
+    let kept = without_session_cookies(&values.join("; ")).map(|kept| kept.into_owned());
     headers.remove(COOKIE);
-    if !kept.is_empty()
-        && let Ok(value) = HeaderValue::from_str(&kept)
-    {
+    if let Some(value) = kept.and_then(|kept| HeaderValue::from_str(&kept).ok()) {
         headers.insert(COOKIE, value);
     }
 }

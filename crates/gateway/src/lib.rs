@@ -25,6 +25,7 @@
 
 mod clock;
 mod error;
+mod fast;
 mod health;
 mod identity;
 mod limits;

@@ -25,6 +25,7 @@ use sha2::Sha256;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use crate::fast;
 use crate::identity::{
     Handoffs, Identities, Identity, SITE_COOKIE, SessionStore, Sessions, StoredSession, cookie, strip_session_cookies,
 };
@@ -302,16 +303,30 @@ impl Gateway {
 
     async fn accept_loop(&self, listener: TcpListener, mut stopped: watch::Receiver<bool>, kind: Listener) {
         let client = upstream_client(&self.inner.config);
+        let pool = Arc::new(fast::Pool::default());
         let mut connections = tokio::task::JoinSet::new();
         loop {
             tokio::select! {
                 accepted = listener.accept() => {
-                    let Ok((stream, peer)) = accepted else { continue };
+                    let Ok((mut stream, peer)) = accepted else { continue };
                     let _ = stream.set_nodelay(true);
                     let gateway = self.clone();
                     let client = client.clone();
+                    let pool = pool.clone();
                     let mut stopped = stopped.clone();
                     connections.spawn(async move {
+                        // Most connections are served start to end by the
+                        // fast path; the rest go to hyper, as they are.
+                        let io = match kind {
+                            Listener::Public => {
+                                let peer = peer.ip().to_string();
+                                match gateway.serve_fast(&mut stream, &peer, &pool, &mut stopped).await {
+                                    fast::Outcome::Closed => return,
+                                    fast::Outcome::Fallback(read) => fast::Rewind::new(read, stream),
+                                }
+                            }
+                            Listener::Internal => fast::Rewind::new(Bytes::new(), stream),
+                        };
                         let config = gateway.inner.config.clone();
                         let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
                         builder
@@ -324,7 +339,7 @@ impl Gateway {
                             let (gateway, client, peer) = (gateway.clone(), client.clone(), peer.clone());
                             async move { Ok::<_, Infallible>(gateway.handle(request, &client, &peer, kind).await) }
                         });
-                        let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+                        let connection = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
                         tokio::pin!(connection);
                         tokio::select! {
                             _ = connection.as_mut() => {}

@@ -39,14 +39,31 @@ async fn upstream(name: &'static str) -> SocketAddr {
                                     let _ = tokio::io::copy(&mut read, &mut write).await;
                                 }
                             });
-                            let mut response = Response::new(Full::new(Bytes::new()));
+                            let mut response = Response::new(Full::new(Bytes::new()).boxed());
                             *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
                             response.headers_mut().insert("connection", "upgrade".parse().unwrap());
                             response.headers_mut().insert("upgrade", "websocket".parse().unwrap());
                             return Ok::<_, Infallible>(response);
                         }
+                        if request.uri().path() == "/chunked" {
+                            // No length known in advance: sent chunked, as
+                            // it is made.
+                            let (mut sender, body) = http_body_util::channel::Channel::<Bytes>::new(2);
+                            tokio::spawn(async move {
+                                for i in 0..50 {
+                                    let _ = sender.send_data(Bytes::from(format!("chunk {i};"))).await;
+                                    if i % 10 == 0 {
+                                        tokio::time::sleep(Duration::from_millis(5)).await;
+                                    }
+                                }
+                            });
+                            return Ok(Response::new(body.boxed()));
+                        }
+                        if request.uri().path() == "/big" {
+                            return Ok(Response::new(Full::new(Bytes::from(vec![b'z'; 3 << 20])).boxed()));
+                        }
                         if request.uri().path() == "/missing" {
-                            let mut response = Response::new(Full::new(Bytes::from_static(b"no such page")));
+                            let mut response = Response::new(Full::new(Bytes::from_static(b"no such page")).boxed());
                             *response.status_mut() = StatusCode::NOT_FOUND;
                             return Ok(response);
                         }
@@ -65,7 +82,7 @@ async fn upstream(name: &'static str) -> SocketAddr {
                             let body = request.into_body().collect().await.unwrap().to_bytes();
                             text.push_str(&String::from_utf8_lossy(&body));
                         }
-                        Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(text))))
+                        Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(text)).boxed()))
                     });
                 let _ = hyper::server::conn::http1::Builder::new()
                     .serve_connection(TokioIo::new(stream), service)
@@ -576,4 +593,103 @@ async fn health_checks_take_failing_instances_out_and_put_them_back() {
     }
     assert_eq!(healthy("sick"), [true], "back once its health path answers");
     checks.abort();
+}
+
+/// Requests written on one connection, as they are, and what came back.
+async fn raw(s: &Setup, requests: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(s.gateway.addr).await.unwrap();
+    stream.write_all(requests.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut answer)).await.unwrap().unwrap();
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+#[tokio::test]
+async fn chunked_and_large_answers_come_through_whole() {
+    let s = setup(GatewayConfig::default()).await;
+    let (status, headers, body) = get(&s, "wiki.commons.localhost", "/chunked", &[]).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(headers["transfer-encoding"], "chunked");
+    assert_eq!(body, (0..50).map(|i| format!("chunk {i};")).collect::<String>());
+    let (status, _, body) = get(&s, "wiki.commons.localhost", "/big", &[]).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body.len(), 3 << 20);
+    assert!(body.bytes().all(|b| b == b'z'));
+    // HEAD: the length of what GET would give, and no body.
+    let (status, headers, body) = send(&s, "HEAD", "wiki.commons.localhost", "/big", &[], Bytes::new()).await;
+    assert_eq!((status, headers["content-length"].to_str().unwrap(), body.as_str()), (StatusCode::OK, "3145728", ""));
+}
+
+#[tokio::test]
+async fn keep_alive_and_pipelined_requests_are_answered_in_order_and_close_is_honoured() {
+    let s = setup(GatewayConfig::default()).await;
+    let one = |path: &str, close: bool| {
+        format!(
+            "GET {path} HTTP/1.1\r\nHost: wiki.commons.localhost\r\n{}\r\n",
+            if close { "Connection: close\r\n" } else { "" }
+        )
+    };
+    // Three requests in one write; the last asks to close.
+    let answer = raw(&s, &(one("/first", false) + &one("/chunked", false) + &one("/third", true))).await;
+    let first = answer.find("path /first").expect("first");
+    let chunks = answer.find("chunk 49;").expect("second");
+    let third = answer.find("path /third").expect("third");
+    assert!(first < chunks && chunks < third, "{answer}");
+    assert_eq!(answer.matches("HTTP/1.1 200 OK").count(), 3, "{answer}");
+    assert!(answer.to_ascii_lowercase().contains("connection: close"), "{answer}");
+    // A POST body split across writes arrives whole.
+    let body = "x".repeat(5000);
+    let request = format!(
+        "POST /echo HTTP/1.1\r\nHost: wiki.commons.localhost\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let answer = raw(&s, &request).await;
+    assert!(answer.ends_with(&body), "{answer}");
+}
+
+#[tokio::test]
+async fn a_pooled_connection_the_site_closed_is_not_an_error() {
+    // A site that answers one request per connection, then closes it
+    // without saying so.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        loop {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 8192];
+                let mut seen = Vec::new();
+                while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
+                    let n = stream.read(&mut buf).await.unwrap_or(0);
+                    if n == 0 {
+                        return;
+                    }
+                    seen.extend_from_slice(&buf[..n]);
+                }
+                let _ = stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 4\r\n\r\nonce").await;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            });
+        }
+    });
+    let s = setup(GatewayConfig::default()).await;
+    let mut routes = Routes::new("commons.localhost");
+    routes.add_site(SiteRoute::new("once", &[addr], true), &[]);
+    s.handle.set_routes(routes);
+    for _ in 0..5 {
+        let (status, _, body) = get(&s, "once.commons.localhost", "/", &[]).await;
+        assert_eq!((status, body.as_str()), (StatusCode::OK, "once"));
+        tokio::time::sleep(Duration::from_millis(40)).await;
+    }
+}
+
+#[tokio::test]
+async fn malformed_and_oversized_heads_are_refused_not_hung() {
+    let s = setup(GatewayConfig { header_limit_bytes: 4096, ..GatewayConfig::default() }).await;
+    let answer = raw(&s, "NOT HTTP AT ALL\r\n\r\n").await;
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    let huge = format!("GET / HTTP/1.1\r\nHost: wiki.commons.localhost\r\nX-Big: {}\r\n\r\n", "a".repeat(9000));
+    let answer = raw(&s, &huge).await;
+    assert!(answer.starts_with("HTTP/1.1 431"), "{answer}");
 }

@@ -1,0 +1,853 @@
+//! The HTTP/1.1 fast path: what nearly every request is — a site's page or
+//! API call with a small body, answered by the site — proxied the way nginx
+//! does it: the request head parsed in place (httparse), rewritten into one
+//! buffer with its body and written to a pooled upstream connection in one
+//! call; the response head rewritten and sent with the body bytes that came
+//! with it in one call; the rest of the body copied as it arrives. No header
+//! maps, no tasks or channels between the two connections.
+//!
+//! It makes the same decisions as the general path (`Gateway::admit`,
+//! `Gateway::meter`: one code for both). Anything else — HTTP/2 and
+//! HTTP/1.0, upgrades, `Expect`, chunked or large request bodies, the
+//! platform's own pages and `/.commons/`, malformed or oversized heads —
+//! hands the connection, with the bytes already read, to the general path
+//! (hyper) for the rest of its life.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Mutex;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use bytes::{Bytes, BytesMut};
+use httparse::Status;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+
+use crate::proxy::{Answer, Facts, Listener};
+use crate::routes::SiteRoute;
+use crate::{Gateway, GatewayError};
+
+/// Most headers in a request or response the fast path parses.
+const HEADERS_MAX: usize = 100;
+/// Largest request body the fast path holds in memory; larger ones go the
+/// general (streaming) way.
+const BODY_MAX: u64 = 64 << 10;
+/// Most idle connections kept per upstream instance and worker.
+const IDLE_MAX: usize = 1024;
+
+/// How a connection left the fast path.
+pub(crate) enum Outcome {
+    /// It is finished.
+    Closed,
+    /// The general path takes over, with these bytes already read.
+    Fallback(Bytes),
+}
+
+/// Idle keep-alive connections to upstream instances, one pool per worker.
+#[derive(Default)]
+pub(crate) struct Pool {
+    idle: Mutex<HashMap<SocketAddr, Vec<TcpStream>>>,
+}
+
+impl Pool {
+    /// An idle connection to `addr` that the upstream has not closed.
+    fn take(&self, addr: SocketAddr) -> Option<TcpStream> {
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        let conns = idle.get_mut(&addr)?;
+        while let Some(conn) = conns.pop() {
+            // Idle, it has nothing to say: readable means closed (or
+            // broken). The readiness is cached; this costs no system call.
+            if !is_readable(&conn) {
+                return Some(conn);
+            }
+        }
+        None
+    }
+
+    fn put(&self, addr: SocketAddr, conn: TcpStream) {
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        let conns = idle.entry(addr).or_default();
+        if conns.len() < IDLE_MAX {
+            conns.push(conn);
+        }
+    }
+}
+
+fn is_readable(conn: &TcpStream) -> bool {
+    let waker = std::task::Waker::noop();
+    let mut cx = Context::from_waker(waker);
+    conn.poll_read_ready(&mut cx).is_ready()
+}
+
+/// What the fast path needs from a request head, found in one pass.
+#[derive(Default)]
+struct Scan<'h> {
+    host: Option<&'h str>,
+    authorization: Option<&'h str>,
+    site_cookie: Option<&'h str>,
+    wants_html: bool,
+    content_length: Option<u64>,
+    /// `Connection: close`.
+    close: bool,
+    /// Something only the general path handles.
+    general: bool,
+}
+
+/// How a response body ends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Framing {
+    Empty,
+    Length(u64),
+    Chunked,
+    UntilClose,
+}
+
+/// A site's answer: its head parsed, and the connection it came on.
+struct Reply {
+    conn: TcpStream,
+    addr: SocketAddr,
+    /// The head and whatever body bytes came with it.
+    buf: BytesMut,
+    head_len: usize,
+    framing: Framing,
+    /// The site keeps the connection open after this answer.
+    reusable: bool,
+}
+
+impl Gateway {
+    /// Serves requests on `stream` for as long as they suit the fast path.
+    pub(crate) async fn serve_fast(
+        &self,
+        stream: &mut TcpStream,
+        peer: &str,
+        pool: &Pool,
+        stopped: &mut watch::Receiver<bool>,
+    ) -> Outcome {
+        let config = &self.inner.config;
+        let mut buf = BytesMut::with_capacity(8192);
+        let mut out: Vec<u8> = Vec::with_capacity(8192);
+        loop {
+            // A whole request head.
+            let head_len = loop {
+                if !buf.is_empty() {
+                    let mut headers = [httparse::EMPTY_HEADER; HEADERS_MAX];
+                    match httparse::Request::new(&mut headers).parse(&buf) {
+                        Ok(Status::Complete(n)) => break n,
+                        Ok(Status::Partial) if buf.len() < config.header_limit_bytes => {}
+                        // Malformed, too large or HTTP/2: the general path
+                        // answers (400, 431) or speaks it.
+                        _ => return Outcome::Fallback(buf.freeze()),
+                    }
+                } else if *stopped.borrow() {
+                    return Outcome::Closed;
+                }
+                if buf.capacity() - buf.len() < 2048 {
+                    buf.reserve(8192);
+                }
+                let read = tokio::select! {
+                    read = tokio::time::timeout(config.header_read_timeout, stream.read_buf(&mut buf)) => read,
+                    _ = stopped.changed(), if buf.is_empty() => return Outcome::Closed,
+                };
+                match read {
+                    Ok(Ok(n)) if n > 0 => {}
+                    _ => return Outcome::Closed,
+                }
+            };
+            let head = buf.split_to(head_len).freeze();
+            let mut headers = [httparse::EMPTY_HEADER; HEADERS_MAX];
+            let mut request = httparse::Request::new(&mut headers);
+            if request.parse(&head).is_err() {
+                return fallback(&head, &buf);
+            }
+            let (method, path) = (request.method.unwrap_or(""), request.path.unwrap_or(""));
+            let scan = scan(request.headers);
+            let routes = self.inner.routes.load();
+            let general = scan.general
+                || request.version != Some(1)
+                || !path.starts_with('/')
+                || path.starts_with("/.commons/")
+                || scan.content_length.is_some_and(|n| n > BODY_MAX)
+                || scan.host.is_none_or(|host| routes.is_platform(host));
+            if general {
+                return fallback(&head, &buf);
+            }
+            let started = Instant::now();
+            let host = scan.host.unwrap_or("");
+            let keep_alive = !scan.close;
+
+            // Its body, whole.
+            let body_len = scan.content_length.unwrap_or(0) as usize;
+            while buf.len() < body_len {
+                buf.reserve(body_len - buf.len());
+                match tokio::time::timeout(config.header_read_timeout, stream.read_buf(&mut buf)).await {
+                    Ok(Ok(n)) if n > 0 => {}
+                    _ => return Outcome::Closed,
+                }
+            }
+            let body = buf.split_to(body_len);
+
+            let Some(route) = routes.resolve(host).cloned() else {
+                drop(routes);
+                let error = GatewayError::UnknownHost(host.to_owned());
+                if !self.answer_error(stream, &error, keep_alive).await || !keep_alive {
+                    return Outcome::Closed;
+                }
+                continue;
+            };
+            drop(routes);
+            let facts = Facts {
+                path,
+                authorization: scan.authorization,
+                site_cookie: scan.site_cookie,
+                wants_html: scan.wants_html && method == "GET",
+                content_length: scan.content_length,
+                provenance: None,
+            };
+            let admitted = match self.admit(&facts, route, host, peer, Listener::Public) {
+                Ok(admitted) => admitted,
+                Err(Answer::Refused(error)) => {
+                    if !self.answer_error(stream, &error, keep_alive).await || !keep_alive {
+                        return Outcome::Closed;
+                    }
+                    continue;
+                }
+                Err(Answer::Redirect(location)) => {
+                    out.clear();
+                    out.extend_from_slice(b"HTTP/1.1 303 See Other\r\nlocation: ");
+                    out.extend_from_slice(location.as_bytes());
+                    out.extend_from_slice(b"\r\ncontent-length: 0\r\n");
+                    finish_head(&mut out, keep_alive);
+                    self.inner.metrics.response(303);
+                    if stream.write_all(&out).await.is_err() || !keep_alive {
+                        return Outcome::Closed;
+                    }
+                    continue;
+                }
+            };
+
+            // The request as the site gets it.
+            out.clear();
+            out.extend_from_slice(method.as_bytes());
+            out.push(b' ');
+            out.extend_from_slice(path.as_bytes());
+            out.extend_from_slice(b" HTTP/1.1\r\n");
+            let named = connection_named(request.headers);
+            for header in request.headers.iter() {
+                if !forwarded(header.name, &named) {
+                    continue;
+                }
+                if header.name.eq_ignore_ascii_case("cookie") {
+                    match std::str::from_utf8(header.value).ok().map(crate::identity::without_session_cookies) {
+                        Some(Some(kept)) => push_header(&mut out, "cookie", kept.as_bytes()),
+                        Some(None) => {}
+                        None => push_header(&mut out, header.name, header.value),
+                    }
+                    continue;
+                }
+                push_header(&mut out, header.name, header.value);
+            }
+            if let Some(pseudonym) = &admitted.pseudonym {
+                push_header(&mut out, "x-commons-user", pseudonym.as_bytes());
+            }
+            push_header(&mut out, "x-commons-tier", admitted.tier.as_bytes());
+            if let Some(token) = &admitted.provenance {
+                push_header(&mut out, "x-commons-provenance", token.as_bytes());
+            }
+            push_header(&mut out, "x-forwarded-for", peer.as_bytes());
+            push_header(&mut out, "x-forwarded-host", host.as_bytes());
+            out.extend_from_slice(b"\r\n");
+            out.extend_from_slice(&body);
+
+            let reply = match self.exchange(&admitted.route, &out, pool, method).await {
+                Ok(reply) => reply,
+                Err(error) => {
+                    drop(admitted);
+                    if !self.answer_error(stream, &error, keep_alive).await || !keep_alive {
+                        return Outcome::Closed;
+                    }
+                    continue;
+                }
+            };
+            // The answer is about to leave: record it first.
+            if let Err(error) = self.meter(&admitted, started) {
+                drop(admitted);
+                if !self.answer_error(stream, &error, keep_alive).await || !keep_alive {
+                    return Outcome::Closed;
+                }
+                continue;
+            }
+            drop(admitted);
+            match self.relay(stream, reply, keep_alive, &mut out, pool).await {
+                Some(true) => {}
+                _ => return Outcome::Closed,
+            }
+        }
+    }
+
+    /// Sends `request` to an instance of `route` and reads the head of its
+    /// answer. A connection refused, or a pooled one found closed before
+    /// any answer, is tried again on another (at most 3 attempts).
+    async fn exchange(
+        &self,
+        route: &SiteRoute,
+        request: &[u8],
+        pool: &Pool,
+        method: &str,
+    ) -> Result<Reply, GatewayError> {
+        let timeout = self.inner.config.upstream_timeout;
+        let deadline = tokio::time::Instant::now() + timeout;
+        let timed_out =
+            || GatewayError::UpstreamTimeout { site: route.site.clone(), timeout_ms: timeout.as_millis() as u64 };
+        let down = |reason: String| GatewayError::UpstreamDown { site: route.site.clone(), reason };
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            let instance = route.choose().ok_or_else(|| down("it has no instances".into()))?;
+            let addr = instance.addr;
+            let (mut conn, reused) = match pool.take(addr) {
+                Some(conn) => (conn, true),
+                None => match tokio::time::timeout_at(deadline, TcpStream::connect(addr)).await {
+                    Err(_) => return Err(timed_out()),
+                    Ok(Err(e)) => {
+                        instance.set_healthy(false);
+                        if attempts < 3 && route.any_healthy() {
+                            continue;
+                        }
+                        return Err(down(e.to_string()));
+                    }
+                    Ok(Ok(conn)) => {
+                        let _ = conn.set_nodelay(true);
+                        (conn, false)
+                    }
+                },
+            };
+            if let Err(e) = conn.write_all(request).await {
+                if reused && attempts < 3 {
+                    continue;
+                }
+                return Err(down(e.to_string()));
+            }
+            let mut buf = BytesMut::with_capacity(8192);
+            let parsed = loop {
+                let read = tokio::time::timeout_at(deadline, conn.read_buf(&mut buf)).await;
+                match read {
+                    Err(_) => return Err(timed_out()),
+                    Ok(Ok(0)) | Ok(Err(_)) => break None,
+                    Ok(Ok(_)) => {}
+                }
+                let mut headers = [httparse::EMPTY_HEADER; HEADERS_MAX];
+                let mut response = httparse::Response::new(&mut headers);
+                match response.parse(&buf) {
+                    Ok(Status::Partial) if buf.len() < 1 << 20 => {}
+                    Ok(Status::Partial) => return Err(down("its response head is over 1 MiB".into())),
+                    Err(e) => return Err(down(format!("its response is not HTTP: {e}"))),
+                    Ok(Status::Complete(n)) => {
+                        let code = response.code.unwrap_or(0);
+                        if (100..200).contains(&code) && code != 101 {
+                            // Interim (100, 103): skip it, read the answer.
+                            let _ = buf.split_to(n);
+                            continue;
+                        }
+                        if code == 101 {
+                            return Err(down("it switched protocols unasked".into()));
+                        }
+                        break Some((n, framing(&response, method), reusable(&response)));
+                    }
+                }
+            };
+            let Some((head_len, framing, reusable)) = parsed else {
+                // Closed before answering: a pooled connection the site had
+                // just closed, if nothing came at all.
+                if reused && buf.is_empty() && attempts < 3 && idempotent(method) {
+                    continue;
+                }
+                return Err(down("it closed the connection before answering".into()));
+            };
+            instance.set_healthy(true);
+            return Ok(Reply { conn, addr, buf, head_len, framing, reusable });
+        }
+    }
+
+    /// Sends the site's answer on to the client; whether the client's
+    /// connection may serve another request (None: it broke).
+    async fn relay(
+        &self,
+        stream: &mut TcpStream,
+        mut reply: Reply,
+        keep_alive: bool,
+        out: &mut Vec<u8>,
+        pool: &Pool,
+    ) -> Option<bool> {
+        let timeout = self.inner.config.upstream_timeout;
+        let close = !keep_alive || reply.framing == Framing::UntilClose;
+        out.clear();
+        let status;
+        {
+            let mut headers = [httparse::EMPTY_HEADER; HEADERS_MAX];
+            let mut response = httparse::Response::new(&mut headers);
+            let _ = response.parse(&reply.buf[..reply.head_len]);
+            status = response.code.unwrap_or(502);
+            out.extend_from_slice(b"HTTP/1.1 ");
+            out.extend_from_slice(status.to_string().as_bytes());
+            out.push(b' ');
+            out.extend_from_slice(response.reason.unwrap_or("").as_bytes());
+            out.extend_from_slice(b"\r\n");
+            let named = connection_named(response.headers);
+            for header in response.headers.iter() {
+                if !is_hop_by_hop(header.name) && !named.iter().any(|n| n.eq_ignore_ascii_case(header.name)) {
+                    push_header(out, header.name, header.value);
+                }
+            }
+            finish_head(out, !close);
+        }
+        self.inner.metrics.response(status);
+        let _ = reply.buf.split_to(reply.head_len);
+
+        // The body bytes that came with the head go out with it.
+        let mut chunked = ChunkedEnd::default();
+        let mut left = match reply.framing {
+            Framing::Empty => Some(0),
+            Framing::Length(n) => Some(n),
+            Framing::Chunked | Framing::UntilClose => None,
+        };
+        let mut done = forward(&mut reply.buf, reply.framing, &mut left, &mut chunked, out);
+        if stream.write_all(out).await.is_err() {
+            return None;
+        }
+        while !done {
+            reply.buf.clear();
+            reply.buf.reserve(16 << 10);
+            match tokio::time::timeout(timeout, reply.conn.read_buf(&mut reply.buf)).await {
+                Ok(Ok(0)) if reply.framing == Framing::UntilClose => {
+                    let _ = stream.shutdown().await;
+                    return Some(false);
+                }
+                Ok(Ok(n)) if n > 0 => {}
+                // The site broke off mid-answer: so must we.
+                _ => return None,
+            }
+            out.clear();
+            done = forward(&mut reply.buf, reply.framing, &mut left, &mut chunked, out);
+            if stream.write_all(out).await.is_err() {
+                return None;
+            }
+        }
+        if reply.reusable && reply.buf.is_empty() {
+            pool.put(reply.addr, reply.conn);
+        }
+        if close {
+            let _ = stream.shutdown().await;
+            return Some(false);
+        }
+        Some(true)
+    }
+
+    /// Writes an error page; false if the client is gone.
+    async fn answer_error(&self, stream: &mut TcpStream, error: &GatewayError, keep_alive: bool) -> bool {
+        tracing::debug!(error = %error, "request refused");
+        let page = error.page();
+        self.inner.metrics.response(page.status().as_u16());
+        let mut out = Vec::with_capacity(1024);
+        out.extend_from_slice(b"HTTP/1.1 ");
+        out.extend_from_slice(page.status().as_str().as_bytes());
+        out.push(b' ');
+        out.extend_from_slice(page.status().canonical_reason().unwrap_or("").as_bytes());
+        out.extend_from_slice(b"\r\n");
+        for (name, value) in page.headers() {
+            push_header(&mut out, name.as_str(), value.as_bytes());
+        }
+        push_header(&mut out, "content-length", page.body().len().to_string().as_bytes());
+        finish_head(&mut out, keep_alive);
+        out.extend_from_slice(page.body());
+        stream.write_all(&out).await.is_ok()
+    }
+}
+
+/// Moves the body bytes in `buf` that belong to this answer into `out`;
+/// whether the body is complete. Bytes past its end stay in `buf`.
+fn forward(
+    buf: &mut BytesMut,
+    framing: Framing,
+    left: &mut Option<u64>,
+    chunked: &mut ChunkedEnd,
+    out: &mut Vec<u8>,
+) -> bool {
+    match framing {
+        Framing::Empty => true,
+        Framing::Length(_) => {
+            let n = left.unwrap_or(0);
+            let take = (buf.len() as u64).min(n) as usize;
+            out.extend_from_slice(&buf.split_to(take));
+            *left = Some(n - take as u64);
+            n == take as u64
+        }
+        Framing::Chunked => match chunked.scan(buf) {
+            Some(end) => {
+                out.extend_from_slice(&buf.split_to(end));
+                true
+            }
+            None => {
+                out.extend_from_slice(&buf.split_to(buf.len()));
+                false
+            }
+        },
+        Framing::UntilClose => {
+            out.extend_from_slice(&buf.split_to(buf.len()));
+            false
+        }
+    }
+}
+
+/// Finds where a chunked body ends, across reads, without decoding it
+/// (it is forwarded as it is).
+#[derive(Default)]
+struct ChunkedEnd {
+    state: ChunkState,
+    size: u64,
+}
+
+#[derive(Default, Clone, Copy, PartialEq, Eq, Debug)]
+enum ChunkState {
+    /// Hex digits of a chunk size.
+    #[default]
+    Size,
+    /// A chunk extension, up to the end of the line.
+    Extension,
+    /// The LF after a size line.
+    SizeLf,
+    /// Chunk data still to pass.
+    Data,
+    /// The CR, then the LF, after chunk data.
+    DataCr,
+    DataLf,
+    /// At the start of a trailer line (after the last chunk).
+    TrailerStart,
+    /// Inside a trailer line.
+    Trailer,
+    /// The LF that ends a trailer line, or the whole body.
+    TrailerLf {
+        last: bool,
+    },
+    Done,
+}
+
+impl ChunkedEnd {
+    /// Scans `bytes` (what follows what was scanned before): the offset
+    /// just past the body's end if it is in there. A malformed body is
+    /// treated as ending nowhere (the site's close ends it).
+    fn scan(&mut self, bytes: &[u8]) -> Option<usize> {
+        let mut i = 0;
+        while i < bytes.len() {
+            let b = bytes[i];
+            match self.state {
+                ChunkState::Size => match b {
+                    b'0'..=b'9' | b'a'..=b'f' | b'A'..=b'F' => {
+                        let digit = (b as char).to_digit(16).unwrap_or(0) as u64;
+                        self.size = self.size.checked_mul(16)?.checked_add(digit)?;
+                    }
+                    b';' | b' ' | b'\t' => self.state = ChunkState::Extension,
+                    b'\r' => self.state = ChunkState::SizeLf,
+                    b'\n' => self.after_size_line(),
+                    _ => return None,
+                },
+                ChunkState::Extension => match b {
+                    b'\r' => self.state = ChunkState::SizeLf,
+                    b'\n' => self.after_size_line(),
+                    _ => {}
+                },
+                ChunkState::SizeLf => {
+                    if b != b'\n' {
+                        return None;
+                    }
+                    self.after_size_line();
+                }
+                ChunkState::Data => {
+                    let take = (self.size).min((bytes.len() - i) as u64);
+                    self.size -= take;
+                    i += take as usize;
+                    if self.size == 0 {
+                        self.state = ChunkState::DataCr;
+                    }
+                    continue;
+                }
+                ChunkState::DataCr => match b {
+                    b'\r' => self.state = ChunkState::DataLf,
+                    b'\n' => self.state = ChunkState::Size,
+                    _ => return None,
+                },
+                ChunkState::DataLf => {
+                    if b != b'\n' {
+                        return None;
+                    }
+                    self.state = ChunkState::Size;
+                }
+                ChunkState::TrailerStart => match b {
+                    b'\r' => self.state = ChunkState::TrailerLf { last: true },
+                    b'\n' => {
+                        self.state = ChunkState::Done;
+                        return Some(i + 1);
+                    }
+                    _ => self.state = ChunkState::Trailer,
+                },
+                ChunkState::Trailer => {
+                    if b == b'\r' {
+                        self.state = ChunkState::TrailerLf { last: false };
+                    } else if b == b'\n' {
+                        self.state = ChunkState::TrailerStart;
+                    }
+                }
+                ChunkState::TrailerLf { last } => {
+                    if b != b'\n' {
+                        return None;
+                    }
+                    if last {
+                        self.state = ChunkState::Done;
+                        return Some(i + 1);
+                    }
+                    self.state = ChunkState::TrailerStart;
+                }
+                ChunkState::Done => return Some(i),
+            }
+            i += 1;
+        }
+        None
+    }
+
+    fn after_size_line(&mut self) {
+        self.state = if self.size == 0 { ChunkState::TrailerStart } else { ChunkState::Data };
+    }
+}
+
+fn fallback(head: &[u8], rest: &[u8]) -> Outcome {
+    let mut bytes = BytesMut::with_capacity(head.len() + rest.len());
+    bytes.extend_from_slice(head);
+    bytes.extend_from_slice(rest);
+    Outcome::Fallback(bytes.freeze())
+}
+
+/// One pass over a request's headers.
+fn scan<'h>(headers: &'h [httparse::Header<'h>]) -> Scan<'h> {
+    let mut scan = Scan::default();
+    for header in headers {
+        let name = header.name;
+        let Ok(value) = std::str::from_utf8(header.value) else {
+            scan.general = true;
+            continue;
+        };
+        if name.eq_ignore_ascii_case("host") {
+            if scan.host.is_some() {
+                scan.general = true;
+            }
+            scan.host = Some(value.trim());
+        } else if name.eq_ignore_ascii_case("authorization") {
+            scan.authorization = Some(value);
+        } else if name.eq_ignore_ascii_case("cookie") {
+            if let Some(found) = crate::identity::cookie_in(std::iter::once(value), crate::identity::SITE_COOKIE) {
+                scan.site_cookie = Some(found);
+            }
+        } else if name.eq_ignore_ascii_case("accept") {
+            scan.wants_html = value.contains("text/html");
+        } else if name.eq_ignore_ascii_case("content-length") {
+            match value.trim().parse::<u64>() {
+                Ok(n) if scan.content_length.is_none_or(|m| m == n) => scan.content_length = Some(n),
+                _ => scan.general = true,
+            }
+        } else if name.eq_ignore_ascii_case("connection") {
+            scan.close |= value.split(',').any(|token| token.trim().eq_ignore_ascii_case("close"));
+            scan.general |= value.split(',').any(|token| token.trim().eq_ignore_ascii_case("upgrade"));
+        } else if name.eq_ignore_ascii_case("transfer-encoding")
+            || name.eq_ignore_ascii_case("upgrade")
+            || name.eq_ignore_ascii_case("expect")
+        {
+            scan.general = true;
+        }
+    }
+    scan
+}
+
+/// Header names a `Connection` header lists (beyond `close` and
+/// `keep-alive`): about this connection only, never forwarded.
+fn connection_named<'h>(headers: &'h [httparse::Header<'h>]) -> Vec<&'h str> {
+    headers
+        .iter()
+        .filter(|h| h.name.eq_ignore_ascii_case("connection"))
+        .filter_map(|h| std::str::from_utf8(h.value).ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .filter(|t| !t.is_empty() && !t.eq_ignore_ascii_case("close") && !t.eq_ignore_ascii_case("keep-alive"))
+        .collect()
+}
+
+/// Whether a request header goes on to the site: not hop-by-hop, not the
+/// credentials, not one the gateway sets itself.
+fn forwarded(name: &str, connection_named: &[&str]) -> bool {
+    !(is_hop_by_hop(name)
+        || name.eq_ignore_ascii_case("transfer-encoding")
+        || name.eq_ignore_ascii_case("authorization")
+        || name.eq_ignore_ascii_case("x-forwarded-for")
+        || name.eq_ignore_ascii_case("x-forwarded-host")
+        || name.get(..10).is_some_and(|prefix| prefix.eq_ignore_ascii_case("x-commons-"))
+        || connection_named.iter().any(|n| n.eq_ignore_ascii_case(name)))
+}
+
+/// Hop-by-hop headers the fast path drops. `Transfer-Encoding` is not among
+/// them for responses: their bodies are forwarded with their framing.
+fn is_hop_by_hop(name: &str) -> bool {
+    ["connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer", "upgrade"]
+        .iter()
+        .any(|h| h.eq_ignore_ascii_case(name))
+}
+
+fn framing(response: &httparse::Response<'_, '_>, method: &str) -> Framing {
+    let code = response.code.unwrap_or(0);
+    if method == "HEAD" || code == 204 || code == 304 {
+        return Framing::Empty;
+    }
+    let mut length = None;
+    for header in response.headers.iter() {
+        if header.name.eq_ignore_ascii_case("transfer-encoding") {
+            // Chunked is last when it is there at all.
+            let chunked = std::str::from_utf8(header.value)
+                .is_ok_and(|v| v.rsplit(',').next().is_some_and(|t| t.trim().eq_ignore_ascii_case("chunked")));
+            return if chunked { Framing::Chunked } else { Framing::UntilClose };
+        }
+        if header.name.eq_ignore_ascii_case("content-length") {
+            match std::str::from_utf8(header.value).ok().and_then(|v| v.trim().parse::<u64>().ok()) {
+                Some(n) if length.is_none_or(|m| m == n) => length = Some(n),
+                _ => return Framing::UntilClose,
+            }
+        }
+    }
+    length.map_or(Framing::UntilClose, Framing::Length)
+}
+
+/// Whether the site keeps the connection open after this answer.
+fn reusable(response: &httparse::Response<'_, '_>) -> bool {
+    response.version == Some(1)
+        && !response.headers.iter().any(|h| {
+            h.name.eq_ignore_ascii_case("connection")
+                && std::str::from_utf8(h.value)
+                    .is_ok_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("close")))
+        })
+}
+
+fn idempotent(method: &str) -> bool {
+    matches!(method, "GET" | "HEAD" | "OPTIONS" | "PUT" | "DELETE" | "TRACE")
+}
+
+fn push_header(out: &mut Vec<u8>, name: &str, value: &[u8]) {
+    out.extend_from_slice(name.as_bytes());
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
+}
+
+fn finish_head(out: &mut Vec<u8>, keep_alive: bool) {
+    if !keep_alive {
+        out.extend_from_slice(b"connection: close\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// A connection with bytes already read from it put back in front, for the
+/// general path to read again.
+pub(crate) struct Rewind {
+    prefix: Bytes,
+    inner: TcpStream,
+}
+
+impl Rewind {
+    pub(crate) fn new(prefix: Bytes, inner: TcpStream) -> Rewind {
+        Rewind { prefix, inner }
+    }
+}
+
+impl AsyncRead for Rewind {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        if !self.prefix.is_empty() {
+            let n = self.prefix.len().min(buf.remaining());
+            let bytes = self.prefix.split_to(n);
+            buf.put_slice(&bytes);
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Rewind {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn end_of(body: &[u8], pieces: usize) -> Option<usize> {
+        let mut scanner = ChunkedEnd::default();
+        let step = body.len().div_ceil(pieces).max(1);
+        let mut at = 0;
+        for piece in body.chunks(step) {
+            if let Some(end) = scanner.scan(piece) {
+                return Some(at + end);
+            }
+            at += piece.len();
+        }
+        None
+    }
+
+    #[test]
+    fn the_end_of_a_chunked_body_is_found_in_any_pieces() {
+        let body = b"5\r\nhello\r\n1a;ext=1\r\nabcdefghijklmnopqrstuvwxyz\r\n0\r\n\r\nNEXT";
+        let trailers = b"3\r\nabc\r\n0\r\nx-sum: 1\r\nx-more: 2\r\n\r\nNEXT";
+        for pieces in 1..body.len() {
+            assert_eq!(end_of(body, pieces), Some(body.len() - 4), "{pieces} pieces");
+            assert_eq!(end_of(trailers, pieces.min(trailers.len())), Some(trailers.len() - 4), "{pieces} pieces");
+        }
+        assert_eq!(end_of(b"5\r\nhel", 1), None);
+        assert_eq!(end_of(b"zz\r\n", 1), None, "malformed");
+    }
+
+    #[test]
+    fn credentials_hop_by_hop_and_commons_headers_stay_behind() {
+        for name in [
+            "Authorization",
+            "connection",
+            "Keep-Alive",
+            "X-Commons-User",
+            "x-commons-provenance",
+            "TE",
+            "x-forwarded-for",
+        ] {
+            assert!(!forwarded(name, &[]), "{name}");
+        }
+        for name in ["accept", "Cookie", "content-length", "x-commonsense"] {
+            assert!(forwarded(name, &[]), "{name}");
+        }
+        assert!(!forwarded("x-secret", &["X-Secret"]));
+    }
+}
