@@ -83,8 +83,8 @@ for mode in on off; do
   $commons --data "$data" site add bench --upstream 127.0.0.1:9201 --operator bench --project bench --provider bench >/dev/null
   $commons --data "$data" token add benchuser > "$data.token"
 done
-COMMONS_LOG=warn $commons --data "$work/data-on" up --listen 127.0.0.1:9203 --control-listen 127.0.0.1:9213 2>"$work/logs/on.log" & pids+=($!)
-COMMONS_LOG=warn $commons --data "$work/data-off" up --listen 127.0.0.1:9204 --control-listen 127.0.0.1:9214 --no-metering 2>"$work/logs/off.log" & pids+=($!)
+COMMONS_LOG=warn $commons --data "$work/data-on" up --listen 127.0.0.1:9203 --control-listen 127.0.0.1:9213 --internal-listen 127.0.0.1:9223 2>"$work/logs/on.log" & pids+=($!)
+COMMONS_LOG=warn $commons --data "$work/data-off" up --listen 127.0.0.1:9204 --control-listen 127.0.0.1:9214 --internal-listen 127.0.0.1:9224 --no-metering 2>"$work/logs/off.log" & pids+=($!)
 sleep 1.5
 
 run() { # name port token connections threads

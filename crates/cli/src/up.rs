@@ -64,6 +64,7 @@ struct ConfigFile {
     header_read_timeout_ms: Option<u64>,
     session_lifetime_s: Option<u64>,
     health_check_ms: Option<u64>,
+    workers: Option<usize>,
     public_scheme: Option<String>,
 }
 
@@ -143,7 +144,7 @@ pub fn run(args: Args, store_args: &StoreArgs) -> anyhow::Result<()> {
         gateway.set_identities(identities);
         let control_listener =
             TcpListener::bind(control).await.map_err(|e| BadInput(format!("cannot listen on {control}: {e}")))?;
-        let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let workers = file.workers.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
         let running =
             gateway.serve(listen, workers).map_err(|e| BadInput(format!("cannot listen on {listen}: {e}")))?;
         let running_internal =

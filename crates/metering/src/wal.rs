@@ -2,10 +2,12 @@
 //! belongs to is answered.
 //!
 //! The log is a directory of segments, `<writer>-<segment>.wal`, one writer
-//! per recording thread so that writers never wait for each other. An
-//! append is one `write` call: once it returns, the event survives the
-//! process being killed; [`WalWriter::sync`] makes it survive the machine
-//! too (the gateway syncs on a short timer, group-commit style).
+//! per recording thread so that writers never wait for each other. A
+//! segment is a file of [`SEGMENT_BYTES`] mapped into memory (shared): an
+//! append is a copy into the page cache, with no system call, and once it
+//! is done the event survives the process being killed (the kernel owns
+//! the pages). [`WalWriter::sync`] makes it survive the machine too. A
+//! segment's unused tail is zeros, which replay reads as its end.
 //!
 //! Segments are closed by [`WalWriter::rotate`] when their events are
 //! flushed to the store; the store records the [`Checkpoint`] (per writer,
@@ -15,8 +17,9 @@
 
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
-use std::io::Write;
 use std::path::{Path, PathBuf};
+
+use memmap2::MmapMut;
 
 use crate::{Event, EventError, Usage};
 
@@ -54,15 +57,21 @@ impl Checkpoint {
     }
 }
 
+/// The size of a segment file (sparse: only what is written takes room).
+pub const SEGMENT_BYTES: usize = 16 << 20;
+
 /// One thread's log.
 pub struct WalWriter {
     dir: PathBuf,
     writer: u32,
     segment: u64,
-    file: File,
+    map: MmapMut,
     buffer: Vec<u8>,
     /// Bytes appended to the current segment.
-    written: u64,
+    written: usize,
+    /// Whether anything was appended since the last rotation (a segment
+    /// that filled up is followed by the next without one).
+    dirty: bool,
 }
 
 /// The name of a segment file.
@@ -96,50 +105,72 @@ impl WalWriter {
         std::fs::create_dir_all(dir)?;
         let last = segments(dir)?.iter().filter(|(w, _, _)| *w == writer).map(|(_, s, _)| *s).max();
         let segment = last.map_or(1, |s| s + 1);
-        let file = create(dir, writer, segment)?;
-        Ok(WalWriter { dir: dir.to_owned(), writer, segment, file, buffer: Vec::with_capacity(256), written: 0 })
+        let map = create(dir, writer, segment)?;
+        Ok(WalWriter {
+            dir: dir.to_owned(),
+            writer,
+            segment,
+            map,
+            buffer: Vec::with_capacity(256),
+            written: 0,
+            dirty: false,
+        })
     }
 
     pub fn writer(&self) -> u32 {
         self.writer
     }
 
-    /// Writes `event` to the log in one `write` call.
+    /// Copies `event` into the log; a full segment is followed by the next.
     pub fn append(&mut self, event: &Event) -> Result<(), WalError> {
         self.buffer.clear();
         event.encode(&mut self.buffer)?;
-        self.file.write_all(&self.buffer)?;
-        self.written += self.buffer.len() as u64;
+        if self.written + self.buffer.len() > SEGMENT_BYTES {
+            self.map.flush()?;
+            self.map = create(&self.dir, self.writer, self.segment + 1)?;
+            self.segment += 1;
+            self.written = 0;
+        }
+        let end = self.written + self.buffer.len();
+        self.map[self.written..end].copy_from_slice(&self.buffer);
+        self.written = end;
+        self.dirty = true;
         Ok(())
     }
 
-    /// Whether anything was appended to the current segment.
+    /// Whether nothing was appended since the last rotation.
     pub fn is_empty(&self) -> bool {
-        self.written == 0
+        !self.dirty
     }
 
     /// Makes everything appended so far survive a machine crash.
     pub fn sync(&self) -> std::io::Result<()> {
-        self.file.sync_data()
+        self.map.flush()
     }
 
     /// Closes the current segment (synced) and starts the next; returns the
-    /// closed segment's number.
+    /// closed segment's number (which covers any that filled up before it).
     pub fn rotate(&mut self) -> std::io::Result<u64> {
-        self.file.sync_data()?;
+        self.map.flush()?;
         let closed = self.segment;
-        self.file = create(&self.dir, self.writer, closed + 1)?;
+        self.map = create(&self.dir, self.writer, closed + 1)?;
         self.segment = closed + 1;
         self.written = 0;
+        self.dirty = false;
         Ok(closed)
     }
 }
 
-fn create(dir: &Path, writer: u32, segment: u64) -> std::io::Result<File> {
-    let file = OpenOptions::new().create_new(true).append(true).open(segment_path(dir, writer, segment))?;
+/// A new segment, mapped.
+fn create(dir: &Path, writer: u32, segment: u64) -> std::io::Result<MmapMut> {
+    let file = OpenOptions::new().read(true).write(true).create_new(true).open(segment_path(dir, writer, segment))?;
+    file.set_len(SEGMENT_BYTES as u64)?;
     // Make the new file's name durable too.
     File::open(dir)?.sync_all()?;
-    Ok(file)
+    // SAFETY: the file was just created by this writer (`create_new`) and
+    // is only ever written through this map; the log's directory belongs
+    // to this process, so nothing truncates the file under the map.
+    unsafe { MmapMut::map_mut(&file) }
 }
 
 /// Why the log could not be written or read.
@@ -177,7 +208,9 @@ pub fn replay(dir: &Path, checkpoint: &Checkpoint) -> std::io::Result<Replay> {
         }
         let bytes = std::fs::read(&path)?;
         let mut at = 0;
-        while at < bytes.len() {
+        // A zero length is the unwritten rest of the segment: every record
+        // has a body.
+        while at < bytes.len() && !bytes[at..].iter().take(4).all(|&b| b == 0) {
             match Event::decode(&bytes[at..]) {
                 Ok((event, taken)) => {
                     replay.usage.record(&event);

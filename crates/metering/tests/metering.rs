@@ -137,11 +137,20 @@ fn a_record_cut_short_by_a_crash_ends_the_replay_of_its_segment() {
     }
     drop(meter);
     let (_, _, path) = metering::wal::segments(dir.path()).unwrap().pop().unwrap();
-    let bytes = std::fs::read(&path).unwrap();
-    std::fs::write(&path, &bytes[..bytes.len() - 5]).unwrap();
+    let mut record = Vec::new();
+    direct("alice", "wiki", 0, 1).encode(&mut record).unwrap();
+    let written = 3 * record.len();
+    // Killed while copying the third record: its last bytes never landed.
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[written - 10..written].fill(0);
+    std::fs::write(&path, &bytes).unwrap();
     let replayed = replay(dir.path(), &Checkpoint::default()).unwrap();
     assert_eq!(replayed.events, 2);
     assert_eq!(replayed.torn.len(), 1);
+    assert_eq!(replayed.torn[0].1, 2 * record.len() as u64, "whole records end there");
+    // A file cut short (written by appending, or truncated) ends the same way.
+    std::fs::write(&path, &bytes[..written - 10]).unwrap();
+    assert_eq!(replay(dir.path(), &Checkpoint::default()).unwrap().events, 2);
 }
 
 #[test]
@@ -211,4 +220,26 @@ fn a_killed_recorder_loses_no_acknowledged_event_and_counts_none_twice() {
     }
     assert!(replayed.events >= acknowledged.len() as u64);
     assert_eq!(replayed.usage.direct.len() as u64, replayed.events, "an event counted twice");
+}
+
+#[test]
+fn a_segment_that_fills_up_is_followed_by_the_next_and_both_replay() {
+    let dir = tempfile::tempdir().unwrap();
+    let (meter, _) = Meter::open(dir.path(), 1, &Checkpoint::default()).unwrap();
+    let mut record = Vec::new();
+    direct("alice", "wiki", 0, 1).encode(&mut record).unwrap();
+    let n = metering::wal::SEGMENT_BYTES / record.len() + 1000;
+    for i in 0..n {
+        meter.record(0, direct("alice", "wiki", (i % 50) as u32, 1)).unwrap();
+    }
+    assert_eq!(metering::wal::segments(dir.path()).unwrap().len(), 2);
+    // Killed now: both segments replay, every event once.
+    let replayed = replay(dir.path(), &Checkpoint::default()).unwrap();
+    assert_eq!(replayed.events, n as u64);
+    assert!(replayed.torn.is_empty());
+    // Flushed: one checkpoint covers both.
+    let flush = meter.take().unwrap();
+    assert_eq!(flush.usage.direct.values().next().unwrap().requests, n as u64);
+    meter.forget(&flush.checkpoint).unwrap();
+    assert_eq!(replay(dir.path(), &Checkpoint::default()).unwrap().events, 0);
 }
