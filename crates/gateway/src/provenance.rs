@@ -3,8 +3,9 @@
 //! is being served right now.
 //!
 //! The gateway gives every identified request a token (`X-Commons-
-//! Provenance`): the user, the site, an expiry and a nonce, with an
-//! HMAC-SHA256 tag. The nonce is *live* only while that request is being
+//! Provenance`): the user, the site, an expiry and a nonce, with a keyed
+//! BLAKE3 tag (a MAC, and several times cheaper than HMAC-SHA256 on the
+//! request path). The nonce is *live* only while that request is being
 //! served, so a token is refused once its request has been answered
 //! (replay), after its expiry, if its tag does not verify (forgery) or if
 //! it is missing. Only calls with a live token are attributed to the user.
@@ -12,9 +13,6 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
-
-use hmac::{Hmac, Mac};
-use sha2::Sha256;
 
 /// How long a token is valid at most, even while its request runs.
 pub const TOKEN_LIFETIME_MS: u64 = 60_000;
@@ -57,7 +55,7 @@ impl ProvenanceError {
 
 /// Issues and checks tokens; knows which requests are in flight.
 pub(crate) struct Provenance {
-    key: Hmac<Sha256>,
+    key: [u8; 32],
     next_nonce: AtomicU64,
     live: Vec<Mutex<HashMap<u64, ()>>>,
 }
@@ -71,7 +69,7 @@ pub(crate) struct Live<'p> {
 impl Provenance {
     pub(crate) fn new(secret: &[u8; 32], seed: u64) -> Provenance {
         Provenance {
-            key: Hmac::<Sha256>::new_from_slice(secret).expect("any key length"),
+            key: *secret,
             next_nonce: AtomicU64::new(seed),
             live: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
         }
@@ -89,10 +87,20 @@ impl Provenance {
         payload.extend_from_slice(&(origin.user.len() as u16).to_le_bytes());
         payload.extend_from_slice(origin.user.as_bytes());
         payload.extend_from_slice(origin.site.as_bytes());
-        let mut mac = self.key.clone();
-        mac.update(&payload);
-        let tag = mac.finalize().into_bytes();
-        (format!("{}.{}", hex::encode(&payload), hex::encode(&tag[..16])), Live { provenance: self, nonce })
+        let tag = self.tag(&payload);
+        let mut token = vec![0u8; payload.len() * 2 + 1 + 32];
+        let (left, right) = token.split_at_mut(payload.len() * 2);
+        hex::encode_to_slice(&payload, left).expect("sized for it");
+        right[0] = b'.';
+        hex::encode_to_slice(tag, &mut right[1..]).expect("sized for it");
+        let token = String::from_utf8(token).expect("hex is ASCII");
+        (token, Live { provenance: self, nonce })
+    }
+
+    /// The first 16 bytes of the payload's keyed BLAKE3 hash.
+    fn tag(&self, payload: &[u8]) -> [u8; 16] {
+        let hash = blake3::keyed_hash(&self.key, payload);
+        hash.as_bytes()[..16].try_into().expect("16 of 32 bytes")
     }
 
     /// Checks a token and returns whom it speaks for.
@@ -101,10 +109,13 @@ impl Provenance {
         let (payload, tag) = token.split_once('.').ok_or(ProvenanceError::Forged)?;
         let payload = hex::decode(payload).map_err(|_| ProvenanceError::Forged)?;
         let tag = hex::decode(tag).map_err(|_| ProvenanceError::Forged)?;
-        let mut mac = self.key.clone();
-        mac.update(&payload);
-        mac.verify_truncated_left(&tag).map_err(|_| ProvenanceError::Forged)?;
-        if tag.len() != 16 || payload.len() < 19 {
+        // Compared in constant time: no byte of a forgery's tag tells how
+        // close it came.
+        let expected = self.tag(&payload);
+        if tag.len() != 16 || expected.iter().zip(&tag).fold(0u8, |diff, (a, b)| diff | (a ^ b)) != 0 {
+            return Err(ProvenanceError::Forged);
+        }
+        if payload.len() < 19 {
             return Err(ProvenanceError::Forged);
         }
         let nonce = u64::from_le_bytes(payload[..8].try_into().expect("8 bytes"));

@@ -9,7 +9,6 @@ use std::time::{Duration, Instant};
 use arc_swap::ArcSwap;
 use bytes::Bytes;
 use commons_core::Period;
-use hmac::{Hmac, Mac};
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Body as _;
@@ -21,7 +20,6 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use metering::{Event, Meter};
-use sha2::Sha256;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -89,8 +87,7 @@ pub(crate) struct Inner {
     meter: Option<Arc<Meter>>,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) metrics: Metrics,
-    /// HMAC-SHA256 keyed once with the pseudonym secret, cloned per use.
-    pseudonym_key: Hmac<Sha256>,
+    pseudonym_secret: [u8; 32],
     pub(crate) limiter: Limiter,
     provenance: Provenance,
     pub(crate) sessions: Sessions,
@@ -197,7 +194,7 @@ impl Gateway {
                 meter,
                 clock,
                 metrics: Metrics::default(),
-                pseudonym_key: Hmac::<Sha256>::new_from_slice(&config_secret).expect("any key length"),
+                pseudonym_secret: config_secret,
                 limiter: Limiter::new(),
                 provenance: Provenance::new(&provenance_secret, nonce_seed),
                 sessions: live,
@@ -645,7 +642,7 @@ impl Gateway {
         }
         let (pseudonym, tier) = match &identity {
             Some(identity) => (
-                Some(keyed_pseudonym(inner.pseudonym_key.clone(), &identity.user, &route.site)),
+                Some(pseudonym(&inner.pseudonym_secret, &identity.user, &route.site)),
                 if identity.premium { "premium" } else { "free" },
             ),
             None => (None, "anonymous"),
@@ -707,17 +704,17 @@ fn see_other(location: &str) -> Response<Body> {
     response
 }
 
-/// The per-site pseudonym of a user: HMAC-SHA256(secret, user | site),
-/// 16 bytes in hex. Stable for a (user, site), unlinkable across sites.
+/// The per-site pseudonym of a user: keyed BLAKE3 (a PRF) of the user and
+/// the site, 16 bytes in hex. Stable for a (user, site), unlinkable across
+/// sites without the key.
 pub fn pseudonym(secret: &[u8; 32], user: &str, site: &str) -> String {
-    keyed_pseudonym(Hmac::<Sha256>::new_from_slice(secret).expect("any key length"), user, site)
-}
-
-fn keyed_pseudonym(mut mac: Hmac<Sha256>, user: &str, site: &str) -> String {
-    mac.update(&(user.len() as u64).to_le_bytes());
-    mac.update(user.as_bytes());
-    mac.update(site.as_bytes());
-    hex::encode(&mac.finalize().into_bytes()[..16])
+    let mut hasher = blake3::Hasher::new_keyed(secret);
+    hasher.update(&(user.len() as u64).to_le_bytes());
+    hasher.update(user.as_bytes());
+    hasher.update(site.as_bytes());
+    let mut hex = [0u8; 32];
+    hex::encode_to_slice(&hasher.finalize().as_bytes()[..16], &mut hex).expect("sized for it");
+    String::from_utf8(hex.to_vec()).expect("hex is ASCII")
 }
 
 /// The protocol a request asks to upgrade to (`Connection: upgrade` with an
