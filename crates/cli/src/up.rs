@@ -144,7 +144,12 @@ pub fn run(args: Args, store_args: &StoreArgs) -> anyhow::Result<()> {
         gateway.set_identities(identities);
         let control_listener =
             TcpListener::bind(control).await.map_err(|e| BadInput(format!("cannot listen on {control}: {e}")))?;
-        let workers = file.workers.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+        // By default half the cores: the gateway shares its machine with the
+        // sites it serves, and one busy event loop per core pair batches
+        // more work per wake-up than an idle-prone one per core (measured
+        // in bench/RESULTS.md).
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let workers = file.workers.unwrap_or((cores / 2).max(1)).clamp(1, gateway::WORKERS_MAX);
         let running =
             gateway.serve(listen, workers).map_err(|e| BadInput(format!("cannot listen on {listen}: {e}")))?;
         let running_internal =
