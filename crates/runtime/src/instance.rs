@@ -1,0 +1,382 @@
+//! One running instance of an app: installed in its own directory, started
+//! as a supervised process group listening on `$PORT`, checked, restarted
+//! with backoff when it dies, and metered (CPU time and memory).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::process::{Child, Command};
+use tokio::sync::watch;
+
+use crate::Manifest;
+
+/// Lines of an app's log shown when it fails.
+const LOG_TAIL_LINES: usize = 20;
+/// Longest wait between restarts of an instance that keeps dying.
+const BACKOFF_MAX: Duration = Duration::from_secs(10);
+
+/// What an instance runs, and where.
+#[derive(Clone, Debug)]
+pub struct InstanceSpec {
+    pub site: String,
+    pub manifest: Manifest,
+    /// The app's files, copied into the instance's directory.
+    pub source: PathBuf,
+    /// The instance's own directory (created; must not exist).
+    pub dir: PathBuf,
+    pub port: u16,
+    /// More environment, e.g. where the platform's internal listener is.
+    pub env: Vec<(String, String)>,
+}
+
+/// Why an instance could not be installed or started.
+#[derive(Debug, thiserror::Error)]
+pub enum InstanceError {
+    #[error("installing {site}: `{step}` failed ({status}); the end of its log:\n{tail}")]
+    Install { site: String, step: String, status: String, tail: String },
+    #[error("{site} did not become healthy at {path} within {timeout_ms} ms; the end of its log:\n{tail}")]
+    Unhealthy { site: String, path: String, timeout_ms: u64, tail: String },
+    #[error("{site}: {0}", site = .1)]
+    Io(std::io::Error, String),
+}
+
+/// CPU and memory an instance used.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ResourceUse {
+    /// CPU time of the instance's processes, in milliseconds.
+    pub cpu_ms: u64,
+    /// Resident memory integrated over time, in MiB·seconds.
+    pub memory_mib_s: u64,
+}
+
+/// Live state shared with the supervising task.
+struct State {
+    pid: AtomicU32,
+    restarts: AtomicU32,
+    healthy: AtomicBool,
+    usage: Mutex<ResourceUse>,
+}
+
+/// A running, supervised instance. Dropping it does not stop it: call
+/// [`Instance::stop`].
+pub struct Instance {
+    pub site: String,
+    pub version: String,
+    pub addr: SocketAddr,
+    pub dir: PathBuf,
+    state: Arc<State>,
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Instance {
+    /// Installs the app into `spec.dir`, starts it and waits until its
+    /// health path answers 2xx (within the manifest's timeout); then keeps
+    /// it running: a process that dies is started again after a backoff
+    /// (0.2 s doubling to 10 s, reset after a minute of health).
+    pub async fn start(spec: InstanceSpec) -> Result<Instance, InstanceError> {
+        let site = spec.site.clone();
+        let io = |e: std::io::Error| InstanceError::Io(e, site.clone());
+        install(&spec).await?;
+        let child = spawn(&spec).await.map_err(io)?;
+        let addr = SocketAddr::from(([127, 0, 0, 1], spec.port));
+        let state = Arc::new(State {
+            pid: AtomicU32::new(child.id().unwrap_or(0)),
+            restarts: AtomicU32::new(0),
+            healthy: AtomicBool::new(false),
+            usage: Mutex::new(ResourceUse::default()),
+        });
+        let mut child = child;
+        if !wait_healthy(&spec, addr, &mut child).await {
+            kill_group(&child);
+            let _ = child.wait().await;
+            return Err(InstanceError::Unhealthy {
+                site: spec.site.clone(),
+                path: spec.manifest.health.path.clone(),
+                timeout_ms: spec.manifest.health.timeout_ms,
+                tail: log_tail(&spec.dir),
+            });
+        }
+        state.healthy.store(true, Ordering::Relaxed);
+        let (stop, stopped) = watch::channel(false);
+        let task = tokio::spawn(supervise(spec.clone(), child, state.clone(), stopped));
+        Ok(Instance { site: spec.site, version: spec.manifest.version, addr, dir: spec.dir, state, stop, task })
+    }
+
+    /// Stops the instance: SIGTERM to its processes, SIGKILL after 5 s.
+    pub async fn stop(self) {
+        let _ = self.stop.send(true);
+        let _ = self.task.await;
+    }
+
+    pub fn is_healthy(&self) -> bool {
+        self.state.healthy.load(Ordering::Relaxed)
+    }
+
+    /// How many times it was started again after dying.
+    pub fn restarts(&self) -> u32 {
+        self.state.restarts.load(Ordering::Relaxed)
+    }
+
+    /// The process group's id (the first process), 0 between restarts.
+    pub fn pid(&self) -> u32 {
+        self.state.pid.load(Ordering::Relaxed)
+    }
+
+    /// CPU time and memory used since the last call (the meter's delta).
+    pub fn take_usage(&self) -> ResourceUse {
+        std::mem::take(&mut *self.state.usage.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// Where its output goes.
+    pub fn log_path(&self) -> PathBuf {
+        log_path(&self.dir)
+    }
+}
+
+/// The log of an instance in `dir`.
+pub fn log_path(dir: &Path) -> PathBuf {
+    dir.join("app.log")
+}
+
+/// Copies the app into `dir/app` and runs its install steps there, each
+/// with a shell, output to the log.
+async fn install(spec: &InstanceSpec) -> Result<(), InstanceError> {
+    let io = |e: std::io::Error| InstanceError::Io(e, spec.site.clone());
+    tokio::fs::create_dir_all(&spec.dir).await.map_err(io)?;
+    let app = spec.dir.join("app");
+    copy_dir(&spec.source, &app).map_err(io)?;
+    for step in &spec.manifest.install {
+        let log = open_log(&spec.dir).map_err(io)?;
+        let status = Command::new("sh")
+            .arg("-c")
+            .arg(step)
+            .current_dir(&app)
+            .envs(spec.env.iter().cloned())
+            .stdin(std::process::Stdio::null())
+            .stdout(log.try_clone().map_err(io)?)
+            .stderr(log)
+            .status()
+            .await
+            .map_err(io)?;
+        if !status.success() {
+            return Err(InstanceError::Install {
+                site: spec.site.clone(),
+                step: step.clone(),
+                status: status.to_string(),
+                tail: log_tail(&spec.dir),
+            });
+        }
+    }
+    Ok(())
+}
+
+fn copy_dir(from: &Path, to: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(to)?;
+    for entry in std::fs::read_dir(from)? {
+        let entry = entry?;
+        let target = to.join(entry.file_name());
+        if entry.file_type()?.is_dir() {
+            copy_dir(&entry.path(), &target)?;
+        } else {
+            std::fs::copy(entry.path(), target)?;
+        }
+    }
+    Ok(())
+}
+
+fn open_log(dir: &Path) -> std::io::Result<std::fs::File> {
+    std::fs::OpenOptions::new().create(true).append(true).open(log_path(dir))
+}
+
+/// The last lines of an instance's log.
+pub fn log_tail(dir: &Path) -> String {
+    let text = std::fs::read_to_string(log_path(dir)).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    let tail = lines[lines.len().saturating_sub(LOG_TAIL_LINES)..].join("\n");
+    if tail.is_empty() { "(the log is empty)".to_owned() } else { tail }
+}
+
+/// Starts the app's process in its own process group, with its limits.
+async fn spawn(spec: &InstanceSpec) -> std::io::Result<Child> {
+    let log = open_log(&spec.dir)?;
+    let mut command = Command::new("sh");
+    command
+        .arg("-c")
+        .arg(&spec.manifest.run)
+        .current_dir(spec.dir.join("app"))
+        .env("PORT", spec.port.to_string())
+        .env("COMMONS_SITE", &spec.site)
+        .envs(spec.env.iter().cloned())
+        .stdin(std::process::Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .process_group(0)
+        .kill_on_drop(true);
+    let memory = spec.manifest.resources.memory_mb.saturating_mul(1 << 20);
+    let files = spec.manifest.resources.open_files;
+    // SAFETY: between fork and exec only setrlimit runs, which is
+    // async-signal-safe and touches no memory of the parent.
+    unsafe {
+        command.pre_exec(move || {
+            let limit = |resource, value: u64| {
+                let rlimit = libc::rlimit { rlim_cur: value as libc::rlim_t, rlim_max: value as libc::rlim_t };
+                if libc::setrlimit(resource, &rlimit) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            };
+            limit(libc::RLIMIT_AS, memory)?;
+            limit(libc::RLIMIT_NOFILE, files)
+        });
+    }
+    command.spawn()
+}
+
+/// Polls the health path until it answers 2xx, the process exits, or the
+/// manifest's timeout passes.
+async fn wait_healthy(spec: &InstanceSpec, addr: SocketAddr, child: &mut Child) -> bool {
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(spec.manifest.health.timeout_ms);
+    while tokio::time::Instant::now() < deadline {
+        if matches!(child.try_wait(), Ok(Some(_))) {
+            return false;
+        }
+        if probe(addr, &spec.manifest.health.path).await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
+}
+
+/// `GET path` answered 2xx within a second.
+pub async fn probe(addr: SocketAddr, path: &str) -> bool {
+    let check = async {
+        let mut stream = tokio::net::TcpStream::connect(addr).await.ok()?;
+        let request = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+        stream.write_all(request.as_bytes()).await.ok()?;
+        let mut head = [0u8; 12];
+        stream.read_exact(&mut head).await.ok()?;
+        let status = std::str::from_utf8(&head[9..12]).ok()?.parse::<u16>().ok()?;
+        Some((200..300).contains(&status))
+    };
+    tokio::time::timeout(Duration::from_secs(1), check).await.ok().flatten().unwrap_or(false)
+}
+
+fn kill_group(child: &Child) {
+    signal_group(child.id(), libc::SIGKILL);
+}
+
+fn signal_group(pid: Option<u32>, signal: libc::c_int) {
+    if let Some(pid) = pid.filter(|&p| p > 0) {
+        // SAFETY: kill(2) on our own child's process group.
+        unsafe {
+            libc::kill(-(pid as libc::pid_t), signal);
+        }
+    }
+}
+
+/// Keeps the instance running until told to stop, and meters it.
+async fn supervise(spec: InstanceSpec, mut child: Child, state: Arc<State>, mut stopped: watch::Receiver<bool>) {
+    let addr = SocketAddr::from(([127, 0, 0, 1], spec.port));
+    let mut backoff = Duration::from_millis(200);
+    let mut meter = tokio::time::interval(Duration::from_secs(1));
+    let mut last_cpu = group_cpu_ms(child.id().unwrap_or(0));
+    let mut healthy_since = tokio::time::Instant::now();
+    loop {
+        tokio::select! {
+            _ = stopped.changed() => {
+                signal_group(child.id(), libc::SIGTERM);
+                if tokio::time::timeout(Duration::from_secs(5), child.wait()).await.is_err() {
+                    kill_group(&child);
+                    let _ = child.wait().await;
+                }
+                sample(&state, child.id().unwrap_or(0), &mut last_cpu);
+                return;
+            }
+            status = child.wait() => {
+                state.healthy.store(false, Ordering::Relaxed);
+                state.pid.store(0, Ordering::Relaxed);
+                tracing::warn!(site = %spec.site, status = ?status.ok(), "instance exited; starting it again");
+                if healthy_since.elapsed() > Duration::from_secs(60) {
+                    backoff = Duration::from_millis(200);
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff) => {}
+                    _ = stopped.changed() => return,
+                }
+                backoff = (backoff * 2).min(BACKOFF_MAX);
+                match spawn(&spec).await {
+                    Ok(new) => {
+                        child = new;
+                        state.pid.store(child.id().unwrap_or(0), Ordering::Relaxed);
+                        state.restarts.fetch_add(1, Ordering::Relaxed);
+                        last_cpu = 0;
+                        if wait_healthy(&spec, addr, &mut child).await {
+                            state.healthy.store(true, Ordering::Relaxed);
+                            healthy_since = tokio::time::Instant::now();
+                        }
+                    }
+                    Err(e) => tracing::warn!(site = %spec.site, error = %e, "cannot start the instance"),
+                }
+            }
+            _ = meter.tick() => {
+                sample(&state, child.id().unwrap_or(0), &mut last_cpu);
+                if !state.healthy.load(Ordering::Relaxed) && probe(addr, &spec.manifest.health.path).await {
+                    state.healthy.store(true, Ordering::Relaxed);
+                    healthy_since = tokio::time::Instant::now();
+                }
+            }
+        }
+    }
+}
+
+/// Adds the CPU time since the last sample and a second of resident memory.
+fn sample(state: &State, pgid: u32, last_cpu: &mut u64) {
+    if pgid == 0 {
+        return;
+    }
+    let cpu = group_cpu_ms(pgid);
+    let rss_mib = group_rss_kib(pgid) / 1024;
+    let mut usage = state.usage.lock().unwrap_or_else(|e| e.into_inner());
+    usage.cpu_ms += cpu.saturating_sub(*last_cpu);
+    usage.memory_mib_s += rss_mib;
+    *last_cpu = cpu.max(*last_cpu);
+}
+
+/// The processes of group `pgid`: their /proc stat fields after the name.
+fn group_stats(pgid: u32) -> Vec<Vec<String>> {
+    let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
+    entries
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_str().is_some_and(|n| n.bytes().all(|b| b.is_ascii_digit())))
+        .filter_map(|e| std::fs::read_to_string(e.path().join("stat")).ok())
+        .filter_map(|stat| {
+            // The name may hold spaces; fields resume after its ')'.
+            let rest = stat.rsplit_once(')')?.1;
+            let fields: Vec<String> = rest.split_whitespace().map(str::to_owned).collect();
+            // fields[2] is the process group.
+            (fields.get(2)?.parse::<u32>().ok()? == pgid).then_some(fields)
+        })
+        .collect()
+}
+
+/// CPU time (user + system, with reaped children) of a process group, ms.
+fn group_cpu_ms(pgid: u32) -> u64 {
+    // SAFETY: sysconf has no preconditions.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    group_stats(pgid).iter().map(|f| (11..15).filter_map(|i| f.get(i)?.parse::<u64>().ok()).sum::<u64>()).sum::<u64>()
+        * 1000
+        / ticks
+}
+
+/// Resident memory of a process group, KiB.
+fn group_rss_kib(pgid: u32) -> u64 {
+    // SAFETY: sysconf has no preconditions.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(1) as u64;
+    group_stats(pgid).iter().filter_map(|f| f.get(21)?.parse::<u64>().ok()).sum::<u64>() * page / 1024
+}

@@ -1,0 +1,20 @@
+//! The app runtime: manifests ([`Manifest`]) and supervised instances
+//! ([`Instance`]) — what a node agent does on a provider's machine.
+//!
+//! An instance is installed into its own directory (the app's files copied,
+//! its install steps run there), started as its own process group with
+//! `$PORT` and the OS limits its manifest asks for (address space, open
+//! files), checked on its health path before it gets traffic, started again
+//! with backoff when it dies, stopped with SIGTERM then SIGKILL, and
+//! metered: CPU time and resident memory of its processes, sampled each
+//! second from /proc, which become the provider split of a site.
+//!
+//! # Deliberately absent (so far)
+//! Containers and cgroups: processes and rlimits are what every Linux
+//! machine has; a Kubernetes backend comes later (DESIGN.md §3).
+
+mod instance;
+mod manifest;
+
+pub use instance::{Instance, InstanceError, InstanceSpec, ResourceUse, log_path, log_tail, probe};
+pub use manifest::{Health, Manifest, ManifestError, OSI_APPROVED, Resources, Tier, check_license};

@@ -1,0 +1,378 @@
+//! App manifests: what an app is, where its source is, how to install and
+//! run it, and what the platform enforces for it.
+//!
+//! ```toml
+//! name = "notes"
+//! version = "1.2.0"
+//! project = "notes"                      # the developer project paid for it
+//! repository = "https://example.org/notes.git"
+//! license = "AGPL-3.0-or-later"          # an OSI-approved SPDX id
+//! install = ["python3 -m pip install --target vendor notes-app==1.2.0"]
+//! run = "python3 app.py"                 # must listen on $PORT
+//! calls = ["search"]                     # platform services it calls
+//! depends_on = [{ project = "http", weight = 2 }, { project = "markdown" }]
+//!
+//! [health]
+//! path = "/healthz"
+//! timeout_ms = 20000                     # how long a new instance may take
+//!
+//! [tier]
+//! free_requests_per_minute = 60
+//! free_concurrent_requests = 4
+//! premium_prefixes = ["/export"]
+//!
+//! [resources]
+//! memory_mb = 256
+//! open_files = 1024
+//! ```
+
+use std::path::Path;
+
+use serde::Deserialize;
+
+/// A validated manifest.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Manifest {
+    pub name: String,
+    pub version: String,
+    pub project: String,
+    pub repository: String,
+    /// An OSI-approved SPDX license id.
+    pub license: String,
+    /// Shell commands run once, in order, in the instance's directory.
+    pub install: Vec<String>,
+    /// The shell command that serves the app on `$PORT`.
+    pub run: String,
+    pub health: Health,
+    pub calls: Vec<String>,
+    pub depends_on: Vec<(String, u64)>,
+    pub tier: Tier,
+    pub resources: Resources,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Health {
+    /// A path answering 2xx when the app is ready.
+    pub path: String,
+    /// How long a starting instance may take to become healthy.
+    pub timeout_ms: u64,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Tier {
+    pub free_requests_per_minute: Option<u32>,
+    pub free_concurrent_requests: Option<u32>,
+    pub premium_prefixes: Vec<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Resources {
+    /// Most address space the app may map, in MiB (RLIMIT_AS).
+    pub memory_mb: u64,
+    /// Most open files (RLIMIT_NOFILE).
+    pub open_files: u64,
+}
+
+impl Default for Resources {
+    fn default() -> Resources {
+        Resources { memory_mb: 1024, open_files: 1024 }
+    }
+}
+
+/// OSI-approved licenses, by SPDX id (opensource.org/licenses): the ones an
+/// app on OneCommons may carry.
+pub const OSI_APPROVED: &[&str] = &[
+    "0BSD",
+    "AFL-3.0",
+    "AGPL-3.0-only",
+    "AGPL-3.0-or-later",
+    "Apache-2.0",
+    "Artistic-2.0",
+    "BSD-1-Clause",
+    "BSD-2-Clause",
+    "BSD-2-Clause-Patent",
+    "BSD-3-Clause",
+    "BSL-1.0",
+    "CDDL-1.0",
+    "CECILL-2.1",
+    "ECL-2.0",
+    "EFL-2.0",
+    "EPL-1.0",
+    "EPL-2.0",
+    "EUPL-1.1",
+    "EUPL-1.2",
+    "GPL-2.0-only",
+    "GPL-2.0-or-later",
+    "GPL-3.0-only",
+    "GPL-3.0-or-later",
+    "ISC",
+    "LGPL-2.1-only",
+    "LGPL-2.1-or-later",
+    "LGPL-3.0-only",
+    "LGPL-3.0-or-later",
+    "LPPL-1.3c",
+    "MirOS",
+    "MIT",
+    "MIT-0",
+    "MPL-1.1",
+    "MPL-2.0",
+    "MS-PL",
+    "MS-RL",
+    "MulanPSL-2.0",
+    "NCSA",
+    "OFL-1.1",
+    "OSL-3.0",
+    "PHP-3.01",
+    "PostgreSQL",
+    "Python-2.0",
+    "UPL-1.0",
+    "Unicode-DFS-2016",
+    "Unlicense",
+    "W3C",
+    "Zlib",
+    "ZPL-2.1",
+];
+
+/// Licenses often mistaken for open source, with why they are not.
+const NOT_OPEN_SOURCE: &[(&str, &str)] = &[
+    (
+        "SSPL-1.0",
+        "the Server Side Public License is not OSI-approved (it restricts offering the software as a service)",
+    ),
+    ("BUSL-1.1", "the Business Source License is source-available, not open source, until its change date"),
+    ("Elastic-2.0", "the Elastic License restricts use as a managed service: source-available, not open source"),
+    ("CC-BY-NC-4.0", "non-commercial licenses are not open source"),
+    ("Commons-Clause", "the Commons Clause forbids selling the software: not open source"),
+    ("proprietary", "proprietary software cannot run on OneCommons"),
+];
+
+/// Why a manifest is refused: the file, the field and the reason.
+#[derive(Debug, thiserror::Error)]
+#[error("{file}: {field}: {reason}")]
+pub struct ManifestError {
+    pub file: String,
+    pub field: String,
+    pub reason: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ManifestToml {
+    name: String,
+    version: String,
+    project: String,
+    repository: String,
+    license: String,
+    #[serde(default)]
+    install: Vec<String>,
+    run: String,
+    health: HealthToml,
+    #[serde(default)]
+    calls: Vec<String>,
+    #[serde(default)]
+    depends_on: Vec<DepToml>,
+    #[serde(default)]
+    tier: TierToml,
+    #[serde(default)]
+    resources: ResourcesToml,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HealthToml {
+    path: String,
+    #[serde(default = "default_health_timeout")]
+    timeout_ms: u64,
+}
+
+fn default_health_timeout() -> u64 {
+    30_000
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DepToml {
+    project: String,
+    #[serde(default = "one")]
+    weight: u64,
+}
+
+fn one() -> u64 {
+    1
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct TierToml {
+    free_requests_per_minute: Option<u32>,
+    free_concurrent_requests: Option<u32>,
+    #[serde(default)]
+    premium_prefixes: Vec<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct ResourcesToml {
+    memory_mb: Option<u64>,
+    open_files: Option<u64>,
+}
+
+impl Manifest {
+    /// Reads and checks the manifest at `path`.
+    pub fn load(path: &Path) -> Result<Manifest, ManifestError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ManifestError {
+            file: path.display().to_string(),
+            field: "(file)".into(),
+            reason: e.to_string(),
+        })?;
+        Manifest::parse(&path.display().to_string(), &text)
+    }
+
+    /// Parses and checks a manifest; `file` names it in errors.
+    pub fn parse(file: &str, text: &str) -> Result<Manifest, ManifestError> {
+        let error = |field: &str, reason: String| ManifestError { file: file.into(), field: field.into(), reason };
+        let raw: ManifestToml = toml::from_str(text).map_err(|e| {
+            let field = e.span().map_or_else(|| "(document)".to_owned(), |span| line_of(text, span.start));
+            error(&field, e.message().to_owned())
+        })?;
+        for (field, value) in [("name", &raw.name), ("project", &raw.project)] {
+            if !is_name(value) {
+                return Err(error(field, format!("{value:?} must be 1 to 64 letters, digits, '.', '_' or '-'")));
+            }
+        }
+        if raw.version.trim().is_empty() || raw.version.contains(char::is_whitespace) {
+            return Err(error("version", format!("{:?} must be a version without spaces", raw.version)));
+        }
+        check_license(&raw.license).map_err(|reason| error("license", reason))?;
+        if raw.run.trim().is_empty() {
+            return Err(error("run", "the run command is empty".into()));
+        }
+        if !raw.health.path.starts_with('/') || raw.health.path.contains(char::is_whitespace) {
+            return Err(error("health.path", format!("{:?} must start with / and hold no spaces", raw.health.path)));
+        }
+        if raw.health.timeout_ms == 0 {
+            return Err(error("health.timeout_ms", "must be at least 1".into()));
+        }
+        if let Some(service) = raw.calls.iter().find(|s| !is_name(s)) {
+            return Err(error("calls", format!("{service:?} is not a service name")));
+        }
+        let mut depends_on = Vec::new();
+        for dep in raw.depends_on {
+            if !is_name(&dep.project) || dep.project == raw.project {
+                return Err(error("depends_on", format!("{:?} is not another project's id", dep.project)));
+            }
+            if dep.weight == 0 {
+                return Err(error("depends_on", format!("the weight of {:?} must be at least 1", dep.project)));
+            }
+            if depends_on.iter().any(|(p, _)| *p == dep.project) {
+                return Err(error("depends_on", format!("{:?} is listed twice", dep.project)));
+            }
+            depends_on.push((dep.project, dep.weight));
+        }
+        if let Some(prefix) = raw.tier.premium_prefixes.iter().find(|p| !p.starts_with('/') || p.contains(',')) {
+            return Err(error("tier.premium_prefixes", format!("{prefix:?} must start with / and hold no comma")));
+        }
+        let defaults = Resources::default();
+        let resources = Resources {
+            memory_mb: raw.resources.memory_mb.unwrap_or(defaults.memory_mb),
+            open_files: raw.resources.open_files.unwrap_or(defaults.open_files),
+        };
+        if resources.memory_mb < 16 || resources.open_files < 16 {
+            return Err(error("resources", "memory_mb and open_files must be at least 16".into()));
+        }
+        Ok(Manifest {
+            name: raw.name,
+            version: raw.version,
+            project: raw.project,
+            repository: raw.repository,
+            license: raw.license,
+            install: raw.install,
+            run: raw.run,
+            health: Health { path: raw.health.path, timeout_ms: raw.health.timeout_ms },
+            calls: raw.calls,
+            depends_on,
+            tier: Tier {
+                free_requests_per_minute: raw.tier.free_requests_per_minute,
+                free_concurrent_requests: raw.tier.free_concurrent_requests,
+                premium_prefixes: raw.tier.premium_prefixes,
+            },
+            resources,
+        })
+    }
+}
+
+/// Accepts an OSI-approved SPDX id; otherwise says why not.
+pub fn check_license(license: &str) -> Result<(), String> {
+    if OSI_APPROVED.contains(&license) {
+        return Ok(());
+    }
+    if let Some((_, why)) = NOT_OPEN_SOURCE.iter().find(|(id, _)| id.eq_ignore_ascii_case(license)) {
+        return Err(format!("{license:?} is refused: {why}"));
+    }
+    if let Some(id) = OSI_APPROVED.iter().find(|id| id.eq_ignore_ascii_case(license)) {
+        return Err(format!("{license:?} is not an SPDX id as written; did you mean {id:?}?"));
+    }
+    Err(format!(
+        "{license:?} is not an OSI-approved open-source license (give its SPDX id, e.g. \"MIT\", \"Apache-2.0\", \"AGPL-3.0-or-later\")"
+    ))
+}
+
+fn is_name(name: &str) -> bool {
+    !name.is_empty() && name.len() <= 64 && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+}
+
+fn line_of(text: &str, offset: usize) -> String {
+    let line = text[..offset.min(text.len())].matches('\n').count() + 1;
+    format!("line {line}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+name = "notes"
+version = "1.0.0"
+project = "notes"
+repository = "https://example.org/notes.git"
+license = "MIT"
+run = "exec python3 app.py"
+calls = ["search"]
+depends_on = [{ project = "http", weight = 2 }, { project = "markdown" }]
+[health]
+path = "/healthz"
+[tier]
+free_requests_per_minute = 60
+premium_prefixes = ["/export"]
+"#;
+
+    #[test]
+    fn a_good_manifest_reads_with_its_defaults() {
+        let m = Manifest::parse("notes.toml", GOOD).unwrap();
+        assert_eq!(m.depends_on, [("http".to_owned(), 2), ("markdown".to_owned(), 1)]);
+        assert_eq!(m.health.timeout_ms, 30_000);
+        assert_eq!(m.resources, Resources::default());
+        assert_eq!(m.tier.free_requests_per_minute, Some(60));
+    }
+
+    #[test]
+    fn bad_manifests_say_which_field_and_why() {
+        let cases = [
+            (
+                GOOD.replace("\"MIT\"", "\"SSPL-1.0\""),
+                "license: \"SSPL-1.0\" is refused: the Server Side Public License",
+            ),
+            (GOOD.replace("\"MIT\"", "\"mit\""), "did you mean \"MIT\""),
+            (GOOD.replace("\"MIT\"", "\"WTFPL-ish\""), "not an OSI-approved open-source license"),
+            (GOOD.replace("path = \"/healthz\"", "path = \"healthz\""), "health.path"),
+            (GOOD.replace("run = ", "runs = "), "unknown field `runs`"),
+            (GOOD.replace("{ project = \"markdown\" }", "{ project = \"notes\" }"), "depends_on"),
+            (GOOD.replace("name = \"notes\"", "name = \"no tes\""), "name: \"no tes\""),
+            (GOOD.replace("[tier]", "[tier]\nfree_concurrent_requests = -1"), "line 13: invalid value"),
+        ];
+        for (text, expected) in cases {
+            let error = Manifest::parse("notes.toml", &text).unwrap_err().to_string();
+            assert!(error.starts_with("notes.toml: ") && error.contains(expected), "{error}");
+        }
+    }
+}

@@ -1,0 +1,107 @@
+//! Real example apps as supervised processes.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use runtime::{Instance, InstanceError, InstanceSpec, Manifest};
+
+fn app(name: &str) -> PathBuf {
+    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/apps")).join(name)
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn spec(name: &str, dir: &std::path::Path) -> InstanceSpec {
+    InstanceSpec {
+        site: name.to_owned(),
+        manifest: Manifest::load(&app(name).join("commons.toml")).unwrap(),
+        source: app(name),
+        dir: dir.join(name),
+        port: free_port(),
+        env: vec![],
+    }
+}
+
+async fn get(addr: std::net::SocketAddr, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).await.unwrap();
+    answer
+}
+
+#[tokio::test]
+async fn an_app_runs_is_metered_restarts_after_a_crash_and_stops() {
+    let dir = tempfile::tempdir().unwrap();
+    let instance = Instance::start(spec("search", dir.path())).await.unwrap();
+    assert!(instance.is_healthy());
+    let answer = get(instance.addr, "/?q=open+source").await;
+    assert!(answer.starts_with("HTTP/1.1 200") && answer.contains("digital commons"), "{answer}");
+    for _ in 0..30 {
+        get(instance.addr, "/?q=web").await;
+    }
+    tokio::time::sleep(Duration::from_millis(1300)).await;
+    let used = instance.take_usage();
+    assert!(used.cpu_ms > 0 && used.memory_mib_s > 0, "{used:?}");
+
+    // Killed from outside: started again, on the same port.
+    let pid = instance.pid();
+    // SAFETY: kill(2) on the instance's own process.
+    unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+    let mut waited = 0;
+    while (instance.restarts() == 0 || !instance.is_healthy()) && waited < 100 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        waited += 1;
+    }
+    assert_eq!(instance.restarts(), 1);
+    assert_ne!(instance.pid(), pid);
+    assert!(get(instance.addr, "/healthz").await.starts_with("HTTP/1.1 200"));
+
+    let addr = instance.addr;
+    instance.stop().await;
+    assert!(tokio::net::TcpStream::connect(addr).await.is_err(), "stopped");
+}
+
+#[tokio::test]
+async fn an_app_that_never_becomes_healthy_fails_with_the_end_of_its_log() {
+    let dir = tempfile::tempdir().unwrap();
+    match Instance::start(spec("broken", dir.path())).await {
+        Err(InstanceError::Unhealthy { tail, .. }) => {
+            assert!(tail.contains("error: cannot open database"), "{tail}")
+        }
+        Err(e) => panic!("wrong error: {e}"),
+        Ok(_) => panic!("a broken app started"),
+    }
+}
+
+#[tokio::test]
+async fn a_failing_install_step_fails_the_deploy_with_its_output() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut spec = spec("search", dir.path());
+    spec.manifest.install = vec!["echo fetching; echo 'no such package: nope==9' >&2; false".into()];
+    match Instance::start(spec).await {
+        Err(InstanceError::Install { step, tail, .. }) => {
+            assert!(step.contains("fetching") && tail.contains("no such package"), "{tail}")
+        }
+        Err(e) => panic!("wrong error: {e}"),
+        Ok(_) => panic!("installed"),
+    }
+}
+
+#[tokio::test]
+async fn a_port_already_taken_fails_the_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let mut spec = spec("search", dir.path());
+    spec.port = taken.local_addr().unwrap().port();
+    spec.manifest.health.timeout_ms = 3000;
+    match Instance::start(spec).await {
+        Err(InstanceError::Unhealthy { tail, .. }) => assert!(tail.contains("Address already in use"), "{tail}"),
+        Err(e) => panic!("wrong error: {e}"),
+        Ok(_) => panic!("started on a taken port"),
+    }
+}
