@@ -26,20 +26,30 @@ pub fn scenario(store: &mut Store, period: Period) -> anyhow::Result<Scenario> {
             deps: p.deps.into_iter().map(|(project, weight)| DepSpec { project, weight }).collect(),
         })
         .collect();
+    // Providers are paid by what their machines gave each site in the
+    // period, as the node agents metered it: CPU milliseconds plus MiB-seconds
+    // of resident memory (a CPU-second weighs as much as holding 1 GiB for a
+    // second). A site with no metered resources keeps its declared weights.
+    let mut metered: std::collections::BTreeMap<String, Vec<ProviderSpec>> = Default::default();
+    for (site, provider, used) in store.resource_usage(period)? {
+        let resource_weight = used.cpu_ms.saturating_add(used.memory_mib_s).max(1);
+        metered.entry(site).or_default().push(ProviderSpec { provider, resource_weight });
+    }
     let sites: Vec<SiteSpec> = store
         .sites()?
         .into_iter()
         .map(|s| SiteSpec {
+            providers: metered.remove(&s.id).unwrap_or_else(|| {
+                s.providers
+                    .into_iter()
+                    .map(|(provider, resource_weight)| ProviderSpec { provider, resource_weight })
+                    .collect()
+            }),
             id: s.id,
             operator: s.operator,
             project: s.project,
             provider_share_bps: Some(u64::from(s.provider_share_bps)),
             developer_share_bps: Some(u64::from(s.developer_share_bps)),
-            providers: s
-                .providers
-                .into_iter()
-                .map(|(provider, resource_weight)| ProviderSpec { provider, resource_weight })
-                .collect(),
         })
         .collect();
     let registry = Registry::new(&params, &projects, &sites).map_err(|e| {

@@ -97,6 +97,29 @@ const MIGRATIONS: &[&str] = &[
     "
     ALTER TABLE sites ADD COLUMN health_path TEXT NOT NULL DEFAULT '';
 ",
+    "
+    CREATE TABLE nodes (
+        id TEXT PRIMARY KEY,
+        provider TEXT NOT NULL,
+        location TEXT NOT NULL,
+        capacity_mb BIGINT NOT NULL
+    );
+    CREATE TABLE history (
+        seq BIGINT PRIMARY KEY,
+        at_ms BIGINT NOT NULL,
+        action TEXT NOT NULL,
+        site TEXT NOT NULL,
+        detail TEXT NOT NULL
+    );
+    CREATE TABLE resource_usage (
+        period TEXT NOT NULL,
+        site TEXT NOT NULL,
+        provider TEXT NOT NULL,
+        cpu_ms BIGINT NOT NULL,
+        memory_mib_s BIGINT NOT NULL,
+        PRIMARY KEY (period, site, provider)
+    );
+",
 ];
 
 /// A stored block: height, hash, encoded body.

@@ -20,6 +20,7 @@ mod backend;
 mod key;
 mod people;
 mod platform;
+mod runtime;
 mod sql;
 pub mod testing;
 
@@ -31,6 +32,7 @@ use backend::Backend;
 pub use key::load_or_create_key;
 pub use people::{AccountRecord, SessionRecord};
 pub use platform::{ProjectRecord, SiteRecord, TokenRecord};
+pub use runtime::{HistoryEntry, NodeRecord, ResourceTotals};
 
 /// Where a store lives.
 #[derive(Clone, Debug)]

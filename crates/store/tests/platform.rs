@@ -6,7 +6,7 @@ use commons_core::Period;
 use commons_core::token_sha256;
 use metering::wal::Checkpoint;
 use metering::{DirectKey, Event, Usage};
-use store::{AccountRecord, ProjectRecord, SessionRecord, SiteRecord, Store};
+use store::{AccountRecord, NodeRecord, ProjectRecord, ResourceTotals, SessionRecord, SiteRecord, Store};
 
 #[test]
 fn sites_are_stored_replaced_and_removed_and_each_change_bumps_the_version() {
@@ -157,5 +157,33 @@ fn flushed_usage_adds_up_exactly_across_flushes_and_keeps_the_checkpoint() {
         let recorded = store.metering_checkpoint().unwrap();
         assert_eq!(recorded.to_text(), "0:3,1:2", "{}", s.name);
         assert!(store.usage(Period::parse("2026-12").unwrap()).unwrap().is_empty());
+    }
+}
+
+#[test]
+fn nodes_history_and_resource_usage_are_kept() {
+    let period = Period::parse("2026-11").unwrap();
+    for s in common::stores() {
+        let mut store = Store::open(&s.location).unwrap();
+        let node = NodeRecord { id: "pat-1".into(), provider: "pat".into(), location: "eu".into(), capacity_mb: 4096 };
+        store.put_node(&node).unwrap();
+        store.put_node(&NodeRecord { capacity_mb: 8192, ..node.clone() }).unwrap();
+        assert_eq!(store.nodes().unwrap(), vec![NodeRecord { capacity_mb: 8192, ..node }], "{}", s.name);
+
+        assert_eq!(store.record_history(10, "deploy", "wiki", "app wiki 1.0 on pat-1").unwrap(), 1);
+        assert_eq!(store.record_history(20, "update", "wiki", "app wiki 1.1 on pat-1").unwrap(), 2);
+        let history = store.history().unwrap();
+        assert_eq!(history.iter().map(|h| h.action.as_str()).collect::<Vec<_>>(), ["deploy", "update"]);
+
+        store.add_resource_usage(period, "wiki", "pat", ResourceTotals { cpu_ms: 5, memory_mib_s: 100 }).unwrap();
+        store.add_resource_usage(period, "wiki", "pat", ResourceTotals { cpu_ms: 7, memory_mib_s: 1 }).unwrap();
+        store.add_resource_usage(period, "wiki", "pia", ResourceTotals { cpu_ms: 1, memory_mib_s: 0 }).unwrap();
+        assert_eq!(
+            store.resource_usage(period).unwrap(),
+            vec![
+                ("wiki".into(), "pat".into(), ResourceTotals { cpu_ms: 12, memory_mib_s: 101 }),
+                ("wiki".into(), "pia".into(), ResourceTotals { cpu_ms: 1, memory_mib_s: 0 }),
+            ]
+        );
     }
 }
