@@ -17,7 +17,8 @@ use anyhow::Context;
 use bytes::Bytes;
 use commons_core::Period;
 use gateway::{
-    Gateway, GatewayConfig, Identities, Routes, SessionStore, SiteRoute, StoredSession, SystemClock, TierPolicy,
+    Gateway, GatewayConfig, Identities, Routes, RunningGateway, SessionStore, SiteRoute, StoredSession, SystemClock,
+    TierPolicy,
 };
 use http_body_util::Full;
 use metering::Meter;
@@ -68,70 +69,128 @@ struct ConfigFile {
     public_scheme: Option<String>,
 }
 
-pub fn run(args: Args, store_args: &StoreArgs) -> anyhow::Result<()> {
-    let location = store_args.location();
-    let config_path =
-        args.config.clone().or_else(|| Some(location.data_dir.join("commons.toml")).filter(|p| p.exists()));
-    let file: ConfigFile = match &config_path {
-        None => ConfigFile::default(),
-        Some(path) => {
-            let text = std::fs::read_to_string(path).map_err(|e| BadInput(format!("{}: {e}", path.display())))?;
-            toml::from_str(&text).map_err(|e| BadInput(format!("{}: {e}", path.display())))?
-        }
-    };
-    let listen = args.listen.or(file.listen).unwrap_or_else(|| "127.0.0.1:8080".parse().expect("an address"));
-    let control =
-        args.control_listen.or(file.control_listen).unwrap_or_else(|| "127.0.0.1:8081".parse().expect("an address"));
-    let internal =
-        args.internal_listen.or(file.internal_listen).unwrap_or_else(|| "127.0.0.1:8082".parse().expect("an address"));
-    let domain = args.domain.or(file.domain).unwrap_or_else(|| "commons.localhost".to_owned());
-    let metering = !args.no_metering && file.metering.unwrap_or(true);
-    let flush = Duration::from_millis(file.flush_ms.unwrap_or(2_000).max(10));
-    let health_checks = Duration::from_millis(file.health_check_ms.unwrap_or(2_000).max(10));
-    let defaults = GatewayConfig::default();
-    let mut gateway_config = GatewayConfig {
-        upstream_timeout: file.upstream_timeout_ms.map_or(defaults.upstream_timeout, Duration::from_millis),
-        body_limit_bytes: file.body_limit_bytes.unwrap_or(defaults.body_limit_bytes),
-        header_read_timeout: file.header_read_timeout_ms.map_or(defaults.header_read_timeout, Duration::from_millis),
-        session_lifetime: file.session_lifetime_s.map_or(defaults.session_lifetime, Duration::from_secs),
-        public_scheme: match file.public_scheme {
-            None => defaults.public_scheme.clone(),
-            Some(scheme) if scheme == "http" || scheme == "https" => scheme,
-            Some(other) => {
-                return Err(BadInput(format!("public_scheme {other:?} must be \"http\" or \"https\"")).into());
+/// Everything `commons up` runs with, resolved from flags, environment,
+/// the config file and defaults.
+pub struct Settings {
+    pub listen: SocketAddr,
+    pub control: SocketAddr,
+    pub internal: SocketAddr,
+    pub domain: String,
+    pub metering: bool,
+    pub flush: Duration,
+    pub health_checks: Duration,
+    pub workers: usize,
+    pub gateway: GatewayConfig,
+}
+
+impl Settings {
+    fn resolve(args: Args, data_dir: &std::path::Path) -> anyhow::Result<Settings> {
+        let config_path = args.config.clone().or_else(|| Some(data_dir.join("commons.toml")).filter(|p| p.exists()));
+        let file: ConfigFile = match &config_path {
+            None => ConfigFile::default(),
+            Some(path) => {
+                let text =
+                    std::fs::read_to_string(path).map_err(|e| BadInput(format!("{}: {e}", path.display())))?;
+                toml::from_str(&text).map_err(|e| BadInput(format!("{}: {e}", path.display())))?
             }
-        },
-        ..defaults
-    };
+        };
+        let mut settings = Settings::default();
+        let defaults = GatewayConfig::default();
+        settings.gateway = GatewayConfig {
+            upstream_timeout: file.upstream_timeout_ms.map_or(defaults.upstream_timeout, Duration::from_millis),
+            body_limit_bytes: file.body_limit_bytes.unwrap_or(defaults.body_limit_bytes),
+            header_read_timeout: file
+                .header_read_timeout_ms
+                .map_or(defaults.header_read_timeout, Duration::from_millis),
+            session_lifetime: file.session_lifetime_s.map_or(defaults.session_lifetime, Duration::from_secs),
+            public_scheme: match file.public_scheme {
+                None => defaults.public_scheme.clone(),
+                Some(scheme) if scheme == "http" || scheme == "https" => scheme,
+                Some(other) => {
+                    return Err(BadInput(format!("public_scheme {other:?} must be \"http\" or \"https\"")).into());
+                }
+            },
+            ..defaults
+        };
+        settings.listen = args.listen.or(file.listen).unwrap_or(settings.listen);
+        settings.control = args.control_listen.or(file.control_listen).unwrap_or(settings.control);
+        settings.internal = args.internal_listen.or(file.internal_listen).unwrap_or(settings.internal);
+        settings.domain = args.domain.or(file.domain).unwrap_or(settings.domain);
+        settings.metering = !args.no_metering && file.metering.unwrap_or(true);
+        settings.flush = Duration::from_millis(file.flush_ms.unwrap_or(2_000).max(10));
+        settings.health_checks = Duration::from_millis(file.health_check_ms.unwrap_or(2_000).max(10));
+        settings.workers = file.workers.unwrap_or(settings.workers).clamp(1, gateway::WORKERS_MAX);
+        Ok(settings)
+    }
+}
 
-    let mut store = Store::open(&location)?;
-    // The pseudonym key: derived from the node key, so it is stable across
-    // restarts and secret like it.
-    let node_key = store::load_or_create_key(&location.data_dir)?;
-    gateway_config.pseudonym_secret = node_key.derive_secret(b"pseudonyms");
-    gateway_config.provenance_secret = node_key.derive_secret(b"provenance");
-
-    let meter = if metering {
-        let checkpoint = store.metering_checkpoint()?;
-        let (meter, replay) =
-            Meter::open(&location.data_dir.join("wal"), 64, &checkpoint).context("opening the write-ahead log")?;
-        if replay.events > 0 {
-            store.record_usage(&replay.usage, &replay.checkpoint)?;
-            tracing::info!(events = replay.events, torn = replay.torn.len(), "usage replayed from the write-ahead log");
+impl Default for Settings {
+    fn default() -> Settings {
+        // By default half the cores: the gateway shares its machine with the
+        // sites it serves, and one busy event loop per core pair batches
+        // more work per wake-up than an idle-prone one per core (measured
+        // in bench/RESULTS.md).
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        Settings {
+            listen: "127.0.0.1:8080".parse().expect("an address"),
+            control: "127.0.0.1:8081".parse().expect("an address"),
+            internal: "127.0.0.1:8082".parse().expect("an address"),
+            domain: "commons.localhost".to_owned(),
+            metering: true,
+            flush: Duration::from_secs(2),
+            health_checks: Duration::from_secs(2),
+            workers: (cores / 2).max(1),
+            gateway: GatewayConfig::default(),
         }
-        meter.forget(&replay.checkpoint)?;
-        Some(Arc::new(meter))
-    } else {
-        None
-    };
-    let (routes, identities, version) = load_registry(&mut store, &domain)?;
-    let sessions = stored_sessions(&mut store)?;
-    let store = Arc::new(Mutex::new(store));
+    }
+}
 
-    // The gateway runs its own worker threads; this runtime only runs the
-    // control listener and the store loops.
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
-    runtime.block_on(async move {
+/// The platform running on this machine: the gateway with its listeners,
+/// and the loops that keep it in step with the store.
+pub struct Platform {
+    pub gateway: Gateway,
+    pub store: Arc<Mutex<Store>>,
+    pub meter: Option<Arc<Meter>>,
+    /// Where each listener is (the ports picked, when asked for port 0).
+    pub listen: SocketAddr,
+    pub internal: SocketAddr,
+    pub control: SocketAddr,
+    pub domain: String,
+    running: RunningGateway,
+    running_internal: RunningGateway,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Platform {
+    /// Starts the platform on `store` (at `data_dir`); call from within a
+    /// Tokio runtime.
+    pub async fn start(settings: Settings, mut store: Store, data_dir: &std::path::Path) -> anyhow::Result<Platform> {
+        let mut gateway_config = settings.gateway.clone();
+        // The pseudonym key: derived from the node key, so it is stable
+        // across restarts and secret like it.
+        let node_key = store::load_or_create_key(data_dir)?;
+        gateway_config.pseudonym_secret = node_key.derive_secret(b"pseudonyms");
+        gateway_config.provenance_secret = node_key.derive_secret(b"provenance");
+        let meter = if settings.metering {
+            let checkpoint = store.metering_checkpoint()?;
+            let (meter, replay) =
+                Meter::open(&data_dir.join("wal"), 64, &checkpoint).context("opening the write-ahead log")?;
+            if replay.events > 0 {
+                store.record_usage(&replay.usage, &replay.checkpoint)?;
+                tracing::info!(
+                    events = replay.events,
+                    torn = replay.torn.len(),
+                    "usage replayed from the write-ahead log"
+                );
+            }
+            meter.forget(&replay.checkpoint)?;
+            Some(Arc::new(meter))
+        } else {
+            None
+        };
+        let (routes, identities, version) = load_registry(&mut store, &settings.domain)?;
+        let sessions = stored_sessions(&mut store)?;
+        let store = Arc::new(Mutex::new(store));
         let session_store: Arc<dyn SessionStore> = Arc::new(StoredSessions(store.clone()));
         let gateway = Gateway::with_sessions(
             gateway_config,
@@ -142,41 +201,94 @@ pub fn run(args: Args, store_args: &StoreArgs) -> anyhow::Result<()> {
             sessions,
         );
         gateway.set_identities(identities);
-        let control_listener =
-            TcpListener::bind(control).await.map_err(|e| BadInput(format!("cannot listen on {control}: {e}")))?;
-        // By default half the cores: the gateway shares its machine with the
-        // sites it serves, and one busy event loop per core pair batches
-        // more work per wake-up than an idle-prone one per core (measured
-        // in bench/RESULTS.md).
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let workers = file.workers.unwrap_or((cores / 2).max(1)).clamp(1, gateway::WORKERS_MAX);
-        let running =
-            gateway.serve(listen, workers).map_err(|e| BadInput(format!("cannot listen on {listen}: {e}")))?;
-        let running_internal =
-            gateway.serve_internal(internal, 1).map_err(|e| BadInput(format!("cannot listen on {internal}: {e}")))?;
-        tokio::spawn(serve_control(control_listener, gateway.clone()));
+        let control_listener = TcpListener::bind(settings.control)
+            .await
+            .map_err(|e| BadInput(format!("cannot listen on {}: {e}", settings.control)))?;
+        let control = control_listener.local_addr()?;
+        let running = gateway
+            .serve(settings.listen, settings.workers)
+            .map_err(|e| BadInput(format!("cannot listen on {}: {e}", settings.listen)))?;
+        let running_internal = gateway
+            .serve_internal(settings.internal, 1)
+            .map_err(|e| BadInput(format!("cannot listen on {}: {e}", settings.internal)))?;
+        let mut tasks = vec![tokio::spawn(serve_control(control_listener, gateway.clone()))];
         let checker = gateway.clone();
-        tokio::spawn(async move { checker.check_health(health_checks).await });
-        tokio::spawn(follow_registry(store.clone(), gateway.clone(), domain.clone(), version));
+        let every = settings.health_checks;
+        tasks.push(tokio::spawn(async move { checker.check_health(every).await }));
+        tasks.push(tokio::spawn(follow_registry(store.clone(), gateway.clone(), settings.domain.clone(), version)));
         if let Some(meter) = &meter {
-            tokio::spawn(flush_usage(store.clone(), meter.clone(), flush));
+            tasks.push(tokio::spawn(flush_usage(store.clone(), meter.clone(), settings.flush)));
         }
+        Ok(Platform {
+            listen: running.addr,
+            internal: running_internal.addr,
+            control,
+            domain: settings.domain,
+            gateway,
+            store,
+            meter,
+            running,
+            running_internal,
+            tasks,
+        })
+    }
+
+    /// Reloads sites and users from the store now (the loop does it within a
+    /// second anyway).
+    pub async fn reload(&self) -> anyhow::Result<()> {
+        let (store, domain) = (self.store.clone(), self.domain.clone());
+        let (routes, identities, _) = tokio::task::spawn_blocking(move || {
+            load_registry(&mut store.lock().unwrap_or_else(|e| e.into_inner()), &domain)
+        })
+        .await??;
+        self.gateway.set_routes(routes);
+        self.gateway.set_identities(identities);
+        Ok(())
+    }
+
+    /// Hands what was metered so far to the store.
+    pub async fn flush(&self) -> anyhow::Result<()> {
+        match &self.meter {
+            Some(meter) => flush_once(&self.store, meter).await,
+            None => Ok(()),
+        }
+    }
+
+    /// Stops accepting, finishes requests in flight, flushes usage.
+    pub async fn shutdown(self) -> anyhow::Result<()> {
+        self.running.shutdown().await;
+        self.running_internal.shutdown().await;
+        for task in &self.tasks {
+            task.abort();
+        }
+        if let Some(meter) = &self.meter {
+            flush_once(&self.store, meter).await?;
+        }
+        Ok(())
+    }
+}
+
+pub fn run(args: Args, store_args: &StoreArgs) -> anyhow::Result<()> {
+    let location = store_args.location();
+    let settings = Settings::resolve(args, &location.data_dir)?;
+    let store = Store::open(&location)?;
+    // The gateway runs its own worker threads; this runtime only runs the
+    // control listener and the store loops.
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
+    runtime.block_on(async move {
+        let platform = Platform::start(settings, store, &location.data_dir).await?;
+        let (listen, domain) = (platform.listen, &platform.domain);
         eprintln!("OneCommons is up.");
         eprintln!("  gateway  http://{listen}  (site S answers at http://S.{domain}:{})", listen.port());
         eprintln!("  login    http://{domain}:{}/login", listen.port());
-        eprintln!("  internal http://{internal}  (sites call services here with X-Commons-Provenance)");
-        eprintln!("  metrics  http://{control}/metrics");
+        eprintln!("  internal http://{}  (sites call services here with X-Commons-Provenance)", platform.internal);
+        eprintln!("  metrics  http://{}/metrics", platform.control);
         eprintln!("  store    {}", location.describe());
-        eprintln!("  metering {}", if meter.is_some() { "on" } else { "off" });
+        eprintln!("  metering {}", if platform.meter.is_some() { "on" } else { "off" });
         eprintln!("Stop with Ctrl-C.");
         tokio::signal::ctrl_c().await?;
         eprintln!("stopping: finishing requests in flight and flushing usage");
-        running.shutdown().await;
-        running_internal.shutdown().await;
-        if let Some(meter) = meter {
-            flush_once(&store, &meter).await?;
-        }
-        anyhow::Ok(())
+        platform.shutdown().await
     })
 }
 
