@@ -107,23 +107,30 @@ pub fn run(command: Command, store_args: &StoreArgs) -> anyhow::Result<()> {
         }
         Command::Export { out } => {
             let mut store = Store::open(&store_args.location())?;
-            let partial = out.with_extension("partial");
-            let mut writer =
-                BufWriter::new(File::create(&partial).with_context(|| format!("creating {}", partial.display()))?);
-            write_header_line(store.ledger().config(), &mut writer)?;
-            let blocks = store.blocks()?;
-            for block in &blocks {
-                write_block_line(block, &mut writer)?;
-            }
-            writer.into_inner().map_err(|e| e.into_error())?.sync_all()?;
-            std::fs::rename(&partial, &out)?;
-            eprintln!("exported {} blocks to {}", blocks.len(), out.display());
+            let n = export(&mut store, &out)?;
+            eprintln!("exported {n} blocks to {}", out.display());
             Ok(())
         }
     }
 }
 
-fn verify(file: &PathBuf, key: Option<&str>) -> anyhow::Result<()> {
+/// Writes the whole chain to `out` (atomically: a partial file is renamed
+/// once complete); returns the number of blocks.
+pub fn export(store: &mut Store, out: &std::path::Path) -> anyhow::Result<usize> {
+    let partial = out.with_extension("partial");
+    let mut writer = BufWriter::new(File::create(&partial).with_context(|| format!("creating {}", partial.display()))?);
+    write_header_line(store.ledger().config(), &mut writer)?;
+    let blocks = store.blocks()?;
+    for block in &blocks {
+        write_block_line(block, &mut writer)?;
+    }
+    writer.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+    std::fs::rename(&partial, out)?;
+    Ok(blocks.len())
+}
+
+/// Checks an export offline and prints what holds.
+pub fn verify(file: &std::path::Path, key: Option<&str>) -> anyhow::Result<()> {
     let key = match key {
         None => None,
         Some(hex) => Some(

@@ -5,6 +5,8 @@
 //! input (arguments, scenario files, ledger exports), with the error on
 //! stderr.
 
+mod agent;
+mod demo;
 mod ledger_cmd;
 mod metered;
 mod platform_cmd;
@@ -70,6 +72,14 @@ enum Command {
     Subscribe(platform_cmd::SubscribeArgs),
     /// Show the usage metered in a period
     Usage(platform_cmd::UsageArgs),
+    /// Run the whole platform end to end in a fresh directory: providers,
+    /// apps, users, subscriptions, traffic, settlement, verification
+    Demo(demo::Args),
+    /// Register providers' nodes and list them
+    #[command(subcommand)]
+    Node(platform_cmd::NodeCommand),
+    /// The public history of deploys, updates and removals
+    History,
 }
 
 /// An error that is the input's fault: reported, exit code 2.
@@ -86,7 +96,8 @@ impl std::error::Error for BadInput {}
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging();
+    // The demo tells its own story; its logs are for when something is wrong.
+    init_logging(if matches!(cli.command, Command::Demo(_)) { "warn" } else { "info" });
     let result = match cli.command {
         Command::Settle(args) => settle::run(args, &cli.store),
         Command::Ledger(command) => ledger_cmd::run(command, &cli.store),
@@ -97,6 +108,9 @@ fn main() -> ExitCode {
         Command::Token(command) => platform_cmd::token(command, &cli.store),
         Command::Subscribe(args) => platform_cmd::subscribe(args, &cli.store),
         Command::Usage(args) => platform_cmd::usage(args, &cli.store),
+        Command::Demo(args) => demo::run(args),
+        Command::Node(command) => platform_cmd::node(command, &cli.store),
+        Command::History => platform_cmd::history(&cli.store),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -107,11 +121,11 @@ fn main() -> ExitCode {
     }
 }
 
-/// Structured logs on stderr: `COMMONS_LOG` (default `info`) filters them,
+/// Structured logs on stderr: `COMMONS_LOG` (default `default`) filters them,
 /// `COMMONS_LOG_FORMAT=json` makes them JSON lines.
-fn init_logging() {
+fn init_logging(default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("COMMONS_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     if std::env::var("COMMONS_LOG_FORMAT").is_ok_and(|f| f == "json") {
         builder.json().init();

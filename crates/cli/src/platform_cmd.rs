@@ -102,12 +102,39 @@ fn weighted(text: &str) -> Result<(String, u64), String> {
     Ok((name.to_owned(), weight))
 }
 
+/// A password for an account made by a program (the demo): 16 random
+/// bytes in hex.
+pub fn random_password() -> String {
+    let mut bytes = [0u8; 16];
+    getrandom::fill(&mut bytes).expect("the OS has randomness");
+    hex::encode(bytes)
+}
+
 /// Names of people and projects: letters, digits, `.`, `_` and `-`.
 pub fn check_name(name: &str) -> Result<(), String> {
     if name.is_empty() || name.len() > 64 || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b)) {
         return Err(format!("{name:?} must be 1 to 64 letters, digits, '.', '_' or '-'"));
     }
     Ok(())
+}
+
+#[derive(clap::Subcommand)]
+pub enum NodeCommand {
+    /// Register a provider's node (or change one)
+    Add {
+        id: String,
+        /// The cloud provider whose machine it is
+        #[arg(long)]
+        provider: String,
+        /// Where it is (a region, a city)
+        #[arg(long, default_value = "")]
+        location: String,
+        /// Memory it offers, in MiB
+        #[arg(long, default_value_t = 4096)]
+        capacity_mb: u64,
+    },
+    /// List the nodes
+    List,
 }
 
 #[derive(clap::Args)]
@@ -324,6 +351,32 @@ pub fn usage(args: UsageArgs, store_args: &StoreArgs) -> anyhow::Result<()> {
     }
     for (k, ms) in &usage.calls {
         println!("  {} on {} calling {}: {} ms", k.user, k.site, k.service, ms);
+    }
+    Ok(())
+}
+
+pub fn node(command: NodeCommand, store_args: &StoreArgs) -> anyhow::Result<()> {
+    let mut store = Store::open(&store_args.location())?;
+    match command {
+        NodeCommand::Add { id, provider, location, capacity_mb } => {
+            check_name(&id).map_err(|e| BadInput(format!("node {e}")))?;
+            check_name(&provider).map_err(|e| BadInput(format!("provider {e}")))?;
+            store.put_node(&store::NodeRecord { id: id.clone(), provider, location, capacity_mb })?;
+            println!("node {id} registered");
+        }
+        NodeCommand::List => {
+            for node in store.nodes()? {
+                println!("{}  provider {}  {}  {} MiB", node.id, node.provider, node.location, node.capacity_mb);
+            }
+        }
+    }
+    Ok(())
+}
+
+pub fn history(store_args: &StoreArgs) -> anyhow::Result<()> {
+    let mut store = Store::open(&store_args.location())?;
+    for entry in store.history()? {
+        println!("#{} {} {} {}: {}", entry.seq, entry.at_ms, entry.action, entry.site, entry.detail);
     }
     Ok(())
 }

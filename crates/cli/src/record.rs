@@ -20,8 +20,9 @@ use crate::{BadInput, now_ms};
 /// Transfers per block while recording a period.
 const BATCH_TRANSFERS: usize = 50_000;
 
-/// Settles `scenario` onto the ledger in `store` and returns the settlement.
-pub fn record_period(store: &mut Store, scenario: Scenario) -> anyhow::Result<Settlement> {
+/// Settles `scenario` onto the ledger in `store`; returns the settlement and
+/// the scenario with each subscriber's escrow as the ledger minted it.
+pub fn record_period(store: &mut Store, scenario: Scenario) -> anyhow::Result<(Settlement, Scenario)> {
     let period = scenario.params.period();
     if store.ledger().is_settled(period) {
         return Err(BadInput(format!(
@@ -77,7 +78,7 @@ pub fn record_period(store: &mut Store, scenario: Scenario) -> anyhow::Result<Se
     if !batch.is_empty() {
         store.append(batch, now_ms())?;
     }
-    Ok(settlement)
+    Ok((settlement, Scenario { activity, ..scenario }))
 }
 
 /// The ledger legs of `user`'s subscription payment for `period` (cash into

@@ -58,7 +58,7 @@ pub fn run(args: Args, store_args: &StoreArgs) -> anyhow::Result<()> {
             Some(store) => store,
             None => Store::open(&store_args.location())?,
         };
-        let settlement = record::record_period(&mut store, scenario)?;
+        let (settlement, _) = record::record_period(&mut store, scenario)?;
         let ledger = store.ledger();
         eprintln!(
             "recorded period {} on the ledger at {}: height {}, {} transfers, NAV {} cents per CC",

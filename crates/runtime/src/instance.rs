@@ -58,7 +58,8 @@ struct State {
     pid: AtomicU32,
     restarts: AtomicU32,
     healthy: AtomicBool,
-    usage: Mutex<ResourceUse>,
+    /// Used and not yet taken, and the group's CPU time at the last sample.
+    usage: Mutex<(ResourceUse, u64)>,
 }
 
 /// A running, supervised instance. Dropping it does not stop it: call
@@ -88,7 +89,7 @@ impl Instance {
             pid: AtomicU32::new(child.id().unwrap_or(0)),
             restarts: AtomicU32::new(0),
             healthy: AtomicBool::new(false),
-            usage: Mutex::new(ResourceUse::default()),
+            usage: Mutex::new((ResourceUse::default(), 0)),
         });
         let mut child = child;
         if !wait_healthy(&spec, addr, &mut child).await {
@@ -127,9 +128,11 @@ impl Instance {
         self.state.pid.load(Ordering::Relaxed)
     }
 
-    /// CPU time and memory used since the last call (the meter's delta).
+    /// CPU time and memory used since the last call (the meter's delta),
+    /// CPU time sampled now.
     pub fn take_usage(&self) -> ResourceUse {
-        std::mem::take(&mut *self.state.usage.lock().unwrap_or_else(|e| e.into_inner()))
+        cpu_sample(&self.state, self.pid());
+        std::mem::take(&mut self.state.usage.lock().unwrap_or_else(|e| e.into_inner()).0)
     }
 
     /// Where its output goes.
@@ -285,7 +288,6 @@ async fn supervise(spec: InstanceSpec, mut child: Child, state: Arc<State>, mut 
     let addr = SocketAddr::from(([127, 0, 0, 1], spec.port));
     let mut backoff = Duration::from_millis(200);
     let mut meter = tokio::time::interval(Duration::from_secs(1));
-    let mut last_cpu = group_cpu_ms(child.id().unwrap_or(0));
     let mut healthy_since = tokio::time::Instant::now();
     loop {
         tokio::select! {
@@ -295,7 +297,7 @@ async fn supervise(spec: InstanceSpec, mut child: Child, state: Arc<State>, mut 
                     kill_group(&child);
                     let _ = child.wait().await;
                 }
-                sample(&state, child.id().unwrap_or(0), &mut last_cpu);
+                cpu_sample(&state, child.id().unwrap_or(0));
                 return;
             }
             status = child.wait() => {
@@ -315,7 +317,8 @@ async fn supervise(spec: InstanceSpec, mut child: Child, state: Arc<State>, mut 
                         child = new;
                         state.pid.store(child.id().unwrap_or(0), Ordering::Relaxed);
                         state.restarts.fetch_add(1, Ordering::Relaxed);
-                        last_cpu = 0;
+                        // A new process group: its CPU time starts at zero.
+                        state.usage.lock().unwrap_or_else(|e| e.into_inner()).1 = 0;
                         if wait_healthy(&spec, addr, &mut child).await {
                             state.healthy.store(true, Ordering::Relaxed);
                             healthy_since = tokio::time::Instant::now();
@@ -325,7 +328,8 @@ async fn supervise(spec: InstanceSpec, mut child: Child, state: Arc<State>, mut 
                 }
             }
             _ = meter.tick() => {
-                sample(&state, child.id().unwrap_or(0), &mut last_cpu);
+                cpu_sample(&state, child.id().unwrap_or(0));
+                memory_sample(&state, child.id().unwrap_or(0));
                 if !state.healthy.load(Ordering::Relaxed) && probe(addr, &spec.manifest.health.path).await {
                     state.healthy.store(true, Ordering::Relaxed);
                     healthy_since = tokio::time::Instant::now();
@@ -335,17 +339,25 @@ async fn supervise(spec: InstanceSpec, mut child: Child, state: Arc<State>, mut 
     }
 }
 
-/// Adds the CPU time since the last sample and a second of resident memory.
-fn sample(state: &State, pgid: u32, last_cpu: &mut u64) {
+/// Adds the CPU time used since the last sample.
+fn cpu_sample(state: &State, pgid: u32) {
     if pgid == 0 {
         return;
     }
     let cpu = group_cpu_ms(pgid);
-    let rss_mib = group_rss_kib(pgid) / 1024;
     let mut usage = state.usage.lock().unwrap_or_else(|e| e.into_inner());
-    usage.cpu_ms += cpu.saturating_sub(*last_cpu);
-    usage.memory_mib_s += rss_mib;
-    *last_cpu = cpu.max(*last_cpu);
+    let (used, last) = &mut *usage;
+    used.cpu_ms += cpu.saturating_sub(*last);
+    *last = cpu.max(*last);
+}
+
+/// Adds a second of the group's resident memory.
+fn memory_sample(state: &State, pgid: u32) {
+    if pgid == 0 {
+        return;
+    }
+    let rss_mib = group_rss_kib(pgid) / 1024;
+    state.usage.lock().unwrap_or_else(|e| e.into_inner()).0.memory_mib_s += rss_mib;
 }
 
 /// The processes of group `pgid`: their /proc stat fields after the name.

@@ -1,0 +1,310 @@
+//! The node agent of this machine: deploys apps as sites onto the nodes it
+//! runs, keeps their instances, meters them for the provider split, and
+//! records every deploy, update and removal in the public history.
+//!
+//! Each node has its own directory, `DATA/nodes/<node>/`, and each
+//! instance its own below it, `<site>/<version>-<n>/`.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use commons_core::Period;
+use runtime::{Instance, InstanceSpec, Manifest};
+use store::{NodeRecord, ProjectRecord, ResourceTotals, SiteRecord, Store};
+
+use crate::{BadInput, now_ms};
+
+/// The lowest developer share an operator may agree to (DESIGN.md §4).
+pub const DEVELOPER_SHARE_FLOOR_BPS: u32 = 2000;
+
+/// A site to deploy: which app, where, and on what terms.
+#[derive(Clone, Debug)]
+pub struct Deployment {
+    pub site: String,
+    /// The app's directory, holding `commons.toml`.
+    pub app: PathBuf,
+    pub nodes: Vec<String>,
+    pub operator: String,
+    pub provider_share_bps: u32,
+    pub developer_share_bps: u32,
+    pub anonymous: bool,
+}
+
+struct Running {
+    node: NodeRecord,
+    instance: Instance,
+}
+
+/// The agent: instances by site.
+pub struct Agent {
+    store: Arc<Mutex<Store>>,
+    dir: PathBuf,
+    /// Environment every app gets: where the platform is.
+    env: Vec<(String, String)>,
+    sites: tokio::sync::Mutex<HashMap<String, Vec<Running>>>,
+    next: std::sync::atomic::AtomicU64,
+}
+
+impl Agent {
+    pub fn new(store: Arc<Mutex<Store>>, data_dir: &Path, env: Vec<(String, String)>) -> Agent {
+        Agent {
+            store,
+            dir: data_dir.join("nodes"),
+            env,
+            sites: Default::default(),
+            next: std::sync::atomic::AtomicU64::new(1),
+        }
+    }
+
+    fn with_store<T>(&self, f: impl FnOnce(&mut Store) -> Result<T, store::StoreError>) -> anyhow::Result<T> {
+        Ok(f(&mut self.store.lock().unwrap_or_else(|e| e.into_inner()))?)
+    }
+
+    /// Deploys `d`: checks the manifest and the terms, starts an instance on
+    /// each node and waits for their health, then publishes the site (the
+    /// gateway routes it within a second) and records it in the history.
+    /// On any failure nothing is published and what started is stopped.
+    pub async fn deploy(&self, d: &Deployment) -> anyhow::Result<()> {
+        let manifest = Manifest::load(&d.app.join("commons.toml")).map_err(|e| BadInput(e.to_string()))?;
+        crate::platform_cmd::check_name(&d.site).map_err(|e| BadInput(format!("site {e}")))?;
+        if d.developer_share_bps < DEVELOPER_SHARE_FLOOR_BPS || d.developer_share_bps > 10_000 {
+            return Err(BadInput(format!(
+                "developer share {} bps: it must be between the floor of {DEVELOPER_SHARE_FLOOR_BPS} and 10000",
+                d.developer_share_bps
+            ))
+            .into());
+        }
+        if d.provider_share_bps > 10_000 {
+            return Err(BadInput(format!("provider share {} bps is over 10000", d.provider_share_bps)).into());
+        }
+        let nodes = self.nodes(&d.nodes)?;
+        let instances = self.start_all(&d.site, &manifest, &d.app, &nodes).await?;
+        self.register_project(&manifest)?;
+        let addrs = instances.iter().map(|r| r.instance.addr).collect();
+        let mut providers: Vec<(String, u64)> = Vec::new();
+        for running in &instances {
+            if !providers.iter().any(|(p, _)| *p == running.node.provider) {
+                providers.push((running.node.provider.clone(), 1));
+            }
+        }
+        let record = SiteRecord {
+            id: d.site.clone(),
+            instances: addrs,
+            custom_hosts: vec![],
+            anonymous: d.anonymous,
+            free_requests_per_minute: manifest.tier.free_requests_per_minute,
+            free_concurrent_requests: manifest.tier.free_concurrent_requests,
+            premium_prefixes: manifest.tier.premium_prefixes.clone(),
+            operator: d.operator.clone(),
+            project: manifest.project.clone(),
+            provider_share_bps: d.provider_share_bps,
+            developer_share_bps: d.developer_share_bps,
+            providers,
+            health_path: Some(manifest.health.path.clone()),
+        };
+        let detail = format!(
+            "app {} {} (project {}, {}, {}) on {}; operator {}; provider share {} bps; developer share {} bps",
+            manifest.name,
+            manifest.version,
+            manifest.project,
+            manifest.license,
+            manifest.repository,
+            d.nodes.join(", "),
+            d.operator,
+            d.provider_share_bps,
+            d.developer_share_bps
+        );
+        self.with_store(|store| {
+            store.put_site(&record)?;
+            store.record_history(now_ms(), "deploy", &d.site, &detail).map(drop)
+        })?;
+        self.sites.lock().await.insert(d.site.clone(), instances);
+        Ok(())
+    }
+
+    /// Updates `site` to the app in `app` (a new version): starts the new
+    /// instances on the same nodes, waits for their health, switches the
+    /// site to them, lets `drain` pass for requests in flight on the old
+    /// ones, then stops those.
+    pub async fn update(&self, site: &str, app: &Path, switch: impl AsyncFnOnce(), drain: Duration) -> anyhow::Result<()> {
+        let manifest = Manifest::load(&app.join("commons.toml")).map_err(|e| BadInput(e.to_string()))?;
+        let nodes: Vec<NodeRecord> = {
+            let sites = self.sites.lock().await;
+            let running = sites.get(site).ok_or_else(|| BadInput(format!("this agent runs no site {site:?}")))?;
+            running.iter().map(|r| r.node.clone()).collect()
+        };
+        let fresh = self.start_all(site, &manifest, app, &nodes).await?;
+        self.register_project(&manifest)?;
+        let addrs: Vec<_> = fresh.iter().map(|r| r.instance.addr).collect();
+        let detail = format!("app {} {} on {}", manifest.name, manifest.version, node_ids(&nodes));
+        self.with_store(|store| {
+            let mut record = store
+                .sites()?
+                .into_iter()
+                .find(|s| s.id == site)
+                .ok_or_else(|| store::StoreError::Database(format!("site {site} vanished during its update")))?;
+            record.instances = addrs;
+            record.project = manifest.project.clone();
+            record.health_path = Some(manifest.health.path.clone());
+            store.put_site(&record)?;
+            store.record_history(now_ms(), "update", site, &detail).map(drop)
+        })?;
+        switch().await;
+        let old = self.sites.lock().await.insert(site.to_owned(), fresh).unwrap_or_default();
+        tokio::time::sleep(drain).await;
+        self.stop_all(site, old).await;
+        Ok(())
+    }
+
+    /// Stops `site`'s instances and unpublishes it.
+    pub async fn remove(&self, site: &str) -> anyhow::Result<()> {
+        let old = self.sites.lock().await.remove(site).unwrap_or_default();
+        self.with_store(|store| {
+            store.remove_site(site)?;
+            store.record_history(now_ms(), "remove", site, "stopped and unpublished").map(drop)
+        })?;
+        self.stop_all(site, old).await;
+        Ok(())
+    }
+
+    /// Records in the store what each site's instances used since the last
+    /// call, per provider, for `period`.
+    pub async fn meter(&self, period: Period) -> anyhow::Result<()> {
+        let mut used: HashMap<(String, String), ResourceTotals> = HashMap::new();
+        for (site, running) in self.sites.lock().await.iter() {
+            for r in running {
+                meter_into(&mut used, site, r);
+            }
+        }
+        self.with_store(|store| {
+            for ((site, provider), totals) in &used {
+                store.add_resource_usage(period, site, provider, *totals)?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Instances per site, with their health and restarts, for display.
+    pub async fn status(&self) -> Vec<(String, String, std::net::SocketAddr, bool, u32)> {
+        let sites = self.sites.lock().await;
+        let mut rows: Vec<_> = sites
+            .iter()
+            .flat_map(|(site, running)| {
+                running.iter().map(move |r| {
+                    (site.clone(), r.node.id.clone(), r.instance.addr, r.instance.is_healthy(), r.instance.restarts())
+                })
+            })
+            .collect();
+        rows.sort();
+        rows
+    }
+
+    /// Stops every instance (the sites stay published for a restart).
+    pub async fn shutdown(&self) {
+        let all: Vec<(String, Vec<Running>)> = self.sites.lock().await.drain().collect();
+        for (site, running) in all {
+            self.stop_all(&site, running).await;
+        }
+    }
+
+    fn nodes(&self, ids: &[String]) -> anyhow::Result<Vec<NodeRecord>> {
+        if ids.is_empty() {
+            return Err(BadInput("a site needs at least one node".into()).into());
+        }
+        let known = self.with_store(|store| store.nodes())?;
+        ids.iter()
+            .map(|id| {
+                known.iter().find(|n| n.id == *id).cloned().ok_or_else(|| {
+                    BadInput(format!("there is no node {id:?}; providers register nodes with `commons node add`")).into()
+                })
+            })
+            .collect()
+    }
+
+    /// Starts one instance per node; all or none.
+    async fn start_all(
+        &self,
+        site: &str,
+        manifest: &Manifest,
+        app: &Path,
+        nodes: &[NodeRecord],
+    ) -> anyhow::Result<Vec<Running>> {
+        let mut started: Vec<Running> = Vec::new();
+        for node in nodes {
+            let n = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let spec = InstanceSpec {
+                site: site.to_owned(),
+                manifest: manifest.clone(),
+                source: app.to_owned(),
+                dir: self.dir.join(&node.id).join(site).join(format!("{}-{n}", manifest.version)),
+                port: free_port()?,
+                env: self.env.clone(),
+            };
+            match Instance::start(spec).await {
+                Ok(instance) => started.push(Running { node: node.clone(), instance }),
+                Err(e) => {
+                    let detail = format!("app {} {} on {}: {e}", manifest.name, manifest.version, node.id);
+                    self.stop_all(site, started).await;
+                    let _ = self.with_store(|store| store.record_history(now_ms(), "fail", site, &detail));
+                    return Err(BadInput(format!("deploying {site} failed: {e}")).into());
+                }
+            }
+        }
+        Ok(started)
+    }
+
+    async fn stop_all(&self, site: &str, running: Vec<Running>) {
+        let mut used = HashMap::new();
+        for r in running {
+            meter_into(&mut used, site, &r);
+            r.instance.stop().await;
+        }
+        // What they used to the end still counts.
+        let period = Period::from_days_since_epoch((now_ms() / 86_400_000) as i64);
+        let _ = self.with_store(|store| {
+            for ((site, provider), totals) in &used {
+                store.add_resource_usage(period, site, provider, *totals)?;
+            }
+            Ok(())
+        });
+    }
+
+    /// The app's project and its dependencies, as its manifest declares
+    /// them; a dependency not registered yet is registered with no
+    /// dependencies of its own (its own manifest, when deployed, says more).
+    fn register_project(&self, manifest: &Manifest) -> anyhow::Result<()> {
+        self.with_store(|store| {
+            let known: Vec<String> = store.projects()?.into_iter().map(|p| p.id).collect();
+            let existing = store.projects()?.into_iter().find(|p| p.id == manifest.project);
+            store.put_project(&ProjectRecord {
+                id: manifest.project.clone(),
+                deps: manifest.depends_on.clone(),
+                repository: existing.map_or_else(|| manifest.repository.clone(), |p| p.repository),
+            })?;
+            for (dep, _) in &manifest.depends_on {
+                if !known.contains(dep) {
+                    store.put_project(&ProjectRecord { id: dep.clone(), deps: vec![], repository: String::new() })?;
+                }
+            }
+            Ok(())
+        })
+    }
+}
+
+fn meter_into(used: &mut HashMap<(String, String), ResourceTotals>, site: &str, r: &Running) {
+    let delta = r.instance.take_usage();
+    let entry = used.entry((site.to_owned(), r.node.provider.clone())).or_default();
+    entry.cpu_ms += delta.cpu_ms;
+    entry.memory_mib_s += delta.memory_mib_s;
+}
+
+fn node_ids(nodes: &[NodeRecord]) -> String {
+    nodes.iter().map(|n| n.id.as_str()).collect::<Vec<_>>().join(", ")
+}
+
+/// A port nothing listens on right now.
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
