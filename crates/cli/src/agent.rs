@@ -128,7 +128,13 @@ impl Agent {
     /// instances on the same nodes, waits for their health, switches the
     /// site to them, lets `drain` pass for requests in flight on the old
     /// ones, then stops those.
-    pub async fn update(&self, site: &str, app: &Path, switch: impl AsyncFnOnce(), drain: Duration) -> anyhow::Result<()> {
+    pub async fn update(
+        &self,
+        site: &str,
+        app: &Path,
+        switch: impl AsyncFnOnce(),
+        drain: Duration,
+    ) -> anyhow::Result<()> {
         let manifest = Manifest::load(&app.join("commons.toml")).map_err(|e| BadInput(e.to_string()))?;
         let nodes: Vec<NodeRecord> = {
             let sites = self.sites.lock().await;
@@ -217,7 +223,8 @@ impl Agent {
         ids.iter()
             .map(|id| {
                 known.iter().find(|n| n.id == *id).cloned().ok_or_else(|| {
-                    BadInput(format!("there is no node {id:?}; providers register nodes with `commons node add`")).into()
+                    BadInput(format!("there is no node {id:?}; providers register nodes with `commons node add`"))
+                        .into()
                 })
             })
             .collect()

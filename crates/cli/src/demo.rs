@@ -109,11 +109,22 @@ async fn demo(dir: PathBuf, requests: u32, keep_running: bool) -> anyhow::Result
     if result.is_ok() && keep_running {
         eprintln!();
         eprintln!("The platform keeps running:");
-        eprintln!("  gateway   http://{gateway}  (sites: http://notes.{domain}:{p}, http://search.{domain}:{p})", p = gateway.port());
-        eprintln!("  login     http://{domain}:{}/login  (alice's password is in {}/passwords.txt)", gateway.port(), dir.display());
+        eprintln!(
+            "  gateway   http://{gateway}  (sites: http://notes.{domain}:{p}, http://search.{domain}:{p})",
+            p = gateway.port()
+        );
+        eprintln!(
+            "  login     http://{domain}:{}/login  (alice's password is in {}/passwords.txt)",
+            gateway.port(),
+            dir.display()
+        );
         eprintln!("  internal  http://{}", platform.internal);
         eprintln!("  metrics   http://{}/metrics", platform.control);
-        eprintln!("  data      {}  (commons --data {} ledger balances | history | usage …)", dir.display(), dir.display());
+        eprintln!(
+            "  data      {}  (commons --data {} ledger balances | history | usage …)",
+            dir.display(),
+            dir.display()
+        );
         eprintln!("Stop with Ctrl-C.");
         tokio::signal::ctrl_c().await?;
     }
@@ -139,8 +150,18 @@ async fn run_demo(
 
     steps.next("two cloud providers register a node each: pat-1 (pat, eu-west), pia-1 (pia, us-east)");
     with_store(&mut |store| {
-        store.put_node(&NodeRecord { id: "pat-1".into(), provider: "pat".into(), location: "eu-west".into(), capacity_mb: 4096 })?;
-        store.put_node(&NodeRecord { id: "pia-1".into(), provider: "pia".into(), location: "us-east".into(), capacity_mb: 4096 })?;
+        store.put_node(&NodeRecord {
+            id: "pat-1".into(),
+            provider: "pat".into(),
+            location: "eu-west".into(),
+            capacity_mb: 4096,
+        })?;
+        store.put_node(&NodeRecord {
+            id: "pia-1".into(),
+            provider: "pia".into(),
+            location: "us-east".into(),
+            capacity_mb: 4096,
+        })?;
         Ok(())
     })?;
 
@@ -251,11 +272,16 @@ async fn run_demo(
     };
     tokio::time::sleep(Duration::from_millis(300)).await;
     agent
-        .update("notes", &updated, async || {
-            if let Err(e) = platform.reload().await {
-                tracing::warn!(error = %e, "reload after the update");
-            }
-        }, Duration::from_millis(500))
+        .update(
+            "notes",
+            &updated,
+            async || {
+                if let Err(e) = platform.reload().await {
+                    tracing::warn!(error = %e, "reload after the update");
+                }
+            },
+            Duration::from_millis(500),
+        )
         .await?;
     tokio::time::sleep(Duration::from_millis(300)).await;
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
@@ -310,7 +336,8 @@ async fn run_demo(
         ledger_cmd::export(&mut store, &export)?;
     }
     ledger_cmd::verify(&export, Some(custodian))?;
-    let reserve_bps = Params::new(period, &ParamsSpec::default()).expect("defaults are valid").reserve_contribution_bps();
+    let reserve_bps =
+        Params::new(period, &ParamsSpec::default()).expect("defaults are valid").reserve_contribution_bps();
     let allocated: Micros = settlement.accounts.values().copied().sum();
     let balances: u64 = {
         let store = store.lock().unwrap_or_else(|e| e.into_inner());
@@ -403,9 +430,15 @@ async fn browser_login(platform: &Platform, passwords: &str) -> anyhow::Result<S
     let form = form_urlencoded::Serializer::new(String::new())
         .extend_pairs([("user", "carol"), ("password", password), ("next", next.as_str())])
         .finish();
-    let login =
-        http(gateway, "POST", &platform_host, "/login", &[("Content-Type", "application/x-www-form-urlencoded")], &form)
-            .await?;
+    let login = http(
+        gateway,
+        "POST",
+        &platform_host,
+        "/login",
+        &[("Content-Type", "application/x-www-form-urlencoded")],
+        &form,
+    )
+    .await?;
     let handoff = login.header("location").unwrap_or_default();
     let path = handoff.strip_prefix(&format!("http://{site}")).context("the login hands off to the site")?;
     let handed = http(gateway, "GET", &site, path, &[], "").await?;

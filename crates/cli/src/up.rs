@@ -89,8 +89,7 @@ impl Settings {
         let file: ConfigFile = match &config_path {
             None => ConfigFile::default(),
             Some(path) => {
-                let text =
-                    std::fs::read_to_string(path).map_err(|e| BadInput(format!("{}: {e}", path.display())))?;
+                let text = std::fs::read_to_string(path).map_err(|e| BadInput(format!("{}: {e}", path.display())))?;
                 toml::from_str(&text).map_err(|e| BadInput(format!("{}: {e}", path.display())))?
             }
         };
