@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use commons_core::Period;
 use runtime::{Instance, InstanceSpec, Manifest};
-use store::{NodeRecord, ProjectRecord, ResourceTotals, SiteRecord, Store};
+use store::{DeploymentRecord, NodeRecord, ProjectRecord, ResourceTotals, SiteRecord, Store};
 
 use crate::{BadInput, now_ms};
 
@@ -37,6 +37,10 @@ struct Running {
     instance: Instance,
 }
 
+/// Moves the gateway to what was just published (a registry reload).
+pub type Switch<'a> =
+    &'a (dyn Fn() -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + 'a>> + Send + Sync);
+
 /// The agent: instances by site.
 pub struct Agent {
     store: Arc<Mutex<Store>>,
@@ -44,7 +48,23 @@ pub struct Agent {
     /// Environment every app gets: where the platform is.
     env: Vec<(String, String)>,
     sites: tokio::sync::Mutex<HashMap<String, Vec<Running>>>,
+    /// Per site, the generation of its deployment request last acted on.
+    applied: Mutex<HashMap<String, u64>>,
     next: std::sync::atomic::AtomicU64,
+}
+
+impl Deployment {
+    fn from_record(d: &DeploymentRecord) -> Deployment {
+        Deployment {
+            site: d.site.clone(),
+            app: PathBuf::from(&d.app_dir),
+            nodes: d.nodes.clone(),
+            operator: d.operator.clone(),
+            provider_share_bps: d.provider_share_bps,
+            developer_share_bps: d.developer_share_bps,
+            anonymous: d.anonymous,
+        }
+    }
 }
 
 impl Agent {
@@ -54,6 +74,7 @@ impl Agent {
             dir: data_dir.join("nodes"),
             env,
             sites: Default::default(),
+            applied: Default::default(),
             next: std::sync::atomic::AtomicU64::new(1),
         }
     }
@@ -66,7 +87,11 @@ impl Agent {
     /// each node and waits for their health, then publishes the site (the
     /// gateway routes it within a second) and records it in the history.
     /// On any failure nothing is published and what started is stopped.
-    pub async fn deploy(&self, d: &Deployment) -> anyhow::Result<()> {
+    pub async fn deploy(&self, d: &Deployment) -> anyhow::Result<String> {
+        self.deploy_as(d, "deploy").await
+    }
+
+    async fn deploy_as(&self, d: &Deployment, action: &str) -> anyhow::Result<String> {
         let manifest = Manifest::load(&d.app.join("commons.toml")).map_err(|e| BadInput(e.to_string()))?;
         crate::platform_cmd::check_name(&d.site).map_err(|e| BadInput(format!("site {e}")))?;
         if d.developer_share_bps < DEVELOPER_SHARE_FLOOR_BPS || d.developer_share_bps > 10_000 {
@@ -83,12 +108,7 @@ impl Agent {
         let instances = self.start_all(&d.site, &manifest, &d.app, &nodes).await?;
         self.register_project(&manifest)?;
         let addrs = instances.iter().map(|r| r.instance.addr).collect();
-        let mut providers: Vec<(String, u64)> = Vec::new();
-        for running in &instances {
-            if !providers.iter().any(|(p, _)| *p == running.node.provider) {
-                providers.push((running.node.provider.clone(), 1));
-            }
-        }
+        let providers = providers_of(&nodes);
         let record = SiteRecord {
             id: d.site.clone(),
             instances: addrs,
@@ -118,29 +138,64 @@ impl Agent {
         );
         self.with_store(|store| {
             store.put_site(&record)?;
-            store.record_history(now_ms(), "deploy", &d.site, &detail).map(drop)
+            store.record_history(now_ms(), action, &d.site, &detail).map(drop)
         })?;
         self.sites.lock().await.insert(d.site.clone(), instances);
-        Ok(())
+        Ok(format!("{} {} on {}", manifest.name, manifest.version, d.nodes.join(", ")))
     }
 
-    /// Updates `site` to the app in `app` (a new version): starts the new
-    /// instances on the same nodes, waits for their health, switches the
-    /// site to them, lets `drain` pass for requests in flight on the old
-    /// ones, then stops those.
-    pub async fn update(
-        &self,
-        site: &str,
-        app: &Path,
-        switch: impl AsyncFnOnce(),
-        drain: Duration,
-    ) -> anyhow::Result<()> {
-        let manifest = Manifest::load(&app.join("commons.toml")).map_err(|e| BadInput(e.to_string()))?;
-        let nodes: Vec<NodeRecord> = {
+    /// Makes the running sites what `desired` asks: deploys new requests,
+    /// updates sites asked again, removes sites no longer asked for, and
+    /// reports each outcome in the store. `switch` is called once a change
+    /// is published, to move the gateway to it at once.
+    pub async fn reconcile(&self, desired: &[DeploymentRecord], switch: Switch<'_>) {
+        for d in desired {
+            let applied = self.applied.lock().unwrap_or_else(|e| e.into_inner()).get(&d.site).copied();
+            if applied == Some(d.generation) {
+                continue;
+            }
+            self.applied.lock().unwrap_or_else(|e| e.into_inner()).insert(d.site.clone(), d.generation);
+            let deployment = Deployment::from_record(d);
+            let running = self.sites.lock().await.contains_key(&d.site);
+            let outcome = if running {
+                self.update(&deployment, switch, Duration::from_secs(1)).await
+            } else {
+                // Running before this agent started: a restart.
+                let action = if d.state == "running" { "restart" } else { "deploy" };
+                let outcome = self.deploy_as(&deployment, action).await;
+                switch().await;
+                outcome
+            };
+            let (state, detail) = match outcome {
+                Ok(detail) => ("running", detail),
+                Err(e) => ("failed", format!("{e:#}")),
+            };
+            let _ = self.with_store(|store| store.report_deployment(&d.site, d.generation, state, &detail));
+        }
+        let gone: Vec<String> = {
             let sites = self.sites.lock().await;
-            let running = sites.get(site).ok_or_else(|| BadInput(format!("this agent runs no site {site:?}")))?;
-            running.iter().map(|r| r.node.clone()).collect()
+            sites.keys().filter(|site| !desired.iter().any(|d| d.site == **site)).cloned().collect()
         };
+        for site in gone {
+            self.applied.lock().unwrap_or_else(|e| e.into_inner()).remove(&site);
+            if let Err(e) = self.remove(&site).await {
+                tracing::warn!(site, error = %e, "cannot remove the site");
+            }
+            switch().await;
+        }
+    }
+
+    /// Updates a running site to `d` (a new version, other nodes): starts
+    /// the new instances, waits for their health, switches the site to
+    /// them, lets `drain` pass for requests in flight on the old ones, then
+    /// stops those.
+    pub async fn update(&self, d: &Deployment, switch: Switch<'_>, drain: Duration) -> anyhow::Result<String> {
+        let (site, app) = (d.site.as_str(), d.app.as_path());
+        let manifest = Manifest::load(&app.join("commons.toml")).map_err(|e| BadInput(e.to_string()))?;
+        if !self.sites.lock().await.contains_key(site) {
+            return Err(BadInput(format!("this agent runs no site {site:?}")).into());
+        }
+        let nodes = self.nodes(&d.nodes)?;
         let fresh = self.start_all(site, &manifest, app, &nodes).await?;
         self.register_project(&manifest)?;
         let addrs: Vec<_> = fresh.iter().map(|r| r.instance.addr).collect();
@@ -152,6 +207,14 @@ impl Agent {
                 .find(|s| s.id == site)
                 .ok_or_else(|| store::StoreError::Database(format!("site {site} vanished during its update")))?;
             record.instances = addrs;
+            record.providers = providers_of(&nodes);
+            record.operator = d.operator.clone();
+            record.provider_share_bps = d.provider_share_bps;
+            record.developer_share_bps = d.developer_share_bps;
+            record.anonymous = d.anonymous;
+            record.free_requests_per_minute = manifest.tier.free_requests_per_minute;
+            record.free_concurrent_requests = manifest.tier.free_concurrent_requests;
+            record.premium_prefixes = manifest.tier.premium_prefixes.clone();
             record.project = manifest.project.clone();
             record.health_path = Some(manifest.health.path.clone());
             store.put_site(&record)?;
@@ -161,7 +224,7 @@ impl Agent {
         let old = self.sites.lock().await.insert(site.to_owned(), fresh).unwrap_or_default();
         tokio::time::sleep(drain).await;
         self.stop_all(site, old).await;
-        Ok(())
+        Ok(detail)
     }
 
     /// Stops `site`'s instances and unpublishes it.
@@ -305,6 +368,18 @@ fn meter_into(used: &mut HashMap<(String, String), ResourceTotals>, site: &str, 
     let entry = used.entry((site.to_owned(), r.node.provider.clone())).or_default();
     entry.cpu_ms += delta.cpu_ms;
     entry.memory_mib_s += delta.memory_mib_s;
+}
+
+/// The providers of these nodes, each once, with equal declared weights
+/// (metered resources replace them at settlement).
+fn providers_of(nodes: &[NodeRecord]) -> Vec<(String, u64)> {
+    let mut providers: Vec<(String, u64)> = Vec::new();
+    for node in nodes {
+        if !providers.iter().any(|(p, _)| *p == node.provider) {
+            providers.push((node.provider.clone(), 1));
+        }
+    }
+    providers
 }
 
 fn node_ids(nodes: &[NodeRecord]) -> String {

@@ -271,18 +271,23 @@ async fn run_demo(
         })
     };
     tokio::time::sleep(Duration::from_millis(300)).await;
-    agent
-        .update(
-            "notes",
-            &updated,
-            async || {
-                if let Err(e) = platform.reload().await {
-                    tracing::warn!(error = %e, "reload after the update");
-                }
-            },
-            Duration::from_millis(500),
-        )
-        .await?;
+    let update = Deployment {
+        site: "notes".into(),
+        app: updated.clone(),
+        nodes: vec!["pat-1".into(), "pia-1".into()],
+        operator: "olga".into(),
+        provider_share_bps: 3000,
+        developer_share_bps: 2500,
+        anonymous: false,
+    };
+    let switch = || -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + '_>> {
+        Box::pin(async {
+            if let Err(e) = platform.reload().await {
+                tracing::warn!(error = %e, "reload after the update");
+            }
+        })
+    };
+    agent.update(&update, &switch, Duration::from_millis(500)).await?;
     tokio::time::sleep(Duration::from_millis(300)).await;
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let (ok, failed, versions) = traffic.await?;

@@ -80,6 +80,12 @@ enum Command {
     Node(platform_cmd::NodeCommand),
     /// The public history of deploys, updates and removals
     History,
+    /// Deploy an app as a site onto providers' nodes (run by `commons up`)
+    Deploy(platform_cmd::DeployArgs),
+    /// Stop a site and stop routing it
+    Undeploy { site: String },
+    /// Show the end of a site's instances' logs
+    Logs(platform_cmd::LogsArgs),
 }
 
 /// An error that is the input's fault: reported, exit code 2.
@@ -111,6 +117,9 @@ fn main() -> ExitCode {
         Command::Demo(args) => demo::run(args),
         Command::Node(command) => platform_cmd::node(command, &cli.store),
         Command::History => platform_cmd::history(&cli.store),
+        Command::Deploy(args) => platform_cmd::deploy(args, &cli.store),
+        Command::Undeploy { site } => platform_cmd::undeploy(&site, &cli.store),
+        Command::Logs(args) => platform_cmd::logs(args, &cli.store),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -118,6 +118,44 @@ pub fn check_name(name: &str) -> Result<(), String> {
     Ok(())
 }
 
+#[derive(clap::Args)]
+pub struct DeployArgs {
+    /// The site's id (it answers at <site>.<domain>)
+    site: String,
+    /// The app's directory, holding its commons.toml
+    #[arg(long, value_name = "DIR")]
+    app: std::path::PathBuf,
+    /// A node to run an instance on (repeatable; see `commons node add`)
+    #[arg(long = "node", required = true, value_name = "ID")]
+    nodes: Vec<String>,
+    /// Who runs the site
+    #[arg(long, value_name = "NAME")]
+    operator: String,
+    /// The providers' cut, agreed with them
+    #[arg(long, value_name = "BPS", default_value_t = 3000)]
+    provider_share_bps: u32,
+    /// The developers' cut of the rest: at least the floor of 2000
+    #[arg(long, value_name = "BPS", default_value_t = 2000)]
+    developer_share_bps: u32,
+    /// Let people use it without logging in
+    #[arg(long)]
+    anonymous: bool,
+    /// Return at once instead of waiting for the agent's outcome
+    #[arg(long)]
+    no_wait: bool,
+    /// How long to wait for the agent, in seconds
+    #[arg(long, value_name = "S", default_value_t = 120)]
+    timeout: u64,
+}
+
+#[derive(clap::Args)]
+pub struct LogsArgs {
+    site: String,
+    /// How many of the last lines, per instance
+    #[arg(long, default_value_t = 50)]
+    lines: usize,
+}
+
 #[derive(clap::Subcommand)]
 pub enum NodeCommand {
     /// Register a provider's node (or change one)
@@ -376,7 +414,108 @@ pub fn node(command: NodeCommand, store_args: &StoreArgs) -> anyhow::Result<()> 
 pub fn history(store_args: &StoreArgs) -> anyhow::Result<()> {
     let mut store = Store::open(&store_args.location())?;
     for entry in store.history()? {
-        println!("#{} {} {} {}: {}", entry.seq, entry.at_ms, entry.action, entry.site, entry.detail);
+        // One line per entry: a failure's log tail is joined with " | ".
+        let detail = entry.detail.lines().collect::<Vec<_>>().join(" | ");
+        println!("#{} {} {} {}: {detail}", entry.seq, entry.at_ms, entry.action, entry.site);
+    }
+    Ok(())
+}
+
+/// `commons deploy`: checks the app and the terms, asks the node agents (in
+/// `commons up`) to deploy it, and waits for their answer.
+pub fn deploy(args: DeployArgs, store_args: &StoreArgs) -> anyhow::Result<()> {
+    check_name(&args.site).map_err(|e| BadInput(format!("site {e}")))?;
+    check_name(&args.operator).map_err(|e| BadInput(format!("operator {e}")))?;
+    let app = std::fs::canonicalize(&args.app).map_err(|e| BadInput(format!("{}: {e}", args.app.display())))?;
+    let manifest =
+        runtime::Manifest::load(&app.join("commons.toml")).map_err(|e| BadInput(format!("the app is refused: {e}")))?;
+    if args.developer_share_bps < crate::agent::DEVELOPER_SHARE_FLOOR_BPS || args.developer_share_bps > 10_000 {
+        return Err(BadInput(format!(
+            "--developer-share-bps {}: it must be between the floor of {} and 10000",
+            args.developer_share_bps,
+            crate::agent::DEVELOPER_SHARE_FLOOR_BPS
+        ))
+        .into());
+    }
+    if args.provider_share_bps > 10_000 {
+        return Err(BadInput(format!("--provider-share-bps {} is over 10000", args.provider_share_bps)).into());
+    }
+    let mut store = Store::open(&store_args.location())?;
+    let known: Vec<String> = store.nodes()?.into_iter().map(|n| n.id).collect();
+    if let Some(unknown) = args.nodes.iter().find(|n| !known.contains(n)) {
+        return Err(BadInput(format!("there is no node {unknown:?}; register it with `commons node add`")).into());
+    }
+    let generation = store.request_deployment(&store::DeploymentRecord {
+        site: args.site.clone(),
+        app_dir: app.display().to_string(),
+        nodes: args.nodes.clone(),
+        operator: args.operator.clone(),
+        provider_share_bps: args.provider_share_bps,
+        developer_share_bps: args.developer_share_bps,
+        anonymous: args.anonymous,
+        generation: 0,
+        state: String::new(),
+        detail: String::new(),
+    })?;
+    println!("deploying {} {} as site {} on {}", manifest.name, manifest.version, args.site, args.nodes.join(", "));
+    if args.no_wait {
+        return Ok(());
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(args.timeout);
+    while std::time::Instant::now() < deadline {
+        let current = store.deployments()?.into_iter().find(|d| d.site == args.site && d.generation == generation);
+        match current.as_ref().map(|d| d.state.as_str()) {
+            Some("running") => {
+                println!("site {} is running: {}", args.site, current.map(|d| d.detail).unwrap_or_default());
+                return Ok(());
+            }
+            Some("failed") => {
+                return Err(BadInput(current.map(|d| d.detail).unwrap_or_default()).into());
+            }
+            Some(_) => std::thread::sleep(std::time::Duration::from_millis(200)),
+            None => return Err(anyhow::anyhow!("the deployment of {} was replaced or withdrawn meanwhile", args.site)),
+        }
+    }
+    Err(anyhow::anyhow!(
+        "no agent answered within {} s: is `commons up` running on this data? The request stays; it will be deployed when one runs",
+        args.timeout
+    ))
+}
+
+/// `commons undeploy`: asks the agents to stop a site and unpublish it.
+pub fn undeploy(site: &str, store_args: &StoreArgs) -> anyhow::Result<()> {
+    let mut store = Store::open(&store_args.location())?;
+    if !store.remove_deployment(site)? {
+        return Err(BadInput(format!("there is no deployment of {site:?}")).into());
+    }
+    println!("undeploying {site}: its instances stop and the gateway stops routing it within a second");
+    Ok(())
+}
+
+/// `commons logs`: the end of each of a site's instances' logs on this
+/// machine's nodes, newest instance per node.
+pub fn logs(args: LogsArgs, store_args: &StoreArgs) -> anyhow::Result<()> {
+    let nodes = store_args.location().data_dir.join("nodes");
+    let mut found = false;
+    for node in std::fs::read_dir(&nodes).into_iter().flatten().flatten() {
+        let site_dir = node.path().join(&args.site);
+        let newest = std::fs::read_dir(&site_dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| Some((e.metadata().ok()?.modified().ok()?, e.path())))
+            .max();
+        let Some((_, dir)) = newest else { continue };
+        found = true;
+        let text = std::fs::read_to_string(runtime::log_path(&dir)).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        println!("== {} on {} ({}) ==", args.site, node.file_name().to_string_lossy(), dir.display());
+        for line in &lines[lines.len().saturating_sub(args.lines)..] {
+            println!("{line}");
+        }
+    }
+    if !found {
+        return Err(BadInput(format!("no instance of {:?} has run on this machine", args.site)).into());
     }
     Ok(())
 }

@@ -26,6 +26,7 @@ use serde::Deserialize;
 use store::{SessionRecord, Store};
 use tokio::net::TcpListener;
 
+use crate::agent::Agent;
 use crate::{BadInput, StoreArgs, now_ms};
 
 #[derive(clap::Args)]
@@ -235,14 +236,52 @@ impl Platform {
     /// Reloads sites and users from the store now (the loop does it within a
     /// second anyway).
     pub async fn reload(&self) -> anyhow::Result<()> {
-        let (store, domain) = (self.store.clone(), self.domain.clone());
-        let (routes, identities, _) = tokio::task::spawn_blocking(move || {
-            load_registry(&mut store.lock().unwrap_or_else(|e| e.into_inner()), &domain)
-        })
-        .await??;
-        self.gateway.set_routes(routes);
-        self.gateway.set_identities(identities);
-        Ok(())
+        reload(&self.store, &self.gateway, &self.domain).await
+    }
+
+    /// Runs this machine's node agent: it deploys, updates and removes
+    /// sites as the store's deployment requests say (checked every half
+    /// second), and meters their instances every ten seconds.
+    pub fn run_agent(&mut self, data_dir: &std::path::Path) -> Arc<Agent> {
+        let env = vec![
+            ("COMMONS_INTERNAL_URL".to_owned(), format!("http://{}", self.internal)),
+            ("COMMONS_DOMAIN".to_owned(), self.domain.clone()),
+        ];
+        let agent = Arc::new(Agent::new(self.store.clone(), data_dir, env));
+        let (store, gateway, domain, looping) =
+            (self.store.clone(), self.gateway.clone(), self.domain.clone(), agent.clone());
+        self.tasks.push(tokio::spawn(async move {
+            let mut metered = tokio::time::Instant::now();
+            loop {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                let reading = store.clone();
+                let desired = tokio::task::spawn_blocking(move || {
+                    reading.lock().unwrap_or_else(|e| e.into_inner()).deployments()
+                })
+                .await;
+                match desired {
+                    Ok(Ok(desired)) => {
+                        let switch = || -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + '_>> {
+                            Box::pin(async {
+                                if let Err(e) = reload(&store, &gateway, &domain).await {
+                                    tracing::warn!(error = %e, "cannot reload the registry");
+                                }
+                            })
+                        };
+                        looping.reconcile(&desired, &switch).await;
+                    }
+                    Ok(Err(e)) => tracing::warn!(error = %e, "cannot read the deployments"),
+                    Err(e) => tracing::warn!(error = %e, "cannot read the deployments"),
+                }
+                if metered.elapsed() >= Duration::from_secs(10) {
+                    metered = tokio::time::Instant::now();
+                    if let Err(e) = looping.meter(current_period()).await {
+                        tracing::warn!(error = %e, "cannot record resource usage");
+                    }
+                }
+            }
+        }));
+        agent
     }
 
     /// Hands what was metered so far to the store.
@@ -275,7 +314,8 @@ pub fn run(args: Args, store_args: &StoreArgs) -> anyhow::Result<()> {
     // control listener and the store loops.
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
     runtime.block_on(async move {
-        let platform = Platform::start(settings, store, &location.data_dir).await?;
+        let mut platform = Platform::start(settings, store, &location.data_dir).await?;
+        let agent = platform.run_agent(&location.data_dir);
         let (listen, domain) = (platform.listen, &platform.domain);
         eprintln!("OneCommons is up.");
         eprintln!("  gateway  http://{listen}  (site S answers at http://S.{domain}:{})", listen.port());
@@ -286,8 +326,11 @@ pub fn run(args: Args, store_args: &StoreArgs) -> anyhow::Result<()> {
         eprintln!("  metering {}", if platform.meter.is_some() { "on" } else { "off" });
         eprintln!("Stop with Ctrl-C.");
         tokio::signal::ctrl_c().await?;
-        eprintln!("stopping: finishing requests in flight and flushing usage");
-        platform.shutdown().await
+        eprintln!("stopping: finishing requests in flight, stopping the apps, flushing usage");
+        let result = platform.shutdown().await;
+        agent.meter(current_period()).await?;
+        agent.shutdown().await;
+        result
     })
 }
 
@@ -317,6 +360,17 @@ fn load_registry(store: &mut Store, domain: &str) -> anyhow::Result<(Routes, Ide
         identities.add_token_sha256(&token.token_sha256, &token.user);
     }
     Ok((routes, identities, version))
+}
+
+async fn reload(store: &Arc<Mutex<Store>>, gateway: &Gateway, domain: &str) -> anyhow::Result<()> {
+    let (store, domain) = (store.clone(), domain.to_owned());
+    let (routes, identities, _) = tokio::task::spawn_blocking(move || {
+        load_registry(&mut store.lock().unwrap_or_else(|e| e.into_inner()), &domain)
+    })
+    .await??;
+    gateway.set_routes(routes);
+    gateway.set_identities(identities);
+    Ok(())
 }
 
 /// The month it is (UTC): who subscribed for it has the premium tier.

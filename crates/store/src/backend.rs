@@ -120,6 +120,20 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (period, site, provider)
     );
 ",
+    "
+    CREATE TABLE deployments (
+        site TEXT PRIMARY KEY,
+        app_dir TEXT NOT NULL,
+        nodes TEXT NOT NULL,
+        operator TEXT NOT NULL,
+        provider_share_bps BIGINT NOT NULL,
+        developer_share_bps BIGINT NOT NULL,
+        anonymous BIGINT NOT NULL,
+        generation BIGINT NOT NULL,
+        state TEXT NOT NULL,
+        detail TEXT NOT NULL
+    );
+",
 ];
 
 /// A stored block: height, hash, encoded body.

@@ -28,6 +28,28 @@ pub struct HistoryEntry {
     pub detail: String,
 }
 
+/// A site as its operator wants it deployed; the node agents make it so
+/// and report back in `state`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeploymentRecord {
+    pub site: String,
+    /// The app's directory (holding `commons.toml`) on the agents' machines.
+    pub app_dir: String,
+    pub nodes: Vec<String>,
+    pub operator: String,
+    pub provider_share_bps: u32,
+    pub developer_share_bps: u32,
+    pub anonymous: bool,
+    /// Bumped by every new request, so that agents redo a deploy asked
+    /// again (e.g. after the app's files changed) and callers can wait for
+    /// their own request's outcome.
+    pub generation: u64,
+    /// `pending`, `running` or `failed`.
+    pub state: String,
+    /// What the agent said: the version running, or why it failed.
+    pub detail: String,
+}
+
 /// What a site used on one provider's machines in a period.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ResourceTotals {
@@ -36,6 +58,81 @@ pub struct ResourceTotals {
 }
 
 impl Store {
+    /// Asks for a deployment (state `pending`); returns its generation.
+    pub fn request_deployment(&mut self, d: &DeploymentRecord) -> Result<u64, StoreError> {
+        self.backend.transaction(|tx| {
+            let rows = tx.query("SELECT generation FROM deployments WHERE site = $1", &[Param::Text(&d.site)])?;
+            let generation = rows.first().map_or(0, |r| r[0].int()) + 1;
+            tx.execute("DELETE FROM deployments WHERE site = $1", &[Param::Text(&d.site)])?;
+            tx.execute(
+                "INSERT INTO deployments (site, app_dir, nodes, operator, provider_share_bps, developer_share_bps, anonymous, generation, state, detail) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'pending', '')",
+                &[
+                    Param::Text(&d.site),
+                    Param::Text(&d.app_dir),
+                    Param::Text(&d.nodes.join(",")),
+                    Param::Text(&d.operator),
+                    Param::Int(i64::from(d.provider_share_bps)),
+                    Param::Int(i64::from(d.developer_share_bps)),
+                    Param::Int(i64::from(d.anonymous)),
+                    Param::Int(generation),
+                ],
+            )?;
+            crate::platform::bump_registry(tx)?;
+            Ok(generation as u64)
+        })
+    }
+
+    /// Records what an agent made of generation `generation` of a site's
+    /// deployment (a report about an older generation is ignored).
+    pub fn report_deployment(
+        &mut self,
+        site: &str,
+        generation: u64,
+        state: &str,
+        detail: &str,
+    ) -> Result<(), StoreError> {
+        self.backend.transaction(|tx| {
+            tx.execute(
+                "UPDATE deployments SET state = $1, detail = $2 WHERE site = $3 AND generation = $4",
+                &[Param::Text(state), Param::Text(detail), Param::Text(site), Param::Int(generation as i64)],
+            )?;
+            Ok(())
+        })
+    }
+
+    /// Withdraws a site's deployment; whether there was one.
+    pub fn remove_deployment(&mut self, site: &str) -> Result<bool, StoreError> {
+        self.backend.transaction(|tx| {
+            let removed = tx.execute("DELETE FROM deployments WHERE site = $1", &[Param::Text(site)])? > 0;
+            crate::platform::bump_registry(tx)?;
+            Ok(removed)
+        })
+    }
+
+    pub fn deployments(&mut self) -> Result<Vec<DeploymentRecord>, StoreError> {
+        let rows = self.backend.transaction(|tx| {
+            tx.query(
+                "SELECT site, app_dir, nodes, operator, provider_share_bps, developer_share_bps, anonymous, generation, state, detail FROM deployments ORDER BY site",
+                &[],
+            )
+        })?;
+        Ok(rows
+            .iter()
+            .map(|r| DeploymentRecord {
+                site: r[0].text(),
+                app_dir: r[1].text(),
+                nodes: r[2].text().split(',').filter(|s| !s.is_empty()).map(str::to_owned).collect(),
+                operator: r[3].text(),
+                provider_share_bps: r[4].int() as u32,
+                developer_share_bps: r[5].int() as u32,
+                anonymous: r[6].int() != 0,
+                generation: r[7].int() as u64,
+                state: r[8].text(),
+                detail: r[9].text(),
+            })
+            .collect())
+    }
+
     /// Registers a node, or changes one.
     pub fn put_node(&mut self, node: &NodeRecord) -> Result<(), StoreError> {
         self.backend.transaction(|tx| {
