@@ -105,3 +105,27 @@ async fn a_port_already_taken_fails_the_start() {
         Ok(_) => panic!("started on a taken port"),
     }
 }
+
+#[tokio::test]
+#[ignore = "installs from PyPI: needs the network (cargo test -p runtime -- --ignored)"]
+async fn catalog_apps_install_from_their_registries_and_serve() {
+    let catalog = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../catalog"));
+    let dir = tempfile::tempdir().unwrap();
+    for entry in std::fs::read_dir(&catalog).unwrap().flatten().filter(|e| e.path().is_dir()) {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let manifest = Manifest::load(&entry.path().join("commons.toml")).unwrap();
+        let spec = InstanceSpec {
+            site: name.clone(),
+            manifest,
+            source: entry.path(),
+            dir: dir.path().join(&name),
+            port: free_port(),
+            env: vec![],
+        };
+        let instance = Instance::start(spec).await.unwrap_or_else(|e| panic!("{name}: {e}"));
+        let answer = get(instance.addr, "/").await;
+        let status = answer.get(9..12).unwrap_or("");
+        assert!(status == "200" || status.starts_with("30"), "{name}: {answer}");
+        instance.stop().await;
+    }
+}
