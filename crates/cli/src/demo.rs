@@ -155,12 +155,14 @@ async fn run_demo(
             provider: "pat".into(),
             location: "eu-west".into(),
             capacity_mb: 4096,
+            remote: false,
         })?;
         store.put_node(&NodeRecord {
             id: "pia-1".into(),
             provider: "pia".into(),
             location: "us-east".into(),
             capacity_mb: 4096,
+            remote: false,
         })?;
         Ok(())
     })?;

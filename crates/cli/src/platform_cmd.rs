@@ -399,7 +399,7 @@ pub fn node(command: NodeCommand, store_args: &StoreArgs) -> anyhow::Result<()> 
         NodeCommand::Add { id, provider, location, capacity_mb } => {
             check_name(&id).map_err(|e| BadInput(format!("node {e}")))?;
             check_name(&provider).map_err(|e| BadInput(format!("provider {e}")))?;
-            store.put_node(&store::NodeRecord { id: id.clone(), provider, location, capacity_mb })?;
+            store.put_node(&store::NodeRecord { id: id.clone(), provider, location, capacity_mb, remote: false })?;
             println!("node {id} registered");
         }
         NodeCommand::List => {

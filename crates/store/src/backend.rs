@@ -134,6 +134,9 @@ const MIGRATIONS: &[&str] = &[
         detail TEXT NOT NULL
     );
 ",
+    "
+    ALTER TABLE nodes ADD COLUMN join_token_hash TEXT NOT NULL DEFAULT '';
+",
 ];
 
 /// A stored block: height, hash, encoded body.

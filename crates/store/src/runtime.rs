@@ -14,6 +14,9 @@ pub struct NodeRecord {
     pub provider: String,
     pub location: String,
     pub capacity_mb: u64,
+    /// Served by an agent on another machine (`commons node --join`), which
+    /// holds a join token; else by the agent of `commons up`.
+    pub remote: bool,
 }
 
 /// One entry of the public history: who did what to which site.
@@ -136,14 +139,18 @@ impl Store {
     /// Registers a node, or changes one.
     pub fn put_node(&mut self, node: &NodeRecord) -> Result<(), StoreError> {
         self.backend.transaction(|tx| {
+            // A node registered again keeps its join token.
+            let token = tx.query("SELECT join_token_hash FROM nodes WHERE id = $1", &[Param::Text(&node.id)])?;
+            let token = token.first().map(|r| r[0].text()).unwrap_or_default();
             tx.execute("DELETE FROM nodes WHERE id = $1", &[Param::Text(&node.id)])?;
             tx.execute(
-                "INSERT INTO nodes (id, provider, location, capacity_mb) VALUES ($1, $2, $3, $4)",
+                "INSERT INTO nodes (id, provider, location, capacity_mb, join_token_hash) VALUES ($1, $2, $3, $4, $5)",
                 &[
                     Param::Text(&node.id),
                     Param::Text(&node.provider),
                     Param::Text(&node.location),
                     Param::Int(node.capacity_mb.min(i64::MAX as u64) as i64),
+                    Param::Text(&token),
                 ],
             )?;
             Ok(())
@@ -151,9 +158,9 @@ impl Store {
     }
 
     pub fn nodes(&mut self) -> Result<Vec<NodeRecord>, StoreError> {
-        let rows = self
-            .backend
-            .transaction(|tx| tx.query("SELECT id, provider, location, capacity_mb FROM nodes ORDER BY id", &[]))?;
+        let rows = self.backend.transaction(|tx| {
+            tx.query("SELECT id, provider, location, capacity_mb, join_token_hash FROM nodes ORDER BY id", &[])
+        })?;
         Ok(rows
             .iter()
             .map(|r| NodeRecord {
@@ -161,8 +168,34 @@ impl Store {
                 provider: r[1].text(),
                 location: r[2].text(),
                 capacity_mb: r[3].int() as u64,
+                remote: !r[4].text().is_empty(),
             })
             .collect())
+    }
+
+    /// Gives a node a join token (by its SHA-256), making it a node served
+    /// by an agent on another machine; false if there is no such node.
+    pub fn set_join_token(&mut self, node: &str, token_sha256: &str) -> Result<bool, StoreError> {
+        self.backend.transaction(|tx| {
+            let changed = tx.execute(
+                "UPDATE nodes SET join_token_hash = $1 WHERE id = $2",
+                &[Param::Text(token_sha256), Param::Text(node)],
+            )? > 0;
+            crate::platform::bump_registry(tx)?;
+            Ok(changed)
+        })
+    }
+
+    /// The node a join token (by its SHA-256) is for.
+    pub fn node_by_token(&mut self, token_sha256: &str) -> Result<Option<NodeRecord>, StoreError> {
+        if token_sha256.is_empty() {
+            return Ok(None);
+        }
+        let rows = self.backend.transaction(|tx| {
+            tx.query("SELECT id FROM nodes WHERE join_token_hash = $1", &[Param::Text(token_sha256)])
+        })?;
+        let Some(id) = rows.first().map(|r| r[0].text()) else { return Ok(None) };
+        Ok(self.nodes()?.into_iter().find(|n| n.id == id))
     }
 
     /// Appends to the public history; returns the entry's number.

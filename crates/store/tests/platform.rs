@@ -165,10 +165,22 @@ fn nodes_history_and_resource_usage_are_kept() {
     let period = Period::parse("2026-11").unwrap();
     for s in common::stores() {
         let mut store = Store::open(&s.location).unwrap();
-        let node = NodeRecord { id: "pat-1".into(), provider: "pat".into(), location: "eu".into(), capacity_mb: 4096 };
+        let node = NodeRecord {
+            id: "pat-1".into(),
+            provider: "pat".into(),
+            location: "eu".into(),
+            capacity_mb: 4096,
+            remote: false,
+        };
         store.put_node(&node).unwrap();
         store.put_node(&NodeRecord { capacity_mb: 8192, ..node.clone() }).unwrap();
-        assert_eq!(store.nodes().unwrap(), vec![NodeRecord { capacity_mb: 8192, ..node }], "{}", s.name);
+        assert_eq!(store.nodes().unwrap(), vec![NodeRecord { capacity_mb: 8192, ..node.clone() }], "{}", s.name);
+        assert!(store.set_join_token(&node.id, "abcd").unwrap());
+        assert!(!store.set_join_token("nope", "ef").unwrap());
+        assert_eq!(store.node_by_token("abcd").unwrap().map(|n| (n.id, n.remote)), Some(("pat-1".into(), true)));
+        assert_eq!(store.node_by_token("").unwrap(), None);
+        store.put_node(&NodeRecord { capacity_mb: 8192, ..node.clone() }).unwrap();
+        assert!(store.nodes().unwrap()[0].remote, "{}: registering again keeps the token", s.name);
 
         assert_eq!(store.record_history(10, "deploy", "wiki", "app wiki 1.0 on pat-1").unwrap(), 1);
         assert_eq!(store.record_history(20, "update", "wiki", "app wiki 1.1 on pat-1").unwrap(), 2);
