@@ -54,7 +54,7 @@ pub struct Agent {
 }
 
 impl Deployment {
-    fn from_record(d: &DeploymentRecord) -> Deployment {
+    pub fn from_record(d: &DeploymentRecord) -> Deployment {
         Deployment {
             site: d.site.clone(),
             app: PathBuf::from(&d.app_dir),
@@ -109,33 +109,8 @@ impl Agent {
         self.register_project(&manifest)?;
         let addrs = instances.iter().map(|r| r.instance.addr).collect();
         let providers = providers_of(&nodes);
-        let record = SiteRecord {
-            id: d.site.clone(),
-            instances: addrs,
-            custom_hosts: vec![],
-            anonymous: d.anonymous,
-            free_requests_per_minute: manifest.tier.free_requests_per_minute,
-            free_concurrent_requests: manifest.tier.free_concurrent_requests,
-            premium_prefixes: manifest.tier.premium_prefixes.clone(),
-            operator: d.operator.clone(),
-            project: manifest.project.clone(),
-            provider_share_bps: d.provider_share_bps,
-            developer_share_bps: d.developer_share_bps,
-            providers,
-            health_path: Some(manifest.health.path.clone()),
-        };
-        let detail = format!(
-            "app {} {} (project {}, {}, {}) on {}; operator {}; provider share {} bps; developer share {} bps",
-            manifest.name,
-            manifest.version,
-            manifest.project,
-            manifest.license,
-            manifest.repository,
-            d.nodes.join(", "),
-            d.operator,
-            d.provider_share_bps,
-            d.developer_share_bps
-        );
+        let record = site_record(d, &manifest, addrs, providers);
+        let detail = deploy_detail(d, &manifest);
         self.with_store(|store| {
             store.put_site(&record)?;
             store.record_history(now_ms(), action, &d.site, &detail).map(drop)
@@ -149,7 +124,14 @@ impl Agent {
     /// reports each outcome in the store. `switch` is called once a change
     /// is published, to move the gateway to it at once.
     pub async fn reconcile(&self, desired: &[DeploymentRecord], switch: Switch<'_>) {
-        for d in desired {
+        let remote: Vec<String> = match self.with_store(|store| store.nodes()) {
+            Ok(nodes) => nodes.into_iter().filter(|n| n.remote).map(|n| n.id).collect(),
+            Err(e) => return tracing::warn!(error = %e, "cannot read the nodes"),
+        };
+        // Sites on joined machines are theirs (see `join`).
+        let desired: Vec<&DeploymentRecord> =
+            desired.iter().filter(|d| !d.nodes.iter().any(|n| remote.contains(n))).collect();
+        for d in desired.iter().copied() {
             let applied = self.applied.lock().unwrap_or_else(|e| e.into_inner()).get(&d.site).copied();
             if applied == Some(d.generation) {
                 continue;
@@ -370,9 +352,49 @@ fn meter_into(used: &mut HashMap<(String, String), ResourceTotals>, site: &str, 
     entry.memory_mib_s += delta.memory_mib_s;
 }
 
+/// The site record of a deployment running at `addrs`.
+pub fn site_record(
+    d: &Deployment,
+    manifest: &Manifest,
+    addrs: Vec<std::net::SocketAddr>,
+    providers: Vec<(String, u64)>,
+) -> SiteRecord {
+    SiteRecord {
+        id: d.site.clone(),
+        instances: addrs,
+        custom_hosts: vec![],
+        anonymous: d.anonymous,
+        free_requests_per_minute: manifest.tier.free_requests_per_minute,
+        free_concurrent_requests: manifest.tier.free_concurrent_requests,
+        premium_prefixes: manifest.tier.premium_prefixes.clone(),
+        operator: d.operator.clone(),
+        project: manifest.project.clone(),
+        provider_share_bps: d.provider_share_bps,
+        developer_share_bps: d.developer_share_bps,
+        providers,
+        health_path: Some(manifest.health.path.clone()),
+    }
+}
+
+/// What the history says about a deploy: enough to do it again.
+pub fn deploy_detail(d: &Deployment, manifest: &Manifest) -> String {
+    format!(
+        "app {} {} (project {}, {}, {}) on {}; operator {}; provider share {} bps; developer share {} bps",
+        manifest.name,
+        manifest.version,
+        manifest.project,
+        manifest.license,
+        manifest.repository,
+        d.nodes.join(", "),
+        d.operator,
+        d.provider_share_bps,
+        d.developer_share_bps
+    )
+}
+
 /// The providers of these nodes, each once, with equal declared weights
 /// (metered resources replace them at settlement).
-fn providers_of(nodes: &[NodeRecord]) -> Vec<(String, u64)> {
+pub fn providers_of(nodes: &[NodeRecord]) -> Vec<(String, u64)> {
     let mut providers: Vec<(String, u64)> = Vec::new();
     for node in nodes {
         if !providers.iter().any(|(p, _)| *p == node.provider) {

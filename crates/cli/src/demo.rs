@@ -457,10 +457,10 @@ async fn browser_login(platform: &Platform, passwords: &str) -> anyhow::Result<S
     ))
 }
 
-struct Answer {
-    status: u16,
+pub(crate) struct Answer {
+    pub(crate) status: u16,
     headers: Vec<(String, String)>,
-    body: String,
+    pub(crate) body: String,
 }
 
 impl Answer {
@@ -492,7 +492,19 @@ async fn http(
     headers: &[(&str, &str)],
     body: &str,
 ) -> anyhow::Result<Answer> {
-    let mut stream = tokio::net::TcpStream::connect(addr).await?;
+    http_to(&addr.to_string(), method, host, path, headers, body).await
+}
+
+/// [`http`] to `authority` (`host:port`).
+pub(crate) async fn http_to(
+    authority: &str,
+    method: &str,
+    host: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> anyhow::Result<Answer> {
+    let mut stream = tokio::net::TcpStream::connect(authority).await?;
     let mut request =
         format!("{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\nContent-Length: {}\r\n", body.len());
     for (name, value) in headers {

@@ -7,6 +7,7 @@
 
 mod agent;
 mod demo;
+mod join;
 mod ledger_cmd;
 mod metered;
 mod platform_cmd;
@@ -75,9 +76,9 @@ enum Command {
     /// Run the whole platform end to end in a fresh directory: providers,
     /// apps, users, subscriptions, traffic, settlement, verification
     Demo(demo::Args),
-    /// Register providers' nodes and list them
-    #[command(subcommand)]
-    Node(platform_cmd::NodeCommand),
+    /// Register providers' nodes, or run this machine's agent for one
+    /// (`commons node --join URL --token T`)
+    Node(platform_cmd::NodeArgs),
     /// The public history of deploys, updates and removals
     History,
     /// Deploy an app as a site onto providers' nodes (run by `commons up`)
@@ -115,7 +116,7 @@ fn main() -> ExitCode {
         Command::Subscribe(args) => platform_cmd::subscribe(args, &cli.store),
         Command::Usage(args) => platform_cmd::usage(args, &cli.store),
         Command::Demo(args) => demo::run(args),
-        Command::Node(command) => platform_cmd::node(command, &cli.store),
+        Command::Node(args) => platform_cmd::node(args, &cli.store),
         Command::History => platform_cmd::history(&cli.store),
         Command::Deploy(args) => platform_cmd::deploy(args, &cli.store),
         Command::Undeploy { site } => platform_cmd::undeploy(&site, &cli.store),

@@ -156,6 +156,20 @@ pub struct LogsArgs {
     lines: usize,
 }
 
+#[derive(clap::Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct NodeArgs {
+    #[command(subcommand)]
+    command: Option<NodeCommand>,
+    /// Run this machine's agent for a node of the control plane at URL
+    /// (its control listener, e.g. http://10.0.0.1:8081)
+    #[arg(long, value_name = "URL", requires = "token")]
+    join: Option<String>,
+    /// The node's join token (from `commons node token NODE`)
+    #[arg(long, value_name = "T", requires = "join")]
+    token: Option<String>,
+}
+
 #[derive(clap::Subcommand)]
 pub enum NodeCommand {
     /// Register a provider's node (or change one)
@@ -173,6 +187,9 @@ pub enum NodeCommand {
     },
     /// List the nodes
     List,
+    /// Create the token with which an agent on another machine joins as
+    /// this node (printed once; the node is served by that agent from then)
+    Token { id: String },
 }
 
 #[derive(clap::Args)]
@@ -393,9 +410,28 @@ pub fn usage(args: UsageArgs, store_args: &StoreArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub fn node(command: NodeCommand, store_args: &StoreArgs) -> anyhow::Result<()> {
+pub fn node(args: NodeArgs, store_args: &StoreArgs) -> anyhow::Result<()> {
+    let command = match (args.command, args.join, args.token) {
+        (Some(command), _, _) => command,
+        (None, Some(url), Some(token)) => {
+            return crate::join::run_agent(&url, &token, &store_args.location().data_dir);
+        }
+        _ => return Err(BadInput("give a subcommand (add, list, token) or --join URL --token T".into()).into()),
+    };
     let mut store = Store::open(&store_args.location())?;
     match command {
+        NodeCommand::Token { id } => {
+            let mut secret = [0u8; 24];
+            getrandom::fill(&mut secret).map_err(|e| anyhow::anyhow!("no randomness: {e}"))?;
+            let token = format!("ocn_{}", hex::encode(secret));
+            if !store.set_join_token(&id, &commons_core::token_sha256(&token))? {
+                return Err(BadInput(format!("there is no node {id:?}; add it first")).into());
+            }
+            println!("{token}");
+            eprintln!(
+                "on the node's machine: commons node --join http://<this machine's control listener> --token {token}"
+            );
+        }
         NodeCommand::Add { id, provider, location, capacity_mb } => {
             check_name(&id).map_err(|e| BadInput(format!("node {e}")))?;
             check_name(&provider).map_err(|e| BadInput(format!("provider {e}")))?;
@@ -404,7 +440,14 @@ pub fn node(command: NodeCommand, store_args: &StoreArgs) -> anyhow::Result<()> 
         }
         NodeCommand::List => {
             for node in store.nodes()? {
-                println!("{}  provider {}  {}  {} MiB", node.id, node.provider, node.location, node.capacity_mb);
+                println!(
+                    "{}  provider {}  {}  {} MiB  {}",
+                    node.id,
+                    node.provider,
+                    node.location,
+                    node.capacity_mb,
+                    if node.remote { "joined" } else { "this machine" }
+                );
             }
         }
     }
@@ -441,9 +484,16 @@ pub fn deploy(args: DeployArgs, store_args: &StoreArgs) -> anyhow::Result<()> {
         return Err(BadInput(format!("--provider-share-bps {} is over 10000", args.provider_share_bps)).into());
     }
     let mut store = Store::open(&store_args.location())?;
-    let known: Vec<String> = store.nodes()?.into_iter().map(|n| n.id).collect();
-    if let Some(unknown) = args.nodes.iter().find(|n| !known.contains(n)) {
+    let known = store.nodes()?;
+    if let Some(unknown) = args.nodes.iter().find(|n| !known.iter().any(|k| k.id == **n)) {
         return Err(BadInput(format!("there is no node {unknown:?}; register it with `commons node add`")).into());
+    }
+    let remote = args.nodes.iter().filter(|n| known.iter().any(|k| k.id == **n && k.remote)).count();
+    if remote != 0 && remote != args.nodes.len() {
+        return Err(BadInput(
+            "a site's nodes must all be on this machine or all joined ones (`commons node list` says which)".into(),
+        )
+        .into());
     }
     let generation = store.request_deployment(&store::DeploymentRecord {
         site: args.site.clone(),

@@ -27,6 +27,7 @@ use store::{SessionRecord, Store};
 use tokio::net::TcpListener;
 
 use crate::agent::Agent;
+use crate::join::{Joined, SyncRequest};
 use crate::{BadInput, StoreArgs, now_ms};
 
 #[derive(clap::Args)]
@@ -159,6 +160,8 @@ pub struct Platform {
     running: RunningGateway,
     running_internal: RunningGateway,
     tasks: Vec<tokio::task::JoinHandle<()>>,
+    /// The node agents on other machines.
+    joined: Arc<Joined>,
 }
 
 impl Platform {
@@ -211,7 +214,12 @@ impl Platform {
         let running_internal = gateway
             .serve_internal(settings.internal, 1)
             .map_err(|e| BadInput(format!("cannot listen on {}: {e}", settings.internal)))?;
-        let mut tasks = vec![tokio::spawn(serve_control(control_listener, gateway.clone()))];
+        let env = vec![
+            ("COMMONS_INTERNAL_URL".to_owned(), format!("http://{}", running_internal.addr)),
+            ("COMMONS_DOMAIN".to_owned(), settings.domain.clone()),
+        ];
+        let joined = Arc::new(Joined::new(store.clone(), env));
+        let mut tasks = vec![tokio::spawn(serve_control(control_listener, gateway.clone(), joined.clone()))];
         let checker = gateway.clone();
         let every = settings.health_checks;
         tasks.push(tokio::spawn(async move { checker.check_health(every).await }));
@@ -220,6 +228,7 @@ impl Platform {
             tasks.push(tokio::spawn(flush_usage(store.clone(), meter.clone(), settings.flush)));
         }
         Ok(Platform {
+            joined,
             listen: running.addr,
             internal: running_internal.addr,
             control,
@@ -248,8 +257,8 @@ impl Platform {
             ("COMMONS_DOMAIN".to_owned(), self.domain.clone()),
         ];
         let agent = Arc::new(Agent::new(self.store.clone(), data_dir, env));
-        let (store, gateway, domain, looping) =
-            (self.store.clone(), self.gateway.clone(), self.domain.clone(), agent.clone());
+        let (store, gateway, domain, looping, joined) =
+            (self.store.clone(), self.gateway.clone(), self.domain.clone(), agent.clone(), self.joined.clone());
         self.tasks.push(tokio::spawn(async move {
             let mut metered = tokio::time::Instant::now();
             loop {
@@ -272,6 +281,17 @@ impl Platform {
                     }
                     Ok(Err(e)) => tracing::warn!(error = %e, "cannot read the deployments"),
                     Err(e) => tracing::warn!(error = %e, "cannot read the deployments"),
+                }
+                let publishing = joined.clone();
+                match tokio::task::spawn_blocking(move || publishing.publish()).await {
+                    Ok(Ok(true)) => {
+                        if let Err(e) = reload(&store, &gateway, &domain).await {
+                            tracing::warn!(error = %e, "cannot reload the registry");
+                        }
+                    }
+                    Ok(Ok(false)) => {}
+                    Ok(Err(e)) => tracing::warn!(error = %e, "cannot publish the joined nodes' sites"),
+                    Err(e) => tracing::warn!(error = %e, "cannot publish the joined nodes' sites"),
                 }
                 if metered.elapsed() >= Duration::from_secs(10) {
                     metered = tokio::time::Instant::now();
@@ -373,6 +393,35 @@ async fn reload(store: &Arc<Mutex<Store>>, gateway: &Gateway, domain: &str) -> a
     Ok(())
 }
 
+/// `POST /agent/v1/sync` from a joined node agent.
+async fn agent_sync(
+    request: hyper::Request<hyper::body::Incoming>,
+    joined: &Arc<Joined>,
+    peer: std::net::IpAddr,
+) -> (u16, String) {
+    use http_body_util::BodyExt;
+    let token = request
+        .headers()
+        .get(hyper::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::to_owned);
+    let body = match http_body_util::Limited::new(request.into_body(), 1 << 20).collect().await {
+        Ok(body) => body.to_bytes(),
+        Err(e) => return (413, format!("the sync is too large: {e}\n")),
+    };
+    let sync: SyncRequest = match serde_json::from_slice(&body) {
+        Ok(sync) => sync,
+        Err(e) => return (400, format!("malformed sync: {e}\n")),
+    };
+    let joined = joined.clone();
+    match tokio::task::spawn_blocking(move || joined.sync(token.as_deref(), peer, sync)).await {
+        Ok(Ok(response)) => (200, serde_json::to_string(&response).unwrap_or_default()),
+        Ok(Err((status, message))) => (status, message + "\n"),
+        Err(e) => (500, format!("{e}\n")),
+    }
+}
+
 /// The month it is (UTC): who subscribed for it has the premium tier.
 fn current_period() -> Period {
     Period::from_days_since_epoch((now_ms() / 86_400_000) as i64)
@@ -469,17 +518,20 @@ async fn flush_once(store: &Arc<Mutex<Store>>, meter: &Arc<Meter>) -> anyhow::Re
     .await?
 }
 
-async fn serve_control(listener: TcpListener, gateway: Gateway) {
+async fn serve_control(listener: TcpListener, gateway: Gateway, joined: Arc<Joined>) {
     loop {
-        let Ok((stream, _)) = listener.accept().await else { continue };
-        let gateway = gateway.clone();
+        let Ok((stream, peer)) = listener.accept().await else { continue };
+        let (gateway, joined) = (gateway.clone(), joined.clone());
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
-                let gateway = gateway.clone();
+                let (gateway, joined) = (gateway.clone(), joined.clone());
                 async move {
                     let (status, body) = match request.uri().path() {
                         "/metrics" => (200, gateway.metrics()),
                         "/healthz" => (200, "ok\n".to_owned()),
+                        "/agent/v1/sync" if request.method() == hyper::Method::POST => {
+                            agent_sync(request, &joined, peer.ip()).await
+                        }
                         _ => (404, "not found\n".to_owned()),
                     };
                     let mut response = hyper::Response::new(Full::new(Bytes::from(body)));

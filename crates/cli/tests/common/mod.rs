@@ -72,6 +72,12 @@ pub fn wait_healthy(control: SocketAddr, child: &mut Child) {
 }
 
 pub fn up(data: &std::path::Path) -> (Child, SocketAddr) {
+    let (child, listen, _) = up_with_control(data);
+    (child, listen)
+}
+
+/// [`up`], also giving the control listener's address.
+pub fn up_with_control(data: &std::path::Path) -> (Child, SocketAddr, SocketAddr) {
     let (listen, control) = (free_port(), free_port());
     let mut child = commons()
         .arg("--data")
@@ -83,7 +89,7 @@ pub fn up(data: &std::path::Path) -> (Child, SocketAddr) {
         .spawn()
         .unwrap();
     wait_healthy(control, &mut child);
-    (child, listen)
+    (child, listen, control)
 }
 
 /// An answer read by [`http`].
