@@ -374,7 +374,12 @@ pub fn usage(args: UsageArgs, store_args: &StoreArgs) -> anyhow::Result<()> {
     let period = Period::parse(&args.period).map_err(|e| BadInput(e.to_string()))?;
     let mut store = Store::open(&store_args.location())?;
     let usage = store.usage(period)?;
+    let resources = store.resource_usage(period)?;
     if args.json {
+        let resources: Vec<serde_json::Value> = resources
+            .iter()
+            .map(|(site, provider, used)| serde_json::json!({"site": site, "provider": provider, "cpu_ms": used.cpu_ms, "memory_mib_s": used.memory_mib_s}))
+            .collect();
         let direct: Vec<serde_json::Value> = usage
             .direct
             .iter()
@@ -388,7 +393,7 @@ pub fn usage(args: UsageArgs, store_args: &StoreArgs) -> anyhow::Result<()> {
         println!(
             "{}",
             serde_json::to_string_pretty(
-                &serde_json::json!({"period": period.to_string(), "usage": direct, "calls": calls})
+                &serde_json::json!({"period": period.to_string(), "usage": direct, "calls": calls, "resources": resources})
             )?
         );
         return Ok(());
@@ -406,6 +411,9 @@ pub fn usage(args: UsageArgs, store_args: &StoreArgs) -> anyhow::Result<()> {
     }
     for (k, ms) in &usage.calls {
         println!("  {} on {} calling {}: {} ms", k.user, k.site, k.service, ms);
+    }
+    for (site, provider, used) in &resources {
+        println!("  {site} on {provider}'s machines: {} ms CPU, {} MiB·s memory", used.cpu_ms, used.memory_mib_s);
     }
     Ok(())
 }

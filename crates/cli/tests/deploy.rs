@@ -138,6 +138,10 @@ fn apps_deploy_update_under_traffic_restart_after_a_crash_and_go_away() {
         std::thread::sleep(Duration::from_millis(100));
     }
     assert!(back, "the killed instance was not started again");
+    // Work for both instances, to meter.
+    for _ in 0..200 {
+        http(listen, "GET", &host, "/?q=web", &[], "");
+    }
     let logs = String::from_utf8_lossy(&run(&data, &["logs", "search"]).stdout).into_owned();
     assert!(logs.contains("== search on pat-1") && logs.contains("== search on pia-1"), "{logs}");
 
@@ -149,6 +153,22 @@ fn apps_deploy_update_under_traffic_restart_after_a_crash_and_go_away() {
     }
     assert!(processes_under(&data.join("nodes")).is_empty(), "instances left running");
     assert_eq!(http(listen, "GET", &host, "/", &[], "").status, 404);
+
+    // What the instances used was metered and belongs to each node's
+    // provider: search did real work on both.
+    let days = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() / 86_400;
+    let period = commons_core::Period::from_days_since_epoch(days as i64).to_string();
+    let usage = run(&data, &["usage", "--json", "--period", &period]);
+    let usage: serde_json::Value = serde_json::from_slice(&usage.stdout).unwrap();
+    let cpu = |provider: &str| {
+        usage["resources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["site"] == "search" && r["provider"] == provider)
+            .map_or(0, |r| r["cpu_ms"].as_u64().unwrap())
+    };
+    assert!(cpu("pat") > 0 && cpu("pia") > 0, "CPU metered per provider: {usage}");
 
     let history = String::from_utf8_lossy(&run(&data, &["history"]).stdout).into_owned();
     let actions: Vec<&str> = history.lines().map(|l| l.split_whitespace().nth(2).unwrap_or("")).collect();
