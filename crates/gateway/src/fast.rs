@@ -651,7 +651,7 @@ fn scan<'h>(headers: &'h [httparse::Header<'h>]) -> Scan<'h> {
         } else if name.eq_ignore_ascii_case("accept") {
             scan.wants_html = value.contains("text/html");
         } else if name.eq_ignore_ascii_case("content-length") {
-            match value.trim().parse::<u64>() {
+            match content_length(value) {
                 Ok(n) if scan.content_length.is_none_or(|m| m == n) => scan.content_length = Some(n),
                 _ => scan.general = true,
             }
@@ -715,7 +715,7 @@ fn framing(response: &httparse::Response<'_, '_>, method: &str) -> Framing {
             return if chunked { Framing::Chunked } else { Framing::UntilClose };
         }
         if header.name.eq_ignore_ascii_case("content-length") {
-            match std::str::from_utf8(header.value).ok().and_then(|v| v.trim().parse::<u64>().ok()) {
+            match std::str::from_utf8(header.value).ok().and_then(|v| content_length(v).ok()) {
                 Some(n) if length.is_none_or(|m| m == n) => length = Some(n),
                 _ => return Framing::UntilClose,
             }
@@ -732,6 +732,16 @@ fn reusable(response: &httparse::Response<'_, '_>) -> bool {
                 && std::str::from_utf8(h.value)
                     .is_ok_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("close")))
         })
+}
+
+/// A `Content-Length` value: digits only (no sign, no list), as RFC 9110
+/// says; anything else is not trusted for framing.
+fn content_length(value: &str) -> Result<u64, ()> {
+    let value = value.trim();
+    if value.is_empty() || !value.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(());
+    }
+    value.parse().map_err(drop)
 }
 
 fn idempotent(method: &str) -> bool {
@@ -830,6 +840,14 @@ mod tests {
         }
         assert_eq!(end_of(b"5\r\nhel", 1), None);
         assert_eq!(end_of(b"zz\r\n", 1), None, "malformed");
+    }
+
+    #[test]
+    fn only_plain_digits_are_a_content_length() {
+        assert_eq!(content_length(" 42 "), Ok(42));
+        for bad in ["+5", "-1", "5, 5", "", "0x10", "99999999999999999999999"] {
+            assert!(content_length(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]
