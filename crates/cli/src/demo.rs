@@ -126,7 +126,7 @@ async fn demo(dir: PathBuf, requests: u32, keep_running: bool) -> anyhow::Result
             dir.display()
         );
         eprintln!("Stop with Ctrl-C.");
-        tokio::signal::ctrl_c().await?;
+        crate::stop_signal().await?;
     }
     eprintln!("stopping the apps and the platform");
     agent.shutdown().await;

@@ -276,7 +276,7 @@ pub fn run_agent(url: &str, token: &str, dir: &Path) -> anyhow::Result<()> {
         let work = tokio::spawn(async move { looping.run(&authority, &token).await });
         tokio::select! {
             result = work => result?,
-            _ = tokio::signal::ctrl_c() => {
+            _ = crate::stop_signal() => {
                 eprintln!("stopping this node's apps");
                 Ok(())
             }

@@ -144,6 +144,18 @@ fn init_logging(default: &str) {
     }
 }
 
+/// Waits for Ctrl-C, SIGTERM (a service manager stopping us) or SIGHUP
+/// (the terminal closed): any of them stops the platform cleanly.
+pub async fn stop_signal() -> std::io::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (mut term, mut hup) = (signal(SignalKind::terminate())?, signal(SignalKind::hangup())?);
+    tokio::select! {
+        result = tokio::signal::ctrl_c() => result,
+        _ = term.recv() => Ok(()),
+        _ = hup.recv() => Ok(()),
+    }
+}
+
 /// Milliseconds since the Unix epoch: block timestamps.
 pub fn now_ms() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)

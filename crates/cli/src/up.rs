@@ -345,7 +345,7 @@ pub fn run(args: Args, store_args: &StoreArgs) -> anyhow::Result<()> {
         eprintln!("  store    {}", location.describe());
         eprintln!("  metering {}", if platform.meter.is_some() { "on" } else { "off" });
         eprintln!("Stop with Ctrl-C.");
-        tokio::signal::ctrl_c().await?;
+        crate::stop_signal().await?;
         eprintln!("stopping: finishing requests in flight, stopping the apps, flushing usage");
         let result = platform.shutdown().await;
         agent.meter(current_period()).await?;

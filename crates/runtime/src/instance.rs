@@ -222,10 +222,16 @@ async fn spawn(spec: &InstanceSpec) -> std::io::Result<Child> {
         .kill_on_drop(true);
     let memory = spec.manifest.resources.memory_mb.saturating_mul(1 << 20);
     let files = spec.manifest.resources.open_files;
-    // SAFETY: between fork and exec only setrlimit runs, which is
-    // async-signal-safe and touches no memory of the parent.
+    // SAFETY: between fork and exec only prctl and setrlimit run, which
+    // are async-signal-safe and touch no memory of the parent.
     unsafe {
         command.pre_exec(move || {
+            // If the agent dies, so does the app: no orphan keeps a port or
+            // serves outside the platform's view. (The signal follows the
+            // forking thread: a runtime worker, alive as long as the agent.)
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
             let limit = |resource, value: u64| {
                 let rlimit = libc::rlimit { rlim_cur: value as libc::rlim_t, rlim_max: value as libc::rlim_t };
                 if libc::setrlimit(resource, &rlimit) != 0 {
