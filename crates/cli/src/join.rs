@@ -333,7 +333,7 @@ impl RemoteAgent {
     }
 
     async fn report(&self) -> SyncRequest {
-        let meter = self.syncs.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % 20 == 0;
+        let meter = self.syncs.fetch_add(1, std::sync::atomic::Ordering::Relaxed).is_multiple_of(20);
         let mut running = self.running.lock().await;
         let mut request = SyncRequest::default();
         for (site, instances) in running.iter_mut() {
