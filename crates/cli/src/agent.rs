@@ -30,6 +30,8 @@ pub struct Deployment {
     pub provider_share_bps: u32,
     pub developer_share_bps: u32,
     pub anonymous: bool,
+    /// Custom host names that also reach the site.
+    pub hosts: Vec<String>,
 }
 
 struct Running {
@@ -63,6 +65,7 @@ impl Deployment {
             provider_share_bps: d.provider_share_bps,
             developer_share_bps: d.developer_share_bps,
             anonymous: d.anonymous,
+            hosts: d.hosts.clone(),
         }
     }
 }
@@ -194,6 +197,7 @@ impl Agent {
             record.provider_share_bps = d.provider_share_bps;
             record.developer_share_bps = d.developer_share_bps;
             record.anonymous = d.anonymous;
+            record.custom_hosts = d.hosts.clone();
             record.free_requests_per_minute = manifest.tier.free_requests_per_minute;
             record.free_concurrent_requests = manifest.tier.free_concurrent_requests;
             record.premium_prefixes = manifest.tier.premium_prefixes.clone();
@@ -362,7 +366,7 @@ pub fn site_record(
     SiteRecord {
         id: d.site.clone(),
         instances: addrs,
-        custom_hosts: vec![],
+        custom_hosts: d.hosts.clone(),
         anonymous: d.anonymous,
         free_requests_per_minute: manifest.tier.free_requests_per_minute,
         free_concurrent_requests: manifest.tier.free_concurrent_requests,

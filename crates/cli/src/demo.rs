@@ -179,6 +179,7 @@ async fn run_demo(
             provider_share_bps: 3000,
             developer_share_bps: 2000,
             anonymous: true,
+            hosts: vec![],
         },
         Deployment {
             site: "notes".into(),
@@ -188,6 +189,7 @@ async fn run_demo(
             provider_share_bps: 3000,
             developer_share_bps: 2500,
             anonymous: false,
+            hosts: vec![],
         },
     ] {
         agent.deploy(&d).await.with_context(|| format!("deploying {}", d.site))?;
@@ -281,6 +283,7 @@ async fn run_demo(
         provider_share_bps: 3000,
         developer_share_bps: 2500,
         anonymous: false,
+        hosts: vec![],
     };
     let switch = || -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + '_>> {
         Box::pin(async {

@@ -140,6 +140,9 @@ pub struct DeployArgs {
     /// Let people use it without logging in
     #[arg(long)]
     anonymous: bool,
+    /// A custom host name that also reaches the site (repeatable)
+    #[arg(long = "host", value_name = "NAME")]
+    hosts: Vec<String>,
     /// Return at once instead of waiting for the agent's outcome
     #[arg(long)]
     no_wait: bool,
@@ -491,6 +494,11 @@ pub fn deploy(args: DeployArgs, store_args: &StoreArgs) -> anyhow::Result<()> {
     if args.provider_share_bps > 10_000 {
         return Err(BadInput(format!("--provider-share-bps {} is over 10000", args.provider_share_bps)).into());
     }
+    if let Some(host) = args.hosts.iter().find(|h| {
+        h.is_empty() || h.contains(',') || !h.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-')
+    }) {
+        return Err(BadInput(format!("--host {host:?} is not a host name")).into());
+    }
     let mut store = Store::open(&store_args.location())?;
     let known = store.nodes()?;
     if let Some(unknown) = args.nodes.iter().find(|n| !known.iter().any(|k| k.id == **n)) {
@@ -511,6 +519,7 @@ pub fn deploy(args: DeployArgs, store_args: &StoreArgs) -> anyhow::Result<()> {
         provider_share_bps: args.provider_share_bps,
         developer_share_bps: args.developer_share_bps,
         anonymous: args.anonymous,
+        hosts: args.hosts.iter().map(|h| h.to_ascii_lowercase()).collect(),
         generation: 0,
         state: String::new(),
         detail: String::new(),

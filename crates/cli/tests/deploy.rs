@@ -56,7 +56,8 @@ fn apps_deploy_update_under_traffic_restart_after_a_crash_and_go_away() {
     let (mut child, listen) = up(&data);
     let host = format!("search.commons.localhost:{}", listen.port());
     let deploy = |app: &Path, nodes: &[&str]| {
-        let mut args = vec!["deploy", "search", "--operator", "sam", "--anonymous", "--app", app.to_str().unwrap()];
+        let mut args = vec!["deploy", "search", "--operator", "sam", "--anonymous", "--host", "search.example.org"];
+        args.extend(["--app", app.to_str().unwrap()]);
         for node in nodes {
             args.extend(["--node", node]);
         }
@@ -81,6 +82,7 @@ fn apps_deploy_update_under_traffic_restart_after_a_crash_and_go_away() {
     let answer = http(listen, "GET", &host, "/?q=web", &[], "");
     assert_eq!(answer.status, 200, "{}", answer.body);
     assert!(answer.body.contains("protocol of the web"));
+    assert_eq!(http(listen, "GET", "search.example.org", "/healthz", &[], "").status, 200, "by its custom host");
 
     // An app that never becomes healthy: the deploy fails with its log, and
     // nothing is published.

@@ -137,6 +137,9 @@ const MIGRATIONS: &[&str] = &[
     "
     ALTER TABLE nodes ADD COLUMN join_token_hash TEXT NOT NULL DEFAULT '';
 ",
+    "
+    ALTER TABLE deployments ADD COLUMN hosts TEXT NOT NULL DEFAULT '';
+",
 ];
 
 /// A stored block: height, hash, encoded body.

@@ -43,6 +43,8 @@ pub struct DeploymentRecord {
     pub provider_share_bps: u32,
     pub developer_share_bps: u32,
     pub anonymous: bool,
+    /// Custom host names that also reach the site.
+    pub hosts: Vec<String>,
     /// Bumped by every new request, so that agents redo a deploy asked
     /// again (e.g. after the app's files changed) and callers can wait for
     /// their own request's outcome.
@@ -68,7 +70,7 @@ impl Store {
             let generation = rows.first().map_or(0, |r| r[0].int()) + 1;
             tx.execute("DELETE FROM deployments WHERE site = $1", &[Param::Text(&d.site)])?;
             tx.execute(
-                "INSERT INTO deployments (site, app_dir, nodes, operator, provider_share_bps, developer_share_bps, anonymous, generation, state, detail) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'pending', '')",
+                "INSERT INTO deployments (site, app_dir, nodes, operator, provider_share_bps, developer_share_bps, anonymous, generation, state, detail, hosts) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'pending', '', $9)",
                 &[
                     Param::Text(&d.site),
                     Param::Text(&d.app_dir),
@@ -78,6 +80,7 @@ impl Store {
                     Param::Int(i64::from(d.developer_share_bps)),
                     Param::Int(i64::from(d.anonymous)),
                     Param::Int(generation),
+                    Param::Text(&d.hosts.join(",")),
                 ],
             )?;
             crate::platform::bump_registry(tx)?;
@@ -115,7 +118,7 @@ impl Store {
     pub fn deployments(&mut self) -> Result<Vec<DeploymentRecord>, StoreError> {
         let rows = self.backend.transaction(|tx| {
             tx.query(
-                "SELECT site, app_dir, nodes, operator, provider_share_bps, developer_share_bps, anonymous, generation, state, detail FROM deployments ORDER BY site",
+                "SELECT site, app_dir, nodes, operator, provider_share_bps, developer_share_bps, anonymous, generation, state, detail, hosts FROM deployments ORDER BY site",
                 &[],
             )
         })?;
@@ -132,6 +135,7 @@ impl Store {
                 generation: r[7].int() as u64,
                 state: r[8].text(),
                 detail: r[9].text(),
+                hosts: r[10].text().split(',').filter(|s| !s.is_empty()).map(str::to_owned).collect(),
             })
             .collect())
     }
