@@ -80,6 +80,9 @@ nginx -p "$work" -c proxy.conf
 commons=target/release/commons
 for mode in on off; do
   data="$work/data-$mode"
+  mkdir -p "$data"
+  # GATEWAY_WORKERS=N overrides the gateway's default (half the cores).
+  [ -n "${GATEWAY_WORKERS:-}" ] && echo "workers = $GATEWAY_WORKERS" > "$data/commons.toml"
   $commons --data "$data" site add bench --upstream 127.0.0.1:9201 --operator bench --project bench --provider bench >/dev/null
   $commons --data "$data" token add benchuser > "$data.token"
 done
@@ -95,7 +98,7 @@ run() { # name port token connections threads
         END {printf "%-34s %12.0f req/s   p50 %8s   p99 %8s%s\n", name, rps, p50, p99, (bad ? "   NON-2xx: " bad : "")}'
 }
 token_on=$(cat "$work/data-on.token"); token_off=$(cat "$work/data-off.token")
-echo "$(nproc) cores; nginx $(nginx -v 2>&1 | sed 's/.*\///'); wrk -t2 -c$connections -d$duration; 1 KiB responses"
+echo "$(nproc) cores; nginx $(nginx -v 2>&1 | sed 's/.*\///'); wrk -t2 -c$connections -d$duration; 1 KiB responses; gateway workers: ${GATEWAY_WORKERS:-default}"
 rounds=${ROUNDS:-3}
 echo "-- throughput (saturated), $rounds rounds alternating, best of each kept for the ratios"
 for round in $(seq "$rounds"); do

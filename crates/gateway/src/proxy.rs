@@ -57,6 +57,11 @@ pub struct GatewayConfig {
     /// The scheme users reach the gateway by (`https` behind a TLS
     /// terminator), for the redirects of the login handoff.
     pub public_scheme: String,
+    /// The workers' scheduling priority (a nice value; lower is sooner),
+    /// if it is to change: the gateway should not wait behind the sites it
+    /// fronts on the same machine. Needs CAP_SYS_NICE to go below 0; without
+    /// it the workers keep their priority, with a warning.
+    pub worker_priority: Option<i32>,
 }
 
 impl Default for GatewayConfig {
@@ -70,6 +75,7 @@ impl Default for GatewayConfig {
             provenance_secret: [0; 32],
             session_lifetime: Duration::from_secs(30 * 86_400),
             public_scheme: "http".to_owned(),
+            worker_priority: None,
         }
     }
 }
@@ -139,6 +145,23 @@ fn upstream_client(config: &GatewayConfig) -> UpstreamClient {
         .pool_timer(TokioTimer::new())
         .timer(TokioTimer::new())
         .build(connector)
+}
+
+/// Gives the calling thread the nice value `nice`.
+fn set_thread_priority(nice: i32) {
+    // SAFETY: gettid and setpriority have no memory preconditions; on Linux
+    // PRIO_PROCESS with a thread id changes only that thread.
+    let result = unsafe { libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, nice) };
+    if result != 0 {
+        static WARNED: std::sync::Once = std::sync::Once::new();
+        WARNED.call_once(|| {
+            tracing::warn!(
+                nice,
+                error = %std::io::Error::last_os_error(),
+                "cannot raise the gateway workers' priority (needs CAP_SYS_NICE); they keep the default"
+            )
+        });
+    }
 }
 
 /// A listening socket that other workers may share (`SO_REUSEPORT`).
@@ -276,7 +299,11 @@ impl Gateway {
             let (ready, is_ready) = std::sync::mpsc::channel();
             let gateway = self.clone();
             let stopped = stopped.clone();
+            let priority = self.inner.config.worker_priority;
             let thread = std::thread::Builder::new().name(format!("gateway-{worker}")).spawn(move || {
+                if let Some(nice) = priority {
+                    set_thread_priority(nice);
+                }
                 let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
                     Ok(runtime) => runtime,
                     Err(e) => return drop(ready.send(Err(e))),
