@@ -163,10 +163,9 @@ impl Agent {
         };
         for site in gone {
             self.applied.lock().unwrap_or_else(|e| e.into_inner()).remove(&site);
-            if let Err(e) = self.remove(&site).await {
+            if let Err(e) = self.remove(&site, switch).await {
                 tracing::warn!(site, error = %e, "cannot remove the site");
             }
-            switch().await;
         }
     }
 
@@ -213,15 +212,19 @@ impl Agent {
         Ok(detail)
     }
 
-    /// Stops `site`'s instances and unpublishes it.
-    pub async fn remove(&self, site: &str) -> anyhow::Result<()> {
+    /// Unpublishes `site`, moves the gateway off it, and stops its
+    /// instances.
+    pub async fn remove(&self, site: &str, switch: Switch<'_>) -> anyhow::Result<()> {
         let old = self.sites.lock().await.remove(site).unwrap_or_default();
-        self.with_store(|store| {
+        let unpublished = self.with_store(|store| {
             store.remove_site(site)?;
             store.record_history(now_ms(), "remove", site, "stopped and unpublished").map(drop)
-        })?;
+        });
+        // Routed elsewhere (nowhere) first, then stopped: nothing is sent
+        // to an instance that is going away.
+        switch().await;
         self.stop_all(site, old).await;
-        Ok(())
+        unpublished
     }
 
     /// Records in the store what each site's instances used since the last

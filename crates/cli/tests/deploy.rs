@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{commons, http, up};
+use common::{commons, http, processes_under, up};
 
 fn apps() -> PathBuf {
     PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/apps"))
@@ -30,19 +30,6 @@ fn copy_app(from: &Path, to: &Path, version: &str) {
         manifest.replace("version = \"1.0.0\"", &format!("version = \"{version}\"")),
     )
     .unwrap();
-}
-
-/// The processes running in a directory under `dir`.
-fn processes_under(dir: &Path) -> Vec<i32> {
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .flatten()
-        .filter_map(|e| {
-            let pid: i32 = e.file_name().to_str()?.parse().ok()?;
-            let cwd = std::fs::read_link(e.path().join("cwd")).ok()?;
-            cwd.starts_with(dir).then_some(pid)
-        })
-        .collect()
 }
 
 #[test]

@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{commons, http, up_with_control};
+use common::{commons, http, processes_under, up_with_control};
 
 fn run(data: &Path, args: &[&str]) -> std::process::Output {
     commons().arg("--data").arg(data).args(args).output().unwrap()
@@ -23,18 +23,6 @@ fn join(dir: &Path, control: std::net::SocketAddr, token: &str) -> Child {
         .stderr(Stdio::null())
         .spawn()
         .unwrap()
-}
-
-fn processes_under(dir: &Path) -> Vec<i32> {
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .flatten()
-        .filter_map(|e| {
-            let pid: i32 = e.file_name().to_str()?.parse().ok()?;
-            let cwd = std::fs::read_link(e.path().join("cwd")).ok()?;
-            cwd.starts_with(dir).then_some(pid)
-        })
-        .collect()
 }
 
 #[test]

@@ -134,3 +134,16 @@ pub fn http(addr: SocketAddr, method: &str, host: &str, path: &str, headers: &[(
         lines.filter_map(|l| l.split_once(':')).map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned())).collect();
     Answer { status, headers, body: body.to_owned() }
 }
+
+/// The processes running in a directory under `dir`.
+pub fn processes_under(dir: &std::path::Path) -> Vec<i32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| {
+            let pid: i32 = e.file_name().to_str()?.parse().ok()?;
+            let cwd = std::fs::read_link(e.path().join("cwd")).ok()?;
+            cwd.starts_with(dir).then_some(pid)
+        })
+        .collect()
+}
