@@ -166,7 +166,16 @@ impl Joined {
         for d in &deployments {
             // A silent node's sites move to a live node that lacks them.
             if let Some(dead) = d.nodes.iter().find(|n| !alive(n) && nodes.contains_key(*n)) {
-                let spare = remote.iter().find(|r| alive(&r.id) && !d.nodes.contains(&r.id));
+                // The live node with the most memory left that fits the app.
+                let needs = app_memory_mb(&d.app_dir);
+                let all_deployments = store.deployments()?;
+                let spare = remote
+                    .iter()
+                    .filter(|r| alive(&r.id) && !d.nodes.contains(&r.id))
+                    .map(|r| (r, free_memory_mb(r, &all_deployments)))
+                    .filter(|(_, free)| *free >= needs)
+                    .max_by_key(|(_, free)| *free)
+                    .map(|(r, _)| r);
                 if let Some(spare) = spare {
                     let moved: Vec<String> =
                         d.nodes.iter().map(|n| if n == dead { spare.id.clone() } else { n.clone() }).collect();
@@ -230,6 +239,18 @@ impl Joined {
         }
         Ok(changed)
     }
+}
+
+/// The memory an app's manifest asks for, in MiB (0 if it cannot be read).
+pub fn app_memory_mb(app_dir: &str) -> u64 {
+    Manifest::load(&Path::new(app_dir).join("commons.toml")).map_or(0, |m| m.resources.memory_mb)
+}
+
+/// What a node's capacity leaves after the deployments on it.
+pub fn free_memory_mb(node: &NodeRecord, deployments: &[DeploymentRecord]) -> u64 {
+    let committed: u64 =
+        deployments.iter().filter(|d| d.nodes.contains(&node.id)).map(|d| app_memory_mb(&d.app_dir)).sum();
+    node.capacity_mb.saturating_sub(committed)
 }
 
 /// The manifest's text and the app's files, to send to a joined node.

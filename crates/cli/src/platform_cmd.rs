@@ -504,6 +504,21 @@ pub fn deploy(args: DeployArgs, store_args: &StoreArgs) -> anyhow::Result<()> {
     if let Some(unknown) = args.nodes.iter().find(|n| !known.iter().any(|k| k.id == **n)) {
         return Err(BadInput(format!("there is no node {unknown:?}; register it with `commons node add`")).into());
     }
+    // Each node must have the memory the app asks for, beside what its
+    // other sites (this one's earlier version aside) asked for.
+    let others: Vec<store::DeploymentRecord> =
+        store.deployments()?.into_iter().filter(|d| d.site != args.site).collect();
+    for id in &args.nodes {
+        let node = known.iter().find(|k| k.id == *id).expect("checked above");
+        let free = crate::join::free_memory_mb(node, &others);
+        if free < manifest.resources.memory_mb {
+            return Err(BadInput(format!(
+                "node {id} has {free} MiB left of its {} MiB; {} asks for {} MiB (resources.memory_mb)",
+                node.capacity_mb, manifest.name, manifest.resources.memory_mb
+            ))
+            .into());
+        }
+    }
     let remote = args.nodes.iter().filter(|n| known.iter().any(|k| k.id == **n && k.remote)).count();
     if remote != 0 && remote != args.nodes.len() {
         return Err(BadInput(

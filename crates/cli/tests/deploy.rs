@@ -61,6 +61,15 @@ fn apps_deploy_update_under_traffic_restart_after_a_crash_and_go_away() {
     assert!(String::from_utf8_lossy(&refused.stderr).contains("license: \"BUSL-1.1\" is refused"));
     let unknown_node = deploy(&apps().join("search"), &["nowhere"]);
     assert_eq!(unknown_node.status.code(), Some(2));
+    assert!(run(&data, &["node", "add", "tiny-1", "--provider", "pat", "--capacity-mb", "100"]).status.success());
+    let too_big = deploy(&apps().join("search"), &["tiny-1"]);
+    assert_eq!(too_big.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&too_big.stderr)
+            .contains("node tiny-1 has 100 MiB left of its 100 MiB; search asks for 256 MiB"),
+        "{}",
+        String::from_utf8_lossy(&too_big.stderr)
+    );
 
     // Deployed: it answers through the gateway.
     let deployed = deploy(&apps().join("search"), &["pat-1"]);
