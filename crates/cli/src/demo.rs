@@ -393,8 +393,11 @@ async fn run_demo(
     Ok(())
 }
 
-/// Level 1 of each subscriber's fee, to the µCC: the general fund, then
-/// each site they used (and the services it called for them).
+/// Each subscriber's fee, to the µCC: level 1 (the general fund, then each
+/// site they used and the services it called for them), then where it
+/// ends after every level, settled alone. (The period's accounts settle
+/// all fees together, so their totals may differ from the sum of these by
+/// the rounding of shared splits: a few µCC.)
 fn statements(scenario: &scenario::Scenario) -> Vec<String> {
     let (params, registry, activity) = (&scenario.params, &scenario.registry, &scenario.activity);
     let mut lines = Vec::new();
@@ -424,6 +427,11 @@ fn statements(scenario: &scenario::Scenario) -> Vec<String> {
                 site.operator
             ));
         }
+        // Every level, for this fee alone: where each µCC of it ends.
+        let alone = settlement::settle(params, registry, &activity.only(u), &settlement::ProjectAccount);
+        let ends: Vec<String> =
+            alone.accounts.iter().map(|(account, amount)| format!("{account} {}", grouped(amount.get()))).collect();
+        lines.push(format!("    where it ends, to the µCC (this fee settled alone): {}", ends.join(", ")));
     }
     lines
 }

@@ -20,6 +20,18 @@ fn the_demo_runs_end_to_end_and_leaves_a_verifiable_ledger() {
     assert!(stderr.contains("200 with the handed-off session"), "{stderr}");
     assert!(stdout.contains("alice paid 1000 cents → 9,900,000 µCC in escrow"), "{stdout}");
     assert!(stdout.contains("bob paid 500 cents"), "{stdout}");
+    // Each fee followed through every level, adding up to that fee.
+    for line in stdout.lines().filter(|l| l.contains("where it ends, to the µCC")) {
+        let sum: u64 = line
+            .split(": ")
+            .nth(1)
+            .unwrap()
+            .split(", ")
+            .map(|part| part.rsplit(' ').next().unwrap().replace(',', "").parse::<u64>().unwrap())
+            .sum();
+        assert!(sum == 9_900_000 || sum == 4_900_500, "{line}");
+    }
+    assert_eq!(stdout.matches("where it ends").count(), 2);
 
     // The ledger it leaves verifies with the plain CLI, and its balances add
     // up to what was minted.

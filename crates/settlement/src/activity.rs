@@ -325,6 +325,29 @@ impl Activity {
         self.paid[u.index()]
     }
 
+    /// Subscriber `u` alone: their subscription, usage and calls. Settling
+    /// it follows their own fee through every level, to the µCC (a
+    /// statement: what their fee paid, had it been settled by itself).
+    pub fn only(&self, u: SubscriberIx) -> Activity {
+        let i = u.index();
+        let rows = self.user_start[i] as usize..self.user_start[i + 1] as usize;
+        let first_call = self.call_start[rows.start] as usize;
+        let calls = first_call..self.call_start[rows.end] as usize;
+        Activity {
+            users: vec![self.users[i].clone()],
+            escrow: vec![self.escrow[i]],
+            paid: vec![self.paid[i]],
+            minted: self.escrow[i],
+            user_start: vec![0, rows.len() as u32],
+            site: self.site[rows.clone()].to_vec(),
+            active_minutes: self.active_minutes[rows.clone()].to_vec(),
+            service_ms: self.service_ms[rows.clone()].to_vec(),
+            call_start: self.call_start[rows.start..=rows.end].iter().map(|c| c - first_call as u32).collect(),
+            call_service: self.call_service[calls.clone()].to_vec(),
+            call_ms: self.call_ms[calls].to_vec(),
+        }
+    }
+
     /// The same activity with escrow minted elsewhere (on the ledger, at
     /// its NAV) instead of at the initial price. `None` if the total does
     /// not fit in 64 bits or the count is not one per subscriber.

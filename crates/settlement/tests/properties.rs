@@ -177,6 +177,28 @@ proptest! {
     }
 
     #[test]
+    fn a_subscriber_settled_alone_conserves_their_fee_and_gets_the_same_level_one(seed in any::<u64>()) {
+        let world = world(seed);
+        let (params, registry, activity) = build(&world);
+        let mut alone_total: u128 = 0;
+        for u in 0..activity.n_subscribers() {
+            let only = activity.only(ix(u));
+            prop_assert_eq!(only.n_subscribers(), 1);
+            prop_assert_eq!(only.minted(), activity.escrow(ix(u)));
+            let settlement = settle(&params, &registry, &only, &ProjectAccount);
+            let allocated: u128 = settlement.accounts.values().map(|m| u128::from(m.get())).sum();
+            prop_assert_eq!(allocated, u128::from(activity.escrow(ix(u)).get()), "subscriber {}", u);
+            prop_assert_eq!(
+                allocate_subscriber(&params, &only, ix(0)),
+                allocate_subscriber(&params, &activity, ix(u)),
+                "level 1 of subscriber {} alone", u
+            );
+            alone_total += allocated;
+        }
+        prop_assert_eq!(alone_total, u128::from(activity.minted().get()));
+    }
+
+    #[test]
     fn replaying_the_journal_empties_escrows_and_pools_and_gives_the_accounts(seed in any::<u64>()) {
         let world = world(seed);
         let (params, registry, activity) = build(&world);
