@@ -236,8 +236,12 @@ impl Agent {
                 meter_into(&mut used, site, r);
             }
         }
+        self.record_used(period, &used)
+    }
+
+    fn record_used(&self, period: Period, used: &HashMap<(String, String), ResourceTotals>) -> anyhow::Result<()> {
         self.with_store(|store| {
-            for ((site, provider), totals) in &used {
+            for ((site, provider), totals) in used {
                 store.add_resource_usage(period, site, provider, *totals)?;
             }
             Ok(())
@@ -315,19 +319,19 @@ impl Agent {
     }
 
     async fn stop_all(&self, site: &str, running: Vec<Running>) {
+        // What they used to the end still counts: recorded before they
+        // stop, so that a stopped instance's use is in the store.
         let mut used = HashMap::new();
+        for r in &running {
+            meter_into(&mut used, site, r);
+        }
+        let period = Period::from_days_since_epoch((now_ms() / 86_400_000) as i64);
+        if let Err(e) = self.record_used(period, &used) {
+            tracing::warn!(site, error = %e, "cannot record the resources of stopped instances");
+        }
         for r in running {
-            meter_into(&mut used, site, &r);
             r.instance.stop().await;
         }
-        // What they used to the end still counts.
-        let period = Period::from_days_since_epoch((now_ms() / 86_400_000) as i64);
-        let _ = self.with_store(|store| {
-            for ((site, provider), totals) in &used {
-                store.add_resource_usage(period, site, provider, *totals)?;
-            }
-            Ok(())
-        });
     }
 
     /// The app's project and its dependencies, as its manifest declares
@@ -335,15 +339,16 @@ impl Agent {
     /// dependencies of its own (its own manifest, when deployed, says more).
     fn register_project(&self, manifest: &Manifest) -> anyhow::Result<()> {
         self.with_store(|store| {
-            let known: Vec<String> = store.projects()?.into_iter().map(|p| p.id).collect();
-            let existing = store.projects()?.into_iter().find(|p| p.id == manifest.project);
+            let projects = store.projects()?;
+            let known: Vec<&str> = projects.iter().map(|p| p.id.as_str()).collect();
+            let existing = projects.iter().find(|p| p.id == manifest.project);
             store.put_project(&ProjectRecord {
                 id: manifest.project.clone(),
                 deps: manifest.depends_on.clone(),
-                repository: existing.map_or_else(|| manifest.repository.clone(), |p| p.repository),
+                repository: existing.map_or_else(|| manifest.repository.clone(), |p| p.repository.clone()),
             })?;
             for (dep, _) in &manifest.depends_on {
-                if !known.contains(dep) {
+                if !known.contains(&dep.as_str()) {
                     store.put_project(&ProjectRecord { id: dep.clone(), deps: vec![], repository: String::new() })?;
                 }
             }

@@ -170,6 +170,16 @@ async fn run_demo(
     steps.next("operators deploy the example apps: search (sam, on pat-1) and notes (olga, on pat-1 and pia-1)");
     let apps = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../examples/apps");
     let apps = if apps.exists() { apps } else { PathBuf::from("examples/apps") };
+    let notes_site = Deployment {
+        site: "notes".into(),
+        app: apps.join("notes"),
+        nodes: vec!["pat-1".into(), "pia-1".into()],
+        operator: "olga".into(),
+        provider_share_bps: 3000,
+        developer_share_bps: 2500,
+        anonymous: false,
+        hosts: vec![],
+    };
     for d in [
         Deployment {
             site: "search".into(),
@@ -181,16 +191,7 @@ async fn run_demo(
             anonymous: true,
             hosts: vec![],
         },
-        Deployment {
-            site: "notes".into(),
-            app: apps.join("notes"),
-            nodes: vec!["pat-1".into(), "pia-1".into()],
-            operator: "olga".into(),
-            provider_share_bps: 3000,
-            developer_share_bps: 2500,
-            anonymous: false,
-            hosts: vec![],
-        },
+        notes_site.clone(),
     ] {
         agent.deploy(&d).await.with_context(|| format!("deploying {}", d.site))?;
     }
@@ -251,7 +252,7 @@ async fn run_demo(
 
     steps.next("olga updates notes to 1.1.0 while alice keeps using it: new instances, health, switch, drain, stop");
     let updated = dir.join("apps").join("notes-1.1.0");
-    copy_app(&apps.join("notes"), &updated)?;
+    runtime::copy_dir(&apps.join("notes"), &updated)?;
     let manifest = std::fs::read_to_string(updated.join("commons.toml"))?;
     let manifest = manifest
         .replace("version = \"1.0.0\"", "version = \"1.1.0\"")
@@ -275,16 +276,7 @@ async fn run_demo(
         })
     };
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let update = Deployment {
-        site: "notes".into(),
-        app: updated.clone(),
-        nodes: vec!["pat-1".into(), "pia-1".into()],
-        operator: "olga".into(),
-        provider_share_bps: 3000,
-        developer_share_bps: 2500,
-        anonymous: false,
-        hosts: vec![],
-    };
+    let update = Deployment { app: updated.clone(), ..notes_site };
     let switch = || -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + '_>> {
         Box::pin(async {
             if let Err(e) = platform.reload().await {
@@ -311,21 +303,8 @@ async fn run_demo(
         let mut store = store.lock().unwrap_or_else(|e| e.into_inner());
         (store.usage(period)?, store.resource_usage(period)?)
     };
-    for (key, used) in &usage.direct {
-        eprintln!(
-            "      {} on {}: {} active minute(s), {} requests, {} ms",
-            key.user,
-            key.site,
-            used.minutes.count(),
-            used.requests,
-            used.service_ms
-        );
-    }
-    for (key, ms) in &usage.calls {
-        eprintln!("      {} on {} calling {}: {ms} ms", key.user, key.site, key.service);
-    }
-    for (site, provider, used) in &resources {
-        eprintln!("      {site} on {provider}'s machines: {} ms CPU, {} MiB·s memory", used.cpu_ms, used.memory_mib_s);
+    for line in crate::platform_cmd::usage_lines(&usage, &resources) {
+        eprintln!("      {line}");
     }
 
     steps.next(&format!("settling {period} from the metered usage onto the ledger"));
@@ -533,15 +512,4 @@ pub(crate) async fn http_to(
     let headers =
         lines.filter_map(|l| l.split_once(':')).map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned())).collect();
     Ok(Answer { status, headers, body: body.to_owned() })
-}
-
-fn copy_app(from: &std::path::Path, to: &std::path::Path) -> std::io::Result<()> {
-    std::fs::create_dir_all(to)?;
-    for entry in std::fs::read_dir(from)? {
-        let entry = entry?;
-        if entry.file_type()?.is_file() {
-            std::fs::copy(entry.path(), to.join(entry.file_name()))?;
-        }
-    }
-    Ok(())
 }

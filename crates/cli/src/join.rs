@@ -154,21 +154,20 @@ impl Joined {
         let mut store = self.store.lock().unwrap_or_else(|e| e.into_inner());
         let all_nodes = store.nodes()?;
         let remote: Vec<&NodeRecord> = all_nodes.iter().filter(|n| n.remote).collect();
-        let deployments: Vec<DeploymentRecord> = store
-            .deployments()?
-            .into_iter()
+        let all_deployments = store.deployments()?;
+        let deployments: Vec<&DeploymentRecord> = all_deployments
+            .iter()
             .filter(|d| !d.nodes.is_empty() && d.nodes.iter().all(|n| remote.iter().any(|r| r.id == *n)))
             .collect();
         let nodes = self.nodes.lock().unwrap_or_else(|e| e.into_inner());
         let alive = |id: &str| nodes.get(id).is_some_and(|n| n.last_seen.elapsed() < NODE_TIMEOUT);
         let mut published = self.published.lock().unwrap_or_else(|e| e.into_inner());
         let mut changed = false;
-        for d in &deployments {
+        for &d in &deployments {
             // A silent node's sites move to a live node that lacks them.
             if let Some(dead) = d.nodes.iter().find(|n| !alive(n) && nodes.contains_key(*n)) {
                 // The live node with the most memory left that fits the app.
                 let needs = app_memory_mb(&d.app_dir);
-                let all_deployments = store.deployments()?;
                 let spare = remote
                     .iter()
                     .filter(|r| alive(&r.id) && !d.nodes.contains(&r.id))

@@ -112,7 +112,7 @@ pub fn random_password() -> String {
 
 /// Names of people and projects: letters, digits, `.`, `_` and `-`.
 pub fn check_name(name: &str) -> Result<(), String> {
-    if name.is_empty() || name.len() > 64 || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b)) {
+    if !runtime::is_name(name) {
         return Err(format!("{name:?} must be 1 to 64 letters, digits, '.', '_' or '-'"));
     }
     Ok(())
@@ -402,23 +402,29 @@ pub fn usage(args: UsageArgs, store_args: &StoreArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     println!("usage in {period}: {} (user, site) rows, {} call rows", usage.direct.len(), usage.calls.len());
-    for (k, v) in &usage.direct {
-        println!(
-            "  {} on {}: {} active minutes ({} requests), {} ms",
+    for line in usage_lines(&usage, &resources) {
+        println!("  {line}");
+    }
+    Ok(())
+}
+
+/// A period's metered usage and resources, a line each.
+pub fn usage_lines(usage: &metering::Usage, resources: &[(String, String, store::ResourceTotals)]) -> Vec<String> {
+    let direct = usage.direct.iter().map(|(k, v)| {
+        format!(
+            "{} on {}: {} active minutes ({} requests), {} ms",
             k.user,
             k.site,
             v.minutes.count(),
             v.requests,
             v.service_ms
-        );
-    }
-    for (k, ms) in &usage.calls {
-        println!("  {} on {} calling {}: {} ms", k.user, k.site, k.service, ms);
-    }
-    for (site, provider, used) in &resources {
-        println!("  {site} on {provider}'s machines: {} ms CPU, {} MiB·s memory", used.cpu_ms, used.memory_mib_s);
-    }
-    Ok(())
+        )
+    });
+    let calls = usage.calls.iter().map(|(k, ms)| format!("{} on {} calling {}: {ms} ms", k.user, k.site, k.service));
+    let used = resources.iter().map(|(site, provider, used)| {
+        format!("{site} on {provider}'s machines: {} ms CPU, {} MiB·s memory", used.cpu_ms, used.memory_mib_s)
+    });
+    direct.chain(calls).chain(used).collect()
 }
 
 pub fn node(args: NodeArgs, store_args: &StoreArgs) -> anyhow::Result<()> {

@@ -26,7 +26,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 
-use crate::proxy::{Answer, Facts, Listener};
+use crate::proxy::{Answer, Facts, HOP_BY_HOP, Listener};
 use crate::routes::SiteRoute;
 use crate::{Gateway, GatewayError};
 
@@ -391,13 +391,19 @@ impl Gateway {
             let _ = response.parse(&reply.buf[..reply.head_len]);
             status = response.code.unwrap_or(502);
             out.extend_from_slice(b"HTTP/1.1 ");
-            out.extend_from_slice(status.to_string().as_bytes());
+            // httparse gives three digits.
+            let digits = [status / 100, status / 10 % 10, status % 10].map(|d| b'0' + d as u8);
+            out.extend_from_slice(&digits);
             out.push(b' ');
             out.extend_from_slice(response.reason.unwrap_or("").as_bytes());
             out.extend_from_slice(b"\r\n");
             let named = connection_named(response.headers);
             for header in response.headers.iter() {
-                if !is_hop_by_hop(header.name) && !named.iter().any(|n| n.eq_ignore_ascii_case(header.name)) {
+                // A response body is forwarded with its framing.
+                let framing = header.name.eq_ignore_ascii_case("transfer-encoding");
+                if (framing || !is_hop_by_hop(header.name))
+                    && !named.iter().any(|n| n.eq_ignore_ascii_case(header.name))
+                {
                     push_header(out, header.name, header.value);
                 }
             }
@@ -685,7 +691,6 @@ fn connection_named<'h>(headers: &'h [httparse::Header<'h>]) -> Vec<&'h str> {
 /// credentials, not one the gateway sets itself.
 fn forwarded(name: &str, connection_named: &[&str]) -> bool {
     !(is_hop_by_hop(name)
-        || name.eq_ignore_ascii_case("transfer-encoding")
         || name.eq_ignore_ascii_case("authorization")
         || name.eq_ignore_ascii_case("x-forwarded-for")
         || name.eq_ignore_ascii_case("x-forwarded-host")
@@ -693,12 +698,8 @@ fn forwarded(name: &str, connection_named: &[&str]) -> bool {
         || connection_named.iter().any(|n| n.eq_ignore_ascii_case(name)))
 }
 
-/// Hop-by-hop headers the fast path drops. `Transfer-Encoding` is not among
-/// them for responses: their bodies are forwarded with their framing.
 fn is_hop_by_hop(name: &str) -> bool {
-    ["connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer", "upgrade"]
-        .iter()
-        .any(|h| h.eq_ignore_ascii_case(name))
+    HOP_BY_HOP.iter().any(|h| h.eq_ignore_ascii_case(name))
 }
 
 fn framing(response: &httparse::Response<'_, '_>, method: &str) -> Framing {

@@ -285,7 +285,8 @@ fn page(status: StatusCode, title: &str, body: &str) -> Response<Body> {
     response
 }
 
-fn redirect(location: &str, cookies: Vec<String>) -> Response<Body> {
+/// A 303 to `location`, setting `cookies`.
+pub(crate) fn redirect(location: &str, cookies: Vec<String>) -> Response<Body> {
     let mut response = Response::new(full(String::new()));
     *response.status_mut() = StatusCode::SEE_OTHER;
     let headers = response.headers_mut();

@@ -175,7 +175,7 @@ fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
 }
 
 /// Hop-by-hop headers: about one connection, never forwarded.
-const HOP_BY_HOP: [&str; 8] = [
+pub(crate) const HOP_BY_HOP: [&str; 8] = [
     "connection",
     "keep-alive",
     "proxy-authenticate",
@@ -442,7 +442,7 @@ impl Gateway {
         let admitted = match self.admit(&facts, route, &host, peer.to_str().unwrap_or("?"), kind) {
             Ok(admitted) => admitted,
             Err(Answer::Refused(error)) => return Err(error),
-            Err(Answer::Redirect(location)) => return Ok(see_other(&location)),
+            Err(Answer::Redirect(location)) => return Ok(crate::login::redirect(&location, Vec::new())),
         };
         let limit = inner.config.body_limit_bytes;
         let route = admitted.route.clone();
@@ -719,16 +719,6 @@ impl Gateway {
         inner.metrics.metered();
         Ok(())
     }
-}
-
-/// A redirect to `location`.
-fn see_other(location: &str) -> Response<Body> {
-    let mut response = Response::new(http_body_util::Empty::new().map_err(|never| match never {}).boxed());
-    *response.status_mut() = hyper::StatusCode::SEE_OTHER;
-    if let Ok(value) = HeaderValue::from_str(location) {
-        response.headers_mut().insert(hyper::header::LOCATION, value);
-    }
-    response
 }
 
 /// The per-site pseudonym of a user: keyed BLAKE3 (a PRF) of the user and

@@ -16,5 +16,5 @@
 mod instance;
 mod manifest;
 
-pub use instance::{Instance, InstanceError, InstanceSpec, ResourceUse, log_path, log_tail, probe};
-pub use manifest::{Health, Manifest, ManifestError, OSI_APPROVED, Resources, Tier, check_license};
+pub use instance::{Instance, InstanceError, InstanceSpec, ResourceUse, copy_dir, log_path, log_tail, probe};
+pub use manifest::{Health, Manifest, ManifestError, OSI_APPROVED, Resources, Tier, check_license, is_name};

@@ -317,7 +317,9 @@ pub fn check_license(license: &str) -> Result<(), String> {
     ))
 }
 
-fn is_name(name: &str) -> bool {
+/// The rule for ids of apps, projects, sites, people and nodes: 1 to 64
+/// letters, digits, `.`, `_` or `-`.
+pub fn is_name(name: &str) -> bool {
     !name.is_empty() && name.len() <= 64 && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
 }
 
