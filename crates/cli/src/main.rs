@@ -20,6 +20,11 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+/// mimalloc: the gateway allocates a few small buffers per request, on
+/// every worker thread; glibc's allocator cost it ~5 % of its CPU.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(name = "commons", version, about = "OneCommons: a free and open cloud")]
 struct Cli {

@@ -13,20 +13,21 @@
 //! hands the connection, with the bytes already read, to the general path
 //! (hyper) for the rest of its life.
 
-use std::collections::HashMap;
+use foldhash::HashMap;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::Mutex;
+use std::sync::{LazyLock, Mutex};
 use std::task::{Context, Poll};
 use std::time::Instant;
 
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use httparse::Status;
+use memchr::memmem::Finder;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 
-use crate::proxy::{Answer, Facts, HOP_BY_HOP, Listener};
+use crate::proxy::{Answer, Facts, HOP_BY_HOP, Listener, Memo};
 use crate::routes::SiteRoute;
 use crate::{Gateway, GatewayError};
 
@@ -105,13 +106,12 @@ enum Framing {
     UntilClose,
 }
 
-/// A site's answer: its head parsed, and the connection it came on.
+/// A site's answer (its head already rewritten for the client, the body
+/// bytes that came with it still in the read buffer), and the connection
+/// it came on.
 struct Reply {
     conn: TcpStream,
     addr: SocketAddr,
-    /// The head and whatever body bytes came with it.
-    buf: BytesMut,
-    head_len: usize,
     framing: Framing,
     /// The site keeps the connection open after this answer.
     reusable: bool,
@@ -129,19 +129,21 @@ impl Gateway {
         let config = &self.inner.config;
         let mut buf = BytesMut::with_capacity(8192);
         let mut out: Vec<u8> = Vec::with_capacity(8192);
+        // Reads from the site, kept across requests.
+        let mut upstream_buf = BytesMut::with_capacity(16 << 10);
+        let mut memo = Memo::default();
         loop {
-            // A whole request head.
+            // A whole request head: found by its blank line, parsed once.
             let head_len = loop {
-                if !buf.is_empty() {
-                    let mut headers = [httparse::EMPTY_HEADER; HEADERS_MAX];
-                    match httparse::Request::new(&mut headers).parse(&buf) {
-                        Ok(Status::Complete(n)) => break n,
-                        Ok(Status::Partial) if buf.len() < config.header_limit_bytes => {}
-                        // Malformed, too large or HTTP/2: the general path
-                        // answers (400, 431) or speaks it.
-                        _ => return Outcome::Fallback(buf.freeze()),
-                    }
-                } else if *stopped.borrow() {
+                if let Some(end) = head_end(&buf) {
+                    break end;
+                }
+                if buf.len() >= config.header_limit_bytes {
+                    // Too large (or not HTTP/1): the general path answers
+                    // (431, 400) or speaks it.
+                    return Outcome::Fallback(buf.freeze());
+                }
+                if buf.is_empty() && *stopped.borrow() {
                     return Outcome::Closed;
                 }
                 if buf.capacity() - buf.len() < 2048 {
@@ -159,7 +161,9 @@ impl Gateway {
             let head = buf.split_to(head_len).freeze();
             let mut headers = [httparse::EMPTY_HEADER; HEADERS_MAX];
             let mut request = httparse::Request::new(&mut headers);
-            if request.parse(&head).is_err() {
+            // Malformed, HTTP/2's preface, or more headers than the fast
+            // path keeps: the general path answers (400) or speaks it.
+            if request.parse(&head) != Ok(Status::Complete(head_len)) {
                 return fallback(&head, &buf);
             }
             let (method, path) = (request.method.unwrap_or(""), request.path.unwrap_or(""));
@@ -206,7 +210,7 @@ impl Gateway {
                 content_length: scan.content_length,
                 provenance: None,
             };
-            let admitted = match self.admit(&facts, route, host, peer, Listener::Public) {
+            let admitted = match self.admit(&facts, route, host, peer, Listener::Public, &mut memo) {
                 Ok(admitted) => admitted,
                 Err(Answer::Refused(error)) => {
                     if !self.answer_error(stream, &error, keep_alive).await || !keep_alive {
@@ -261,16 +265,17 @@ impl Gateway {
             out.extend_from_slice(b"\r\n");
             out.extend_from_slice(&body);
 
-            let reply = match self.exchange(&admitted.route, &out, pool, method).await {
-                Ok(reply) => reply,
-                Err(error) => {
-                    drop(admitted);
-                    if !self.answer_error(stream, &error, keep_alive).await || !keep_alive {
-                        return Outcome::Closed;
+            let reply =
+                match self.exchange(&admitted.route, &mut out, &mut upstream_buf, pool, method, keep_alive).await {
+                    Ok(reply) => reply,
+                    Err(error) => {
+                        drop(admitted);
+                        if !self.answer_error(stream, &error, keep_alive).await || !keep_alive {
+                            return Outcome::Closed;
+                        }
+                        continue;
                     }
-                    continue;
-                }
-            };
+                };
             // The answer is about to leave: record it first.
             if let Err(error) = self.meter(&admitted, started) {
                 drop(admitted);
@@ -280,22 +285,26 @@ impl Gateway {
                 continue;
             }
             drop(admitted);
-            match self.relay(stream, reply, keep_alive, &mut out, pool).await {
+            match self.relay(stream, reply, keep_alive, &mut out, &mut upstream_buf, pool).await {
                 Some(true) => {}
                 _ => return Outcome::Closed,
             }
         }
     }
 
-    /// Sends `request` to an instance of `route` and reads the head of its
-    /// answer. A connection refused, or a pooled one found closed before
-    /// any answer, is tried again on another (at most 3 attempts).
+    /// Sends the request in `out` to an instance of `route` and reads the
+    /// head of its answer into `buf`, then rewrites that head for the
+    /// client into `out`. A connection refused, or a pooled one found
+    /// closed before any answer, is tried again on another (at most 3
+    /// attempts).
     async fn exchange(
         &self,
         route: &SiteRoute,
-        request: &[u8],
+        out: &mut Vec<u8>,
+        buf: &mut BytesMut,
         pool: &Pool,
         method: &str,
+        keep_alive: bool,
     ) -> Result<Reply, GatewayError> {
         let timeout = self.inner.config.upstream_timeout;
         let deadline = tokio::time::Instant::now() + timeout;
@@ -324,39 +333,50 @@ impl Gateway {
                     }
                 },
             };
-            if let Err(e) = conn.write_all(request).await {
+            if let Err(e) = conn.write_all(out).await {
                 if reused && attempts < 3 {
                     continue;
                 }
                 return Err(down(e.to_string()));
             }
-            let mut buf = BytesMut::with_capacity(8192);
+            buf.clear();
+            if buf.capacity() < 4096 {
+                buf.reserve(16 << 10);
+            }
             let parsed = loop {
-                let read = tokio::time::timeout_at(deadline, conn.read_buf(&mut buf)).await;
-                match read {
-                    Err(_) => return Err(timed_out()),
-                    Ok(Ok(0)) | Ok(Err(_)) => break None,
-                    Ok(Ok(_)) => {}
-                }
+                // Parsed once the blank line that ends it has come.
+                let Some(end) = head_end(buf) else {
+                    if buf.len() >= 1 << 20 {
+                        return Err(down("its response head is over 1 MiB".into()));
+                    }
+                    match tokio::time::timeout_at(deadline, conn.read_buf(buf)).await {
+                        Err(_) => return Err(timed_out()),
+                        Ok(Ok(0)) | Ok(Err(_)) => break None,
+                        Ok(Ok(_)) => continue,
+                    }
+                };
                 let mut headers = [httparse::EMPTY_HEADER; HEADERS_MAX];
                 let mut response = httparse::Response::new(&mut headers);
-                match response.parse(&buf) {
-                    Ok(Status::Partial) if buf.len() < 1 << 20 => {}
-                    Ok(Status::Partial) => return Err(down("its response head is over 1 MiB".into())),
+                match response.parse(&buf[..end]) {
+                    Ok(Status::Complete(n)) if n == end => {}
+                    Ok(_) => return Err(down("its response head is not HTTP".into())),
                     Err(e) => return Err(down(format!("its response is not HTTP: {e}"))),
-                    Ok(Status::Complete(n)) => {
-                        let code = response.code.unwrap_or(0);
-                        if (100..200).contains(&code) && code != 101 {
-                            // Interim (100, 103): skip it, read the answer.
-                            let _ = buf.split_to(n);
-                            continue;
-                        }
-                        if code == 101 {
-                            return Err(down("it switched protocols unasked".into()));
-                        }
-                        break Some((n, framing(&response, method), reusable(&response)));
-                    }
                 }
+                let code = response.code.unwrap_or(0);
+                if (100..200).contains(&code) && code != 101 {
+                    // Interim (100, 103): skip it, read the answer.
+                    buf.advance(end);
+                    continue;
+                }
+                if code == 101 {
+                    return Err(down("it switched protocols unasked".into()));
+                }
+                let framing = framing(&response, method);
+                let close = !keep_alive || framing == Framing::UntilClose;
+                out.clear();
+                client_head(&response, close, out);
+                self.inner.metrics.response(code);
+                break Some((end, framing, reusable(&response)));
             };
             let Some((head_len, framing, reusable)) = parsed else {
                 // Closed before answering: a pooled connection the site had
@@ -367,50 +387,25 @@ impl Gateway {
                 return Err(down("it closed the connection before answering".into()));
             };
             instance.set_healthy(true);
-            return Ok(Reply { conn, addr, buf, head_len, framing, reusable });
+            buf.advance(head_len);
+            return Ok(Reply { conn, addr, framing, reusable });
         }
     }
 
     /// Sends the site's answer on to the client; whether the client's
     /// connection may serve another request (None: it broke).
+    /// `out` holds the rewritten head, `buf` the body bytes read with it.
     async fn relay(
         &self,
         stream: &mut TcpStream,
         mut reply: Reply,
         keep_alive: bool,
         out: &mut Vec<u8>,
+        buf: &mut BytesMut,
         pool: &Pool,
     ) -> Option<bool> {
         let timeout = self.inner.config.upstream_timeout;
         let close = !keep_alive || reply.framing == Framing::UntilClose;
-        out.clear();
-        let status;
-        {
-            let mut headers = [httparse::EMPTY_HEADER; HEADERS_MAX];
-            let mut response = httparse::Response::new(&mut headers);
-            let _ = response.parse(&reply.buf[..reply.head_len]);
-            status = response.code.unwrap_or(502);
-            out.extend_from_slice(b"HTTP/1.1 ");
-            // httparse gives three digits.
-            let digits = [status / 100, status / 10 % 10, status % 10].map(|d| b'0' + d as u8);
-            out.extend_from_slice(&digits);
-            out.push(b' ');
-            out.extend_from_slice(response.reason.unwrap_or("").as_bytes());
-            out.extend_from_slice(b"\r\n");
-            let named = connection_named(response.headers);
-            for header in response.headers.iter() {
-                // A response body is forwarded with its framing.
-                let framing = header.name.eq_ignore_ascii_case("transfer-encoding");
-                if (framing || !is_hop_by_hop(header.name))
-                    && !named.iter().any(|n| n.eq_ignore_ascii_case(header.name))
-                {
-                    push_header(out, header.name, header.value);
-                }
-            }
-            finish_head(out, !close);
-        }
-        self.inner.metrics.response(status);
-        let _ = reply.buf.split_to(reply.head_len);
 
         // The body bytes that came with the head go out with it.
         let mut chunked = ChunkedEnd::default();
@@ -419,14 +414,14 @@ impl Gateway {
             Framing::Length(n) => Some(n),
             Framing::Chunked | Framing::UntilClose => None,
         };
-        let mut done = forward(&mut reply.buf, reply.framing, &mut left, &mut chunked, out);
+        let mut done = forward(buf, reply.framing, &mut left, &mut chunked, out);
         if stream.write_all(out).await.is_err() {
             return None;
         }
         while !done {
-            reply.buf.clear();
-            reply.buf.reserve(16 << 10);
-            match tokio::time::timeout(timeout, reply.conn.read_buf(&mut reply.buf)).await {
+            buf.clear();
+            buf.reserve(16 << 10);
+            match tokio::time::timeout(timeout, reply.conn.read_buf(buf)).await {
                 Ok(Ok(0)) if reply.framing == Framing::UntilClose => {
                     let _ = stream.shutdown().await;
                     return Some(false);
@@ -436,12 +431,12 @@ impl Gateway {
                 _ => return None,
             }
             out.clear();
-            done = forward(&mut reply.buf, reply.framing, &mut left, &mut chunked, out);
+            done = forward(buf, reply.framing, &mut left, &mut chunked, out);
             if stream.write_all(out).await.is_err() {
                 return None;
             }
         }
-        if reply.reusable && reply.buf.is_empty() {
+        if reply.reusable && buf.is_empty() {
             pool.put(reply.addr, reply.conn);
         }
         if close {
@@ -505,6 +500,28 @@ fn forward(
             false
         }
     }
+}
+
+/// The site's response head as the client gets it: hop-by-hop headers
+/// dropped (but the body's framing), `connection: close` when it ends.
+fn client_head(response: &httparse::Response<'_, '_>, close: bool, out: &mut Vec<u8>) {
+    let status = response.code.unwrap_or(502);
+    out.extend_from_slice(b"HTTP/1.1 ");
+    // httparse gives three digits.
+    let digits = [status / 100, status / 10 % 10, status % 10].map(|d| b'0' + d as u8);
+    out.extend_from_slice(&digits);
+    out.push(b' ');
+    out.extend_from_slice(response.reason.unwrap_or("").as_bytes());
+    out.extend_from_slice(b"\r\n");
+    let named = connection_named(response.headers);
+    for header in response.headers.iter() {
+        // A response body is forwarded with its framing.
+        let framing = header.name.eq_ignore_ascii_case("transfer-encoding");
+        if (framing || !is_hop_by_hop(header.name)) && !named.iter().any(|n| n.eq_ignore_ascii_case(header.name)) {
+            push_header(out, header.name, header.value);
+        }
+    }
+    finish_head(out, !close);
 }
 
 /// Finds where a chunked body ends, across reads, without decoding it
@@ -627,6 +644,20 @@ impl ChunkedEnd {
     }
 }
 
+/// Where a head ends: just past its first empty line (CRLF or bare LF
+/// line ends, as httparse accepts).
+fn head_end(buf: &[u8]) -> Option<usize> {
+    static CRLF: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\n\r\n"));
+    static LF: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\n\n"));
+    let crlf = CRLF.find(buf);
+    // A bare LF blank line counts if it comes first.
+    let within = crlf.map_or(buf, |at| &buf[..at + 2]);
+    match LF.find(within) {
+        Some(at) => Some(at + 2),
+        None => crlf.map(|at| at + 3),
+    }
+}
+
 fn fallback(head: &[u8], rest: &[u8]) -> Outcome {
     let mut bytes = BytesMut::with_capacity(head.len() + rest.len());
     bytes.extend_from_slice(head);
@@ -635,10 +666,26 @@ fn fallback(head: &[u8], rest: &[u8]) -> Outcome {
 }
 
 /// One pass over a request's headers.
+/// The request headers [`scan`] reads (the rest are only forwarded).
+const SCANNED: [&str; 9] = [
+    "host",
+    "authorization",
+    "cookie",
+    "accept",
+    "content-length",
+    "connection",
+    "transfer-encoding",
+    "upgrade",
+    "expect",
+];
+
 fn scan<'h>(headers: &'h [httparse::Header<'h>]) -> Scan<'h> {
     let mut scan = Scan::default();
     for header in headers {
         let name = header.name;
+        if !SCANNED.iter().any(|scanned| name.eq_ignore_ascii_case(scanned)) {
+            continue;
+        }
         let Ok(value) = std::str::from_utf8(header.value) else {
             scan.general = true;
             continue;
@@ -841,6 +888,24 @@ mod tests {
         }
         assert_eq!(end_of(b"5\r\nhel", 1), None);
         assert_eq!(end_of(b"zz\r\n", 1), None, "malformed");
+    }
+
+    #[test]
+    fn a_head_ends_at_its_first_blank_line_whatever_its_line_ends() {
+        assert_eq!(head_end(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n"), Some(27));
+        assert_eq!(head_end(b"GET / HTTP/1.1\nHost: a\n\nbody\r\n\r\n"), Some(24));
+        assert_eq!(head_end(b"GET / HTTP/1.1\r\nHost: a\r\n\r\nbody\n\n"), Some(27));
+        assert_eq!(head_end(b"GET / HTTP/1.1\r\nHost: a\n\r\n"), Some(26));
+        assert_eq!(head_end(b"GET / HTTP/1.1\r\nHost: a\r\n"), None);
+        assert_eq!(head_end(b"GET / HTTP/1.1\r\nHost: a\r\n\r"), None);
+        assert_eq!(head_end(b""), None);
+        // Each one parses whole, as httparse sees it.
+        for head in [&b"GET / HTTP/1.1\nHost: a\n\n"[..], b"GET / HTTP/1.1\r\nHost: a\n\r\n"] {
+            let mut headers = [httparse::EMPTY_HEADER; 4];
+            let parsed = httparse::Request::new(&mut headers).parse(head);
+            assert_eq!(parsed, Ok(Status::Complete(head.len())));
+            assert_eq!(head_end(head), Some(head.len()));
+        }
     }
 
     #[test]

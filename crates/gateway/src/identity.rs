@@ -6,7 +6,7 @@
 //! and sessions by SHA-256 (they are long random strings), passwords by
 //! Argon2id (they are not).
 
-use std::collections::HashMap;
+use foldhash::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
 
 use argon2::Argon2;

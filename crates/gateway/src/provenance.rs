@@ -10,7 +10,7 @@
 //! (replay), after its expiry, if its tag does not verify (forgery) or if
 //! it is missing. Only calls with a live token are attributed to the user.
 
-use std::collections::HashMap;
+use foldhash::{HashMap, HashMapExt};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 

@@ -439,7 +439,8 @@ impl Gateway {
                 .and_then(|v| v.to_str().ok()?.parse::<u64>().ok()),
             provenance: request.headers().get("x-commons-provenance").and_then(|v| v.to_str().ok()),
         };
-        let admitted = match self.admit(&facts, route, &host, peer.to_str().unwrap_or("?"), kind) {
+        let memo = &mut Memo::default();
+        let admitted = match self.admit(&facts, route, &host, peer.to_str().unwrap_or("?"), kind, memo) {
             Ok(admitted) => admitted,
             Err(Answer::Refused(error)) => return Err(error),
             Err(Answer::Redirect(location)) => return Ok(crate::login::redirect(&location, Vec::new())),
@@ -584,11 +585,50 @@ pub(crate) struct Admitted<'g> {
     pub(crate) origin: Option<Origin>,
     pub(crate) tier: &'static str,
     /// `x-commons-user`.
-    pub(crate) pseudonym: Option<String>,
+    pub(crate) pseudonym: Option<Arc<str>>,
     /// `x-commons-provenance`.
     pub(crate) provenance: Option<String>,
     _in_flight: Option<InFlight<'g>>,
     _live: Option<Live<'g>>,
+}
+
+/// What a connection's last request established, for the next one: the
+/// user an API token names (while the registry it was read from is
+/// current) and the user's pseudonym on the site. A connection's requests
+/// mostly carry the same token to the same site.
+#[derive(Default)]
+pub(crate) struct Memo {
+    identities: Option<Arc<Identities>>,
+    token: String,
+    identity: Option<Arc<Identity>>,
+    /// (user, site, pseudonym).
+    pseudonym: Option<(Arc<Identity>, String, Arc<str>)>,
+}
+
+impl Memo {
+    fn token_identity(&mut self, identities: &Arc<Identities>, token: &str) -> Option<Arc<Identity>> {
+        let current = self.identities.as_ref().is_some_and(|known| Arc::ptr_eq(known, identities));
+        if !current || self.token != token {
+            self.identities = Some(identities.clone());
+            self.token.clear();
+            self.token.push_str(token);
+            self.identity = identities.by_token(token).cloned();
+        }
+        self.identity.clone()
+    }
+
+    fn pseudonym(&mut self, secret: &[u8; 32], identity: &Arc<Identity>, site: &str) -> Arc<str> {
+        match &self.pseudonym {
+            Some((user, known_site, pseudonym)) if Arc::ptr_eq(user, identity) && known_site == site => {
+                pseudonym.clone()
+            }
+            _ => {
+                let computed: Arc<str> = pseudonym(secret, &identity.user, site).into();
+                self.pseudonym = Some((identity.clone(), site.to_owned(), computed.clone()));
+                computed
+            }
+        }
+    }
 }
 
 /// Why a request does not go through.
@@ -608,6 +648,7 @@ impl Gateway {
         host: &str,
         peer: &str,
         kind: Listener,
+        memo: &mut Memo,
     ) -> Result<Admitted<'_>, Answer> {
         let inner = &self.inner;
         // Who: a token's or a session's user on the public listener; on the
@@ -618,7 +659,7 @@ impl Gateway {
                 let identities = inner.identities.load();
                 let identity: Option<Arc<Identity>> =
                     match facts.authorization.and_then(|value| value.strip_prefix("Bearer ")) {
-                        Some(token) => identities.by_token(token.trim()).cloned(),
+                        Some(token) => memo.token_identity(&identities, token.trim()),
                         None => facts
                             .site_cookie
                             .and_then(|token| inner.sessions.user(token, Some(&route.site), inner.clock.now_ms()))
@@ -669,7 +710,7 @@ impl Gateway {
         }
         let (pseudonym, tier) = match &identity {
             Some(identity) => (
-                Some(pseudonym(&inner.pseudonym_secret, &identity.user, &route.site)),
+                Some(memo.pseudonym(&inner.pseudonym_secret, identity, &route.site)),
                 if identity.premium { "premium" } else { "free" },
             ),
             None => (None, "anonymous"),

@@ -605,6 +605,60 @@ async fn raw(s: &Setup, requests: &str) -> String {
     String::from_utf8_lossy(&answer).into_owned()
 }
 
+/// Writes one request on a kept-alive connection and reads its answer
+/// (which must have a length).
+async fn one_on(stream: &mut tokio::net::TcpStream, host: &str, token: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let request = format!("GET / HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {token}\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    loop {
+        let text = String::from_utf8_lossy(&answer).into_owned();
+        if let Some(end) = text.find("\r\n\r\n") {
+            let length: usize = text[..end]
+                .lines()
+                .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length: ").map(|n| n.parse().unwrap()))
+                .expect("a length");
+            if answer.len() >= end + 4 + length {
+                return text;
+            }
+        }
+        let mut buf = [0u8; 4096];
+        let n = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut buf)).await.unwrap().unwrap();
+        assert!(n > 0, "closed after {text}");
+        answer.extend_from_slice(&buf[..n]);
+    }
+}
+
+#[tokio::test]
+async fn a_kept_alive_connection_follows_the_registry_and_the_site_of_each_request() {
+    let s = setup(GatewayConfig::default()).await;
+    let mut stream = tokio::net::TcpStream::connect(s.gateway.addr).await.unwrap();
+    let wiki = one_on(&mut stream, "wiki.commons.localhost", "alice-token").await;
+    assert!(wiki.contains("x-commons-tier: free\n"), "{wiki}");
+    let chat = one_on(&mut stream, "chat.commons.localhost", "alice-token").await;
+    assert_ne!(gateway_pseudonym(&chat), gateway_pseudonym(&wiki), "one pseudonym per site");
+    let bob = one_on(&mut stream, "wiki.commons.localhost", "bob-token").await;
+    assert!(bob.contains("x-commons-tier: premium\n"), "{bob}");
+    assert_ne!(gateway_pseudonym(&bob), gateway_pseudonym(&wiki), "one pseudonym per user");
+    let again = one_on(&mut stream, "wiki.commons.localhost", "alice-token").await;
+    assert_eq!(gateway_pseudonym(&again), gateway_pseudonym(&wiki));
+
+    // Alice subscribes: her next request on the same connection is premium.
+    let mut identities = Identities::default();
+    identities.add_user("alice", true);
+    identities.add_token("alice-token", "alice");
+    s.handle.set_identities(identities);
+    let premium = one_on(&mut stream, "wiki.commons.localhost", "alice-token").await;
+    assert!(premium.contains("x-commons-tier: premium\n"), "{premium}");
+    assert_eq!(gateway_pseudonym(&premium), gateway_pseudonym(&wiki));
+
+    // Her token is revoked: refused at once, on the same connection.
+    s.handle.set_identities(Identities::default());
+    let refused = one_on(&mut stream, "chat.commons.localhost", "alice-token").await;
+    assert!(refused.starts_with("HTTP/1.1 401"), "{refused}");
+}
+
 #[tokio::test]
 async fn chunked_and_large_answers_come_through_whole() {
     let s = setup(GatewayConfig::default()).await;
