@@ -132,8 +132,13 @@ impl Gateway {
         // Reads from the site, kept across requests.
         let mut upstream_buf = BytesMut::with_capacity(16 << 10);
         let mut memo = Memo::default();
+        let mut client_wait = Deadline::new();
+        let mut upstream_wait = Deadline::new();
         loop {
-            // A whole request head: found by its blank line, parsed once.
+            // A whole request head, within the header timeout (which is
+            // also how long a kept-alive connection may stay idle): found
+            // by its blank line, parsed once.
+            let head_deadline = Instant::now() + config.header_read_timeout;
             let head_len = loop {
                 if let Some(end) = head_end(&buf) {
                     break end;
@@ -150,11 +155,11 @@ impl Gateway {
                     buf.reserve(8192);
                 }
                 let read = tokio::select! {
-                    read = tokio::time::timeout(config.header_read_timeout, stream.read_buf(&mut buf)) => read,
+                    read = client_wait.until(head_deadline, stream.read_buf(&mut buf)) => read,
                     _ = stopped.changed(), if buf.is_empty() => return Outcome::Closed,
                 };
                 match read {
-                    Ok(Ok(n)) if n > 0 => {}
+                    Some(Ok(n)) if n > 0 => {}
                     _ => return Outcome::Closed,
                 }
             };
@@ -184,10 +189,11 @@ impl Gateway {
 
             // Its body, whole.
             let body_len = scan.content_length.unwrap_or(0) as usize;
+            let body_deadline = started + config.header_read_timeout;
             while buf.len() < body_len {
                 buf.reserve(body_len - buf.len());
-                match tokio::time::timeout(config.header_read_timeout, stream.read_buf(&mut buf)).await {
-                    Ok(Ok(n)) if n > 0 => {}
+                match client_wait.until(body_deadline, stream.read_buf(&mut buf)).await {
+                    Some(Ok(n)) if n > 0 => {}
                     _ => return Outcome::Closed,
                 }
             }
@@ -265,17 +271,25 @@ impl Gateway {
             out.extend_from_slice(b"\r\n");
             out.extend_from_slice(&body);
 
-            let reply =
-                match self.exchange(&admitted.route, &mut out, &mut upstream_buf, pool, method, keep_alive).await {
-                    Ok(reply) => reply,
-                    Err(error) => {
-                        drop(admitted);
-                        if !self.answer_error(stream, &error, keep_alive).await || !keep_alive {
-                            return Outcome::Closed;
-                        }
-                        continue;
+            let exchanged = self.exchange(
+                &admitted.route,
+                &mut out,
+                &mut upstream_buf,
+                &mut upstream_wait,
+                pool,
+                method,
+                keep_alive,
+            );
+            let reply = match exchanged.await {
+                Ok(reply) => reply,
+                Err(error) => {
+                    drop(admitted);
+                    if !self.answer_error(stream, &error, keep_alive).await || !keep_alive {
+                        return Outcome::Closed;
                     }
-                };
+                    continue;
+                }
+            };
             // The answer is about to leave: record it first.
             if let Err(error) = self.meter(&admitted, started) {
                 drop(admitted);
@@ -285,7 +299,7 @@ impl Gateway {
                 continue;
             }
             drop(admitted);
-            match self.relay(stream, reply, keep_alive, &mut out, &mut upstream_buf, pool).await {
+            match self.relay(stream, reply, keep_alive, &mut out, &mut upstream_buf, &mut upstream_wait, pool).await {
                 Some(true) => {}
                 _ => return Outcome::Closed,
             }
@@ -302,12 +316,13 @@ impl Gateway {
         route: &SiteRoute,
         out: &mut Vec<u8>,
         buf: &mut BytesMut,
+        wait: &mut Deadline,
         pool: &Pool,
         method: &str,
         keep_alive: bool,
     ) -> Result<Reply, GatewayError> {
         let timeout = self.inner.config.upstream_timeout;
-        let deadline = tokio::time::Instant::now() + timeout;
+        let deadline = Instant::now() + timeout;
         let timed_out =
             || GatewayError::UpstreamTimeout { site: route.site.clone(), timeout_ms: timeout.as_millis() as u64 };
         let down = |reason: String| GatewayError::UpstreamDown { site: route.site.clone(), reason };
@@ -318,16 +333,16 @@ impl Gateway {
             let addr = instance.addr;
             let (mut conn, reused) = match pool.take(addr) {
                 Some(conn) => (conn, true),
-                None => match tokio::time::timeout_at(deadline, TcpStream::connect(addr)).await {
-                    Err(_) => return Err(timed_out()),
-                    Ok(Err(e)) => {
+                None => match wait.until(deadline, TcpStream::connect(addr)).await {
+                    None => return Err(timed_out()),
+                    Some(Err(e)) => {
                         instance.set_healthy(false);
                         if attempts < 3 && route.any_healthy() {
                             continue;
                         }
                         return Err(down(e.to_string()));
                     }
-                    Ok(Ok(conn)) => {
+                    Some(Ok(conn)) => {
                         let _ = conn.set_nodelay(true);
                         (conn, false)
                     }
@@ -349,10 +364,10 @@ impl Gateway {
                     if buf.len() >= 1 << 20 {
                         return Err(down("its response head is over 1 MiB".into()));
                     }
-                    match tokio::time::timeout_at(deadline, conn.read_buf(buf)).await {
-                        Err(_) => return Err(timed_out()),
-                        Ok(Ok(0)) | Ok(Err(_)) => break None,
-                        Ok(Ok(_)) => continue,
+                    match wait.until(deadline, conn.read_buf(buf)).await {
+                        None => return Err(timed_out()),
+                        Some(Ok(0)) | Some(Err(_)) => break None,
+                        Some(Ok(_)) => continue,
                     }
                 };
                 let mut headers = [httparse::EMPTY_HEADER; HEADERS_MAX];
@@ -402,6 +417,7 @@ impl Gateway {
         keep_alive: bool,
         out: &mut Vec<u8>,
         buf: &mut BytesMut,
+        wait: &mut Deadline,
         pool: &Pool,
     ) -> Option<bool> {
         let timeout = self.inner.config.upstream_timeout;
@@ -421,12 +437,12 @@ impl Gateway {
         while !done {
             buf.clear();
             buf.reserve(16 << 10);
-            match tokio::time::timeout(timeout, reply.conn.read_buf(buf)).await {
-                Ok(Ok(0)) if reply.framing == Framing::UntilClose => {
+            match wait.until(Instant::now() + timeout, reply.conn.read_buf(buf)).await {
+                Some(Ok(0)) if reply.framing == Framing::UntilClose => {
                     let _ = stream.shutdown().await;
                     return Some(false);
                 }
-                Ok(Ok(n)) if n > 0 => {}
+                Some(Ok(n)) if n > 0 => {}
                 // The site broke off mid-answer: so must we.
                 _ => return None,
             }
@@ -641,6 +657,45 @@ impl ChunkedEnd {
 
     fn after_size_line(&mut self) {
         self.state = if self.size == 0 { ChunkState::TrailerStart } else { ChunkState::Data };
+    }
+}
+
+/// A connection's timer for one kind of wait, armed once and moved on
+/// only when it goes off early. Arming a tokio timer and disarming it takes
+/// the timer wheel's lock each time; at one or two waits per request that
+/// was a measurable share of the fast path. A connection's successive
+/// deadlines of one kind only move later (now plus a fixed timeout), so
+/// the armed timer can only be early, never late.
+struct Deadline {
+    sleep: Pin<Box<tokio::time::Sleep>>,
+}
+
+impl Deadline {
+    fn new() -> Deadline {
+        // Armed on first use.
+        Deadline { sleep: Box::pin(tokio::time::sleep(std::time::Duration::ZERO)) }
+    }
+
+    /// `work`'s output, or None if `at` came first.
+    async fn until<F: Future>(&mut self, at: Instant, work: F) -> Option<F::Output> {
+        let at = tokio::time::Instant::from_std(at);
+        let mut work = std::pin::pin!(work);
+        std::future::poll_fn(|cx| {
+            if let Poll::Ready(output) = work.as_mut().poll(cx) {
+                return Poll::Ready(Some(output));
+            }
+            if self.sleep.deadline() > at {
+                self.sleep.as_mut().reset(at);
+            }
+            while self.sleep.as_mut().poll(cx).is_ready() {
+                if tokio::time::Instant::now() >= at {
+                    return Poll::Ready(None);
+                }
+                self.sleep.as_mut().reset(at);
+            }
+            Poll::Pending
+        })
+        .await
     }
 }
 

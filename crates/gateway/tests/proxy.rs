@@ -660,6 +660,47 @@ async fn a_kept_alive_connection_follows_the_registry_and_the_site_of_each_reque
 }
 
 #[tokio::test]
+async fn slow_and_idle_clients_are_let_go_after_the_header_timeout() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let timeout = Duration::from_millis(400);
+    let s = setup(GatewayConfig { header_read_timeout: timeout, ..GatewayConfig::default() }).await;
+    // A head trickled a byte at a time, each well within the timeout: the
+    // whole head is what must arrive in time.
+    let mut slow = tokio::net::TcpStream::connect(s.gateway.addr).await.unwrap();
+    let started = std::time::Instant::now();
+    let mut closed = false;
+    for byte in b"GET / HTTP/1.1\r\nHost: wiki.commons.localhost\r\nX-Padding: 0123456789\r\n\r\n" {
+        if slow.write_all(&[*byte]).await.is_err() {
+            closed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), slow.read_to_end(&mut answer)).await.expect("let go");
+    assert!(closed || !String::from_utf8_lossy(&answer).contains("200 OK"), "a trickled head was served");
+    assert!(started.elapsed() < Duration::from_secs(4), "held for {:?}", started.elapsed());
+
+    // A kept-alive connection: served, then closed once idle that long.
+    let mut idle = tokio::net::TcpStream::connect(s.gateway.addr).await.unwrap();
+    idle.write_all(b"GET / HTTP/1.1\r\nHost: wiki.commons.localhost\r\n\r\n").await.unwrap();
+    let idle_since = std::time::Instant::now();
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), idle.read_to_end(&mut answer)).await.expect("closed when idle").unwrap();
+    assert!(String::from_utf8_lossy(&answer).starts_with("HTTP/1.1 200 OK"));
+    assert!(idle_since.elapsed() >= timeout, "closed after {:?}", idle_since.elapsed());
+
+    // A client that keeps up is served on one connection for longer than
+    // the timeout.
+    let mut steady = tokio::net::TcpStream::connect(s.gateway.addr).await.unwrap();
+    for _ in 0..6 {
+        let answer = one_on(&mut steady, "chat.commons.localhost", "alice-token").await;
+        assert!(answer.starts_with("HTTP/1.1 200 OK"), "{answer}");
+        tokio::time::sleep(timeout / 4).await;
+    }
+}
+
+#[tokio::test]
 async fn chunked_and_large_answers_come_through_whole() {
     let s = setup(GatewayConfig::default()).await;
     let (status, headers, body) = get(&s, "wiki.commons.localhost", "/chunked", &[]).await;
