@@ -129,11 +129,9 @@ impl Gateway {
         let config = &self.inner.config;
         let mut buf = BytesMut::with_capacity(8192);
         let mut out: Vec<u8> = Vec::with_capacity(8192);
-        // Reads from the site, kept across requests.
-        let mut upstream_buf = BytesMut::with_capacity(16 << 10);
+        let mut site = SiteSide { buf: BytesMut::with_capacity(16 << 10), wait: Deadline::new() };
         let mut memo = Memo::default();
         let mut client_wait = Deadline::new();
-        let mut upstream_wait = Deadline::new();
         loop {
             // A whole request head, within the header timeout (which is
             // also how long a kept-alive connection may stay idle): found
@@ -271,16 +269,7 @@ impl Gateway {
             out.extend_from_slice(b"\r\n");
             out.extend_from_slice(&body);
 
-            let exchanged = self.exchange(
-                &admitted.route,
-                &mut out,
-                &mut upstream_buf,
-                &mut upstream_wait,
-                pool,
-                method,
-                keep_alive,
-            );
-            let reply = match exchanged.await {
+            let reply = match self.exchange(&admitted.route, &mut out, &mut site, pool, method, keep_alive).await {
                 Ok(reply) => reply,
                 Err(error) => {
                     drop(admitted);
@@ -299,7 +288,7 @@ impl Gateway {
                 continue;
             }
             drop(admitted);
-            match self.relay(stream, reply, keep_alive, &mut out, &mut upstream_buf, &mut upstream_wait, pool).await {
+            match self.relay(stream, reply, keep_alive, &mut out, &mut site, pool).await {
                 Some(true) => {}
                 _ => return Outcome::Closed,
             }
@@ -315,12 +304,12 @@ impl Gateway {
         &self,
         route: &SiteRoute,
         out: &mut Vec<u8>,
-        buf: &mut BytesMut,
-        wait: &mut Deadline,
+        site: &mut SiteSide,
         pool: &Pool,
         method: &str,
         keep_alive: bool,
     ) -> Result<Reply, GatewayError> {
+        let SiteSide { buf, wait } = site;
         let timeout = self.inner.config.upstream_timeout;
         let deadline = Instant::now() + timeout;
         let timed_out =
@@ -416,10 +405,10 @@ impl Gateway {
         mut reply: Reply,
         keep_alive: bool,
         out: &mut Vec<u8>,
-        buf: &mut BytesMut,
-        wait: &mut Deadline,
+        site: &mut SiteSide,
         pool: &Pool,
     ) -> Option<bool> {
+        let SiteSide { buf, wait } = site;
         let timeout = self.inner.config.upstream_timeout;
         let close = !keep_alive || reply.framing == Framing::UntilClose;
 
@@ -658,6 +647,13 @@ impl ChunkedEnd {
     fn after_size_line(&mut self) {
         self.state = if self.size == 0 { ChunkState::TrailerStart } else { ChunkState::Data };
     }
+}
+
+/// What a client connection keeps for talking to sites, across requests.
+struct SiteSide {
+    /// Reads from the site.
+    buf: BytesMut,
+    wait: Deadline,
 }
 
 /// A connection's timer for one kind of wait, armed once and moved on

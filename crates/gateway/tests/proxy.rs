@@ -686,7 +686,10 @@ async fn slow_and_idle_clients_are_let_go_after_the_header_timeout() {
     idle.write_all(b"GET / HTTP/1.1\r\nHost: wiki.commons.localhost\r\n\r\n").await.unwrap();
     let idle_since = std::time::Instant::now();
     let mut answer = Vec::new();
-    tokio::time::timeout(Duration::from_secs(5), idle.read_to_end(&mut answer)).await.expect("closed when idle").unwrap();
+    tokio::time::timeout(Duration::from_secs(5), idle.read_to_end(&mut answer))
+        .await
+        .expect("closed when idle")
+        .unwrap();
     assert!(String::from_utf8_lossy(&answer).starts_with("HTTP/1.1 200 OK"));
     assert!(idle_since.elapsed() >= timeout, "closed after {:?}", idle_since.elapsed());
 
