@@ -14,6 +14,7 @@
 //! (hyper) for the rest of its life.
 
 use foldhash::HashMap;
+use std::mem::MaybeUninit;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::{LazyLock, Mutex};
@@ -21,7 +22,7 @@ use std::task::{Context, Poll};
 use std::time::Instant;
 
 use bytes::{Buf, Bytes, BytesMut};
-use httparse::Status;
+use httparse::{ParserConfig, Status};
 use memchr::memmem::Finder;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
@@ -162,11 +163,11 @@ impl Gateway {
                 }
             };
             let head = buf.split_to(head_len).freeze();
-            let mut headers = [httparse::EMPTY_HEADER; HEADERS_MAX];
-            let mut request = httparse::Request::new(&mut headers);
+            let mut headers = [const { MaybeUninit::uninit() }; HEADERS_MAX];
+            let mut request = httparse::Request::new(&mut []);
             // Malformed, HTTP/2's preface, or more headers than the fast
             // path keeps: the general path answers (400) or speaks it.
-            if request.parse(&head) != Ok(Status::Complete(head_len)) {
+            if request.parse_with_uninit_headers(&head, &mut headers) != Ok(Status::Complete(head_len)) {
                 return fallback(&head, &buf);
             }
             let (method, path) = (request.method.unwrap_or(""), request.path.unwrap_or(""));
@@ -359,9 +360,13 @@ impl Gateway {
                         Some(Ok(_)) => continue,
                     }
                 };
-                let mut headers = [httparse::EMPTY_HEADER; HEADERS_MAX];
-                let mut response = httparse::Response::new(&mut headers);
-                match response.parse(&buf[..end]) {
+                let mut headers = [const { MaybeUninit::uninit() }; HEADERS_MAX];
+                let mut response = httparse::Response::new(&mut []);
+                match ParserConfig::default().parse_response_with_uninit_headers(
+                    &mut response,
+                    &buf[..end],
+                    &mut headers,
+                ) {
                     Ok(Status::Complete(n)) if n == end => {}
                     Ok(_) => return Err(down("its response head is not HTTP".into())),
                     Err(e) => return Err(down(format!("its response is not HTTP: {e}"))),
@@ -775,14 +780,19 @@ fn scan<'h>(headers: &'h [httparse::Header<'h>]) -> Scan<'h> {
 /// Header names a `Connection` header lists (beyond `close` and
 /// `keep-alive`): about this connection only, never forwarded.
 fn connection_named<'h>(headers: &'h [httparse::Header<'h>]) -> Vec<&'h str> {
-    headers
-        .iter()
-        .filter(|h| h.name.eq_ignore_ascii_case("connection"))
-        .filter_map(|h| std::str::from_utf8(h.value).ok())
-        .flat_map(|v| v.split(','))
-        .map(str::trim)
-        .filter(|t| !t.is_empty() && !t.eq_ignore_ascii_case("close") && !t.eq_ignore_ascii_case("keep-alive"))
-        .collect()
+    let mut named = Vec::new();
+    for header in headers {
+        if !header.name.eq_ignore_ascii_case("connection") {
+            continue;
+        }
+        let Ok(value) = std::str::from_utf8(header.value) else { continue };
+        for token in value.split(',').map(str::trim) {
+            if !token.is_empty() && !token.eq_ignore_ascii_case("close") && !token.eq_ignore_ascii_case("keep-alive") {
+                named.push(token);
+            }
+        }
+    }
+    named
 }
 
 /// Whether a request header goes on to the site: not hop-by-hop, not the

@@ -53,6 +53,9 @@ impl ProvenanceError {
     }
 }
 
+/// Bytes of a payload before the user: nonce, expiry, premium, user length.
+const FIXED: usize = 19;
+
 /// Issues and checks tokens; knows which requests are in flight.
 pub(crate) struct Provenance {
     key: [u8; 32],
@@ -75,24 +78,33 @@ impl Provenance {
         }
     }
 
-    /// A token for `origin`, live until the returned guard is dropped.
-    pub(crate) fn issue(&self, origin: &Origin, now_ms: u64) -> (String, Live<'_>) {
+    /// A token for `user`'s request to `site`, live until the returned
+    /// guard is dropped.
+    pub(crate) fn issue(&self, user: &str, site: &str, premium: bool, now_ms: u64) -> (String, Live<'_>) {
         // Nonces need to be unique, not secret: the tag is what cannot be forged.
         let nonce = self.next_nonce.fetch_add(1, Ordering::Relaxed);
         self.live[nonce as usize % SHARDS].lock().unwrap_or_else(|e| e.into_inner()).insert(nonce, ());
-        let mut payload = Vec::with_capacity(20 + origin.user.len() + origin.site.len());
-        payload.extend_from_slice(&nonce.to_le_bytes());
-        payload.extend_from_slice(&(now_ms + TOKEN_LIFETIME_MS).to_le_bytes());
-        payload.push(u8::from(origin.premium));
-        payload.extend_from_slice(&(origin.user.len() as u16).to_le_bytes());
-        payload.extend_from_slice(origin.user.as_bytes());
-        payload.extend_from_slice(origin.site.as_bytes());
-        let tag = self.tag(&payload);
-        let mut token = vec![0u8; payload.len() * 2 + 1 + 32];
-        let (left, right) = token.split_at_mut(payload.len() * 2);
-        hex::encode_to_slice(&payload, left).expect("sized for it");
-        right[0] = b'.';
-        hex::encode_to_slice(tag, &mut right[1..]).expect("sized for it");
+        // The payload: nonce, expiry, premium, the user's length, the user,
+        // the site.
+        let mut fixed = [0u8; FIXED];
+        fixed[..8].copy_from_slice(&nonce.to_le_bytes());
+        fixed[8..16].copy_from_slice(&(now_ms + TOKEN_LIFETIME_MS).to_le_bytes());
+        fixed[16] = u8::from(premium);
+        fixed[17..].copy_from_slice(&(user.len() as u16).to_le_bytes());
+        let mut hasher = blake3::Hasher::new_keyed(&self.key);
+        hasher.update(&fixed).update(user.as_bytes()).update(site.as_bytes());
+        let hash = hasher.finalize();
+        let tag = &hash.as_bytes()[..16];
+        // Hex, then `.`, then the tag in hex.
+        let hex_len = 2 * (FIXED + user.len() + site.len());
+        let mut token = vec![b'.'; hex_len + 1 + 32];
+        let (fixed_hex, rest) = token.split_at_mut(2 * FIXED);
+        let (user_hex, rest) = rest.split_at_mut(2 * user.len());
+        let (site_hex, rest) = rest.split_at_mut(2 * site.len());
+        hex::encode_to_slice(fixed, fixed_hex).expect("sized for it");
+        hex::encode_to_slice(user, user_hex).expect("sized for it");
+        hex::encode_to_slice(site, site_hex).expect("sized for it");
+        hex::encode_to_slice(tag, &mut rest[1..]).expect("sized for it");
         let token = String::from_utf8(token).expect("hex is ASCII");
         (token, Live { provenance: self, nonce })
     }
@@ -115,14 +127,14 @@ impl Provenance {
         if tag.len() != 16 || expected.iter().zip(&tag).fold(0u8, |diff, (a, b)| diff | (a ^ b)) != 0 {
             return Err(ProvenanceError::Forged);
         }
-        if payload.len() < 19 {
+        if payload.len() < FIXED {
             return Err(ProvenanceError::Forged);
         }
         let nonce = u64::from_le_bytes(payload[..8].try_into().expect("8 bytes"));
         let expiry = u64::from_le_bytes(payload[8..16].try_into().expect("8 bytes"));
         let premium = payload[16] != 0;
         let user_len = u16::from_le_bytes(payload[17..19].try_into().expect("2 bytes")) as usize;
-        let rest = &payload[19..];
+        let rest = &payload[FIXED..];
         if rest.len() < user_len {
             return Err(ProvenanceError::Forged);
         }
@@ -158,7 +170,7 @@ mod tests {
     #[test]
     fn a_live_token_speaks_for_its_user_and_site() {
         let provenance = Provenance::new(&[1; 32], 7);
-        let (token, _live) = provenance.issue(&origin(), 1_000);
+        let (token, _live) = provenance.issue("alice", "chat", false, 1_000);
         assert_eq!(provenance.verify(Some(&token), 1_000 + TOKEN_LIFETIME_MS), Ok(origin()));
     }
 
@@ -166,7 +178,7 @@ mod tests {
     fn tokens_are_refused_when_missing_forged_expired_or_replayed() {
         let provenance = Provenance::new(&[1; 32], 7);
         assert_eq!(provenance.verify(None, 0), Err(ProvenanceError::Missing));
-        let (token, live) = provenance.issue(&origin(), 1_000);
+        let (token, live) = provenance.issue("alice", "chat", false, 1_000);
         let mut forged = token.clone().into_bytes();
         let last = forged.len() - 1;
         forged[last] = if forged[last] == b'0' { b'1' } else { b'0' };
@@ -180,7 +192,7 @@ mod tests {
         assert_eq!(provenance.verify(Some(&token), 1_000), Err(ProvenanceError::Replayed));
         // A token from another key (another gateway, or a guess) is forged.
         let stranger = Provenance::new(&[2; 32], 7);
-        let (foreign, _live) = stranger.issue(&origin(), 1_000);
+        let (foreign, _live) = stranger.issue("alice", "chat", false, 1_000);
         assert_eq!(provenance.verify(Some(&foreign), 1_000), Err(ProvenanceError::Forged));
     }
 }

@@ -719,9 +719,8 @@ impl Gateway {
         // its user; live until the site has answered.
         let (provenance, live) = match (&identity, kind) {
             (Some(identity), Listener::Public) => {
-                let origin =
-                    Origin { user: identity.user.clone(), site: route.site.clone(), premium: identity.premium };
-                let (token, live) = inner.provenance.issue(&origin, inner.clock.now_ms());
+                let (token, live) =
+                    inner.provenance.issue(&identity.user, &route.site, identity.premium, inner.clock.now_ms());
                 (Some(token), Some(live))
             }
             _ => (None, None),

@@ -157,8 +157,42 @@ impl Routes {
 
 /// A Host header without its port or trailing dot, in lower case.
 fn normalize(host: &str) -> std::borrow::Cow<'_, str> {
-    let host =
-        host.rsplit_once(':').filter(|(_, port)| port.bytes().all(|b| b.is_ascii_digit())).map_or(host, |(h, _)| h);
-    let host = host.trim_end_matches('.');
+    let bytes = host.as_bytes();
+    let digits = bytes.iter().rev().take_while(|b| b.is_ascii_digit()).count();
+    let mut end = bytes.len() - digits;
+    if end == 0 || bytes[end - 1] != b':' {
+        end = bytes.len();
+    } else {
+        end -= 1;
+    }
+    while end > 0 && bytes[end - 1] == b'.' {
+        end -= 1;
+    }
+    // Cut at ASCII bytes: still UTF-8.
+    let host = &host[..end];
     if host.bytes().any(|b| b.is_ascii_uppercase()) { host.to_ascii_lowercase().into() } else { host.into() }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::normalize;
+
+    #[test]
+    fn a_host_is_compared_without_its_port_trailing_dot_or_case() {
+        for (host, normal) in [
+            ("wiki.commons.localhost", "wiki.commons.localhost"),
+            ("wiki.commons.localhost:8080", "wiki.commons.localhost"),
+            ("Wiki.Commons.LocalHost.:8080", "wiki.commons.localhost"),
+            ("wiki.example.org.", "wiki.example.org"),
+            ("wiki:", "wiki"),
+            ("wiki:http", "wiki:http"),
+            ("[::1]:8080", "[::1]"),
+            ("[::1]", "[::1]"),
+            ("8080", "8080"),
+            (":8080", ""),
+            ("", ""),
+        ] {
+            assert_eq!(normalize(host), normal, "{host}");
+        }
+    }
 }
