@@ -265,8 +265,6 @@ impl Gateway {
             if let Some(token) = &admitted.provenance {
                 push_header(&mut out, "x-commons-provenance", token.as_bytes());
             }
-            push_header(&mut out, "x-forwarded-for", peer.as_bytes());
-            push_header(&mut out, "x-forwarded-host", host.as_bytes());
             out.extend_from_slice(b"\r\n");
             out.extend_from_slice(&body);
 
@@ -987,6 +985,7 @@ mod tests {
             "x-commons-provenance",
             "TE",
             "x-forwarded-for",
+            "X-Forwarded-Host",
         ] {
             assert!(!forwarded(name, &[]), "{name}");
         }

@@ -473,10 +473,10 @@ impl Gateway {
         if let Some(token) = &admitted.provenance {
             headers.insert("x-commons-provenance", HeaderValue::from_str(token).expect("hex is a valid header"));
         }
-        headers.insert("x-forwarded-for", peer.clone());
-        if let Ok(value) = HeaderValue::from_str(&host) {
-            headers.insert("x-forwarded-host", value);
-        }
+        // No client address: with it, sites could correlate users the
+        // pseudonym keeps apart (the Host header is passed on as it came).
+        headers.remove("x-forwarded-for");
+        headers.remove("x-forwarded-host");
         headers.remove(hyper::header::AUTHORIZATION);
 
         // A connection refused never reached the site, so a request without

@@ -247,10 +247,17 @@ async fn a_body_over_the_limit_is_a_413() {
 #[tokio::test]
 async fn inbound_commons_headers_are_stripped_and_the_gateway_sets_its_own() {
     let s = setup(GatewayConfig::default()).await;
-    let forged =
-        [("x-commons-user", "someone-else"), ("x-commons-tier", "premium"), ("x-commons-provenance", "forged")];
+    let forged = [
+        ("x-commons-user", "someone-else"),
+        ("x-commons-tier", "premium"),
+        ("x-commons-provenance", "forged"),
+        ("x-forwarded-for", "6.6.6.6"),
+    ];
     let (_, _, body) = get(&s, "wiki.commons.localhost", "/", &forged).await;
     assert!(body.contains("x-commons-tier: anonymous\n"), "{body}");
+    // No client address reaches a site, forged or real.
+    assert!(!body.contains("x-forwarded") && !body.contains("127.0.0.1") && !body.contains("6.6.6.6"), "{body}");
+    assert!(body.contains("host: wiki.commons.localhost\n"), "{body}");
     assert!(!body.contains("someone-else") && !body.contains("forged") && !body.contains("x-commons-user"), "{body}");
 
     let with_token = [("authorization", "Bearer bob-token"), ("x-commons-user", "someone-else")];
