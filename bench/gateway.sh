@@ -7,14 +7,14 @@
 #   4. through `commons up` with metering off,
 # with wrk, saturated (throughput) and lightly loaded (latency).
 #
-#   bench/gateway.sh [--duration 10s] [--connections 64]
+#   bench/gateway.sh [--duration 5s] [--connections 64]    # ROUNDS=10 GATEWAY_WORKERS=N
 #
 # Needs nginx and wrk (apt-get install nginx wrk) and oha (cargo install
 # oha --locked; installed here if missing) for latency at a fixed rate below
 # saturation; prints requests/s, p50/p99 latency and the ratios.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-duration=10s
+duration=5s
 connections=64
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -81,7 +81,7 @@ commons=target/release/commons
 for mode in on off; do
   data="$work/data-$mode"
   mkdir -p "$data"
-  # GATEWAY_WORKERS=N overrides the gateway's default (half the cores).
+  # GATEWAY_WORKERS=N overrides the gateway's default (one per core).
   [ -n "${GATEWAY_WORKERS:-}" ] && echo "workers = $GATEWAY_WORKERS" > "$data/commons.toml"
   $commons --data "$data" site add bench --upstream 127.0.0.1:9201 --operator bench --project bench --provider bench >/dev/null
   $commons --data "$data" token add benchuser > "$data.token"
@@ -99,14 +99,16 @@ run() { # name port token connections threads
 }
 token_on=$(cat "$work/data-on.token"); token_off=$(cat "$work/data-off.token")
 echo "$(nproc) cores; nginx $(nginx -v 2>&1 | sed 's/.*\///'); wrk -t2 -c$connections -d$duration; 1 KiB responses; gateway workers: ${GATEWAY_WORKERS:-default}"
-rounds=${ROUNDS:-3}
-echo "-- throughput (saturated), $rounds rounds alternating, best of each kept for the ratios"
+rounds=${ROUNDS:-10}
+echo "-- throughput (saturated), $rounds rounds, each the three proxies back to back (order reversed every other round)"
+run "upstream direct" 9201 "" "$connections" 2
 for round in $(seq "$rounds"); do
-  run "upstream direct" 9201 "" "$connections" 2
-  run "nginx reverse proxy" 9202 "" "$connections" 2 | tee -a "$work/nginx"
-  run "commons gateway, metering on" 9203 "$token_on" "$connections" 2 | tee -a "$work/on"
-  run "commons gateway, metering off" 9204 "$token_off" "$connections" 2 | tee -a "$work/off"
+  nginx_run() { run "nginx reverse proxy" 9202 "" "$connections" 2 | tee -a "$work/nginx"; }
+  on_run() { run "commons gateway, metering on" 9203 "$token_on" "$connections" 2 | tee -a "$work/on"; }
+  off_run() { run "commons gateway, metering off" 9204 "$token_off" "$connections" 2 | tee -a "$work/off"; }
+  if [ $((round % 2)) = 1 ]; then nginx_run; on_run; off_run; else off_run; on_run; nginx_run; fi
 done
+run "upstream direct" 9201 "" "$connections" 2
 rate=${RATE:-2000}
 echo "-- latency below saturation (oha: $rate requests/s for $duration, 8 connections, corrected for coordinated omission)"
 latency() { # name port token
@@ -120,11 +122,19 @@ latency "upstream direct" 9201 ""
 latency "nginx reverse proxy" 9202 ""
 latency "commons gateway, metering on" 9203 "$token_on"
 latency "commons gateway, metering off" 9204 "$token_off"
-best() { awk '{for(i=1;i<=NF;i++) if($i=="req/s") print $(i-1)}' "$1" | sort -n | tail -1; }
-python3 - "$(best "$work/nginx")" "$(best "$work/on")" "$(best "$work/off")" <<'PY'
-import sys
-nginx, on, off = map(float, sys.argv[1:4])
-print(f"best: nginx {nginx:.0f}, gateway metering on {on:.0f}, off {off:.0f} req/s")
-print(f"ratios: gateway (metering on) / nginx = {on / nginx:.2f}x; metering costs {100 * (1 - on / off):.1f} % of throughput")
+rates() { awk '{for(i=1;i<=NF;i++) if($i=="req/s") print $(i-1)}' "$1" | paste -sd,; }
+python3 - "$(rates "$work/nginx")" "$(rates "$work/on")" "$(rates "$work/off")" <<'PY'
+import statistics, sys
+nginx, on, off = ([float(x) for x in arg.split(",")] for arg in sys.argv[1:4])
+print(f"best: nginx {max(nginx):.0f}, gateway metering on {max(on):.0f}, off {max(off):.0f} req/s")
+print(f"ratios: gateway (metering on) / nginx = {max(on) / max(nginx):.2f}x best against best; "
+      f"metering costs {100 * (1 - max(on) / max(off)):.1f} % of throughput")
+# Each round runs the proxies back to back: their ratio within a round is
+# the least noisy figure on a shared machine.
+rounds = [g / n for g, n in zip(on, nginx)]
+print("gateway / nginx per round: " + ", ".join(f"{r:.2f}" for r in rounds)
+      + f"; median {statistics.median(rounds):.2f}x")
+cost = [100 * (1 - a / b) for a, b in zip(on, off)]
+print(f"metering's cost per round: median {statistics.median(cost):.1f} %")
 PY
 curl -s http://127.0.0.1:9213/metrics | grep -E "^commons_(metering_events|gateway_responses)_total" || true

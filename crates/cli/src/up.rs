@@ -139,10 +139,10 @@ impl Settings {
 
 impl Default for Settings {
     fn default() -> Settings {
-        // By default half the cores: the gateway shares its machine with the
-        // sites it serves, and one busy event loop per core pair batches
-        // more work per wake-up than an idle-prone one per core (measured
-        // in bench/RESULTS.md).
+        // By default one event loop per core, as nginx's `auto`: one loop
+        // alone cannot use a second core when it is the bottleneck, and
+        // since a request costs a loop less (bench/RESULTS.md) two loops on
+        // two cores are ahead of one.
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         Settings {
             listen: "127.0.0.1:8080".parse().expect("an address"),
@@ -152,7 +152,7 @@ impl Default for Settings {
             metering: true,
             flush: Duration::from_secs(2),
             health_checks: Duration::from_secs(2),
-            workers: (cores / 2).max(1),
+            workers: cores,
             gateway: GatewayConfig::default(),
         }
     }

@@ -2,6 +2,9 @@
 
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+
+use crate::proxy::Balance;
 
 /// Request and metering counters; bounded labels only.
 #[derive(Debug, Default)]
@@ -16,6 +19,8 @@ pub struct Metrics {
     provenance_refused: [AtomicU64; 4],
     /// Password checks: failed, succeeded.
     logins: [AtomicU64; 2],
+    /// The listeners being served, for their connections per worker.
+    balances: Mutex<Vec<Weak<Balance>>>,
 }
 
 impl Metrics {
@@ -40,6 +45,12 @@ impl Metrics {
 
     pub(crate) fn login(&self, succeeded: bool) {
         self.logins[usize::from(succeeded)].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn add_balance(&self, balance: &Arc<Balance>) {
+        let mut balances = self.balances.lock().unwrap_or_else(|e| e.into_inner());
+        balances.retain(|b| b.strong_count() > 0);
+        balances.push(Arc::downgrade(balance));
     }
 
     pub(crate) fn metering_failure(&self) {
@@ -73,6 +84,17 @@ impl Metrics {
                 "commons_provenance_refused_total{{reason=\"{reason}\"}} {}",
                 count.load(Ordering::Relaxed)
             );
+        }
+        out.push_str("# HELP commons_gateway_open_connections Client connections open, by listener and worker.\n");
+        out.push_str("# TYPE commons_gateway_open_connections gauge\n");
+        for balance in self.balances.lock().unwrap_or_else(|e| e.into_inner()).iter().filter_map(Weak::upgrade) {
+            for (worker, open) in balance.open().enumerate() {
+                let listener = balance.listener();
+                let _ = writeln!(
+                    out,
+                    "commons_gateway_open_connections{{listener=\"{listener}\",worker=\"{worker}\"}} {open}"
+                );
+            }
         }
         out.push_str("# HELP commons_logins_total Password checks on the login page, by outcome.\n");
         out.push_str("# TYPE commons_logins_total counter\n");

@@ -20,7 +20,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use metering::{Event, Meter};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
 use crate::fast;
@@ -114,6 +114,87 @@ impl RunningGateway {
         let _ = self.stop.send(true);
         let threads = self.threads;
         let _ = tokio::task::spawn_blocking(move || threads.into_iter().for_each(|t| drop(t.join()))).await;
+    }
+}
+
+/// Keeps a listener's workers serving about as many connections each. A
+/// worker's own listening socket (SO_REUSEPORT) gets connections by a hash
+/// of their addresses, which can leave one worker with a third more than
+/// another: its clients then wait while the other idles. A worker that
+/// accepts a connection while another serves fewer hands it over (a few
+/// system calls, once per connection, not per request).
+pub(crate) struct Balance {
+    kind: Listener,
+    open: Vec<AtomicUsize>,
+    to: Vec<tokio::sync::mpsc::UnboundedSender<(std::net::TcpStream, SocketAddr)>>,
+}
+
+/// Connections handed to a worker.
+type Handed = tokio::sync::mpsc::UnboundedReceiver<(std::net::TcpStream, SocketAddr)>;
+
+impl Balance {
+    fn new(kind: Listener, workers: usize) -> (Arc<Balance>, Vec<Handed>) {
+        let (to, handed) = (0..workers).map(|_| tokio::sync::mpsc::unbounded_channel()).unzip();
+        let open = (0..workers).map(|_| AtomicUsize::new(0)).collect();
+        (Arc::new(Balance { kind, open, to }), handed)
+    }
+
+    /// A connection `me` accepted: back to serve it here, or None if it
+    /// went to a worker serving fewer.
+    fn place(&self, me: usize, stream: TcpStream, peer: SocketAddr) -> Option<TcpStream> {
+        let count = |worker: usize| self.open[worker].load(Ordering::Relaxed);
+        let least = (0..self.open.len()).min_by_key(|&worker| count(worker)).unwrap_or(me);
+        if count(least) < count(me) {
+            self.open[least].fetch_add(1, Ordering::Relaxed);
+            match stream.into_std() {
+                Ok(stream) => match self.to[least].send((stream, peer)) {
+                    Ok(()) => return None,
+                    // That worker has stopped: serve it here after all.
+                    Err(returned) => {
+                        self.open[least].fetch_sub(1, Ordering::Relaxed);
+                        self.open[me].fetch_add(1, Ordering::Relaxed);
+                        return TcpStream::from_std(returned.0.0).ok().or_else(|| {
+                            self.closed(me);
+                            None
+                        });
+                    }
+                },
+                Err(_) => {
+                    self.closed(least);
+                    return None;
+                }
+            }
+        }
+        self.open[me].fetch_add(1, Ordering::Relaxed);
+        Some(stream)
+    }
+
+    fn closed(&self, worker: usize) {
+        self.open[worker].fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// Open connections per worker.
+    pub(crate) fn open(&self) -> impl Iterator<Item = usize> + '_ {
+        self.open.iter().map(|count| count.load(Ordering::Relaxed))
+    }
+
+    pub(crate) fn listener(&self) -> &'static str {
+        match self.kind {
+            Listener::Public => "public",
+            Listener::Internal => "internal",
+        }
+    }
+}
+
+/// A connection a worker serves, counted until dropped.
+struct Open {
+    balance: Arc<Balance>,
+    worker: usize,
+}
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.balance.closed(self.worker);
     }
 }
 
@@ -295,10 +376,15 @@ impl Gateway {
         let (stop, stopped) = watch::channel(false);
         let mut threads = Vec::new();
         let mut bound = addr;
-        for worker in 0..workers.clamp(1, WORKERS_MAX) {
+        let workers = workers.clamp(1, WORKERS_MAX);
+        let (balance, mut handed) = Balance::new(kind, workers);
+        self.inner.metrics.add_balance(&balance);
+        for worker in 0..workers {
             let (ready, is_ready) = std::sync::mpsc::channel();
             let gateway = self.clone();
             let stopped = stopped.clone();
+            let balance = balance.clone();
+            let handed = handed.remove(0);
             let priority = self.inner.config.worker_priority;
             let thread = std::thread::Builder::new().name(format!("gateway-{worker}")).spawn(move || {
                 if let Some(nice) = priority {
@@ -314,7 +400,7 @@ impl Gateway {
                         Err(e) => return drop(ready.send(Err(e))),
                     };
                     let _ = ready.send(listener.local_addr());
-                    gateway.accept_loop(listener, stopped, kind).await;
+                    gateway.accept_loop(listener, stopped, kind, (balance, worker, handed)).await;
                 });
             })?;
             threads.push(thread);
@@ -325,57 +411,76 @@ impl Gateway {
         Ok(RunningGateway { addr: bound, stop, threads })
     }
 
-    async fn accept_loop(&self, listener: TcpListener, mut stopped: watch::Receiver<bool>, kind: Listener) {
+    async fn accept_loop(
+        &self,
+        listener: TcpListener,
+        mut stopped: watch::Receiver<bool>,
+        kind: Listener,
+        (balance, me, mut handed): (Arc<Balance>, usize, Handed),
+    ) {
         let client = upstream_client(&self.inner.config);
         let pool = Arc::new(fast::Pool::default());
         let mut connections = tokio::task::JoinSet::new();
         loop {
-            tokio::select! {
+            let (mut stream, peer) = tokio::select! {
                 accepted = listener.accept() => {
-                    let Ok((mut stream, peer)) = accepted else { continue };
-                    let _ = stream.set_nodelay(true);
-                    let gateway = self.clone();
-                    let client = client.clone();
-                    let pool = pool.clone();
-                    let mut stopped = stopped.clone();
-                    connections.spawn(async move {
-                        // Most connections are served start to end by the
-                        // fast path; the rest go to hyper, as they are.
-                        let io = match kind {
-                            Listener::Public => {
-                                let peer = peer.ip().to_string();
-                                match gateway.serve_fast(&mut stream, &peer, &pool, &mut stopped).await {
-                                    fast::Outcome::Closed => return,
-                                    fast::Outcome::Fallback(read) => fast::Rewind::new(read, stream),
-                                }
-                            }
-                            Listener::Internal => fast::Rewind::new(Bytes::new(), stream),
-                        };
-                        let config = gateway.inner.config.clone();
-                        let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-                        builder
-                            .http1()
-                            .timer(TokioTimer::new())
-                            .header_read_timeout(config.header_read_timeout)
-                            .max_buf_size(config.header_limit_bytes.max(8192));
-                        let peer = HeaderValue::from_str(&peer.ip().to_string()).expect("an IP is a valid header");
-                        let service = hyper::service::service_fn(move |request| {
-                            let (gateway, client, peer) = (gateway.clone(), client.clone(), peer.clone());
-                            async move { Ok::<_, Infallible>(gateway.handle(request, &client, &peer, kind).await) }
-                        });
-                        let connection = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
-                        tokio::pin!(connection);
-                        tokio::select! {
-                            _ = connection.as_mut() => {}
-                            _ = stopped.changed() => {
-                                connection.as_mut().graceful_shutdown();
-                                let _ = connection.await;
-                            }
-                        }
-                    });
+                    let Ok((stream, peer)) = accepted else { continue };
+                    match balance.place(me, stream, peer) {
+                        Some(stream) => (stream, peer),
+                        None => continue,
+                    }
                 }
+                Some((stream, peer)) = handed.recv() => match TcpStream::from_std(stream) {
+                    Ok(stream) => (stream, peer),
+                    Err(_) => {
+                        balance.closed(me);
+                        continue;
+                    }
+                },
                 _ = stopped.changed() => break,
-            }
+            };
+            let _ = stream.set_nodelay(true);
+            let open = Open { balance: balance.clone(), worker: me };
+            let gateway = self.clone();
+            let client = client.clone();
+            let pool = pool.clone();
+            let mut stopped = stopped.clone();
+            connections.spawn(async move {
+                let _open = open;
+                // Most connections are served start to end by the
+                // fast path; the rest go to hyper, as they are.
+                let io = match kind {
+                    Listener::Public => {
+                        let peer = peer.ip().to_string();
+                        match gateway.serve_fast(&mut stream, &peer, &pool, &mut stopped).await {
+                            fast::Outcome::Closed => return,
+                            fast::Outcome::Fallback(read) => fast::Rewind::new(read, stream),
+                        }
+                    }
+                    Listener::Internal => fast::Rewind::new(Bytes::new(), stream),
+                };
+                let config = gateway.inner.config.clone();
+                let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+                builder
+                    .http1()
+                    .timer(TokioTimer::new())
+                    .header_read_timeout(config.header_read_timeout)
+                    .max_buf_size(config.header_limit_bytes.max(8192));
+                let peer = HeaderValue::from_str(&peer.ip().to_string()).expect("an IP is a valid header");
+                let service = hyper::service::service_fn(move |request| {
+                    let (gateway, client, peer) = (gateway.clone(), client.clone(), peer.clone());
+                    async move { Ok::<_, Infallible>(gateway.handle(request, &client, &peer, kind).await) }
+                });
+                let connection = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
+                tokio::pin!(connection);
+                tokio::select! {
+                    _ = connection.as_mut() => {}
+                    _ = stopped.changed() => {
+                        connection.as_mut().graceful_shutdown();
+                        let _ = connection.await;
+                    }
+                }
+            });
         }
         while connections.join_next().await.is_some() {}
     }

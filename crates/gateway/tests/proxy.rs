@@ -667,6 +667,38 @@ async fn a_kept_alive_connection_follows_the_registry_and_the_site_of_each_reque
 }
 
 #[tokio::test]
+async fn connections_are_spread_evenly_over_the_workers() {
+    let s = setup(GatewayConfig::default()).await;
+    let open = |metrics: &str| -> Vec<u64> {
+        metrics
+            .lines()
+            .filter(|l| l.starts_with("commons_gateway_open_connections{listener=\"public\""))
+            .map(|l| l.rsplit(' ').next().unwrap().parse().unwrap())
+            .collect()
+    };
+    let mut streams = Vec::new();
+    for _ in 0..40 {
+        let mut stream = tokio::net::TcpStream::connect(s.gateway.addr).await.unwrap();
+        let answer = one_on(&mut stream, "chat.commons.localhost", "alice-token").await;
+        assert!(answer.starts_with("HTTP/1.1 200 OK"), "{answer}");
+        streams.push(stream);
+    }
+    // Whatever the addresses hash to, each of the two workers serves half.
+    assert_eq!(open(&s.handle.metrics()), [20, 20]);
+    // Connections handed over are served like any other.
+    for stream in &mut streams {
+        let answer = one_on(stream, "wiki.commons.localhost", "bob-token").await;
+        assert!(answer.contains("x-commons-tier: premium\n"), "{answer}");
+    }
+    drop(streams);
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while open(&s.handle.metrics()) != [0, 0] {
+        assert!(std::time::Instant::now() < deadline, "{:?}", open(&s.handle.metrics()));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
 async fn slow_and_idle_clients_are_let_go_after_the_header_timeout() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let timeout = Duration::from_millis(400);
