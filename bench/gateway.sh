@@ -32,6 +32,7 @@ work=$(mktemp -d)
 pids=()
 cleanup() {
   for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  pkill -f -- "--data $work/data-" 2>/dev/null || true
   for conf in origin proxy; do nginx -p "$work" -c $conf.conf -s stop 2>/dev/null || true; done
   rm -rf "$work"
 }
@@ -82,12 +83,18 @@ for mode in on off; do
   data="$work/data-$mode"
   mkdir -p "$data"
   # GATEWAY_WORKERS=N overrides the gateway's default (one per core).
-  [ -n "${GATEWAY_WORKERS:-}" ] && echo "workers = $GATEWAY_WORKERS" > "$data/commons.toml"
+  [ -n "${GATEWAY_WORKERS:-}" ] && echo "workers = $GATEWAY_WORKERS" >> "$data/commons.toml"
+  # GATEWAY_PRIORITY=N overrides the workers' nice value (default -5).
+  [ -n "${GATEWAY_PRIORITY:-}" ] && echo "priority = $GATEWAY_PRIORITY" >> "$data/commons.toml"
   $commons --data "$data" site add bench --upstream 127.0.0.1:9201 --operator bench --project bench --provider bench >/dev/null
   $commons --data "$data" token add benchuser > "$data.token"
 done
-COMMONS_LOG=warn $commons --data "$work/data-on" up --listen 127.0.0.1:9203 --control-listen 127.0.0.1:9213 --internal-listen 127.0.0.1:9223 2>"$work/logs/on.log" & pids+=($!)
-COMMONS_LOG=warn $commons --data "$work/data-off" up --listen 127.0.0.1:9204 --control-listen 127.0.0.1:9214 --internal-listen 127.0.0.1:9224 --no-metering 2>"$work/logs/off.log" & pids+=($!)
+# Each gateway in a session of its own, as a service runs (nginx does the
+# same when it daemonizes): with the kernel's autogroup scheduling, a
+# process left in this script's session would share one CPU share with
+# wrk, while each nginx has a share of its own.
+COMMONS_LOG=warn setsid $commons --data "$work/data-on" up --listen 127.0.0.1:9203 --control-listen 127.0.0.1:9213 --internal-listen 127.0.0.1:9223 2>"$work/logs/on.log" & pids+=($!)
+COMMONS_LOG=warn setsid $commons --data "$work/data-off" up --listen 127.0.0.1:9204 --control-listen 127.0.0.1:9214 --internal-listen 127.0.0.1:9224 --no-metering 2>"$work/logs/off.log" & pids+=($!)
 sleep 1.5
 
 run() { # name port token connections threads
@@ -98,7 +105,7 @@ run() { # name port token connections threads
         END {printf "%-34s %12.0f req/s   p50 %8s   p99 %8s%s\n", name, rps, p50, p99, (bad ? "   NON-2xx: " bad : "")}'
 }
 token_on=$(cat "$work/data-on.token"); token_off=$(cat "$work/data-off.token")
-echo "$(nproc) cores; nginx $(nginx -v 2>&1 | sed 's/.*\///'); wrk -t2 -c$connections -d$duration; 1 KiB responses; gateway workers: ${GATEWAY_WORKERS:-default}"
+echo "$(nproc) cores; nginx $(nginx -v 2>&1 | sed 's/.*\///'); wrk -t2 -c$connections -d$duration; 1 KiB responses; gateway workers: ${GATEWAY_WORKERS:-default}, priority: ${GATEWAY_PRIORITY:-default}"
 rounds=${ROUNDS:-10}
 echo "-- throughput (saturated), $rounds rounds, each the three proxies back to back (order reversed every other round)"
 run "upstream direct" 9201 "" "$connections" 2
