@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use crate::wal::{self, Checkpoint, Replay, WalError, WalWriter};
+use crate::wal::{self, Checkpoint, Replay, Segment, WalError, WalWriter};
 use crate::{Event, Usage};
 
 /// Most recording shards (threads) a meter has.
@@ -70,19 +70,45 @@ impl Meter {
     pub fn take(&self) -> Result<Flush, WalError> {
         let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
         let mut flush = Flush::default();
-        for shard in &self.shards {
-            let mut shard = shard.lock().unwrap_or_else(|e| e.into_inner());
-            if shard.wal.is_empty() {
-                continue;
-            }
-            let closed = shard.wal.rotate()?;
-            let usage = std::mem::take(&mut shard.usage);
-            flush.usage.merge(&usage);
-            flush.checkpoint.flushed.insert(shard.wal.writer(), closed);
-        }
+        let taken = self.shards.iter().try_for_each(|shard| self.take_shard(shard, &mut flush));
+        // Whatever was taken is kept until the store has it, even if a
+        // shard failed (its segments stay covered by what is recorded).
         pending.usage.merge(&flush.usage);
         pending.checkpoint.extend(&flush.checkpoint);
+        taken?;
         Ok(pending.clone())
+    }
+
+    /// Moves a shard's aggregate and closed segment into `flush`. The next
+    /// segment is made before the shard is locked and the closed one is
+    /// synced after: recording waits only for the swap.
+    fn take_shard(&self, shard: &Mutex<Shard>, flush: &mut Flush) -> Result<(), WalError> {
+        let (writer, next) = {
+            let shard = shard.lock().unwrap_or_else(|e| e.into_inner());
+            if shard.wal.is_empty() {
+                return Ok(());
+            }
+            (shard.wal.writer(), shard.wal.next_segment())
+        };
+        let next = Segment::create(&self.dir, writer, next)?;
+        let (closed, usage, segment) = {
+            let mut shard = shard.lock().unwrap_or_else(|e| e.into_inner());
+            let (closed, segment) = match shard.wal.rotate_to(next) {
+                Ok((closed, segment)) => (closed, Some(segment)),
+                // It filled up meanwhile: rotate the slow way.
+                Err(next) => {
+                    next.discard(&self.dir)?;
+                    (shard.wal.rotate()?, None)
+                }
+            };
+            (closed, std::mem::take(&mut shard.usage), segment)
+        };
+        flush.usage.merge(&usage);
+        flush.checkpoint.flushed.insert(writer, closed);
+        match segment {
+            Some(segment) => Ok(segment.sync()?),
+            None => Ok(()),
+        }
     }
 
     /// After the store has recorded the last [`Meter::take`]: forgets it and

@@ -127,8 +127,16 @@ impl WalWriter {
         event.encode(&mut self.buffer)?;
         if self.written + self.buffer.len() > SEGMENT_BYTES {
             self.map.flush()?;
-            self.map = create(&self.dir, self.writer, self.segment + 1)?;
-            self.segment += 1;
+            // The next number free: one may be taken by a segment made
+            // ahead of a rotation.
+            let mut next = self.segment + 1;
+            self.map = loop {
+                match create(&self.dir, self.writer, next) {
+                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => next += 1,
+                    created => break created?,
+                }
+            };
+            self.segment = next;
             self.written = 0;
         }
         let end = self.written + self.buffer.len();
@@ -148,6 +156,29 @@ impl WalWriter {
         self.map.flush()
     }
 
+    /// A number for a segment made ahead of a rotation: one past the next,
+    /// so that the current segment can still fill up and be followed by
+    /// the next meanwhile (numbers need only grow).
+    pub fn next_segment(&self) -> u64 {
+        self.segment + 2
+    }
+
+    /// Starts `next` (made by [`Segment::create`] for
+    /// [`WalWriter::next_segment`]) in place of the current segment, which
+    /// is returned to be synced (outside any lock) with its number. If the
+    /// writer moved past it meanwhile, `next` is given back.
+    pub fn rotate_to(&mut self, next: Segment) -> Result<(u64, Segment), Segment> {
+        if next.number <= self.segment || next.writer != self.writer {
+            return Err(next);
+        }
+        let closed =
+            Segment { writer: self.writer, number: self.segment, map: std::mem::replace(&mut self.map, next.map) };
+        self.segment = next.number;
+        self.written = 0;
+        self.dirty = false;
+        Ok((closed.number, closed))
+    }
+
     /// Closes the current segment (synced) and starts the next; returns the
     /// closed segment's number (which covers any that filled up before it).
     pub fn rotate(&mut self) -> std::io::Result<u64> {
@@ -158,6 +189,33 @@ impl WalWriter {
         self.written = 0;
         self.dirty = false;
         Ok(closed)
+    }
+}
+
+/// A segment file, mapped: made ahead of a rotation, or closed by one.
+pub struct Segment {
+    writer: u32,
+    number: u64,
+    map: MmapMut,
+}
+
+impl Segment {
+    /// Writer `writer`'s segment `number`, new: the file, its size, its
+    /// name made durable and the map (the slow part of a rotation, done
+    /// before it).
+    pub fn create(dir: &Path, writer: u32, number: u64) -> std::io::Result<Segment> {
+        Ok(Segment { writer, number, map: create(dir, writer, number)? })
+    }
+
+    /// Makes what was written to it survive a machine crash.
+    pub fn sync(&self) -> std::io::Result<()> {
+        self.map.flush()
+    }
+
+    /// Removes a segment made but not used.
+    pub fn discard(self, dir: &Path) -> std::io::Result<()> {
+        drop(self.map);
+        std::fs::remove_file(segment_path(dir, self.writer, self.number))
     }
 }
 

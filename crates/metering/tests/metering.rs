@@ -243,3 +243,37 @@ fn a_segment_that_fills_up_is_followed_by_the_next_and_both_replay() {
     meter.forget(&flush.checkpoint).unwrap();
     assert_eq!(replay(dir.path(), &Checkpoint::default()).unwrap().events, 0);
 }
+
+#[test]
+fn a_segment_made_ahead_of_a_rotation_never_collides_with_one_that_filled_up() {
+    use metering::wal::{Segment, WalWriter};
+    let dir = tempfile::tempdir().unwrap();
+    let mut wal = WalWriter::open(dir.path(), 0).unwrap();
+    let event = direct("alice", "wiki", 0, 1);
+    let mut record = Vec::new();
+    event.encode(&mut record).unwrap();
+    let fill = |wal: &mut WalWriter| {
+        for _ in 0..metering::wal::SEGMENT_BYTES / record.len() + 10 {
+            wal.append(&event).unwrap();
+        }
+    };
+    // Made ahead while the writer is in segment 1: number 3.
+    let ahead = Segment::create(dir.path(), 0, wal.next_segment()).unwrap();
+    fill(&mut wal); // now in 2
+    let (closed, old) = wal.rotate_to(ahead).map_err(drop).expect("3 is still ahead");
+    assert_eq!(closed, 2);
+    old.sync().unwrap();
+    // A number already taken is skipped when a segment fills up (5 is
+    // taken: the writer goes from 3 to 4, then from 4 to 6).
+    let taken = Segment::create(dir.path(), 0, 5).unwrap();
+    fill(&mut wal);
+    fill(&mut wal);
+    let numbers: Vec<u64> = metering::wal::segments(dir.path()).unwrap().iter().map(|(_, s, _)| *s).collect();
+    assert_eq!(numbers, [1, 2, 3, 4, 5, 6]);
+    // A segment the writer moved past is given back, and removed.
+    let behind = wal.rotate_to(taken).map(drop).expect_err("6 is past 5");
+    behind.discard(dir.path()).unwrap();
+    // Everything appended replays, once.
+    let replayed = replay(dir.path(), &Checkpoint::default()).unwrap();
+    assert_eq!(replayed.events, 3 * (metering::wal::SEGMENT_BYTES / record.len() + 10) as u64);
+}
