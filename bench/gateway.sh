@@ -117,11 +117,11 @@ for round in $(seq "$rounds"); do
 done
 run "upstream direct" 9201 "" "$connections" 2
 rate=${RATE:-2000}
-echo "-- latency below saturation (oha: $rate requests/s for $duration, 8 connections, corrected for coordinated omission)"
+echo "-- latency below saturation (oha: $rate requests/s for ${LATENCY_DURATION:-15s}, 8 connections, corrected for coordinated omission)"
 latency() { # name port token
   local auth=()
   [ -n "$3" ] && auth=(-H "Authorization: Bearer $3")
-  oha -z "$duration" -q "$rate" -c 8 --latency-correction --no-tui --output-format json \
+  oha -z "${LATENCY_DURATION:-15s}" -q "$rate" -c 8 --latency-correction --no-tui --output-format json \
     -H "Host: bench.commons.localhost" "${auth[@]}" "http://127.0.0.1:$2/index.html" \
     | python3 -c "import json,sys; m=json.load(sys.stdin)['metrics']; l=m['latency_ms']; print(f'{sys.argv[1]:<34} {m[\"requests_per_sec\"]:12.0f} req/s   p50 {l[\"p50\"]*1000:7.0f}us   p99 {l[\"p99\"]*1000:7.0f}us   success {m[\"success_rate\"]:.3f}')" "$1"
 }
