@@ -13,7 +13,6 @@
 //! hands the connection, with the bytes already read, to the general path
 //! (hyper) for the rest of its life.
 
-use foldhash::HashMap;
 use std::mem::MaybeUninit;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -22,6 +21,7 @@ use std::task::{Context, Poll};
 use std::time::Instant;
 
 use bytes::{Buf, Bytes, BytesMut};
+use foldhash::HashMap;
 use httparse::{ParserConfig, Status};
 use memchr::memmem::Finder;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
@@ -116,6 +116,7 @@ struct Reply {
     framing: Framing,
     /// The site keeps the connection open after this answer.
     reusable: bool,
+    status: u16,
 }
 
 impl Gateway {
@@ -382,10 +383,9 @@ impl Gateway {
                 let close = !keep_alive || framing == Framing::UntilClose;
                 out.clear();
                 client_head(&response, close, out);
-                self.inner.metrics.response(code);
-                break Some((end, framing, reusable(&response)));
+                break Some((end, framing, reusable(&response), code));
             };
-            let Some((head_len, framing, reusable)) = parsed else {
+            let Some((head_len, framing, reusable, status)) = parsed else {
                 // Closed before answering: a pooled connection the site had
                 // just closed, if nothing came at all.
                 if reused && buf.is_empty() && attempts < 3 && idempotent(method) {
@@ -395,7 +395,7 @@ impl Gateway {
             };
             instance.set_healthy(true);
             buf.advance(head_len);
-            return Ok(Reply { conn, addr, framing, reusable });
+            return Ok(Reply { conn, addr, framing, reusable, status });
         }
     }
 
@@ -414,6 +414,7 @@ impl Gateway {
         let SiteSide { buf, wait } = site;
         let timeout = self.inner.config.upstream_timeout;
         let close = !keep_alive || reply.framing == Framing::UntilClose;
+        self.inner.metrics.response(reply.status);
 
         // The body bytes that came with the head go out with it.
         let mut chunked = ChunkedEnd::default();

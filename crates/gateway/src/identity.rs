@@ -6,11 +6,11 @@
 //! and sessions by SHA-256 (they are long random strings), passwords by
 //! Argon2id (they are not).
 
-use foldhash::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
 
 use argon2::Argon2;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use foldhash::HashMap;
 use hyper::header::{COOKIE, HeaderMap, HeaderValue};
 use sha2::{Digest, Sha256};
 

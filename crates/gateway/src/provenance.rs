@@ -10,9 +10,10 @@
 //! (replay), after its expiry, if its tag does not verify (forgery) or if
 //! it is missing. Only calls with a live token are attributed to the user.
 
-use foldhash::{HashMap, HashMapExt};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+
+use foldhash::{HashMap, HashMapExt};
 
 /// How long a token is valid at most, even while its request runs.
 pub const TOKEN_LIFETIME_MS: u64 = 60_000;

@@ -132,6 +132,13 @@ pub(crate) struct Balance {
 /// Connections handed to a worker.
 type Handed = tokio::sync::mpsc::UnboundedReceiver<(std::net::TcpStream, SocketAddr)>;
 
+/// A worker's place in its listener's [`Balance`].
+struct Seat {
+    balance: Arc<Balance>,
+    me: usize,
+    handed: Handed,
+}
+
 impl Balance {
     fn new(kind: Listener, workers: usize) -> (Arc<Balance>, Vec<Handed>) {
         let (to, handed) = (0..workers).map(|_| tokio::sync::mpsc::unbounded_channel()).unzip();
@@ -377,14 +384,13 @@ impl Gateway {
         let mut threads = Vec::new();
         let mut bound = addr;
         let workers = workers.clamp(1, WORKERS_MAX);
-        let (balance, mut handed) = Balance::new(kind, workers);
+        let (balance, handed) = Balance::new(kind, workers);
         self.inner.metrics.add_balance(&balance);
-        for worker in 0..workers {
+        for (worker, handed) in handed.into_iter().enumerate() {
             let (ready, is_ready) = std::sync::mpsc::channel();
             let gateway = self.clone();
             let stopped = stopped.clone();
-            let balance = balance.clone();
-            let handed = handed.remove(0);
+            let seat = Seat { balance: balance.clone(), me: worker, handed };
             let priority = self.inner.config.worker_priority;
             let thread = std::thread::Builder::new().name(format!("gateway-{worker}")).spawn(move || {
                 if let Some(nice) = priority {
@@ -400,7 +406,7 @@ impl Gateway {
                         Err(e) => return drop(ready.send(Err(e))),
                     };
                     let _ = ready.send(listener.local_addr());
-                    gateway.accept_loop(listener, stopped, kind, (balance, worker, handed)).await;
+                    gateway.accept_loop(listener, stopped, kind, seat).await;
                 });
             })?;
             threads.push(thread);
@@ -411,13 +417,8 @@ impl Gateway {
         Ok(RunningGateway { addr: bound, stop, threads })
     }
 
-    async fn accept_loop(
-        &self,
-        listener: TcpListener,
-        mut stopped: watch::Receiver<bool>,
-        kind: Listener,
-        (balance, me, mut handed): (Arc<Balance>, usize, Handed),
-    ) {
+    async fn accept_loop(&self, listener: TcpListener, mut stopped: watch::Receiver<bool>, kind: Listener, seat: Seat) {
+        let Seat { balance, me, mut handed } = seat;
         let client = upstream_client(&self.inner.config);
         let pool = Arc::new(fast::Pool::default());
         let mut connections = tokio::task::JoinSet::new();

@@ -1,9 +1,10 @@
 //! Which site a Host names, and where its instances are.
 
-use foldhash::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+use foldhash::HashMap;
 
 use crate::TierPolicy;
 
