@@ -108,11 +108,11 @@ token_on=$(cat "$work/data-on.token"); token_off=$(cat "$work/data-off.token")
 echo "$(nproc) cores; nginx $(nginx -v 2>&1 | sed 's/.*\///'); wrk -t2 -c$connections -d$duration; 1 KiB responses; gateway workers: ${GATEWAY_WORKERS:-default}, priority: ${GATEWAY_PRIORITY:-default}"
 rounds=${ROUNDS:-10}
 echo "-- throughput (saturated), $rounds rounds, each the three proxies back to back (order reversed every other round)"
+nginx_run() { run "nginx reverse proxy" 9202 "" "$connections" 2 | tee -a "$work/nginx"; }
+on_run() { run "commons gateway, metering on" 9203 "$token_on" "$connections" 2 | tee -a "$work/on"; }
+off_run() { run "commons gateway, metering off" 9204 "$token_off" "$connections" 2 | tee -a "$work/off"; }
 run "upstream direct" 9201 "" "$connections" 2
 for round in $(seq "$rounds"); do
-  nginx_run() { run "nginx reverse proxy" 9202 "" "$connections" 2 | tee -a "$work/nginx"; }
-  on_run() { run "commons gateway, metering on" 9203 "$token_on" "$connections" 2 | tee -a "$work/on"; }
-  off_run() { run "commons gateway, metering off" 9204 "$token_off" "$connections" 2 | tee -a "$work/off"; }
   if [ $((round % 2)) = 1 ]; then nginx_run; on_run; off_run; else off_run; on_run; nginx_run; fi
 done
 run "upstream direct" 9201 "" "$connections" 2
