@@ -1,0 +1,127 @@
+//! The control plane's decisions, one rule per test: a few nodes, a few
+//! deployments, reports at given times, and the actions that follow.
+
+use control::{
+    Action, Control, DeploymentSpec, DeploymentState, Failure, InstanceReport, NodeSpec, Publication, Report,
+};
+
+fn node(id: &str, capacity_mb: u64) -> NodeSpec {
+    NodeSpec { id: id.into(), provider: format!("{id}-provider"), capacity_mb, remote: true }
+}
+
+fn deployment(site: &str, generation: u64, nodes: &[&str], memory_mb: u64) -> DeploymentSpec {
+    DeploymentSpec {
+        site: site.into(),
+        generation,
+        nodes: nodes.iter().map(|n| n.to_string()).collect(),
+        memory_mb,
+        state: DeploymentState::Pending,
+    }
+}
+
+fn running(site: &str, generation: u64, port: u16, healthy: bool) -> InstanceReport {
+    InstanceReport { site: site.into(), generation, addr: ([127, 0, 0, 1], port).into(), healthy }
+}
+
+fn report(instances: Vec<InstanceReport>) -> Report {
+    Report { instances, failures: vec![] }
+}
+
+#[test]
+fn a_generation_is_published_once_every_node_runs_it_healthy() {
+    let nodes = [node("a", 1024), node("b", 1024)];
+    let desired = [deployment("wiki", 1, &["a", "b"], 256)];
+    let mut control = Control::new();
+    control.observe("a", 0, report(vec![running("wiki", 1, 1, true)]));
+    control.observe("b", 0, report(vec![running("wiki", 1, 2, false)]));
+    assert_eq!(control.decide(0, &nodes, &desired), vec![]);
+    control.observe("b", 500, report(vec![running("wiki", 1, 2, true)]));
+    assert_eq!(
+        control.decide(500, &nodes, &desired),
+        vec![Action::Publish {
+            site: "wiki".into(),
+            generation: 1,
+            instances: vec![([127, 0, 0, 1], 1).into(), ([127, 0, 0, 1], 2).into()],
+            publication: Publication::Deploy,
+        }]
+    );
+}
+
+#[test]
+fn a_failed_update_keeps_the_published_generation_running() {
+    let nodes = [node("a", 1024)];
+    let mut control = Control::new();
+    control.observe("a", 0, report(vec![running("wiki", 1, 1, true)]));
+    assert_eq!(control.decide(0, &nodes, &[deployment("wiki", 1, &["a"], 256)]).len(), 1);
+    let update = [deployment("wiki", 2, &["a"], 256)];
+    let failure = Failure { site: "wiki".into(), generation: 2, detail: "exit 1".into() };
+    control.observe("a", 500, Report { instances: vec![running("wiki", 1, 1, true)], failures: vec![failure] });
+    assert_eq!(
+        control.decide(500, &nodes, &update),
+        vec![Action::Fail { site: "wiki".into(), generation: 2, detail: "on a: exit 1".into() }]
+    );
+    let assigned: Vec<u64> = control.assignments("a", &update).iter().map(|a| a.generation).collect();
+    assert_eq!(assigned, [1], "generation 1 keeps running, generation 2 is not tried again");
+}
+
+#[test]
+fn a_silent_nodes_site_leaves_the_routes_and_moves_to_the_node_with_most_room() {
+    let nodes = [node("a", 1024), node("b", 512), node("c", 2048)];
+    let desired = [deployment("wiki", 1, &["a"], 256)];
+    let mut control = Control::new();
+    for (n, port) in [("a", 1), ("b", 2), ("c", 3)] {
+        let instances = if n == "a" { vec![running("wiki", 1, port, true)] } else { vec![] };
+        control.observe(n, 0, report(instances));
+    }
+    assert_eq!(control.decide(0, &nodes, &desired).len(), 1, "published");
+    control.observe("b", 4_000, report(vec![]));
+    control.observe("c", 4_000, report(vec![]));
+    assert_eq!(
+        control.decide(4_000, &nodes, &desired),
+        vec![
+            Action::Reschedule {
+                site: "wiki".into(),
+                generation: 1,
+                from: "a".into(),
+                to: "c".into(),
+                nodes: vec!["c".into()]
+            },
+            Action::Route { site: "wiki".into(), instances: vec![] },
+        ]
+    );
+}
+
+#[test]
+fn two_sites_leaving_one_node_do_not_both_take_the_last_room_of_another() {
+    let nodes = [node("a", 1024), node("b", 512)];
+    let desired = [deployment("maps", 1, &["a"], 512), deployment("wiki", 1, &["a"], 512)];
+    let mut control = Control::new();
+    control.observe("a", 0, report(vec![]));
+    control.observe("b", 4_000, report(vec![]));
+    let moves: Vec<Action> = control
+        .decide(4_000, &nodes, &desired)
+        .into_iter()
+        .filter(|a| matches!(a, Action::Reschedule { .. }))
+        .collect();
+    assert_eq!(moves.len(), 1, "b has room for one of them: {moves:?}");
+}
+
+#[test]
+fn a_site_no_longer_asked_for_is_withdrawn_and_assigned_nowhere() {
+    let nodes = [node("a", 1024)];
+    let mut control = Control::new();
+    control.observe("a", 0, report(vec![running("wiki", 1, 1, true)]));
+    assert_eq!(control.decide(0, &nodes, &[deployment("wiki", 1, &["a"], 256)]).len(), 1);
+    assert_eq!(control.decide(100, &nodes, &[]), vec![Action::Withdraw { site: "wiki".into() }]);
+    assert_eq!(control.assignments("a", &[]), vec![]);
+}
+
+#[test]
+fn a_site_running_before_a_restart_is_published_as_a_restart() {
+    let nodes = [node("a", 1024)];
+    let desired = [DeploymentSpec { state: DeploymentState::Running, ..deployment("wiki", 3, &["a"], 256) }];
+    let mut control = Control::new();
+    control.observe("a", 0, report(vec![running("wiki", 3, 1, true)]));
+    let actions = control.decide(0, &nodes, &desired);
+    assert!(matches!(&actions[..], [Action::Publish { publication: Publication::Restart, .. }]), "{actions:?}");
+}
