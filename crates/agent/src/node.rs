@@ -1,0 +1,218 @@
+//! [`NodeAgent`]: one node's instances, by (site, generation).
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use control::{Assignment, Failure, InstanceReport, Report};
+use runtime::{Instance, InstanceSpec, Manifest};
+
+/// How long an instance no longer assigned keeps serving the requests in
+/// flight before it is stopped (the gateway was moved off it first).
+const DRAIN: Duration = Duration::from_secs(1);
+
+/// Where an assignment's app files are on this machine.
+#[derive(Clone, Debug)]
+pub enum Source {
+    /// A directory holding the app and its `commons.toml`.
+    Dir(PathBuf),
+}
+
+/// What a site's instances used (CPU milliseconds, MiB-seconds of memory).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Usage {
+    pub cpu_ms: u64,
+    pub memory_mib_s: u64,
+}
+
+impl Usage {
+    fn add(&mut self, cpu_ms: u64, memory_mib_s: u64) {
+        // saturating: a weight for the provider split, not money.
+        self.cpu_ms = self.cpu_ms.saturating_add(cpu_ms);
+        self.memory_mib_s = self.memory_mib_s.saturating_add(memory_mib_s);
+    }
+}
+
+/// A node's report for the control plane, and the usage that goes with it.
+#[derive(Debug, Default)]
+pub struct NodeReport {
+    pub report: Report,
+    /// Per site, what its instances used since the last report with usage.
+    pub usage: BTreeMap<String, Usage>,
+}
+
+/// An instance slot: starting, running, or failed (kept, so that a failed
+/// generation is not started again while it is still assigned).
+struct Slot {
+    instance: Option<Instance>,
+    failed: Option<String>,
+    reported: bool,
+}
+
+/// The agent of one node: its directory holds an instance directory per
+/// (site, version, generation).
+pub struct NodeAgent {
+    node: String,
+    dir: PathBuf,
+    slots: tokio::sync::Mutex<BTreeMap<(String, u64), Slot>>,
+    /// What stopped instances used, to go with the next report.
+    leftover: std::sync::Mutex<BTreeMap<String, Usage>>,
+}
+
+impl NodeAgent {
+    /// The agent of `node`, keeping its instances under `dir`.
+    pub fn new(node: &str, dir: &Path) -> Arc<NodeAgent> {
+        Arc::new(NodeAgent {
+            node: node.to_owned(),
+            dir: dir.to_owned(),
+            slots: Default::default(),
+            leftover: Default::default(),
+        })
+    }
+
+    pub fn node(&self) -> &str {
+        &self.node
+    }
+
+    /// Makes this node run what is `assigned`: starts what is new (in the
+    /// background), stops what is no longer assigned (after a drain).
+    pub async fn apply(self: &Arc<Self>, assigned: Vec<(Assignment, Source)>, env: &[(String, String)]) {
+        let mut slots = self.slots.lock().await;
+        let mut stopping = Vec::new();
+        slots.retain(|(site, generation), slot| {
+            let keep = assigned.iter().any(|(a, _)| a.site == *site && a.generation == *generation);
+            if !keep && let Some(instance) = slot.instance.take() {
+                stopping.push((site.clone(), instance));
+            }
+            keep
+        });
+        for (a, source) in assigned {
+            let key = (a.site.clone(), a.generation);
+            if slots.contains_key(&key) {
+                continue;
+            }
+            slots.insert(key, Slot { instance: None, failed: None, reported: false });
+            let (agent, env) = (self.clone(), env.to_vec());
+            tokio::spawn(async move { agent.start(a, source, env).await });
+        }
+        drop(slots);
+        for (site, instance) in stopping {
+            self.keep_usage(&site, &instance);
+            tokio::spawn(async move {
+                tokio::time::sleep(DRAIN).await;
+                instance.stop().await;
+            });
+        }
+    }
+
+    /// What this node runs and what failed since the last report; with
+    /// `usage`, what its instances used since the last such report.
+    pub async fn report(&self, usage: bool) -> NodeReport {
+        let mut out = NodeReport::default();
+        if usage {
+            out.usage = std::mem::take(&mut *self.leftover.lock().unwrap_or_else(|e| e.into_inner()));
+        }
+        let mut slots = self.slots.lock().await;
+        for ((site, generation), slot) in slots.iter_mut() {
+            if let Some(instance) = &slot.instance {
+                out.report.instances.push(InstanceReport {
+                    site: site.clone(),
+                    generation: *generation,
+                    addr: instance.addr,
+                    healthy: instance.is_healthy(),
+                });
+                if usage {
+                    let used = instance.take_usage();
+                    out.usage.entry(site.clone()).or_default().add(used.cpu_ms, used.memory_mib_s);
+                }
+            }
+            if let (Some(detail), false) = (&slot.failed, slot.reported) {
+                out.report.failures.push(Failure {
+                    site: site.clone(),
+                    generation: *generation,
+                    detail: detail.clone(),
+                });
+                slot.reported = true;
+            }
+        }
+        out
+    }
+
+    /// Instances for display: site, generation, address, healthy, restarts.
+    pub async fn instances(&self) -> Vec<(String, u64, SocketAddr, bool, u32)> {
+        let slots = self.slots.lock().await;
+        slots
+            .iter()
+            .filter_map(|((site, generation), slot)| {
+                let i = slot.instance.as_ref()?;
+                Some((site.clone(), *generation, i.addr, i.is_healthy(), i.restarts()))
+            })
+            .collect()
+    }
+
+    /// Stops every instance at once, keeping what they used for a last report.
+    pub async fn stop_all(&self) {
+        let all: Vec<(String, Instance)> = {
+            let mut slots = self.slots.lock().await;
+            std::mem::take(&mut *slots)
+                .into_iter()
+                .filter_map(|((site, _), slot)| Some((site, slot.instance?)))
+                .collect()
+        };
+        for (site, instance) in all {
+            self.keep_usage(&site, &instance);
+            instance.stop().await;
+        }
+    }
+
+    fn keep_usage(&self, site: &str, instance: &Instance) {
+        let used = instance.take_usage();
+        self.leftover
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(site.to_owned())
+            .or_default()
+            .add(used.cpu_ms, used.memory_mib_s);
+    }
+
+    async fn start(self: Arc<Self>, a: Assignment, source: Source, env: Vec<(String, String)>) {
+        let outcome = self.start_instance(&a, &source, env).await;
+        let mut slots = self.slots.lock().await;
+        match (slots.get_mut(&(a.site.clone(), a.generation)), outcome) {
+            (Some(slot), Ok(instance)) => slot.instance = Some(instance),
+            (Some(slot), Err(detail)) => slot.failed = Some(detail),
+            (None, Ok(instance)) => {
+                // Unassigned while it started.
+                drop(slots);
+                instance.stop().await;
+            }
+            (None, Err(_)) => {}
+        }
+    }
+
+    async fn start_instance(
+        &self,
+        a: &Assignment,
+        source: &Source,
+        env: Vec<(String, String)>,
+    ) -> Result<Instance, String> {
+        let Source::Dir(app) = source;
+        let manifest = Manifest::load(&app.join("commons.toml")).map_err(|e| e.to_string())?;
+        let what = format!("app {} {} on {}", manifest.name, manifest.version, self.node);
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map_err(|e| format!("{what}: no free port: {e}"))?
+            .port();
+        let spec = InstanceSpec {
+            site: a.site.clone(),
+            dir: self.dir.join(&a.site).join(format!("{}-{}", manifest.version, a.generation)),
+            manifest,
+            source: app.clone(),
+            port,
+            env,
+        };
+        Instance::start(spec).await.map_err(|e| format!("{what}: {e}"))
+    }
+}

@@ -1,0 +1,196 @@
+//! `commons node --join URL --token T`: the agent of a node on another
+//! machine. Every half second it reports to the control listener and
+//! applies the answer; an app's bundle is fetched once per id, checked
+//! against it, and unpacked under `DIR/apps/<id>/`.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use control::Assignment;
+
+use crate::bundle::{self, BUNDLE_BYTES_MAX};
+use crate::client::{Client, ClientError};
+use crate::node::{NodeAgent, Source};
+use crate::protocol::{
+    PROTOCOL_VERSION, ReportedFailure, ReportedInstance, ReportedUsage, SYNC_BYTES_MAX, SyncRequest, SyncResponse,
+};
+
+/// How often the agent syncs.
+pub const SYNC_EVERY: Duration = Duration::from_millis(500);
+/// Resource use goes with every twentieth sync: every ten seconds.
+const USAGE_EVERY_SYNCS: u64 = 20;
+
+#[derive(Debug, thiserror::Error)]
+pub enum JoinError {
+    #[error(transparent)]
+    Client(#[from] ClientError),
+    #[error("{0} refused the token: {1}")]
+    Refused(String, String),
+    #[error("{0} refused this agent: {1}")]
+    Protocol(String, String),
+}
+
+/// Runs the agent until `stop` resolves, then stops its instances. Errors
+/// only when the control plane refuses this agent (its token or version).
+pub async fn run(
+    url: &str,
+    token: &str,
+    dir: &Path,
+    stop: impl std::future::Future<Output = ()>,
+) -> Result<(), JoinError> {
+    let client = Client::new(url)?;
+    let mut remote = Remote { client, token: token.to_owned(), dir: dir.to_owned(), agent: None, syncs: 0 };
+    let result = tokio::select! {
+        result = remote.sync_forever() => result,
+        () = stop => Ok(()),
+    };
+    if let Some(agent) = &remote.agent {
+        agent.stop_all().await;
+    }
+    result
+}
+
+struct Remote {
+    client: Client,
+    token: String,
+    dir: PathBuf,
+    /// Known once the control plane said which node this is.
+    agent: Option<Arc<NodeAgent>>,
+    syncs: u64,
+}
+
+impl Remote {
+    async fn sync_forever(&mut self) -> Result<(), JoinError> {
+        loop {
+            match self.sync_once().await {
+                Ok(()) => {}
+                Err(e @ (JoinError::Refused(..) | JoinError::Protocol(..))) => return Err(e),
+                Err(e) => tracing::warn!(error = %e, "cannot sync with the control plane; retrying"),
+            }
+            tokio::time::sleep(SYNC_EVERY).await;
+        }
+    }
+
+    async fn sync_once(&mut self) -> Result<(), JoinError> {
+        let usage = self.syncs.is_multiple_of(USAGE_EVERY_SYNCS);
+        self.syncs += 1;
+        let mut request =
+            SyncRequest { protocol: PROTOCOL_VERSION, instances: vec![], failures: vec![], usage: vec![] };
+        if let Some(agent) = &self.agent {
+            let report = agent.report(usage).await;
+            request.instances = report
+                .report
+                .instances
+                .into_iter()
+                .map(|i| ReportedInstance {
+                    site: i.site,
+                    generation: i.generation,
+                    port: i.addr.port(),
+                    healthy: i.healthy,
+                })
+                .collect();
+            request.failures = report
+                .report
+                .failures
+                .into_iter()
+                .map(|f| ReportedFailure { site: f.site, generation: f.generation, detail: f.detail })
+                .collect();
+            request.usage = report
+                .usage
+                .into_iter()
+                .filter(|(_, u)| u.cpu_ms > 0 || u.memory_mib_s > 0)
+                .map(|(site, u)| ReportedUsage { site, cpu_ms: u.cpu_ms, memory_mib_s: u.memory_mib_s })
+                .collect();
+        }
+        let body = serde_json::to_vec(&request).expect("a sync serializes");
+        let answer =
+            self.client.send(hyper::Method::POST, "/agent/v2/sync", &self.token, Some(body), SYNC_BYTES_MAX).await?;
+        let text = || String::from_utf8_lossy(&answer.body).trim().to_owned();
+        match answer.status {
+            200 => {}
+            401 => return Err(JoinError::Refused(self.client.base().to_owned(), text())),
+            400 | 410 => return Err(JoinError::Protocol(self.client.base().to_owned(), text())),
+            status => {
+                tracing::warn!(status, body = %text(), "the control plane answered with an error");
+                return Ok(());
+            }
+        }
+        let response: SyncResponse = serde_json::from_slice(&answer.body)
+            .map_err(|e| JoinError::Protocol(self.client.base().to_owned(), format!("a malformed answer: {e}")))?;
+        let agent = match &self.agent {
+            Some(agent) => agent.clone(),
+            None => {
+                eprintln!(
+                    "joined {} as node {}; running its sites in {}",
+                    self.client.base(),
+                    response.node,
+                    self.dir.display()
+                );
+                let agent = NodeAgent::new(&response.node, &self.dir.join("nodes").join(&response.node));
+                self.agent = Some(agent.clone());
+                agent
+            }
+        };
+        let mut assigned = Vec::new();
+        let mut fetched: BTreeMap<String, bool> = BTreeMap::new();
+        for a in &response.assignments {
+            let ok = match fetched.get(&a.bundle) {
+                Some(&ok) => ok,
+                None => {
+                    let ok = match self.fetch(&a.bundle).await {
+                        Ok(()) => true,
+                        Err(e) => {
+                            tracing::warn!(site = %a.site, bundle = %a.bundle, error = %e, "cannot fetch the app");
+                            false
+                        }
+                    };
+                    fetched.insert(a.bundle.clone(), ok);
+                    ok
+                }
+            };
+            // An app not fetched yet is not unassigned: what runs keeps running.
+            let source = Source::Dir(self.app_dir(&a.bundle));
+            if ok || self.app_dir(&a.bundle).exists() {
+                assigned.push((Assignment { site: a.site.clone(), generation: a.generation }, source));
+            } else {
+                return Ok(());
+            }
+        }
+        agent.apply(assigned, &response.env).await;
+        Ok(())
+    }
+
+    fn app_dir(&self, bundle: &str) -> PathBuf {
+        self.dir.join("apps").join(bundle)
+    }
+
+    /// Fetches and unpacks bundle `id` unless this machine has it.
+    async fn fetch(&self, id: &str) -> Result<(), String> {
+        if !id.bytes().all(|b| b.is_ascii_hexdigit()) || id.len() != 64 {
+            return Err(format!("{id:?} is not a bundle id"));
+        }
+        let dir = self.app_dir(id);
+        // Only a whole, checked bundle is ever renamed to its id.
+        if dir.exists() {
+            return Ok(());
+        }
+        let path = format!("/agent/v2/bundles/{id}");
+        let answer = self
+            .client
+            .send(hyper::Method::GET, &path, &self.token, None, BUNDLE_BYTES_MAX)
+            .await
+            .map_err(|e| e.to_string())?;
+        if answer.status != 200 {
+            return Err(format!("{path}: status {}", answer.status));
+        }
+        // Unpacked beside, then moved into place: a crash never leaves a
+        // half-unpacked app that looks complete.
+        let partial = self.dir.join("apps").join(format!("{id}.partial"));
+        let _ = std::fs::remove_dir_all(&partial);
+        bundle::unpack(&answer.body, id, &partial).map_err(|e| e.to_string())?;
+        std::fs::rename(&partial, &dir).map_err(|e| e.to_string())?;
+        Ok(())
+    }
+}

@@ -1,0 +1,50 @@
+//! Bundles: the same files give the same id, and a damaged or hostile
+//! bundle is refused before anything lands outside its directory.
+
+use agent::bundle::{BundleError, pack, unpack};
+
+#[test]
+fn the_same_files_give_the_same_bundle_and_it_unpacks_to_them() {
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    for dir in [a.path(), b.path()] {
+        std::fs::create_dir_all(dir.join("static")).unwrap();
+        std::fs::write(dir.join("commons.toml"), "name = \"x\"\n").unwrap();
+        std::fs::write(dir.join("static/app.js"), "alert(1)").unwrap();
+    }
+    let (one, two) = (pack(a.path()).unwrap(), pack(b.path()).unwrap());
+    assert_eq!(one.id, two.id, "content-addressed: made elsewhere, same id");
+    let out = tempfile::tempdir().unwrap();
+    unpack(&one.bytes, &one.id, out.path()).unwrap();
+    assert_eq!(std::fs::read_to_string(out.path().join("static/app.js")).unwrap(), "alert(1)");
+}
+
+#[test]
+fn a_bundle_that_is_not_the_one_named_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("commons.toml"), "x").unwrap();
+    let mut bundle = pack(dir.path()).unwrap();
+    let last = bundle.bytes.len() - 1;
+    bundle.bytes[last] ^= 1;
+    let out = tempfile::tempdir().unwrap();
+    assert!(matches!(unpack(&bundle.bytes, &bundle.id, out.path()), Err(BundleError::Mismatch { .. })));
+    assert_eq!(std::fs::read_dir(out.path()).unwrap().count(), 0, "nothing unpacked");
+}
+
+#[test]
+fn an_entry_that_climbs_out_of_its_directory_is_refused() {
+    let mut tar = tar::Builder::new(flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default()));
+    let mut header = tar::Header::new_gnu();
+    let data = b"owned";
+    header.set_size(data.len() as u64);
+    header.set_entry_type(tar::EntryType::Regular);
+    // set_path refuses "..", as it should; write the name into the header.
+    header.as_gnu_mut().unwrap().name[..9].copy_from_slice(b"../escape");
+    header.set_cksum();
+    tar.append(&header, &data[..]).unwrap();
+    let bytes = tar.into_inner().unwrap().finish().unwrap();
+    let root = tempfile::tempdir().unwrap();
+    let into = root.path().join("app");
+    let refused = unpack(&bytes, &agent::bundle::id_of(&bytes), &into);
+    assert!(matches!(refused, Err(BundleError::Escapes(_))), "{refused:?}");
+    assert!(!root.path().join("escape").exists());
+}
