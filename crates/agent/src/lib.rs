@@ -29,4 +29,4 @@ mod node;
 pub mod protocol;
 pub mod remote;
 
-pub use node::{NodeAgent, NodeReport, Source, Usage};
+pub use node::{NodeAgent, Source, Usage};

@@ -35,14 +35,6 @@ impl Usage {
     }
 }
 
-/// A node's report for the control plane, and the usage that goes with it.
-#[derive(Debug, Default)]
-pub struct NodeReport {
-    pub report: Report,
-    /// Per site, what its instances used since the last report with usage.
-    pub usage: BTreeMap<String, Usage>,
-}
-
 /// An instance slot: starting, running, or failed (kept, so that a failed
 /// generation is not started again while it is still assigned).
 struct Slot {
@@ -78,7 +70,8 @@ impl NodeAgent {
 
     /// Makes this node run what is `assigned`: starts what is new (in the
     /// background), stops what is no longer assigned (after a drain).
-    pub async fn apply(self: &Arc<Self>, assigned: Vec<(Assignment, Source)>, env: &[(String, String)]) {
+    /// Returns whether it stopped any instance.
+    pub async fn apply(self: &Arc<Self>, assigned: Vec<(Assignment, Source)>, env: &[(String, String)]) -> bool {
         let mut slots = self.slots.lock().await;
         let mut stopping = Vec::new();
         slots.retain(|(site, generation), slot| {
@@ -98,6 +91,7 @@ impl NodeAgent {
             tokio::spawn(async move { agent.start(a, source, env).await });
         }
         drop(slots);
+        let stopped = !stopping.is_empty();
         for (site, instance) in stopping {
             self.keep_usage(&site, &instance);
             tokio::spawn(async move {
@@ -105,39 +99,43 @@ impl NodeAgent {
                 instance.stop().await;
             });
         }
+        stopped
     }
 
-    /// What this node runs and what failed since the last report; with
-    /// `usage`, what its instances used since the last such report.
-    pub async fn report(&self, usage: bool) -> NodeReport {
-        let mut out = NodeReport::default();
-        if usage {
-            out.usage = std::mem::take(&mut *self.leftover.lock().unwrap_or_else(|e| e.into_inner()));
-        }
+    /// What this node runs, and what failed since the last report.
+    pub async fn report(&self) -> Report {
+        let mut report = Report::default();
         let mut slots = self.slots.lock().await;
         for ((site, generation), slot) in slots.iter_mut() {
             if let Some(instance) = &slot.instance {
-                out.report.instances.push(InstanceReport {
+                report.instances.push(InstanceReport {
                     site: site.clone(),
                     generation: *generation,
                     addr: instance.addr,
                     healthy: instance.is_healthy(),
                 });
-                if usage {
-                    let used = instance.take_usage();
-                    out.usage.entry(site.clone()).or_default().add(used.cpu_ms, used.memory_mib_s);
-                }
             }
             if let (Some(detail), false) = (&slot.failed, slot.reported) {
-                out.report.failures.push(Failure {
-                    site: site.clone(),
-                    generation: *generation,
-                    detail: detail.clone(),
-                });
+                report.failures.push(Failure { site: site.clone(), generation: *generation, detail: detail.clone() });
                 slot.reported = true;
             }
         }
-        out
+        report
+    }
+
+    /// Per site, what this node's instances used since the last call
+    /// (those stopped meanwhile included).
+    pub async fn take_usage(&self) -> BTreeMap<String, Usage> {
+        let mut usage = std::mem::take(&mut *self.leftover.lock().unwrap_or_else(|e| e.into_inner()));
+        let slots = self.slots.lock().await;
+        for ((site, _), slot) in slots.iter() {
+            if let Some(instance) = &slot.instance {
+                let used = instance.take_usage();
+                usage.entry(site.clone()).or_default().add(used.cpu_ms, used.memory_mib_s);
+            }
+        }
+        usage.retain(|_, u| u.cpu_ms > 0 || u.memory_mib_s > 0);
+        usage
     }
 
     /// Instances for display: site, generation, address, healthy, restarts.
@@ -200,7 +198,7 @@ impl NodeAgent {
     ) -> Result<Instance, String> {
         let Source::Dir(app) = source;
         let manifest = Manifest::load(&app.join("commons.toml")).map_err(|e| e.to_string())?;
-        let what = format!("app {} {} on {}", manifest.name, manifest.version, self.node);
+        let what = format!("app {} {}", manifest.name, manifest.version);
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .map_err(|e| format!("{what}: no free port: {e}"))?

@@ -79,9 +79,8 @@ impl Remote {
         let mut request =
             SyncRequest { protocol: PROTOCOL_VERSION, instances: vec![], failures: vec![], usage: vec![] };
         if let Some(agent) = &self.agent {
-            let report = agent.report(usage).await;
+            let report = agent.report().await;
             request.instances = report
-                .report
                 .instances
                 .into_iter()
                 .map(|i| ReportedInstance {
@@ -92,17 +91,18 @@ impl Remote {
                 })
                 .collect();
             request.failures = report
-                .report
                 .failures
                 .into_iter()
                 .map(|f| ReportedFailure { site: f.site, generation: f.generation, detail: f.detail })
                 .collect();
-            request.usage = report
-                .usage
-                .into_iter()
-                .filter(|(_, u)| u.cpu_ms > 0 || u.memory_mib_s > 0)
-                .map(|(site, u)| ReportedUsage { site, cpu_ms: u.cpu_ms, memory_mib_s: u.memory_mib_s })
-                .collect();
+            if usage {
+                request.usage = agent
+                    .take_usage()
+                    .await
+                    .into_iter()
+                    .map(|(site, u)| ReportedUsage { site, cpu_ms: u.cpu_ms, memory_mib_s: u.memory_mib_s })
+                    .collect();
+            }
         }
         let body = serde_json::to_vec(&request).expect("a sync serializes");
         let answer =

@@ -20,13 +20,12 @@ use std::time::Duration;
 
 use anyhow::Context;
 use commons_core::{Micros, Period};
+use platform::{Platform, Settings};
 use settlement::{Params, ParamsSpec, SubscriberIx, allocate_subscriber};
-use store::{Location, NodeRecord, Store};
+use store::{DeploymentRecord, Location, NodeRecord, Store};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::agent::{Agent, Deployment};
 use crate::settle::grouped;
-use crate::up::{Platform, Settings};
 use crate::{BadInput, ledger_cmd, metered, now_ms, record};
 
 #[derive(clap::Args)]
@@ -45,6 +44,9 @@ pub struct Args {
     #[arg(long)]
     exit: bool,
 }
+
+/// How long the demo waits for a deploy.
+const DEPLOY_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// The demo's cast.
 const SUBSCRIBERS: [(&str, u64); 2] = [("alice", 1_000), ("bob", 500)];
@@ -97,12 +99,7 @@ async fn demo(dir: PathBuf, requests: u32, keep_running: bool) -> anyhow::Result
     settings.health_checks = Duration::from_millis(500);
     let platform = Platform::start(settings, store, &dir).await?;
     let (gateway, domain) = (platform.listen, platform.domain.clone());
-    let env = vec![
-        ("COMMONS_INTERNAL_URL".to_owned(), format!("http://{}", platform.internal)),
-        ("COMMONS_DOMAIN".to_owned(), domain.clone()),
-    ];
-    let agent = Agent::new(platform.store.clone(), &dir, env);
-    let result = run_demo(&platform, &agent, &dir, &custodian, requests, &mut steps).await;
+    let result = run_demo(&platform, &dir, &custodian, requests, &mut steps).await;
     if let Err(e) = &result {
         eprintln!("the demo failed: {e:#}");
     }
@@ -129,73 +126,77 @@ async fn demo(dir: PathBuf, requests: u32, keep_running: bool) -> anyhow::Result
         crate::stop_signal().await?;
     }
     eprintln!("stopping the apps and the platform");
-    agent.shutdown().await;
     platform.shutdown().await?;
     result
 }
 
 async fn run_demo(
     platform: &Platform,
-    agent: &Agent,
     dir: &std::path::Path,
     custodian: &str,
     requests: u32,
     steps: &mut Steps,
 ) -> anyhow::Result<()> {
     let store = platform.store.clone();
-    let with_store = |f: &mut dyn FnMut(&mut Store) -> anyhow::Result<()>| -> anyhow::Result<()> {
-        f(&mut store.lock().unwrap_or_else(|e| e.into_inner()))
-    };
     let period = Period::from_days_since_epoch((now_ms() / 86_400_000) as i64);
 
     steps.next("two cloud providers register a node each: pat-1 (pat, eu-west), pia-1 (pia, us-east)");
-    with_store(&mut |store| {
-        store.put_node(&NodeRecord {
-            id: "pat-1".into(),
-            provider: "pat".into(),
-            location: "eu-west".into(),
-            capacity_mb: 4096,
-            remote: false,
-        })?;
-        store.put_node(&NodeRecord {
-            id: "pia-1".into(),
-            provider: "pia".into(),
-            location: "us-east".into(),
-            capacity_mb: 4096,
-            remote: false,
-        })?;
-        Ok(())
-    })?;
+    store
+        .call(|store| -> anyhow::Result<()> {
+            store.put_node(&NodeRecord {
+                id: "pat-1".into(),
+                provider: "pat".into(),
+                location: "eu-west".into(),
+                capacity_mb: 4096,
+                remote: false,
+            })?;
+            store.put_node(&NodeRecord {
+                id: "pia-1".into(),
+                provider: "pia".into(),
+                location: "us-east".into(),
+                capacity_mb: 4096,
+                remote: false,
+            })?;
+            Ok(())
+        })
+        .await?;
 
     steps.next("operators deploy the example apps: search (sam, on pat-1) and notes (olga, on pat-1 and pia-1)");
     let apps = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../examples/apps");
     let apps = if apps.exists() { apps } else { PathBuf::from("examples/apps") };
-    let notes_site = Deployment {
+    let notes_site = DeploymentRecord {
         site: "notes".into(),
-        app: apps.join("notes"),
+        app_dir: apps.join("notes").display().to_string(),
         nodes: vec!["pat-1".into(), "pia-1".into()],
         operator: "olga".into(),
         provider_share_bps: 3000,
         developer_share_bps: 2500,
         anonymous: false,
         hosts: vec![],
+        generation: 0,
+        state: String::new(),
+        detail: String::new(),
     };
     for d in [
-        Deployment {
+        DeploymentRecord {
             site: "search".into(),
-            app: apps.join("search"),
+            app_dir: apps.join("search").display().to_string(),
             nodes: vec!["pat-1".into()],
             operator: "sam".into(),
             provider_share_bps: 3000,
             developer_share_bps: 2000,
             anonymous: true,
             hosts: vec![],
+            generation: 0,
+            state: String::new(),
+            detail: String::new(),
         },
         notes_site.clone(),
     ] {
-        agent.deploy(&d).await.with_context(|| format!("deploying {}", d.site))?;
+        let site = d.site.clone();
+        platform.deploy(d, DEPLOY_TIMEOUT).await.with_context(|| format!("deploying {site}"))?;
     }
-    for (site, node, addr, healthy, _) in agent.status().await {
+    for (site, node, addr, healthy, _) in platform.instances().await {
         eprintln!("      {site} on {node}: {addr} {}", if healthy { "healthy" } else { "starting" });
     }
 
@@ -208,20 +209,18 @@ async fn run_demo(
     for user in SUBSCRIBERS.iter().map(|(u, _)| *u).chain(FREE_USERS) {
         let password = crate::platform_cmd::random_password();
         let hash = gateway::hash_password(&password).map_err(anyhow::Error::msg)?;
-        with_store(&mut |store| {
-            store.add_account(user, &hash, now_ms())?;
-            tokens.insert(user, store.add_token(user)?);
-            Ok(())
-        })?;
+        let token = store
+            .call(move |store| -> anyhow::Result<String> {
+                store.add_account(user, &hash, now_ms())?;
+                Ok(store.add_token(user)?)
+            })
+            .await?;
+        tokens.insert(user, token);
         passwords.push_str(&format!("{user} {password}\n"));
     }
     std::fs::write(dir.join("passwords.txt"), &passwords)?;
     for (user, cents) in SUBSCRIBERS {
-        let mut minted = 0;
-        with_store(&mut |store| {
-            minted = record::subscribe(store, period, user, cents)?;
-            Ok(())
-        })?;
+        let minted = store.call(move |store| record::subscribe(store, period, user, cents)).await?;
         eprintln!("      {user} paid {cents} cents → {} minted into escrow", Micros::new(minted));
     }
     platform.reload().await?;
@@ -276,15 +275,10 @@ async fn run_demo(
         })
     };
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let update = Deployment { app: updated.clone(), ..notes_site };
-    let switch = || -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + '_>> {
-        Box::pin(async {
-            if let Err(e) = platform.reload().await {
-                tracing::warn!(error = %e, "reload after the update");
-            }
-        })
-    };
-    agent.update(&update, &switch, Duration::from_millis(500)).await?;
+    let update = DeploymentRecord { app_dir: updated.display().to_string(), ..notes_site };
+    platform.deploy(update, DEPLOY_TIMEOUT).await.context("updating notes")?;
+    // The old instances drain for a second after the switch, then stop.
+    tokio::time::sleep(Duration::from_millis(1_200)).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let (ok, failed, versions) = traffic.await?;
@@ -297,48 +291,45 @@ async fn run_demo(
     }
 
     steps.next("the period closes: the agents' resource meters and the gateway's usage are flushed to the store");
-    agent.meter(period).await?;
+    platform.meter_resources().await?;
     platform.flush().await?;
-    let (usage, resources) = {
-        let mut store = store.lock().unwrap_or_else(|e| e.into_inner());
-        (store.usage(period)?, store.resource_usage(period)?)
-    };
+    let (usage, resources) =
+        store.call(move |store| anyhow::Ok((store.usage(period)?, store.resource_usage(period)?))).await?;
     for line in crate::platform_cmd::usage_lines(&usage, &resources) {
         eprintln!("      {line}");
     }
 
     steps.next(&format!("settling {period} from the metered usage onto the ledger"));
-    let (settlement, scenario_summary, paid_total) = {
-        let mut store = store.lock().unwrap_or_else(|e| e.into_inner());
-        let scenario = metered::scenario(&mut store, period)?;
-        let paid: u64 = (0..scenario.activity.n_subscribers())
-            .map(|u| scenario.activity.paid(SubscriberIx::from_index(u)).get())
-            .sum();
-        let (settlement, settled) = record::record_period(&mut store, scenario)?;
-        (settlement, statements(&settled), paid)
-    };
+    let (settlement, scenario_summary, paid_total) = store
+        .call(move |store| -> anyhow::Result<_> {
+            let scenario = metered::scenario(store, period)?;
+            let paid: u64 = (0..scenario.activity.n_subscribers())
+                .map(|u| scenario.activity.paid(SubscriberIx::from_index(u)).get())
+                .sum();
+            let (settlement, settled) = record::record_period(store, scenario)?;
+            Ok((settlement, statements(&settled), paid))
+        })
+        .await?;
 
     steps.next("verifying the ledger offline, from its export");
     let export = dir.join("ledger.jsonl");
-    {
-        let mut store = store.lock().unwrap_or_else(|e| e.into_inner());
-        ledger_cmd::export(&mut store, &export)?;
-    }
+    let exporting = export.clone();
+    store.call(move |store| ledger_cmd::export(store, &exporting)).await?;
     ledger_cmd::verify(&export, Some(custodian))?;
     let reserve_bps =
         Params::new(period, &ParamsSpec::default()).expect("defaults are valid").reserve_contribution_bps();
     let allocated: Micros = settlement.accounts.values().copied().sum();
-    let balances: u64 = {
-        let store = store.lock().unwrap_or_else(|e| e.into_inner());
-        settlement
-            .accounts
-            .keys()
-            .map(|account| {
-                ledger::AccountName::parse(&account.to_string())
-                    .map_or(0, |name| store.ledger().balance(&name).max(0) as u64)
-            })
-            .sum()
-    };
+    let accounts: Vec<String> = settlement.accounts.keys().map(|a| a.to_string()).collect();
+    let balances: u64 = store
+        .call(move |store| {
+            accounts
+                .iter()
+                .map(|account| {
+                    ledger::AccountName::parse(account).map_or(0, |name| store.ledger().balance(&name).max(0) as u64)
+                })
+                .sum()
+        })
+        .await;
     if allocated != settlement.minted || balances != allocated.get() {
         return Err(anyhow::anyhow!(
             "the settled balances ({balances} µCC) do not add up to what was minted ({})",
@@ -365,7 +356,7 @@ async fn run_demo(
     println!("  {:<width$}  {:>15} µCC", "total", grouped(allocated.get()));
 
     steps.next("done: the history of deploys is public (commons history)");
-    let history = store.lock().unwrap_or_else(|e| e.into_inner()).history()?;
+    let history = store.call(|store| store.history()).await?;
     for entry in history {
         eprintln!("      #{} {} {}: {}", entry.seq, entry.action, entry.site, entry.detail);
     }

@@ -5,9 +5,7 @@
 //! input (arguments, scenario files, ledger exports), with the error on
 //! stderr.
 
-mod agent;
 mod demo;
-mod join;
 mod ledger_cmd;
 mod metered;
 mod platform_cmd;
@@ -94,17 +92,7 @@ enum Command {
     Logs(platform_cmd::LogsArgs),
 }
 
-/// An error that is the input's fault: reported, exit code 2.
-#[derive(Debug)]
-pub struct BadInput(pub String);
-
-impl std::fmt::Display for BadInput {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for BadInput {}
+pub use platform::{BadInput, now_ms};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -159,9 +147,4 @@ pub async fn stop_signal() -> std::io::Result<()> {
         _ = term.recv() => Ok(()),
         _ = hup.recv() => Ok(()),
     }
-}
-
-/// Milliseconds since the Unix epoch: block timestamps.
-pub fn now_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }

@@ -431,7 +431,7 @@ pub fn node(args: NodeArgs, store_args: &StoreArgs) -> anyhow::Result<()> {
     let command = match (args.command, args.join, args.token) {
         (Some(command), _, _) => command,
         (None, Some(url), Some(token)) => {
-            return crate::join::run_agent(&url, &token, &store_args.location().data_dir);
+            return run_joined_agent(&url, &token, &store_args.location().data_dir);
         }
         _ => return Err(BadInput("give a subcommand (add, list, token) or --join URL --token T".into()).into()),
     };
@@ -489,11 +489,11 @@ pub fn deploy(args: DeployArgs, store_args: &StoreArgs) -> anyhow::Result<()> {
     let app = std::fs::canonicalize(&args.app).map_err(|e| BadInput(format!("{}: {e}", args.app.display())))?;
     let manifest =
         runtime::Manifest::load(&app.join("commons.toml")).map_err(|e| BadInput(format!("the app is refused: {e}")))?;
-    if args.developer_share_bps < crate::agent::DEVELOPER_SHARE_FLOOR_BPS || args.developer_share_bps > 10_000 {
+    if args.developer_share_bps < platform::DEVELOPER_SHARE_FLOOR_BPS || args.developer_share_bps > 10_000 {
         return Err(BadInput(format!(
             "--developer-share-bps {}: it must be between the floor of {} and 10000",
             args.developer_share_bps,
-            crate::agent::DEVELOPER_SHARE_FLOOR_BPS
+            platform::DEVELOPER_SHARE_FLOOR_BPS
         ))
         .into());
     }
@@ -512,11 +512,20 @@ pub fn deploy(args: DeployArgs, store_args: &StoreArgs) -> anyhow::Result<()> {
     }
     // Each node must have the memory the app asks for, beside what its
     // other sites (this one's earlier version aside) asked for.
-    let others: Vec<store::DeploymentRecord> =
-        store.deployments()?.into_iter().filter(|d| d.site != args.site).collect();
+    let booked: Vec<control::DeploymentSpec> = store
+        .deployments()?
+        .iter()
+        .map(|d| platform::deployment_spec(d, platform::app_memory_mb(&d.app_dir)))
+        .collect();
     for id in &args.nodes {
         let node = known.iter().find(|k| k.id == *id).expect("checked above");
-        let free = crate::join::free_memory_mb(node, &others);
+        let spec = control::NodeSpec {
+            id: node.id.clone(),
+            provider: node.provider.clone(),
+            capacity_mb: node.capacity_mb,
+            remote: node.remote,
+        };
+        let free = control::capacity::free_memory_mb(&spec, &booked, Some(&args.site));
         if free < manifest.resources.memory_mb {
             return Err(BadInput(format!(
                 "node {id} has {free} MiB left of its {} MiB; {} asks for {} MiB (resources.memory_mb)",
@@ -606,4 +615,23 @@ pub fn logs(args: LogsArgs, store_args: &StoreArgs) -> anyhow::Result<()> {
         return Err(BadInput(format!("no instance of {:?} has run on this machine", args.site)).into());
     }
     Ok(())
+}
+
+/// `commons node --join URL --token T`: runs this machine's agent for the
+/// node the token is for, until Ctrl-C.
+fn run_joined_agent(url: &str, token: &str, dir: &std::path::Path) -> anyhow::Result<()> {
+    agent::client::Client::new(url).map_err(|e| BadInput(format!("--join {url:?}: {e}")))?;
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    runtime.block_on(async move {
+        let stop = async {
+            let _ = crate::stop_signal().await;
+            eprintln!("stopping this node's apps");
+        };
+        agent::remote::run(url, token, dir, stop).await.map_err(|e| match e {
+            e @ (agent::remote::JoinError::Refused(..) | agent::remote::JoinError::Protocol(..)) => {
+                BadInput(e.to_string()).into()
+            }
+            e => anyhow::Error::from(e),
+        })
+    })
 }

@@ -154,11 +154,9 @@ impl World {
         let roll = self.rng.below(100);
         match roll {
             0..=11 => self.deploy(),
-            12..=14 => {
-                if !self.desired.is_empty() {
-                    let i = self.rng.below(self.desired.len() as u64) as usize;
-                    self.desired.remove(i);
-                }
+            12..=14 if !self.desired.is_empty() => {
+                let i = self.rng.below(self.desired.len() as u64) as usize;
+                self.desired.remove(i);
             }
             15..=17 if self.silence_percent > 0 => {
                 let i = self.rng.below(self.nodes.len() as u64) as usize;

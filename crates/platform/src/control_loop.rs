@@ -1,0 +1,395 @@
+//! The control loop: reads what operators asked for, gathers this
+//! machine's agents' reports, asks [`control::Control`] what to do, does it
+//! (the store, the history, the gateway), and hands every local agent its
+//! assignments. Joined nodes' agents take part through the agent protocol
+//! ([`crate::control_api`]), sharing the same [`Shared`] state.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use agent::{NodeAgent, Source};
+use control::{Action, Control, DeploymentSpec, DeploymentState, NodeSpec, Publication};
+use runtime::Manifest;
+use store::{DeploymentRecord, NodeRecord, ResourceTotals, SiteRecord, Store};
+
+use crate::up::Reloader;
+use crate::{StoreHandle, current_period, now_ms};
+
+/// The lowest developer share an operator may agree to (docs/economics.md §2).
+pub const DEVELOPER_SHARE_FLOOR_BPS: u32 = 2000;
+/// How often the control loop decides.
+const DECIDE_EVERY: Duration = Duration::from_millis(500);
+/// How often this machine's instances' resource use is recorded.
+const METER_EVERY: Duration = Duration::from_secs(10);
+
+/// An app as one generation of a deployment asked for it.
+#[derive(Clone)]
+pub(crate) struct App {
+    pub dir: PathBuf,
+    pub manifest: Result<Manifest, String>,
+    /// The app's bundle id, once packed for a joined node.
+    pub bundle: Option<String>,
+}
+
+/// What the control loop and the agent protocol share. Never held across
+/// an await.
+pub(crate) struct Shared {
+    pub control: Control,
+    /// The latest desired state, as the loop last read it.
+    pub desired: Vec<DeploymentSpec>,
+    pub nodes: Vec<NodeRecord>,
+    /// Per (site, generation), its app: an older generation keeps its files
+    /// while a newer one is on its way.
+    pub apps: HashMap<(String, u64), App>,
+    /// Bundles by id, for joined nodes.
+    pub bundles: HashMap<String, Arc<Vec<u8>>>,
+    /// When the control plane started: its clock for `control` (monotonic).
+    pub started: Instant,
+}
+
+impl Shared {
+    pub fn new() -> Shared {
+        Shared {
+            control: Control::new(),
+            desired: Vec::new(),
+            nodes: Vec::new(),
+            apps: HashMap::new(),
+            bundles: HashMap::new(),
+            started: Instant::now(),
+        }
+    }
+
+    pub fn now(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
+    }
+}
+
+/// The memory an app's manifest asks for, in MiB (0 if it cannot be read:
+/// such a deployment fails on its node, with the reason).
+pub fn app_memory_mb(app_dir: &str) -> u64 {
+    Manifest::load(&Path::new(app_dir).join("commons.toml")).map_or(0, |m| m.resources.memory_mb)
+}
+
+/// A deployment request as `control` sees it.
+pub fn deployment_spec(d: &DeploymentRecord, memory_mb: u64) -> DeploymentSpec {
+    DeploymentSpec {
+        site: d.site.clone(),
+        generation: d.generation,
+        nodes: d.nodes.clone(),
+        memory_mb,
+        state: DeploymentState::parse(&d.state).unwrap_or(DeploymentState::Pending),
+    }
+}
+
+pub(crate) fn node_spec(n: &NodeRecord) -> NodeSpec {
+    NodeSpec { id: n.id.clone(), provider: n.provider.clone(), capacity_mb: n.capacity_mb, remote: n.remote }
+}
+
+/// This machine's agents, one per local node.
+pub(crate) struct LocalAgents {
+    dir: PathBuf,
+    pub env: Vec<(String, String)>,
+    pub agents: HashMap<String, Arc<NodeAgent>>,
+}
+
+impl LocalAgents {
+    pub fn new(data_dir: &Path, env: Vec<(String, String)>) -> LocalAgents {
+        LocalAgents { dir: data_dir.join("nodes"), env, agents: HashMap::new() }
+    }
+
+    fn agent(&mut self, node: &str) -> Arc<NodeAgent> {
+        self.agents.entry(node.to_owned()).or_insert_with(|| NodeAgent::new(node, &self.dir.join(node))).clone()
+    }
+}
+
+/// Runs the control loop until the task is aborted.
+pub(crate) async fn run(
+    store: StoreHandle,
+    shared: Arc<Mutex<Shared>>,
+    locals: Arc<tokio::sync::Mutex<LocalAgents>>,
+    reload: Reloader,
+) {
+    let mut metered = Instant::now();
+    loop {
+        tokio::time::sleep(DECIDE_EVERY).await;
+        if let Err(e) = once(&store, &shared, &locals, &reload).await {
+            tracing::warn!(error = %format!("{e:#}"), "the control loop failed this round; retrying");
+        }
+        if metered.elapsed() >= METER_EVERY {
+            metered = Instant::now();
+            if let Err(e) = meter(&store, &shared, &locals).await {
+                tracing::warn!(error = %e, "cannot record resource usage");
+            }
+        }
+    }
+}
+
+/// One round: read, observe, decide, act, assign.
+pub(crate) async fn once(
+    store: &StoreHandle,
+    shared: &Arc<Mutex<Shared>>,
+    locals: &Arc<tokio::sync::Mutex<LocalAgents>>,
+    reload: &Reloader,
+) -> anyhow::Result<()> {
+    let (nodes, deployments) = store.call(|s| anyhow::Ok((s.nodes()?, s.deployments()?))).await?;
+    // Apps of generations not seen yet: their manifests, read off the store's thread.
+    let unknown: Vec<(String, u64, String)> = {
+        let shared = lock(shared);
+        deployments
+            .iter()
+            .filter(|d| !shared.apps.contains_key(&(d.site.clone(), d.generation)))
+            .map(|d| (d.site.clone(), d.generation, d.app_dir.clone()))
+            .collect()
+    };
+    let loaded = tokio::task::spawn_blocking(move || {
+        unknown
+            .into_iter()
+            .map(|(site, generation, dir)| {
+                let dir = PathBuf::from(dir);
+                let manifest = Manifest::load(&dir.join("commons.toml")).map_err(|e| e.to_string());
+                ((site, generation), App { dir, manifest, bundle: None })
+            })
+            .collect::<Vec<_>>()
+    })
+    .await?;
+    let locals_handle = locals.clone();
+    let mut locals = locals.lock().await;
+    let local_nodes: Vec<&NodeRecord> = nodes.iter().filter(|n| !n.remote).collect();
+    let mut reports = Vec::new();
+    for node in &local_nodes {
+        reports.push((node.id.clone(), locals.agent(&node.id).report().await));
+    }
+    let (actions, assignments) = {
+        let mut shared = lock(shared);
+        shared.apps.extend(loaded);
+        let desired: Vec<DeploymentSpec> = deployments
+            .iter()
+            .map(|d| {
+                let app = shared.apps.get(&(d.site.clone(), d.generation));
+                let memory = app.and_then(|a| a.manifest.as_ref().ok()).map_or(0, |m| m.resources.memory_mb);
+                deployment_spec(d, memory)
+            })
+            .collect();
+        let now = shared.now();
+        for (node, report) in reports {
+            shared.control.observe(&node, now, report);
+        }
+        let specs: Vec<NodeSpec> = nodes.iter().map(node_spec).collect();
+        let actions = shared.control.decide(now, &specs, &desired);
+        let assignments: Vec<(String, Vec<(control::Assignment, Source)>)> = local_nodes
+            .iter()
+            .map(|n| {
+                let assigned = shared
+                    .control
+                    .assignments(&n.id, &desired)
+                    .into_iter()
+                    .filter_map(|a| {
+                        let app = shared.apps.get(&(a.site.clone(), a.generation))?;
+                        Some((a, Source::Dir(app.dir.clone())))
+                    })
+                    .collect();
+                (n.id.clone(), assigned)
+            })
+            .collect();
+        let asked = |key: &(String, u64)| deployments.iter().any(|d| d.site == key.0 && d.generation == key.1);
+        let published = shared.control.published();
+        shared.apps.retain(|key, _| asked(key) || published.get(&key.0) == Some(&key.1));
+        let kept: std::collections::HashSet<String> = shared.apps.values().filter_map(|a| a.bundle.clone()).collect();
+        shared.bundles.retain(|id, _| kept.contains(id));
+        shared.desired = desired;
+        shared.nodes = nodes.clone();
+        (actions, assignments)
+    };
+    if !actions.is_empty() {
+        let apps = lock(shared).apps.clone();
+        let changed = store.call(move |s| carry_out(s, &actions, &deployments, &nodes, &apps)).await?;
+        if changed {
+            reload.reload().await;
+        }
+    }
+    let mut stopped = false;
+    for (node, assigned) in assignments {
+        let env = locals.env.clone();
+        stopped |= locals.agent(&node).apply(assigned, &env).await;
+    }
+    drop(locals);
+    if stopped {
+        // What stopped instances used is recorded now, not at the next tick.
+        meter(store, shared, &locals_handle).await?;
+    }
+    Ok(())
+}
+
+/// Records what this machine's instances used since the last time.
+pub(crate) async fn meter(
+    store: &StoreHandle,
+    shared: &Arc<Mutex<Shared>>,
+    locals: &Arc<tokio::sync::Mutex<LocalAgents>>,
+) -> anyhow::Result<()> {
+    let providers: HashMap<String, String> =
+        lock(shared).nodes.iter().map(|n| (n.id.clone(), n.provider.clone())).collect();
+    let mut used = Vec::new();
+    for (node, agent) in &locals.lock().await.agents {
+        let Some(provider) = providers.get(node) else { continue };
+        for (site, u) in agent.take_usage().await {
+            used.push((site, provider.clone(), ResourceTotals { cpu_ms: u.cpu_ms, memory_mib_s: u.memory_mib_s }));
+        }
+    }
+    if used.is_empty() {
+        return Ok(());
+    }
+    let period = current_period();
+    store
+        .call(move |s| {
+            for (site, provider, totals) in used {
+                s.add_resource_usage(period, &site, &provider, totals)?;
+            }
+            anyhow::Ok(())
+        })
+        .await
+}
+
+/// Carries out `actions` on the store; returns whether any site record changed.
+fn carry_out(
+    store: &mut Store,
+    actions: &[Action],
+    deployments: &[DeploymentRecord],
+    nodes: &[NodeRecord],
+    apps: &HashMap<(String, u64), App>,
+) -> anyhow::Result<bool> {
+    let mut changed = false;
+    let deployment = |site: &str, generation: u64| {
+        deployments
+            .iter()
+            .find(|d| d.site == site && d.generation == generation)
+            .ok_or_else(|| anyhow::anyhow!("{site} generation {generation} is no longer asked for"))
+    };
+    for action in actions {
+        match action {
+            Action::Publish { site, generation, instances, publication } => {
+                let d = deployment(site, *generation)?;
+                let app = apps.get(&(site.clone(), *generation));
+                let Some(Ok(manifest)) = app.map(|a| &a.manifest) else {
+                    anyhow::bail!("{site} generation {generation} was published without its manifest");
+                };
+                let on: Vec<&NodeRecord> = d.nodes.iter().filter_map(|n| nodes.iter().find(|r| r.id == *n)).collect();
+                register_project(store, manifest)?;
+                store.put_site(&site_record(d, manifest, instances.clone(), providers_of(&on)))?;
+                let running = format!("{} {} on {}", manifest.name, manifest.version, d.nodes.join(", "));
+                store.report_deployment(site, *generation, DeploymentState::Running.as_str(), &running)?;
+                let detail = match publication {
+                    Publication::Update => {
+                        format!("app {} {} on {}", manifest.name, manifest.version, d.nodes.join(", "))
+                    }
+                    Publication::Deploy | Publication::Restart => deploy_detail(d, manifest),
+                };
+                store.record_history(now_ms(), publication.as_str(), site, &detail)?;
+                changed = true;
+            }
+            Action::Route { site, instances } => {
+                if let Some(record) = store.sites()?.into_iter().find(|s| s.id == *site) {
+                    store.put_site(&SiteRecord { instances: instances.clone(), ..record })?;
+                    changed = true;
+                }
+            }
+            Action::Fail { site, generation, detail } => {
+                store.report_deployment(site, *generation, DeploymentState::Failed.as_str(), detail)?;
+                store.record_history(now_ms(), "fail", site, detail)?;
+            }
+            Action::Reschedule { site, generation, from, to, nodes: moved } => {
+                let d = deployment(site, *generation)?;
+                store.request_deployment(&DeploymentRecord { nodes: moved.clone(), ..d.clone() })?;
+                store.record_history(
+                    now_ms(),
+                    "reschedule",
+                    site,
+                    &format!("from {from} to {to}: {from} stopped answering"),
+                )?;
+            }
+            Action::Withdraw { site } => {
+                store.remove_site(site)?;
+                store.record_history(now_ms(), "remove", site, "stopped and unpublished")?;
+                changed = true;
+            }
+        }
+    }
+    Ok(changed)
+}
+
+/// The app's project and its dependencies, as its manifest declares them;
+/// a dependency not registered yet is registered with no dependencies of
+/// its own (its own manifest, when deployed, says more).
+fn register_project(store: &mut Store, manifest: &Manifest) -> Result<(), store::StoreError> {
+    let projects = store.projects()?;
+    let existing = projects.iter().find(|p| p.id == manifest.project);
+    store.put_project(&store::ProjectRecord {
+        id: manifest.project.clone(),
+        deps: manifest.depends_on.clone(),
+        repository: existing.map_or_else(|| manifest.repository.clone(), |p| p.repository.clone()),
+    })?;
+    for (dep, _) in &manifest.depends_on {
+        if !projects.iter().any(|p| p.id == *dep) {
+            store.put_project(&store::ProjectRecord { id: dep.clone(), deps: vec![], repository: String::new() })?;
+        }
+    }
+    Ok(())
+}
+
+/// The site record of deployment `d` running `manifest` at `addrs`.
+fn site_record(
+    d: &DeploymentRecord,
+    manifest: &Manifest,
+    addrs: Vec<SocketAddr>,
+    providers: Vec<(String, u64)>,
+) -> SiteRecord {
+    SiteRecord {
+        id: d.site.clone(),
+        instances: addrs,
+        custom_hosts: d.hosts.clone(),
+        anonymous: d.anonymous,
+        free_requests_per_minute: manifest.tier.free_requests_per_minute,
+        free_concurrent_requests: manifest.tier.free_concurrent_requests,
+        premium_prefixes: manifest.tier.premium_prefixes.clone(),
+        operator: d.operator.clone(),
+        project: manifest.project.clone(),
+        provider_share_bps: d.provider_share_bps,
+        developer_share_bps: d.developer_share_bps,
+        providers,
+        health_path: Some(manifest.health.path.clone()),
+    }
+}
+
+/// What the history says about a deploy: enough to do it again.
+fn deploy_detail(d: &DeploymentRecord, manifest: &Manifest) -> String {
+    format!(
+        "app {} {} (project {}, {}, {}) on {}; operator {}; provider share {} bps; developer share {} bps",
+        manifest.name,
+        manifest.version,
+        manifest.project,
+        manifest.license,
+        manifest.repository,
+        d.nodes.join(", "),
+        d.operator,
+        d.provider_share_bps,
+        d.developer_share_bps
+    )
+}
+
+/// The providers of these nodes, each once, with equal declared weights
+/// (metered resources replace them at settlement).
+fn providers_of(nodes: &[&NodeRecord]) -> Vec<(String, u64)> {
+    let mut providers: Vec<(String, u64)> = Vec::new();
+    for node in nodes {
+        if !providers.iter().any(|(p, _)| *p == node.provider) {
+            providers.push((node.provider.clone(), 1));
+        }
+    }
+    providers
+}
+
+pub(crate) fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}

@@ -1,0 +1,320 @@
+//! [`Platform`]: the platform running on this machine, and its loops.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Context;
+use commons_core::Period;
+use gateway::{Gateway, Identities, Routes, RunningGateway, SessionStore, SiteRoute, SystemClock, TierPolicy};
+use metering::Meter;
+use store::{DeploymentRecord, Store};
+use tokio::net::TcpListener;
+
+use crate::control_loop::{self, LocalAgents, Shared};
+use crate::sessions::{StoredSessions, stored_sessions};
+use crate::{BadInput, Settings, StoreHandle, control_api, now_ms};
+
+/// Write-ahead log shards of the meter: one per gateway worker is enough,
+/// and this bounds them whatever the worker count.
+const METER_SHARDS: usize = 64;
+
+/// The platform on this machine: the gateway with its listeners, the
+/// control loop with this machine's node agents, and the loops that keep
+/// them in step with the store.
+pub struct Platform {
+    pub gateway: Gateway,
+    pub store: StoreHandle,
+    pub meter: Option<Arc<Meter>>,
+    /// Where each listener is (the ports picked, when asked for port 0).
+    pub listen: SocketAddr,
+    pub internal: SocketAddr,
+    pub control: SocketAddr,
+    pub domain: String,
+    running: RunningGateway,
+    running_internal: RunningGateway,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    shared: Arc<Mutex<Shared>>,
+    locals: Arc<tokio::sync::Mutex<LocalAgents>>,
+    reloader: Reloader,
+}
+
+/// Moves the gateway to what the store says now.
+#[derive(Clone)]
+pub(crate) struct Reloader {
+    store: StoreHandle,
+    gateway: Gateway,
+    domain: String,
+}
+
+impl Reloader {
+    pub async fn try_reload(&self) -> anyhow::Result<u64> {
+        let domain = self.domain.clone();
+        let (routes, identities, version) = self.store.call(move |store| load_registry(store, &domain)).await?;
+        self.gateway.set_routes(routes);
+        self.gateway.set_identities(identities);
+        Ok(version)
+    }
+
+    pub async fn reload(&self) {
+        if let Err(e) = self.try_reload().await {
+            tracing::warn!(error = %e, "cannot reload the registry");
+        }
+    }
+}
+
+impl Platform {
+    /// Starts the platform on `store` (at `data_dir`): the gateway and its
+    /// listeners, the control loop and this machine's node agents. Call
+    /// from within a Tokio runtime.
+    pub async fn start(settings: Settings, mut store: Store, data_dir: &Path) -> anyhow::Result<Platform> {
+        let mut gateway_config = settings.gateway.clone();
+        // The pseudonym key: derived from the node key, so it is stable
+        // across restarts and secret like it.
+        let node_key = store::load_or_create_key(data_dir)?;
+        gateway_config.pseudonym_secret = node_key.derive_secret(b"pseudonyms");
+        gateway_config.provenance_secret = node_key.derive_secret(b"provenance");
+        let meter = if settings.metering {
+            let checkpoint = store.metering_checkpoint()?;
+            let (meter, replay) =
+                Meter::open(&data_dir.join("wal"), METER_SHARDS, &checkpoint).context("opening the write-ahead log")?;
+            if replay.events > 0 {
+                store.record_usage(&replay.usage, &replay.checkpoint)?;
+                tracing::info!(
+                    events = replay.events,
+                    torn = replay.torn.len(),
+                    "usage replayed from the write-ahead log"
+                );
+            }
+            meter.forget(&replay.checkpoint)?;
+            Some(Arc::new(meter))
+        } else {
+            None
+        };
+        let (routes, identities, version) = load_registry(&mut store, &settings.domain)?;
+        let sessions = stored_sessions(&mut store)?;
+        let store = StoreHandle::spawn(store)?;
+        let session_store: Arc<dyn SessionStore> = Arc::new(StoredSessions(store.clone()));
+        let gateway = Gateway::with_sessions(
+            gateway_config,
+            routes,
+            meter.clone(),
+            Arc::new(SystemClock),
+            Some(session_store),
+            sessions,
+        );
+        gateway.set_identities(identities);
+        let control_listener = TcpListener::bind(settings.control)
+            .await
+            .map_err(|e| BadInput(format!("cannot listen on {}: {e}", settings.control)))?;
+        let control = control_listener.local_addr()?;
+        let running = gateway
+            .serve(settings.listen, settings.workers)
+            .map_err(|e| BadInput(format!("cannot listen on {}: {e}", settings.listen)))?;
+        let running_internal = gateway
+            .serve_internal(settings.internal, 1)
+            .map_err(|e| BadInput(format!("cannot listen on {}: {e}", settings.internal)))?;
+        let env = vec![
+            ("COMMONS_INTERNAL_URL".to_owned(), format!("http://{}", running_internal.addr)),
+            ("COMMONS_DOMAIN".to_owned(), settings.domain.clone()),
+        ];
+        let shared = Arc::new(Mutex::new(Shared::new()));
+        let locals = Arc::new(tokio::sync::Mutex::new(LocalAgents::new(data_dir, env.clone())));
+        let reloader = Reloader { store: store.clone(), gateway: gateway.clone(), domain: settings.domain.clone() };
+        let api =
+            control_api::ControlApi { gateway: gateway.clone(), store: store.clone(), shared: shared.clone(), env };
+        let mut tasks = vec![tokio::spawn(control_api::serve(control_listener, api))];
+        let checker = gateway.clone();
+        let every = settings.health_checks;
+        tasks.push(tokio::spawn(async move { checker.check_health(every).await }));
+        tasks.push(tokio::spawn(follow_registry(reloader.clone(), store.clone(), version)));
+        if let Some(meter) = &meter {
+            tasks.push(tokio::spawn(flush_usage(store.clone(), meter.clone(), settings.flush)));
+        }
+        tasks.push(tokio::spawn(control_loop::run(store.clone(), shared.clone(), locals.clone(), reloader.clone())));
+        Ok(Platform {
+            listen: running.addr,
+            internal: running_internal.addr,
+            control,
+            domain: settings.domain,
+            gateway,
+            store,
+            meter,
+            running,
+            running_internal,
+            tasks,
+            shared,
+            locals,
+            reloader,
+        })
+    }
+
+    /// Reloads sites and users from the store now (the loop does it within a
+    /// second anyway).
+    pub async fn reload(&self) -> anyhow::Result<()> {
+        self.reloader.try_reload().await.map(drop)
+    }
+
+    /// Asks for deployment `d` (a new generation) and waits up to `timeout`
+    /// for its outcome: `Ok` with what runs, or the failure as [`BadInput`].
+    pub async fn deploy(&self, d: DeploymentRecord, timeout: Duration) -> anyhow::Result<String> {
+        let site = d.site.clone();
+        let generation = self.store.call(move |s| s.request_deployment(&d)).await?;
+        wait_for_outcome(&self.store, &site, generation, timeout).await
+    }
+
+    /// This machine's instances: site, node, address, healthy, restarts.
+    pub async fn instances(&self) -> Vec<(String, String, SocketAddr, bool, u32)> {
+        let locals = self.locals.lock().await;
+        let mut rows = Vec::new();
+        for (node, agent) in &locals.agents {
+            for (site, _, addr, healthy, restarts) in agent.instances().await {
+                rows.push((site, node.clone(), addr, healthy, restarts));
+            }
+        }
+        rows.sort();
+        rows
+    }
+
+    /// Records what this machine's instances used so far.
+    pub async fn meter_resources(&self) -> anyhow::Result<()> {
+        control_loop::meter(&self.store, &self.shared, &self.locals).await
+    }
+
+    /// Hands what was metered so far to the store.
+    pub async fn flush(&self) -> anyhow::Result<()> {
+        match &self.meter {
+            Some(meter) => flush_once(&self.store, meter).await,
+            None => Ok(()),
+        }
+    }
+
+    /// Stops accepting, finishes requests in flight, stops this machine's
+    /// instances (their sites stay published for the next start), records
+    /// what they used and flushes usage.
+    pub async fn shutdown(self) -> anyhow::Result<()> {
+        self.running.shutdown().await;
+        self.running_internal.shutdown().await;
+        for task in &self.tasks {
+            task.abort();
+        }
+        let agents: Vec<_> = self.locals.lock().await.agents.values().cloned().collect();
+        for agent in agents {
+            agent.stop_all().await;
+        }
+        let metered = control_loop::meter(&self.store, &self.shared, &self.locals).await;
+        if let Some(meter) = &self.meter {
+            flush_once(&self.store, meter).await?;
+        }
+        metered
+    }
+}
+
+/// Waits for the outcome of `site`'s `generation`.
+pub async fn wait_for_outcome(
+    store: &StoreHandle,
+    site: &str,
+    generation: u64,
+    timeout: Duration,
+) -> anyhow::Result<String> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    while tokio::time::Instant::now() < deadline {
+        let wanted = site.to_owned();
+        let current = store
+            .call(move |s| s.deployments().map(|all| all.into_iter().find(|d| d.site == wanted)))
+            .await?
+            .filter(|d| d.generation == generation);
+        match current {
+            Some(d) if d.state == control::DeploymentState::Running.as_str() => return Ok(d.detail),
+            Some(d) if d.state == control::DeploymentState::Failed.as_str() => return Err(BadInput(d.detail).into()),
+            Some(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            None => anyhow::bail!("the deployment of {site} was replaced or withdrawn meanwhile"),
+        }
+    }
+    anyhow::bail!("{site} generation {generation} had no outcome within {timeout:?}")
+}
+
+/// The month it is (UTC): who subscribed for it has the premium tier.
+pub fn current_period() -> Period {
+    Period::from_days_since_epoch((now_ms() / 86_400_000) as i64)
+}
+
+fn load_registry(store: &mut Store, domain: &str) -> anyhow::Result<(Routes, Identities, u64)> {
+    let version = store.registry_version()?;
+    let mut routes = Routes::new(domain);
+    for site in store.sites()? {
+        let hosts: Vec<&str> = site.custom_hosts.iter().map(String::as_str).collect();
+        let policy = TierPolicy {
+            free_requests_per_minute: site.free_requests_per_minute,
+            free_concurrent_requests: site.free_concurrent_requests,
+            premium_prefixes: site.premium_prefixes.clone(),
+        };
+        let route = SiteRoute::new(&site.id, &site.instances, site.anonymous)
+            .with_policy(policy)
+            .with_health_path(site.health_path.clone());
+        routes.add_site(route, &hosts);
+    }
+    let mut identities = Identities::default();
+    for (user, _) in store.subscriptions(current_period())? {
+        identities.add_user(&user, true);
+    }
+    for account in store.accounts()? {
+        identities.add_password(&account.user, &account.password_hash);
+    }
+    for token in store.tokens()? {
+        identities.add_token_sha256(&token.token_sha256, &token.user);
+    }
+    Ok((routes, identities, version))
+}
+
+/// Reloads routes and users whenever the store's registry version moves,
+/// and when a new month starts (subscriptions are per month).
+async fn follow_registry(reloader: Reloader, store: StoreHandle, mut version: u64) {
+    let mut period = current_period();
+    loop {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let new_period = current_period() != period;
+        period = current_period();
+        match store.call(|s| s.registry_version()).await {
+            Ok(current) if current == version && !new_period => {}
+            Ok(_) => match reloader.try_reload().await {
+                Ok(current) => {
+                    tracing::info!(registry.version = current, "sites and tokens reloaded");
+                    version = current;
+                }
+                Err(e) => tracing::warn!(error = %e, "cannot read the registry"),
+            },
+            Err(e) => tracing::warn!(error = %e, "cannot read the registry version"),
+        }
+    }
+}
+
+async fn flush_usage(store: StoreHandle, meter: Arc<Meter>, every: Duration) {
+    loop {
+        tokio::time::sleep(every).await;
+        if let Err(e) = flush_once(&store, &meter).await {
+            tracing::warn!(error = %e, "usage flush failed; the next flush retries it");
+        }
+    }
+}
+
+/// Hands what the meter gathered to the store with its checkpoint, then
+/// drops the log segments the store now covers. If the store refuses, the
+/// meter keeps the flush and the next one retries it with what came since
+/// (and the segments stay for a replay, should the process die first).
+async fn flush_once(store: &StoreHandle, meter: &Arc<Meter>) -> anyhow::Result<()> {
+    let meter = meter.clone();
+    // Taking rotates log segments (files): off the async workers too.
+    let flush = {
+        let meter = meter.clone();
+        tokio::task::spawn_blocking(move || meter.take()).await??
+    };
+    if flush.usage.is_empty() {
+        return Ok(());
+    }
+    let checkpoint = flush.checkpoint.clone();
+    store.call(move |s| s.record_usage(&flush.usage, &flush.checkpoint)).await?;
+    tokio::task::spawn_blocking(move || meter.forget(&checkpoint)).await??;
+    Ok(())
+}
