@@ -23,6 +23,8 @@
 //! Decisions: which node runs what, when to publish, where to move a site
 //! are `control`'s. The store: this crate never sees it.
 
+#![forbid(unsafe_code)]
+
 pub mod bundle;
 pub mod client;
 mod node;

@@ -1,9 +1,17 @@
 //! `commons`: the one binary of OneCommons. Thin glue: each subcommand
 //! parses its arguments, calls into the domain crates and prints.
 //!
+//! # Invariants
+//! - No state machine lives here: every loop is `platform`'s or `agent`'s;
+//!   a subcommand parses, calls a library and prints.
+//! - Exit codes: 0 success, 1 failure of the machine or the platform, 2 bad
+//!   input, with the error on stderr.
+//!
 //! Exit codes: 0 success, 1 failure of the machine or the platform, 2 bad
 //! input (arguments, scenario files, ledger exports), with the error on
 //! stderr.
+
+#![forbid(unsafe_code)]
 
 mod demo;
 mod ledger_cmd;

@@ -11,6 +11,8 @@
 //! No I/O, no clock, no entropy: [`SplitMix64`] is deterministic from a seed. The current period is chosen by the
 //! caller ([`Period::parse`] or [`Period::from_days_since_epoch`]).
 
+#![forbid(unsafe_code)]
+
 mod account;
 mod amount;
 mod period;

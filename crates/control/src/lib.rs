@@ -26,6 +26,8 @@
 //! be replayed from a seed (`tests/sim.rs`). Carrying actions out (the
 //! store, the gateway, starting instances) is `platform`'s and `agent`'s.
 
+#![forbid(unsafe_code)]
+
 pub mod capacity;
 mod decide;
 mod model;

@@ -30,6 +30,8 @@
 //! No I/O and no clock: timestamps arrive as arguments, the signing key is
 //! given by the caller, storage lives in the `store` crate.
 
+#![forbid(unsafe_code)]
+
 mod block;
 mod custody;
 mod encoding;

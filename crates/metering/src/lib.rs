@@ -11,6 +11,12 @@
 //!   checkpoint that the store last recorded, so nothing answered is lost
 //!   and nothing is counted twice.
 //!
+//! # Invariants
+//! - An answered request's event is in the log before its answer leaves.
+//! - A flushed aggregate is recorded with the checkpoint that excludes its
+//!   events from replay: nothing is lost, nothing counted twice.
+//! - Aggregates merge exactly: merging in any order gives the same totals.
+//!
 //! # Deliberately absent
 //! No clock (events carry their minute), no sockets, no database: the
 //! gateway records, the store keeps flushed aggregates and checkpoints.

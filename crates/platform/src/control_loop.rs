@@ -2,7 +2,7 @@
 //! machine's agents' reports, asks [`control::Control`] what to do, does it
 //! (the store, the history, the gateway), and hands every local agent its
 //! assignments. Joined nodes' agents take part through the agent protocol
-//! ([`crate::control_api`]), sharing the same [`Shared`] state.
+//! (the control listener), sharing the same [`Shared`] state.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -15,7 +15,7 @@ use control::{Action, Control, DeploymentSpec, DeploymentState, NodeSpec, Public
 use runtime::Manifest;
 use store::{DeploymentRecord, NodeRecord, ResourceTotals, SiteRecord, Store};
 
-use crate::up::Reloader;
+use crate::registry::Reloader;
 use crate::{StoreHandle, current_period, now_ms};
 
 /// The lowest developer share an operator may agree to (docs/economics.md §2).

@@ -23,8 +23,11 @@
 //! Argument parsing and printing (the `commons` binary's); decisions
 //! (`control`'s); starting processes (`agent`'s and `runtime`'s).
 
+#![forbid(unsafe_code)]
+
 mod control_api;
 mod control_loop;
+mod registry;
 mod sessions;
 mod settings;
 mod store_handle;
@@ -33,7 +36,7 @@ mod up;
 pub use control_loop::{DEVELOPER_SHARE_FLOOR_BPS, app_memory_mb, deployment_spec};
 pub use settings::{Overrides, Settings};
 pub use store_handle::StoreHandle;
-pub use up::{Platform, current_period};
+pub use up::{Platform, wait_for_outcome};
 
 /// An error that is the input's fault (a bad setting, a port taken):
 /// `commons` exits with code 2 for it.
@@ -51,4 +54,9 @@ impl std::error::Error for BadInput {}
 /// Milliseconds since the Unix epoch: block timestamps, history entries.
 pub fn now_ms() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+/// The month it is (UTC): who subscribed for it has the premium tier.
+pub fn current_period() -> commons_core::Period {
+    commons_core::Period::from_days_since_epoch((now_ms() / 86_400_000) as i64)
 }

@@ -6,15 +6,15 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context;
-use commons_core::Period;
-use gateway::{Gateway, Identities, Routes, RunningGateway, SessionStore, SiteRoute, SystemClock, TierPolicy};
+use gateway::{Gateway, RunningGateway, SessionStore, SystemClock};
 use metering::Meter;
 use store::{DeploymentRecord, Store};
 use tokio::net::TcpListener;
 
 use crate::control_loop::{self, LocalAgents, Shared};
+use crate::registry::{Reloader, follow_registry, load_registry};
 use crate::sessions::{StoredSessions, stored_sessions};
-use crate::{BadInput, Settings, StoreHandle, control_api, now_ms};
+use crate::{BadInput, Settings, StoreHandle, control_api};
 
 /// Write-ahead log shards of the meter: one per gateway worker is enough,
 /// and this bounds them whatever the worker count.
@@ -38,30 +38,6 @@ pub struct Platform {
     shared: Arc<Mutex<Shared>>,
     locals: Arc<tokio::sync::Mutex<LocalAgents>>,
     reloader: Reloader,
-}
-
-/// Moves the gateway to what the store says now.
-#[derive(Clone)]
-pub(crate) struct Reloader {
-    store: StoreHandle,
-    gateway: Gateway,
-    domain: String,
-}
-
-impl Reloader {
-    pub async fn try_reload(&self) -> anyhow::Result<u64> {
-        let domain = self.domain.clone();
-        let (routes, identities, version) = self.store.call(move |store| load_registry(store, &domain)).await?;
-        self.gateway.set_routes(routes);
-        self.gateway.set_identities(identities);
-        Ok(version)
-    }
-
-    pub async fn reload(&self) {
-        if let Err(e) = self.try_reload().await {
-            tracing::warn!(error = %e, "cannot reload the registry");
-        }
-    }
 }
 
 impl Platform {
@@ -121,7 +97,7 @@ impl Platform {
         ];
         let shared = Arc::new(Mutex::new(Shared::new()));
         let locals = Arc::new(tokio::sync::Mutex::new(LocalAgents::new(data_dir, env.clone())));
-        let reloader = Reloader { store: store.clone(), gateway: gateway.clone(), domain: settings.domain.clone() };
+        let reloader = Reloader::new(store.clone(), gateway.clone(), &settings.domain);
         let api =
             control_api::ControlApi { gateway: gateway.clone(), store: store.clone(), shared: shared.clone(), env };
         let mut tasks = vec![tokio::spawn(control_api::serve(control_listener, api))];
@@ -233,61 +209,6 @@ pub async fn wait_for_outcome(
         }
     }
     anyhow::bail!("{site} generation {generation} had no outcome within {timeout:?}")
-}
-
-/// The month it is (UTC): who subscribed for it has the premium tier.
-pub fn current_period() -> Period {
-    Period::from_days_since_epoch((now_ms() / 86_400_000) as i64)
-}
-
-fn load_registry(store: &mut Store, domain: &str) -> anyhow::Result<(Routes, Identities, u64)> {
-    let version = store.registry_version()?;
-    let mut routes = Routes::new(domain);
-    for site in store.sites()? {
-        let hosts: Vec<&str> = site.custom_hosts.iter().map(String::as_str).collect();
-        let policy = TierPolicy {
-            free_requests_per_minute: site.free_requests_per_minute,
-            free_concurrent_requests: site.free_concurrent_requests,
-            premium_prefixes: site.premium_prefixes.clone(),
-        };
-        let route = SiteRoute::new(&site.id, &site.instances, site.anonymous)
-            .with_policy(policy)
-            .with_health_path(site.health_path.clone());
-        routes.add_site(route, &hosts);
-    }
-    let mut identities = Identities::default();
-    for (user, _) in store.subscriptions(current_period())? {
-        identities.add_user(&user, true);
-    }
-    for account in store.accounts()? {
-        identities.add_password(&account.user, &account.password_hash);
-    }
-    for token in store.tokens()? {
-        identities.add_token_sha256(&token.token_sha256, &token.user);
-    }
-    Ok((routes, identities, version))
-}
-
-/// Reloads routes and users whenever the store's registry version moves,
-/// and when a new month starts (subscriptions are per month).
-async fn follow_registry(reloader: Reloader, store: StoreHandle, mut version: u64) {
-    let mut period = current_period();
-    loop {
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        let new_period = current_period() != period;
-        period = current_period();
-        match store.call(|s| s.registry_version()).await {
-            Ok(current) if current == version && !new_period => {}
-            Ok(_) => match reloader.try_reload().await {
-                Ok(current) => {
-                    tracing::info!(registry.version = current, "sites and tokens reloaded");
-                    version = current;
-                }
-                Err(e) => tracing::warn!(error = %e, "cannot read the registry"),
-            },
-            Err(e) => tracing::warn!(error = %e, "cannot read the registry version"),
-        }
-    }
 }
 
 async fn flush_usage(store: StoreHandle, meter: Arc<Meter>, every: Duration) {

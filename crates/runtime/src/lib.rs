@@ -9,9 +9,16 @@
 //! metered: CPU time and resident memory of its processes, sampled each
 //! second from /proc, which become the provider split of a site.
 //!
+//! # Invariants
+//! - An instance gets traffic only after its health path answers.
+//! - An app dies with the thread that started it (`PR_SET_PDEATHSIG`
+//!   follows the forking *thread*): start instances from long-lived
+//!   threads (Tokio's workers), never from `spawn_blocking`.
+//! - Every instance runs as its own process group and is stopped as one.
+//!
 //! # Deliberately absent (so far)
 //! Containers and cgroups: processes and rlimits are what every Linux
-//! machine has; a Kubernetes backend comes later (DESIGN.md §3).
+//! machine has; a Kubernetes backend comes later.
 
 mod instance;
 mod manifest;

@@ -18,6 +18,8 @@
 //! - Unknown keys, unknown columns and unknown files' absence of required
 //!   columns are errors, never ignored.
 
+#![forbid(unsafe_code)]
+
 mod csv_form;
 mod error;
 mod toml_form;

@@ -22,6 +22,8 @@
 //! # Deliberately absent
 //! No I/O, no clock, no floats, no threads.
 
+#![forbid(unsafe_code)]
+
 mod activity;
 mod engine;
 mod params;

@@ -16,6 +16,8 @@
 //! - The node's signing key lives in `DATA/node.key`, created on first use
 //!   with mode 0600, and is refused if others can read it.
 
+#![forbid(unsafe_code)]
+
 mod backend;
 mod key;
 mod people;
