@@ -1,4 +1,4 @@
-//! The settlement rules of DESIGN.md section 4, one case each, written as
+//! The settlement rules of docs/economics.md §4, one case each, written as
 //! scenarios. `check` settles a scenario and shows every non-zero account;
 //! `check_error` shows the error a bad scenario is refused with.
 //!

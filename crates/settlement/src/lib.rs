@@ -1,5 +1,5 @@
 //! The settlement engine: turns one period's subscriptions and usage into
-//! exact CommonCents allocations, by the four levels of DESIGN.md section 4.
+//! exact CommonCents allocations, by the four levels of docs/economics.md §4.
 //!
 //! - Level 1, per subscriber: general fund cut, then the rest by the
 //!   subscriber's own active minutes among the sites they used, then each

@@ -1,4 +1,4 @@
-//! The parameters of a period's settlement, with DESIGN.md's defaults.
+//! The parameters of a period's settlement, with the defaults of docs/economics.md §2.
 
 use std::num::NonZeroU64;
 
