@@ -22,7 +22,6 @@ mod people;
 mod platform;
 mod runtime;
 mod sql;
-pub mod testing;
 
 use std::path::{Path, PathBuf};
 
