@@ -7,6 +7,7 @@ use std::path::Path;
 use ledger::LedgerConfig;
 
 use crate::StoreError;
+use crate::sql::{Param, Tx, int_param, postgres_error, postgres_execute, sqlite_error, sqlite_execute};
 
 /// Schema changes, in order; each runs once, in a transaction, recorded in
 /// `schema_migrations`. Never edit one that has shipped: add another.
@@ -150,10 +151,6 @@ pub(crate) enum Backend {
     Postgres(postgres::Client),
 }
 
-fn db<E: std::fmt::Display>(e: E) -> StoreError {
-    StoreError::Database(e.to_string())
-}
-
 impl Backend {
     pub(crate) fn sqlite(path: &Path) -> Result<Backend, String> {
         let connection = rusqlite::Connection::open(path).map_err(|e| e.to_string())?;
@@ -178,57 +175,50 @@ impl Backend {
         }
     }
 
+    /// Runs every migration not yet applied, each in its own transaction.
     pub(crate) fn migrate(&mut self) -> Result<(), StoreError> {
-        self.execute_batch("CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY)")?;
-        let applied = self.query_i64s("SELECT version FROM schema_migrations")?;
+        self.migrate_to(MIGRATIONS.len())
+    }
+
+    /// Runs the migrations up to number `head` (counting from 1).
+    pub(crate) fn migrate_to(&mut self, head: usize) -> Result<(), StoreError> {
+        self.transaction(|tx| {
+            tx.execute_batch("CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY)")
+        })?;
+        let applied = self.transaction(|tx| {
+            tx.query("SELECT version FROM schema_migrations", &[])?
+                .iter()
+                .map(|row| row.int(0))
+                .collect::<Result<Vec<_>, _>>()
+        })?;
         let bytes = self.bytes_type();
-        for (version, migration) in MIGRATIONS.iter().enumerate() {
-            let version = version as i64 + 1;
+        for (version, migration) in (1..).zip(&MIGRATIONS[..head]) {
             if applied.contains(&version) {
                 continue;
             }
-            let sql = format!(
-                "BEGIN; {} INSERT INTO schema_migrations (version) VALUES ({version}); COMMIT;",
-                migration.replace("{bytes}", bytes)
-            );
-            self.execute_batch(&sql)?;
+            self.transaction(|tx| {
+                tx.execute_batch(&migration.replace("{bytes}", bytes))?;
+                tx.execute("INSERT INTO schema_migrations (version) VALUES ($1)", &[Param::Int(version)])?;
+                Ok(())
+            })?;
         }
         Ok(())
     }
 
-    fn execute_batch(&mut self, sql: &str) -> Result<(), StoreError> {
-        match self {
-            Backend::Sqlite(c) => c.execute_batch(sql).map_err(db),
-            Backend::Postgres(c) => c.batch_execute(sql).map_err(db),
-        }
-    }
-
-    fn query_i64s(&mut self, sql: &str) -> Result<Vec<i64>, StoreError> {
-        match self {
-            Backend::Sqlite(c) => {
-                let mut statement = c.prepare(sql).map_err(db)?;
-                let rows = statement.query_map([], |row| row.get::<_, i64>(0)).map_err(db)?;
-                rows.collect::<Result<_, _>>().map_err(db)
-            }
-            Backend::Postgres(c) => Ok(c.query(sql, &[]).map_err(db)?.iter().map(|row| row.get::<_, i64>(0)).collect()),
-        }
-    }
-
     pub(crate) fn meta(&mut self) -> Result<Option<LedgerConfig>, StoreError> {
-        const SQL: &str = "SELECT key, value FROM ledger_meta";
-        let pairs: Vec<(String, String)> = match self {
-            Backend::Sqlite(c) => {
-                let mut statement = c.prepare(SQL).map_err(db)?;
-                let rows = statement.query_map([], |row| Ok((row.get(0)?, row.get(1)?))).map_err(db)?;
-                rows.collect::<Result<_, _>>().map_err(db)?
-            }
-            Backend::Postgres(c) => c.query(SQL, &[]).map_err(db)?.iter().map(|row| (row.get(0), row.get(1))).collect(),
-        };
-        if pairs.is_empty() {
+        let rows = self.transaction(|tx| tx.query("SELECT key, value FROM ledger_meta", &[]))?;
+        if rows.is_empty() {
             return Ok(None);
         }
+        let mut pairs = Vec::with_capacity(rows.len());
+        for row in &rows {
+            pairs.push((row.text(0)?, row.text(1)?));
+        }
         let get = |key: &str| pairs.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone());
-        let corrupt = |what: &str| StoreError::Database(format!("ledger_meta: {what} is missing or malformed"));
+        let corrupt = |key: &str| StoreError::Corrupt {
+            what: format!("ledger_meta {key}"),
+            detail: "missing or malformed".into(),
+        };
         let signer = get("signer")
             .and_then(|hex| hex::decode(hex).ok())
             .and_then(|bytes| <[u8; 32]>::try_from(bytes).ok())
@@ -248,61 +238,49 @@ impl Backend {
             ("initial_cents_per_cc", config.initial_cents_per_cc.to_string()),
             ("signer", hex::encode(config.signer)),
         ];
-        let values: Vec<String> = rows.iter().map(|(k, v)| format!("('{k}', '{v}')")).collect();
-        // The values are ours (an ISO code, a number, hex): no quoting needed.
-        self.execute_batch(&format!("INSERT INTO ledger_meta (key, value) VALUES {}", values.join(", ")))
+        self.transaction(|tx| {
+            for (key, value) in &rows {
+                tx.execute(
+                    "INSERT INTO ledger_meta (key, value) VALUES ($1, $2)",
+                    &[Param::Text(key), Param::Text(value)],
+                )?;
+            }
+            Ok(())
+        })
     }
 
+    /// Inserts a block in one statement (its own transaction): a block is
+    /// stored whole or not at all.
     pub(crate) fn insert_block(&mut self, height: u64, hash: &[u8; 32], body: &[u8]) -> Result<(), StoreError> {
         const SQL: &str = "INSERT INTO ledger_blocks (height, hash, body) VALUES ($1, $2, $3)";
-        let height = i64::try_from(height).map_err(db)?;
+        let params = [int_param(height, "block height")?, Param::Bytes(hash), Param::Bytes(body)];
         match self {
-            Backend::Sqlite(c) => {
-                c.prepare_cached(SQL).and_then(|mut s| s.execute((height, &hash[..], body))).map(drop)
-            }
-            Backend::Postgres(c) => return c.execute(SQL, &[&height, &&hash[..], &body]).map(drop).map_err(db),
+            Backend::Sqlite(c) => sqlite_execute(c, SQL, &params),
+            Backend::Postgres(c) => postgres_execute(c, SQL, &params),
         }
-        .map_err(db)
+        .map(drop)
     }
 
     pub(crate) fn blocks(&mut self) -> Result<Vec<StoredBlock>, StoreError> {
-        const SQL: &str = "SELECT height, hash, body FROM ledger_blocks ORDER BY height";
-        let rows: Vec<(i64, Vec<u8>, Vec<u8>)> = match self {
-            Backend::Sqlite(c) => {
-                let mut statement = c.prepare(SQL).map_err(db)?;
-                let rows = statement.query_map([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?))).map_err(db)?;
-                rows.collect::<Result<_, _>>().map_err(db)?
-            }
-            Backend::Postgres(c) => {
-                c.query(SQL, &[]).map_err(db)?.iter().map(|row| (row.get(0), row.get(1), row.get(2))).collect()
-            }
-        };
-        Ok(rows.into_iter().map(|(h, hash, body)| (h as u64, hash, body)).collect())
+        let rows =
+            self.transaction(|tx| tx.query("SELECT height, hash, body FROM ledger_blocks ORDER BY height", &[]))?;
+        rows.iter().map(|row| Ok((row.u64(0)?, row.bytes(1)?, row.bytes(2)?))).collect()
     }
 
     pub(crate) fn block(&mut self, height: u64) -> Result<Option<Vec<u8>>, StoreError> {
-        const SQL: &str = "SELECT body FROM ledger_blocks WHERE height = $1";
-        let height = i64::try_from(height).map_err(db)?;
-        match self {
-            Backend::Sqlite(c) => {
-                let mut statement = c.prepare(SQL).map_err(db)?;
-                let mut rows = statement.query_map([height], |row| row.get(0)).map_err(db)?;
-                rows.next().transpose().map_err(db)
-            }
-            Backend::Postgres(c) => Ok(c.query_opt(SQL, &[&height]).map_err(db)?.map(|row| row.get(0))),
-        }
+        let height = int_param(height, "block height")?;
+        let rows = self.transaction(|tx| tx.query("SELECT body FROM ledger_blocks WHERE height = $1", &[height]))?;
+        rows.first().map(|row| row.bytes(0)).transpose()
     }
-}
 
-impl Backend {
     /// Runs `f` in a transaction, committed if it returns `Ok`.
     pub(crate) fn transaction<T>(
         &mut self,
-        f: impl FnOnce(&mut crate::sql::Tx<'_>) -> Result<T, StoreError>,
+        f: impl FnOnce(&mut Tx<'_>) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
         let mut tx = match self {
-            Backend::Sqlite(c) => crate::sql::Tx::Sqlite(c.transaction().map_err(db)?),
-            Backend::Postgres(c) => crate::sql::Tx::Postgres(c.transaction().map_err(db)?),
+            Backend::Sqlite(c) => Tx::Sqlite(c.transaction().map_err(sqlite_error)?),
+            Backend::Postgres(c) => Tx::Postgres(c.transaction().map_err(postgres_error)?),
         };
         let value = f(&mut tx)?;
         tx.commit()?;

@@ -9,7 +9,7 @@ use commons_core::token_sha256;
 use metering::wal::Checkpoint;
 use metering::{CallKey, DirectKey, DirectUsage, MinuteSet, Usage};
 
-use crate::sql::{Param, Tx, Value};
+use crate::sql::{Param, Row, Tx};
 use crate::{Store, StoreError};
 
 /// A site as the gateway routes it.
@@ -56,8 +56,8 @@ pub struct TokenRecord {
     pub user: String,
 }
 
-pub(crate) fn corrupt(what: &str) -> StoreError {
-    StoreError::Database(format!("a stored {what} is malformed"))
+pub(crate) fn corrupt(what: &str, detail: &str) -> StoreError {
+    StoreError::Corrupt { what: what.to_owned(), detail: detail.to_owned() }
 }
 
 /// `[(a, 1), (b, 2)]` as `a:1,b:2` (names hold neither `:` nor `,`).
@@ -65,12 +65,14 @@ fn encode_weighted(list: &[(String, u64)]) -> String {
     list.iter().map(|(name, weight)| format!("{name}:{weight}")).collect::<Vec<_>>().join(",")
 }
 
-fn decode_weighted(text: &str, what: &str) -> Result<Vec<(String, u64)>, StoreError> {
-    text.split(',')
+fn decode_weighted(row: &Row, i: usize) -> Result<Vec<(String, u64)>, StoreError> {
+    row.text(i)?
+        .split(',')
         .filter(|s| !s.is_empty())
         .map(|item| {
-            let (name, weight) = item.rsplit_once(':').ok_or_else(|| corrupt(what))?;
-            Ok((name.to_owned(), weight.parse().map_err(|_| corrupt(what))?))
+            let malformed = || row.corrupt(i, format!("{item:?} is not name:weight"));
+            let (name, weight) = item.rsplit_once(':').ok_or_else(malformed)?;
+            Ok((name.to_owned(), weight.parse().map_err(|_| malformed())?))
         })
         .collect()
 }
@@ -86,7 +88,9 @@ pub(crate) fn bump_registry(tx: &mut Tx<'_>) -> Result<(), StoreError> {
 
 fn registry_version_in(tx: &mut Tx<'_>) -> Result<u64, StoreError> {
     let rows = tx.query("SELECT value FROM platform_meta WHERE key = 'registry_version'", &[])?;
-    rows.first().and_then(|r| r[0].text().parse().ok()).ok_or_else(|| corrupt("registry version"))
+    let row = rows.first().ok_or_else(|| corrupt("platform_meta registry_version", "missing"))?;
+    let text = row.text(0)?;
+    text.parse().map_err(|_| row.corrupt(0, format!("registry_version {text:?} is not a number")))
 }
 
 impl Store {
@@ -140,28 +144,32 @@ impl Store {
         })?;
         rows.iter()
             .map(|row| {
-                let list =
-                    |v: &Value| v.text().split(',').filter(|s| !s.is_empty()).map(str::to_owned).collect::<Vec<_>>();
-                let instances =
-                    list(&row[1]).iter().map(|a| a.parse()).collect::<Result<_, _>>().map_err(|_| corrupt("site"))?;
-                let limit = |v: &Value| match v {
-                    Value::Int(n) if *n >= 0 => u32::try_from(*n).ok(),
-                    _ => None,
+                let list = |i: usize| -> Result<Vec<String>, StoreError> {
+                    Ok(row.text(i)?.split(',').filter(|s| !s.is_empty()).map(str::to_owned).collect())
+                };
+                let instances = list(1)?
+                    .iter()
+                    .map(|a| a.parse().map_err(|_| row.corrupt(1, format!("{a:?} is not an address"))))
+                    .collect::<Result<_, _>>()?;
+                // No limit is stored as -1 (or NULL, in a row older than the column).
+                let limit = |i: usize| match row.optional_int(i)? {
+                    None | Some(-1) => Ok(None),
+                    Some(_) => row.u32(i).map(Some),
                 };
                 Ok(SiteRecord {
-                    id: row[0].text(),
+                    id: row.text(0)?,
                     instances,
-                    custom_hosts: list(&row[2]),
-                    anonymous: row[3].int() != 0,
-                    free_requests_per_minute: limit(&row[4]),
-                    free_concurrent_requests: limit(&row[5]),
-                    premium_prefixes: list(&row[6]),
-                    operator: row[7].text(),
-                    project: row[8].text(),
-                    provider_share_bps: u32::try_from(row[9].int()).map_err(|_| corrupt("site"))?,
-                    developer_share_bps: u32::try_from(row[10].int()).map_err(|_| corrupt("site"))?,
-                    providers: decode_weighted(&row[11].text(), "site's providers")?,
-                    health_path: Some(row[12].text()).filter(|p| !p.is_empty()),
+                    custom_hosts: list(2)?,
+                    anonymous: row.bool(3)?,
+                    free_requests_per_minute: limit(4)?,
+                    free_concurrent_requests: limit(5)?,
+                    premium_prefixes: list(6)?,
+                    operator: row.text(7)?,
+                    project: row.text(8)?,
+                    provider_share_bps: row.u32(9)?,
+                    developer_share_bps: row.u32(10)?,
+                    providers: decode_weighted(row, 11)?,
+                    health_path: Some(row.text(12)?).filter(|p| !p.is_empty()),
                 })
             })
             .collect()
@@ -184,13 +192,7 @@ impl Store {
         let rows =
             self.backend.transaction(|tx| tx.query("SELECT id, deps, repository FROM projects ORDER BY id", &[]))?;
         rows.iter()
-            .map(|row| {
-                Ok(ProjectRecord {
-                    id: row[0].text(),
-                    deps: decode_weighted(&row[1].text(), "project's dependencies")?,
-                    repository: row[2].text(),
-                })
-            })
+            .map(|row| Ok(ProjectRecord { id: row.text(0)?, deps: decode_weighted(row, 1)?, repository: row.text(2)? }))
             .collect()
     }
 
@@ -219,15 +221,12 @@ impl Store {
 
     pub fn tokens(&mut self) -> Result<Vec<TokenRecord>, StoreError> {
         let rows = self.backend.transaction(|tx| tx.query("SELECT token_hash, user_id FROM api_tokens", &[]))?;
-        Ok(rows.iter().map(|r| TokenRecord { token_sha256: r[0].text(), user: r[1].text() }).collect())
+        rows.iter().map(|r| Ok(TokenRecord { token_sha256: r.text(0)?, user: r.text(1)? })).collect()
     }
 
     /// The write-ahead-log checkpoint the stored usage covers.
     pub fn metering_checkpoint(&mut self) -> Result<Checkpoint, StoreError> {
-        let rows = self
-            .backend
-            .transaction(|tx| tx.query("SELECT value FROM platform_meta WHERE key = 'metering_checkpoint'", &[]))?;
-        rows.first().and_then(|r| Checkpoint::from_text(&r[0].text())).ok_or_else(|| corrupt("metering checkpoint"))
+        self.backend.transaction(stored_checkpoint)
     }
 
     /// Adds a flush of usage and records the checkpoint it covers, in one
@@ -244,14 +243,10 @@ impl Store {
                 )?;
                 let mut merged = match existing.first() {
                     None => DirectUsage::default(),
-                    Some(row) => DirectUsage {
-                        minutes: MinuteSet::from_parts(row[0].int() as u32, row[1].int() as u32, row[2].int() as u64)
-                            .ok_or_else(|| corrupt("usage row"))?,
-                        service_ms: row[3].int() as u64,
-                        requests: row[4].int() as u64,
-                    },
+                    Some(row) => direct_usage(row, 0)?,
                 };
                 merged.minutes.merge(&flushed.minutes);
+                // Saturating: times and counts that weigh a split, not money.
                 merged.service_ms = merged.service_ms.saturating_add(flushed.service_ms);
                 merged.requests = merged.requests.saturating_add(flushed.requests);
                 let (count, latest, recent) = merged.minutes.to_parts();
@@ -264,6 +259,7 @@ impl Store {
                         params[2],
                         Param::Int(i64::from(count)),
                         Param::Int(i64::from(latest)),
+                        // A bitmask: its 64 bits stored as they are.
                         Param::Int(recent as i64),
                         Param::Int(merged.service_ms.min(i64::MAX as u64) as i64),
                         Param::Int(merged.requests.min(i64::MAX as u64) as i64),
@@ -277,15 +273,19 @@ impl Store {
                     "SELECT service_ms FROM usage_calls WHERE period = $1 AND user_id = $2 AND site = $3 AND service = $4",
                     &params,
                 )?;
-                let total = existing.first().map_or(0, |r| r[0].int() as u64).saturating_add(*ms);
+                let stored = match existing.first() {
+                    None => 0,
+                    Some(row) => row.u64(0)?,
+                };
+                // Saturating: a time that weighs a split, not money.
+                let total = stored.saturating_add(*ms);
                 tx.execute("DELETE FROM usage_calls WHERE period = $1 AND user_id = $2 AND site = $3 AND service = $4", &params)?;
                 tx.execute(
                     "INSERT INTO usage_calls (period, user_id, site, service, service_ms) VALUES ($1, $2, $3, $4, $5)",
                     &[params[0], params[1], params[2], params[3], Param::Int(total.min(i64::MAX as u64) as i64)],
                 )?;
             }
-            let rows = tx.query("SELECT value FROM platform_meta WHERE key = 'metering_checkpoint'", &[])?;
-            let mut stored = rows.first().and_then(|r| Checkpoint::from_text(&r[0].text())).ok_or_else(|| corrupt("metering checkpoint"))?;
+            let mut stored = stored_checkpoint(tx)?;
             stored.extend(checkpoint);
             tx.execute("UPDATE platform_meta SET value = $1 WHERE key = 'metering_checkpoint'", &[Param::Text(&stored.to_text())])?;
             Ok(())
@@ -297,7 +297,7 @@ impl Store {
         let label = period.to_string();
         let (direct, calls) = self.backend.transaction(|tx| {
             let direct = tx.query(
-                "SELECT user_id, site, minutes, latest_minute, recent_minutes, service_ms, requests FROM usage_direct WHERE period = $1",
+                "SELECT minutes, latest_minute, recent_minutes, service_ms, requests, user_id, site FROM usage_direct WHERE period = $1",
                 &[Param::Text(&label)],
             )?;
             let calls =
@@ -306,19 +306,31 @@ impl Store {
         })?;
         let mut usage = Usage::default();
         for row in direct {
-            let minutes = MinuteSet::from_parts(row[2].int() as u32, row[3].int() as u32, row[4].int() as u64)
-                .ok_or_else(|| corrupt("usage row"))?;
-            usage.direct.insert(
-                DirectKey { period, user: row[0].text(), site: row[1].text() },
-                DirectUsage { minutes, service_ms: row[5].int() as u64, requests: row[6].int() as u64 },
-            );
+            usage.direct.insert(DirectKey { period, user: row.text(5)?, site: row.text(6)? }, direct_usage(&row, 0)?);
         }
         for row in calls {
-            usage.calls.insert(
-                CallKey { period, user: row[0].text(), site: row[1].text(), service: row[2].text() },
-                row[3].int() as u64,
-            );
+            usage
+                .calls
+                .insert(CallKey { period, user: row.text(0)?, site: row.text(1)?, service: row.text(2)? }, row.u64(3)?);
         }
         Ok(usage)
     }
+}
+
+/// A `usage_direct` row's minutes, latest minute, recent minutes, service
+/// time and requests, from column `first` on.
+fn direct_usage(row: &Row, first: usize) -> Result<DirectUsage, StoreError> {
+    let (count, latest, recent) = (row.u32(first)?, row.u32(first + 1)?, row.bits64(first + 2)?);
+    let minutes = MinuteSet::from_parts(count, latest, recent).ok_or_else(|| {
+        row.corrupt(first, format!("{count} minutes, latest {latest}, recent {recent:#x} do not agree"))
+    })?;
+    Ok(DirectUsage { minutes, service_ms: row.u64(first + 3)?, requests: row.u64(first + 4)? })
+}
+
+fn stored_checkpoint(tx: &mut Tx<'_>) -> Result<Checkpoint, StoreError> {
+    let rows = tx.query("SELECT value FROM platform_meta WHERE key = 'metering_checkpoint'", &[])?;
+    let row = rows.first().ok_or_else(|| corrupt("platform_meta metering_checkpoint", "missing"))?;
+    let text = row.text(0)?;
+    Checkpoint::from_text(&text)
+        .ok_or_else(|| row.corrupt(0, format!("metering_checkpoint {text:?} is not writer:segment,…")))
 }
