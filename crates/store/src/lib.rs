@@ -15,9 +15,17 @@
 //!   commit): an acknowledged batch survives any crash.
 //! - The node's signing key lives in `DATA/node.key`, created on first use
 //!   with mode 0600, and is refused if others can read it.
+//! - What is read back is what was written, or an error: a NULL, a wrong
+//!   type or a value out of range is [`StoreError::Corrupt`] naming the
+//!   table and column, never a default (see `sql`).
+//! - The lists inside records (a site's instances, hosts, premium prefixes
+//!   and providers; a project's dependencies; a deployment's nodes and
+//!   hosts) are child rows in order, replaced in the record's transaction
+//!   (see `lists`); no item is ever joined with or split on a separator.
 
 mod backend;
 mod key;
+mod lists;
 mod people;
 mod platform;
 mod runtime;
@@ -124,11 +132,7 @@ impl Store {
             reason: e.to_string(),
         })?;
         let signer = load_or_create_key(&location.data_dir)?;
-        let mut backend = match &location.database {
-            Some(url) => Backend::postgres(url),
-            None => Backend::sqlite(&location.data_dir.join(SQLITE_FILE)),
-        }
-        .map_err(|reason| StoreError::Open { location: location.describe(), reason })?;
+        let mut backend = Backend::open(location)?;
         backend.migrate()?;
 
         let config = match backend.meta()? {

@@ -1,6 +1,10 @@
 //! The platform's records beside the ledger: sites the gateway routes and
 //! the projects they pay, API tokens, and metered usage with the
-//! write-ahead-log checkpoint it was flushed up to.
+//! write-ahead-log checkpoint it was flushed up to (a row per log writer).
+//!
+//! A site's instances, hosts, premium prefixes and providers, and a
+//! project's dependencies, are child rows (see [`crate::lists`]), written
+//! and read in the record's transaction.
 
 use std::net::SocketAddr;
 
@@ -9,7 +13,8 @@ use commons_core::token_sha256;
 use metering::wal::Checkpoint;
 use metering::{CallKey, DirectKey, DirectUsage, MinuteSet, Usage};
 
-use crate::sql::{Param, Row, Tx};
+use crate::lists;
+use crate::sql::{Param, Row, Tx, int_param};
 use crate::{Store, StoreError};
 
 /// A site as the gateway routes it.
@@ -60,25 +65,10 @@ pub(crate) fn corrupt(what: &str, detail: &str) -> StoreError {
     StoreError::Corrupt { what: what.to_owned(), detail: detail.to_owned() }
 }
 
-/// `[(a, 1), (b, 2)]` as `a:1,b:2` (names hold neither `:` nor `,`).
-fn encode_weighted(list: &[(String, u64)]) -> String {
-    list.iter().map(|(name, weight)| format!("{name}:{weight}")).collect::<Vec<_>>().join(",")
-}
-
-fn decode_weighted(row: &Row, i: usize) -> Result<Vec<(String, u64)>, StoreError> {
-    row.text(i)?
-        .split(',')
-        .filter(|s| !s.is_empty())
-        .map(|item| {
-            let malformed = || row.corrupt(i, format!("{item:?} is not name:weight"));
-            let (name, weight) = item.rsplit_once(':').ok_or_else(malformed)?;
-            Ok((name.to_owned(), weight.parse().map_err(|_| malformed())?))
-        })
-        .collect()
-}
-
 pub(crate) fn bump_registry(tx: &mut Tx<'_>) -> Result<(), StoreError> {
-    let version = registry_version_in(tx)? + 1;
+    let version = registry_version_in(tx)?
+        .checked_add(1)
+        .ok_or_else(|| corrupt("platform_meta registry_version", "at its largest value"))?;
     tx.execute(
         "UPDATE platform_meta SET value = $1 WHERE key = 'registry_version'",
         &[Param::Text(&version.to_string())],
@@ -94,39 +84,36 @@ fn registry_version_in(tx: &mut Tx<'_>) -> Result<u64, StoreError> {
 }
 
 impl Store {
-    /// Adds or replaces a site.
+    /// Adds or replaces a site, with its lists, in one transaction.
     pub fn put_site(&mut self, site: &SiteRecord) -> Result<(), StoreError> {
         let instances: Vec<String> = site.instances.iter().map(|a| a.to_string()).collect();
-        let (instances, hosts, prefixes) =
-            (instances.join(","), site.custom_hosts.join(","), site.premium_prefixes.join(","));
         // No limit is stored as -1.
         let limit = |l: Option<u32>| l.map_or(-1, i64::from);
-        let providers = encode_weighted(&site.providers);
         self.backend.transaction(|tx| {
             tx.execute("DELETE FROM sites WHERE id = $1", &[Param::Text(&site.id)])?;
             tx.execute(
-                "INSERT INTO sites (id, instances, custom_hosts, anonymous, free_requests_per_minute, free_concurrent_requests, premium_prefixes, operator, project, provider_share_bps, developer_share_bps, providers, health_path) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+                "INSERT INTO sites (id, anonymous, free_requests_per_minute, free_concurrent_requests, operator, project, provider_share_bps, developer_share_bps, health_path) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
                 &[
                     Param::Text(&site.id),
-                    Param::Text(&instances),
-                    Param::Text(&hosts),
                     Param::Int(i64::from(site.anonymous)),
                     Param::Int(limit(site.free_requests_per_minute)),
                     Param::Int(limit(site.free_concurrent_requests)),
-                    Param::Text(&prefixes),
                     Param::Text(&site.operator),
                     Param::Text(&site.project),
                     Param::Int(i64::from(site.provider_share_bps)),
                     Param::Int(i64::from(site.developer_share_bps)),
-                    Param::Text(&providers),
                     Param::Text(site.health_path.as_deref().unwrap_or("")),
                 ],
             )?;
+            lists::SITE_INSTANCES.put(tx, &site.id, instances.iter().map(String::as_str))?;
+            lists::SITE_HOSTS.put(tx, &site.id, site.custom_hosts.iter().map(String::as_str))?;
+            lists::SITE_PREMIUM_PREFIXES.put(tx, &site.id, site.premium_prefixes.iter().map(String::as_str))?;
+            lists::SITE_PROVIDERS.put_weighted(tx, &site.id, &site.providers)?;
             bump_registry(tx)
         })
     }
 
-    /// Removes a site; whether there was one.
+    /// Removes a site (and its lists); whether there was one.
     pub fn remove_site(&mut self, id: &str) -> Result<bool, StoreError> {
         self.backend.transaction(|tx| {
             let removed = tx.execute("DELETE FROM sites WHERE id = $1", &[Param::Text(id)])? > 0;
@@ -136,64 +123,74 @@ impl Store {
     }
 
     pub fn sites(&mut self) -> Result<Vec<SiteRecord>, StoreError> {
-        let rows = self.backend.transaction(|tx| {
-            tx.query(
-                "SELECT id, instances, custom_hosts, anonymous, free_requests_per_minute, free_concurrent_requests, premium_prefixes, operator, project, provider_share_bps, developer_share_bps, providers, health_path FROM sites ORDER BY id",
+        self.backend.read(|tx| {
+            let rows = tx.query(
+                "SELECT id, anonymous, free_requests_per_minute, free_concurrent_requests, operator, project, provider_share_bps, developer_share_bps, health_path FROM sites ORDER BY id",
                 &[],
-            )
-        })?;
-        rows.iter()
-            .map(|row| {
-                let list = |i: usize| -> Result<Vec<String>, StoreError> {
-                    Ok(row.text(i)?.split(',').filter(|s| !s.is_empty()).map(str::to_owned).collect())
-                };
-                let instances = list(1)?
-                    .iter()
-                    .map(|a| a.parse().map_err(|_| row.corrupt(1, format!("{a:?} is not an address"))))
-                    .collect::<Result<_, _>>()?;
-                // No limit is stored as -1 (or NULL, in a row older than the column).
-                let limit = |i: usize| match row.optional_int(i)? {
-                    None | Some(-1) => Ok(None),
-                    Some(_) => row.u32(i).map(Some),
-                };
-                Ok(SiteRecord {
-                    id: row.text(0)?,
-                    instances,
-                    custom_hosts: list(2)?,
-                    anonymous: row.bool(3)?,
-                    free_requests_per_minute: limit(4)?,
-                    free_concurrent_requests: limit(5)?,
-                    premium_prefixes: list(6)?,
-                    operator: row.text(7)?,
-                    project: row.text(8)?,
-                    provider_share_bps: row.u32(9)?,
-                    developer_share_bps: row.u32(10)?,
-                    providers: decode_weighted(row, 11)?,
-                    health_path: Some(row.text(12)?).filter(|p| !p.is_empty()),
+            )?;
+            let mut instances = lists::SITE_INSTANCES.read_all(tx)?;
+            let mut hosts = lists::SITE_HOSTS.read_all(tx)?;
+            let mut prefixes = lists::SITE_PREMIUM_PREFIXES.read_all(tx)?;
+            let mut providers = lists::SITE_PROVIDERS.read_all(tx)?;
+            rows.iter()
+                .map(|row| {
+                    let id = row.text(0)?;
+                    let instances = instances
+                        .take(&id)?
+                        .iter()
+                        .map(|a| {
+                            a.parse().map_err(|_| corrupt("site_instances.address", &format!("{a:?} is not an address")))
+                        })
+                        .collect::<Result<_, _>>()?;
+                    // No limit is stored as -1 (or NULL, in a row older than the column).
+                    let limit = |i: usize| match row.optional_int(i)? {
+                        None | Some(-1) => Ok(None),
+                        Some(_) => row.u32(i).map(Some),
+                    };
+                    Ok(SiteRecord {
+                        instances,
+                        custom_hosts: hosts.take(&id)?,
+                        anonymous: row.bool(1)?,
+                        free_requests_per_minute: limit(2)?,
+                        free_concurrent_requests: limit(3)?,
+                        premium_prefixes: prefixes.take(&id)?,
+                        operator: row.text(4)?,
+                        project: row.text(5)?,
+                        provider_share_bps: row.u32(6)?,
+                        developer_share_bps: row.u32(7)?,
+                        providers: providers.take_weighted(&id)?,
+                        health_path: Some(row.text(8)?).filter(|p| !p.is_empty()),
+                        id,
+                    })
                 })
-            })
-            .collect()
+                .collect()
+        })
     }
 
-    /// Adds or replaces a project.
+    /// Adds or replaces a project, with its dependencies, in one transaction.
     pub fn put_project(&mut self, project: &ProjectRecord) -> Result<(), StoreError> {
-        let deps = encode_weighted(&project.deps);
         self.backend.transaction(|tx| {
             tx.execute("DELETE FROM projects WHERE id = $1", &[Param::Text(&project.id)])?;
             tx.execute(
-                "INSERT INTO projects (id, deps, repository) VALUES ($1, $2, $3)",
-                &[Param::Text(&project.id), Param::Text(&deps), Param::Text(&project.repository)],
+                "INSERT INTO projects (id, repository) VALUES ($1, $2)",
+                &[Param::Text(&project.id), Param::Text(&project.repository)],
             )?;
+            lists::PROJECT_DEPENDENCIES.put_weighted(tx, &project.id, &project.deps)?;
             bump_registry(tx)
         })
     }
 
     pub fn projects(&mut self) -> Result<Vec<ProjectRecord>, StoreError> {
-        let rows =
-            self.backend.transaction(|tx| tx.query("SELECT id, deps, repository FROM projects ORDER BY id", &[]))?;
-        rows.iter()
-            .map(|row| Ok(ProjectRecord { id: row.text(0)?, deps: decode_weighted(row, 1)?, repository: row.text(2)? }))
-            .collect()
+        self.backend.read(|tx| {
+            let rows = tx.query("SELECT id, repository FROM projects ORDER BY id", &[])?;
+            let mut deps = lists::PROJECT_DEPENDENCIES.read_all(tx)?;
+            rows.iter()
+                .map(|row| {
+                    let id = row.text(0)?;
+                    Ok(ProjectRecord { deps: deps.take_weighted(&id)?, repository: row.text(1)?, id })
+                })
+                .collect()
+        })
     }
 
     /// Changes whenever sites, projects, accounts, tokens or subscriptions
@@ -285,9 +282,16 @@ impl Store {
                     &[params[0], params[1], params[2], params[3], Param::Int(total.min(i64::MAX as u64) as i64)],
                 )?;
             }
+            // Each writer's segment only moves forward: a row per writer.
             let mut stored = stored_checkpoint(tx)?;
             stored.extend(checkpoint);
-            tx.execute("UPDATE platform_meta SET value = $1 WHERE key = 'metering_checkpoint'", &[Param::Text(&stored.to_text())])?;
+            for (&writer, &segment) in &stored.flushed {
+                tx.execute("DELETE FROM metering_checkpoint WHERE writer = $1", &[Param::Int(i64::from(writer))])?;
+                tx.execute(
+                    "INSERT INTO metering_checkpoint (writer, segment) VALUES ($1, $2)",
+                    &[Param::Int(i64::from(writer)), int_param(segment, "log segment")?],
+                )?;
+            }
             Ok(())
         })
     }
@@ -328,9 +332,10 @@ fn direct_usage(row: &Row, first: usize) -> Result<DirectUsage, StoreError> {
 }
 
 fn stored_checkpoint(tx: &mut Tx<'_>) -> Result<Checkpoint, StoreError> {
-    let rows = tx.query("SELECT value FROM platform_meta WHERE key = 'metering_checkpoint'", &[])?;
-    let row = rows.first().ok_or_else(|| corrupt("platform_meta metering_checkpoint", "missing"))?;
-    let text = row.text(0)?;
-    Checkpoint::from_text(&text)
-        .ok_or_else(|| row.corrupt(0, format!("metering_checkpoint {text:?} is not writer:segment,…")))
+    let rows = tx.query("SELECT writer, segment FROM metering_checkpoint", &[])?;
+    let mut checkpoint = Checkpoint::default();
+    for row in rows {
+        checkpoint.flushed.insert(row.u32(0)?, row.u64(1)?);
+    }
+    Ok(checkpoint)
 }

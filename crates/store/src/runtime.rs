@@ -1,8 +1,11 @@
-//! The runtime's records: providers' nodes, the public history of deploys,
-//! and the resources each site used on each provider's machines.
+//! The runtime's records: providers' nodes, deployments (what operators
+//! asked for, and the agents' answers; their nodes and hosts are child
+//! rows), the public history of deploys, and the resources each site used
+//! on each provider's machines.
 
 use commons_core::Period;
 
+use crate::lists;
 use crate::sql::{Param, int_param};
 use crate::{Store, StoreError};
 
@@ -62,7 +65,8 @@ pub struct ResourceTotals {
 }
 
 impl Store {
-    /// Asks for a deployment (state `pending`); returns its generation.
+    /// Asks for a deployment (state `pending`), with its nodes and hosts,
+    /// in one transaction; returns its generation.
     pub fn request_deployment(&mut self, d: &DeploymentRecord) -> Result<u64, StoreError> {
         self.backend.transaction(|tx| {
             let rows = tx.query("SELECT generation FROM deployments WHERE site = $1", &[Param::Text(&d.site)])?;
@@ -72,19 +76,19 @@ impl Store {
             };
             tx.execute("DELETE FROM deployments WHERE site = $1", &[Param::Text(&d.site)])?;
             tx.execute(
-                "INSERT INTO deployments (site, app_dir, nodes, operator, provider_share_bps, developer_share_bps, anonymous, generation, state, detail, hosts) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'pending', '', $9)",
+                "INSERT INTO deployments (site, app_dir, operator, provider_share_bps, developer_share_bps, anonymous, generation, state, detail) VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending', '')",
                 &[
                     Param::Text(&d.site),
                     Param::Text(&d.app_dir),
-                    Param::Text(&d.nodes.join(",")),
                     Param::Text(&d.operator),
                     Param::Int(i64::from(d.provider_share_bps)),
                     Param::Int(i64::from(d.developer_share_bps)),
                     Param::Int(i64::from(d.anonymous)),
                     int_param(generation, "generation")?,
-                    Param::Text(&d.hosts.join(",")),
                 ],
             )?;
+            lists::DEPLOYMENT_NODES.put(tx, &d.site, d.nodes.iter().map(String::as_str))?;
+            lists::DEPLOYMENT_HOSTS.put(tx, &d.site, d.hosts.iter().map(String::as_str))?;
             crate::platform::bump_registry(tx)?;
             Ok(generation)
         })
@@ -119,29 +123,32 @@ impl Store {
     }
 
     pub fn deployments(&mut self) -> Result<Vec<DeploymentRecord>, StoreError> {
-        let rows = self.backend.transaction(|tx| {
-            tx.query(
-                "SELECT site, app_dir, nodes, operator, provider_share_bps, developer_share_bps, anonymous, generation, state, detail, hosts FROM deployments ORDER BY site",
+        self.backend.read(|tx| {
+            let rows = tx.query(
+                "SELECT site, app_dir, operator, provider_share_bps, developer_share_bps, anonymous, generation, state, detail FROM deployments ORDER BY site",
                 &[],
-            )
-        })?;
-        rows.iter()
-            .map(|r| {
-                Ok(DeploymentRecord {
-                    site: r.text(0)?,
-                    app_dir: r.text(1)?,
-                    nodes: r.text(2)?.split(',').filter(|s| !s.is_empty()).map(str::to_owned).collect(),
-                    operator: r.text(3)?,
-                    provider_share_bps: r.u32(4)?,
-                    developer_share_bps: r.u32(5)?,
-                    anonymous: r.bool(6)?,
-                    generation: r.u64(7)?,
-                    state: r.text(8)?,
-                    detail: r.text(9)?,
-                    hosts: r.text(10)?.split(',').filter(|s| !s.is_empty()).map(str::to_owned).collect(),
+            )?;
+            let mut nodes = lists::DEPLOYMENT_NODES.read_all(tx)?;
+            let mut hosts = lists::DEPLOYMENT_HOSTS.read_all(tx)?;
+            rows.iter()
+                .map(|r| {
+                    let site = r.text(0)?;
+                    Ok(DeploymentRecord {
+                        app_dir: r.text(1)?,
+                        nodes: nodes.take(&site)?,
+                        operator: r.text(2)?,
+                        provider_share_bps: r.u32(3)?,
+                        developer_share_bps: r.u32(4)?,
+                        anonymous: r.bool(5)?,
+                        hosts: hosts.take(&site)?,
+                        generation: r.u64(6)?,
+                        state: r.text(7)?,
+                        detail: r.text(8)?,
+                        site,
+                    })
                 })
-            })
-            .collect()
+                .collect()
+        })
     }
 
     /// Registers a node, or changes one.

@@ -143,6 +143,42 @@ fn resource_usage_below_zero_is_an_error() {
     );
 }
 
+#[test]
+fn a_negative_provider_weight_is_an_error() {
+    check(
+        ("site_providers", "weight", Number(-1)),
+        |store| store.sites().map(drop),
+        "the stored site_providers.weight is corrupt: expected a non-negative integer, found -1",
+    );
+}
+
+#[test]
+fn a_null_dependency_is_an_error_not_an_empty_name() {
+    check(
+        ("project_dependencies", "dependency", Null),
+        |store| store.projects().map(drop),
+        "the stored project_dependencies.dependency is corrupt: expected text, found NULL",
+    );
+}
+
+#[test]
+fn an_instance_that_is_not_an_address_is_an_error() {
+    check(
+        ("site_instances", "address", Text("nowhere")),
+        |store| store.sites().map(drop),
+        "the stored site_instances.address is corrupt: \"nowhere\" is not an address",
+    );
+}
+
+#[test]
+fn a_negative_checkpoint_segment_is_an_error() {
+    check(
+        ("metering_checkpoint", "segment", Number(-1)),
+        |store| store.metering_checkpoint().map(drop),
+        "the stored metering_checkpoint.segment is corrupt: expected a non-negative integer, found -1",
+    );
+}
+
 /// Fills a store, damages `column` of `table`, and expects opening the
 /// store and `read`ing to fail with `expect`, on both databases.
 fn check((table, column, damage): (&str, &str, Damage), read: Read, expect: &str) {
