@@ -30,6 +30,8 @@ mod people;
 mod platform;
 mod runtime;
 mod sql;
+#[cfg(test)]
+mod upgrade_test;
 
 use std::path::{Path, PathBuf};
 
