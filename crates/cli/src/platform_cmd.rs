@@ -243,8 +243,8 @@ pub fn site(command: SiteCommand, store_args: &StoreArgs) -> anyhow::Result<()> 
             {
                 return Err(BadInput(format!("health path {path:?} must start with / and hold no spaces")).into());
             }
-            if let Some(prefix) = premium_prefixes.iter().find(|p| !p.starts_with('/') || p.contains(',')) {
-                return Err(BadInput(format!("premium prefix {prefix:?} must start with / and hold no comma")).into());
+            if let Some(prefix) = premium_prefixes.iter().find(|p| !p.starts_with('/')) {
+                return Err(BadInput(format!("premium prefix {prefix:?} must start with /")).into());
             }
             store.put_site(&SiteRecord {
                 id: id.clone(),
@@ -500,9 +500,11 @@ pub fn deploy(args: DeployArgs, store_args: &StoreArgs) -> anyhow::Result<()> {
     if args.provider_share_bps > 10_000 {
         return Err(BadInput(format!("--provider-share-bps {} is over 10000", args.provider_share_bps)).into());
     }
-    if let Some(host) = args.hosts.iter().find(|h| {
-        h.is_empty() || h.contains(',') || !h.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-')
-    }) {
+    if let Some(host) = args
+        .hosts
+        .iter()
+        .find(|h| h.is_empty() || !h.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-'))
+    {
         return Err(BadInput(format!("--host {host:?} is not a host name")).into());
     }
     let mut store = Store::open(&store_args.location())?;

@@ -3,7 +3,7 @@
 
 use std::process::{Command, Output};
 
-use store::testing::{drop_schema, fresh_schema, postgres_url};
+use test_support::{drop_schema, fresh_schema, postgres_url};
 
 struct Place {
     name: &'static str,

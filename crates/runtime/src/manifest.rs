@@ -269,8 +269,8 @@ impl Manifest {
             }
             depends_on.push((dep.project, dep.weight));
         }
-        if let Some(prefix) = raw.tier.premium_prefixes.iter().find(|p| !p.starts_with('/') || p.contains(',')) {
-            return Err(error("tier.premium_prefixes", format!("{prefix:?} must start with / and hold no comma")));
+        if let Some(prefix) = raw.tier.premium_prefixes.iter().find(|p| !p.starts_with('/')) {
+            return Err(error("tier.premium_prefixes", format!("{prefix:?} must start with /")));
         }
         let defaults = Resources::default();
         let resources = Resources {
@@ -358,6 +358,12 @@ premium_prefixes = ["/export"]
     }
 
     #[test]
+    fn a_premium_prefix_may_hold_a_comma() {
+        let m = Manifest::parse("notes.toml", &GOOD.replace("[\"/export\"]", "[\"/export,csv\", \"/pro\"]")).unwrap();
+        assert_eq!(m.tier.premium_prefixes, ["/export,csv", "/pro"]);
+    }
+
+    #[test]
     fn bad_manifests_say_which_field_and_why() {
         let cases = [
             (
@@ -371,6 +377,7 @@ premium_prefixes = ["/export"]
             (GOOD.replace("{ project = \"markdown\" }", "{ project = \"notes\" }"), "depends_on"),
             (GOOD.replace("name = \"notes\"", "name = \"no tes\""), "name: \"no tes\""),
             (GOOD.replace("[tier]", "[tier]\nfree_concurrent_requests = -1"), "line 13: invalid value"),
+            (GOOD.replace("[\"/export\"]", "[\"export\"]"), "tier.premium_prefixes: \"export\" must start with /"),
         ];
         for (text, expected) in cases {
             let error = Manifest::parse("notes.toml", &text).unwrap_err().to_string();

@@ -16,7 +16,7 @@ use store::{Location, Store};
 fn main() {
     let mut transfers = 2_000_000usize;
     let mut batch_size = 10_000usize;
-    let mut database = store::testing::DEFAULT_URL.to_owned();
+    let mut database = test_support::DEFAULT_URL.to_owned();
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         let value = args.next().expect("a value after each flag");
@@ -32,9 +32,9 @@ fn main() {
 
     let dir = tempfile::tempdir().unwrap();
     let sqlite = append_all(&Location::new(Some(dir.path().join("sqlite")), None), n_batches, batch_size);
-    let schema = store::testing::fresh_schema(&database);
+    let schema = test_support::fresh_schema(&database);
     let postgres = append_all(&Location::new(Some(dir.path().join("pg")), Some(schema.clone())), n_batches, batch_size);
-    store::testing::drop_schema(&schema);
+    test_support::drop_schema(&schema);
     let baseline = plain_postgres(&database, n_batches, batch_size);
 
     println!("{:<44} {:>12} {:>14}", "", "seconds", "transfers/s");
@@ -114,7 +114,7 @@ struct Baseline {
 /// The usual hand-rolled double-entry table: one row per transfer, a
 /// unique id, the two accounts and the amount, committed per batch.
 fn plain_postgres(url: &str, n: usize, size: usize) -> Baseline {
-    let schema_url = store::testing::fresh_schema(url);
+    let schema_url = test_support::fresh_schema(url);
     let mut client = postgres::Client::connect(&schema_url, postgres::NoTls).unwrap();
     client
         .batch_execute(
@@ -161,6 +161,6 @@ fn plain_postgres(url: &str, n: usize, size: usize) -> Baseline {
     }
     let bulk = start.elapsed().as_secs_f64();
     drop(client);
-    store::testing::drop_schema(&schema_url);
+    test_support::drop_schema(&schema_url);
     Baseline { row_by_row, bulk }
 }

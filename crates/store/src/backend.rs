@@ -1,17 +1,27 @@
 //! The two databases behind one interface, with the same SQL and the same
 //! migrations. The only dialect difference, the binary column type, is the
 //! `{bytes}` placeholder in the migrations. (`$1` parameters work in both.)
+//!
+//! # Invariants
+//! - Migrations run in order, each once, each in one transaction with the
+//!   row in `schema_migrations` that records it: a crash leaves the schema
+//!   at one migration or the next, never between.
+//! - SQLite enforces foreign keys on every connection (`PRAGMA
+//!   foreign_keys`), as PostgreSQL always does, so a list's rows go with
+//!   their record on both.
 
 use std::path::Path;
 
 use ledger::LedgerConfig;
 
-use crate::StoreError;
+use crate::sql::{Param, Tx, int_param, postgres_error, postgres_execute, sqlite_error, sqlite_execute};
+use crate::{Location, StoreError};
 
 /// Schema changes, in order; each runs once, in a transaction, recorded in
 /// `schema_migrations`. Never edit one that has shipped: add another.
-const MIGRATIONS: &[&str] = &[
-    "
+const MIGRATIONS: &[Migration] = &[
+    Migration::Sql(
+        "
     CREATE TABLE ledger_meta (
         key TEXT PRIMARY KEY,
         value TEXT NOT NULL
@@ -22,7 +32,9 @@ const MIGRATIONS: &[&str] = &[
         body {bytes} NOT NULL
     );
 ",
-    "
+    ),
+    Migration::Sql(
+        "
     CREATE TABLE platform_meta (
         key TEXT PRIMARY KEY,
         value TEXT NOT NULL
@@ -59,12 +71,16 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (period, user_id, site, service)
     );
 ",
-    "
+    ),
+    Migration::Sql(
+        "
     ALTER TABLE sites ADD COLUMN free_requests_per_minute BIGINT;
     ALTER TABLE sites ADD COLUMN free_concurrent_requests BIGINT;
     ALTER TABLE sites ADD COLUMN premium_prefixes TEXT NOT NULL DEFAULT '';
 ",
-    "
+    ),
+    Migration::Sql(
+        "
     ALTER TABLE sites ADD COLUMN operator TEXT NOT NULL DEFAULT '';
     ALTER TABLE sites ADD COLUMN project TEXT NOT NULL DEFAULT '';
     ALTER TABLE sites ADD COLUMN provider_share_bps BIGINT NOT NULL DEFAULT 3000;
@@ -94,10 +110,14 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (period, user_id)
     );
 ",
-    "
+    ),
+    Migration::Sql(
+        "
     ALTER TABLE sites ADD COLUMN health_path TEXT NOT NULL DEFAULT '';
 ",
-    "
+    ),
+    Migration::Sql(
+        "
     CREATE TABLE nodes (
         id TEXT PRIMARY KEY,
         provider TEXT NOT NULL,
@@ -120,7 +140,9 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (period, site, provider)
     );
 ",
-    "
+    ),
+    Migration::Sql(
+        "
     CREATE TABLE deployments (
         site TEXT PRIMARY KEY,
         app_dir TEXT NOT NULL,
@@ -134,13 +156,182 @@ const MIGRATIONS: &[&str] = &[
         detail TEXT NOT NULL
     );
 ",
-    "
+    ),
+    Migration::Sql(
+        "
     ALTER TABLE nodes ADD COLUMN join_token_hash TEXT NOT NULL DEFAULT '';
 ",
-    "
+    ),
+    Migration::Sql(
+        "
     ALTER TABLE deployments ADD COLUMN hosts TEXT NOT NULL DEFAULT '';
 ",
+    ),
+    // 10: lists as child rows, and the metering checkpoint as a row per
+    // writer.
+    Migration::Code(lists_as_rows),
 ];
+
+/// The number of the last migration: the schema version a store opened by
+/// this code is at.
+pub(crate) const HEAD: usize = MIGRATIONS.len();
+
+/// One schema change.
+enum Migration {
+    /// Statements; `{bytes}` stands for the binary column type.
+    Sql(&'static str),
+    /// Code, for a change whose data cannot be moved by the same SQL on
+    /// both databases. It must only use SQL of its own, never the store's
+    /// current code, so that it means the same thing for ever.
+    Code(fn(&mut Tx<'_>) -> Result<(), StoreError>),
+}
+
+/// The tables of migration 10. Each list becomes a table of
+/// `(owner, position, item[, weight])`; its rows go with their record.
+const LISTS_AS_ROWS_TABLES: &str = "
+    CREATE TABLE site_instances (
+        site TEXT NOT NULL REFERENCES sites (id) ON DELETE CASCADE,
+        position BIGINT NOT NULL,
+        address TEXT NOT NULL,
+        PRIMARY KEY (site, position)
+    );
+    CREATE TABLE site_hosts (
+        site TEXT NOT NULL REFERENCES sites (id) ON DELETE CASCADE,
+        position BIGINT NOT NULL,
+        host TEXT NOT NULL,
+        PRIMARY KEY (site, position)
+    );
+    CREATE TABLE site_premium_prefixes (
+        site TEXT NOT NULL REFERENCES sites (id) ON DELETE CASCADE,
+        position BIGINT NOT NULL,
+        prefix TEXT NOT NULL,
+        PRIMARY KEY (site, position)
+    );
+    CREATE TABLE site_providers (
+        site TEXT NOT NULL REFERENCES sites (id) ON DELETE CASCADE,
+        position BIGINT NOT NULL,
+        provider TEXT NOT NULL,
+        weight BIGINT NOT NULL,
+        PRIMARY KEY (site, position)
+    );
+    CREATE TABLE project_dependencies (
+        project TEXT NOT NULL REFERENCES projects (id) ON DELETE CASCADE,
+        position BIGINT NOT NULL,
+        dependency TEXT NOT NULL,
+        weight BIGINT NOT NULL,
+        PRIMARY KEY (project, position)
+    );
+    CREATE TABLE deployment_nodes (
+        site TEXT NOT NULL REFERENCES deployments (site) ON DELETE CASCADE,
+        position BIGINT NOT NULL,
+        node TEXT NOT NULL,
+        PRIMARY KEY (site, position)
+    );
+    CREATE TABLE deployment_hosts (
+        site TEXT NOT NULL REFERENCES deployments (site) ON DELETE CASCADE,
+        position BIGINT NOT NULL,
+        host TEXT NOT NULL,
+        PRIMARY KEY (site, position)
+    );
+    CREATE TABLE metering_checkpoint (
+        writer BIGINT PRIMARY KEY,
+        segment BIGINT NOT NULL
+    );
+";
+
+/// The comma-joined columns migration 10 replaces.
+const LISTS_AS_ROWS_DROPS: &str = "
+    ALTER TABLE sites DROP COLUMN instances;
+    ALTER TABLE sites DROP COLUMN custom_hosts;
+    ALTER TABLE sites DROP COLUMN premium_prefixes;
+    ALTER TABLE sites DROP COLUMN providers;
+    ALTER TABLE projects DROP COLUMN deps;
+    ALTER TABLE deployments DROP COLUMN nodes;
+    ALTER TABLE deployments DROP COLUMN hosts;
+";
+
+/// Migration 10: the lists stored as comma-joined TEXT (`a,b`, weighted
+/// `a:1,b:2`) become child rows in their order, the metering checkpoint
+/// (`writer:segment,…` in `platform_meta`) a row per writer, and the old
+/// columns go. Code, because the two databases split text with different
+/// functions; each old value is read exactly as the code before it read
+/// it (empty items skipped, a weight after the last colon).
+fn lists_as_rows(tx: &mut Tx<'_>) -> Result<(), StoreError> {
+    tx.execute_batch(LISTS_AS_ROWS_TABLES)?;
+    for row in tx.query("SELECT id, instances, custom_hosts, premium_prefixes, providers FROM sites", &[])? {
+        let site = row.text(0)?;
+        let insert =
+            |table: &str, column: &str| format!("INSERT INTO {table} (site, position, {column}) VALUES ($1, $2, $3)");
+        insert_items(tx, &insert("site_instances", "address"), &site, &joined_items(&row.text(1)?))?;
+        insert_items(tx, &insert("site_hosts", "host"), &site, &joined_items(&row.text(2)?))?;
+        insert_items(tx, &insert("site_premium_prefixes", "prefix"), &site, &joined_items(&row.text(3)?))?;
+        let providers = row.text(4)?;
+        let providers = joined_weighted(&providers).ok_or_else(|| row.corrupt(4, "not name:weight,…"))?;
+        insert_weighted(
+            tx,
+            "INSERT INTO site_providers (site, position, provider, weight) VALUES ($1, $2, $3, $4)",
+            &site,
+            &providers,
+        )?;
+    }
+    for row in tx.query("SELECT id, deps FROM projects", &[])? {
+        let deps = row.text(1)?;
+        let deps = joined_weighted(&deps).ok_or_else(|| row.corrupt(1, "not name:weight,…"))?;
+        insert_weighted(
+            tx,
+            "INSERT INTO project_dependencies (project, position, dependency, weight) VALUES ($1, $2, $3, $4)",
+            &row.text(0)?,
+            &deps,
+        )?;
+    }
+    for row in tx.query("SELECT site, nodes, hosts FROM deployments", &[])? {
+        let site = row.text(0)?;
+        let insert =
+            |table: &str, column: &str| format!("INSERT INTO {table} (site, position, {column}) VALUES ($1, $2, $3)");
+        insert_items(tx, &insert("deployment_nodes", "node"), &site, &joined_items(&row.text(1)?))?;
+        insert_items(tx, &insert("deployment_hosts", "host"), &site, &joined_items(&row.text(2)?))?;
+    }
+    for row in tx.query("SELECT value FROM platform_meta WHERE key = 'metering_checkpoint'", &[])? {
+        let pairs = row.text(0)?;
+        let pairs = joined_weighted(&pairs).ok_or_else(|| row.corrupt(0, "not writer:segment,…"))?;
+        for (writer, segment) in pairs {
+            let writer = writer.parse::<u32>().map_err(|_| row.corrupt(0, format!("{writer:?} is not a writer")))?;
+            tx.execute(
+                "INSERT INTO metering_checkpoint (writer, segment) VALUES ($1, $2)",
+                &[Param::Int(i64::from(writer)), int_param(segment, "log segment")?],
+            )?;
+        }
+    }
+    tx.execute("DELETE FROM platform_meta WHERE key = 'metering_checkpoint'", &[])?;
+    tx.execute_batch(LISTS_AS_ROWS_DROPS)
+}
+
+/// `a,b` as `[a, b]`, skipping empty items.
+fn joined_items(text: &str) -> Vec<&str> {
+    text.split(',').filter(|item| !item.is_empty()).collect()
+}
+
+/// `a:1,b:2` as `[(a, 1), (b, 2)]`; `None` if an item is not `name:number`.
+fn joined_weighted(text: &str) -> Option<Vec<(&str, u64)>> {
+    joined_items(text)
+        .into_iter()
+        .map(|item| item.rsplit_once(':').and_then(|(name, weight)| Some((name, weight.parse().ok()?))))
+        .collect()
+}
+
+fn insert_items(tx: &mut Tx<'_>, sql: &str, owner: &str, items: &[&str]) -> Result<(), StoreError> {
+    for (position, item) in (0..).zip(items) {
+        tx.execute(sql, &[Param::Text(owner), Param::Int(position), Param::Text(item)])?;
+    }
+    Ok(())
+}
+
+fn insert_weighted(tx: &mut Tx<'_>, sql: &str, owner: &str, items: &[(&str, u64)]) -> Result<(), StoreError> {
+    for (position, (item, weight)) in (0..).zip(items) {
+        tx.execute(sql, &[Param::Text(owner), Param::Int(position), Param::Text(item), int_param(*weight, "weight")?])?;
+    }
+    Ok(())
+}
 
 /// A stored block: height, hash, encoded body.
 pub(crate) type StoredBlock = (u64, Vec<u8>, Vec<u8>);
@@ -150,20 +341,28 @@ pub(crate) enum Backend {
     Postgres(postgres::Client),
 }
 
-fn db<E: std::fmt::Display>(e: E) -> StoreError {
-    StoreError::Database(e.to_string())
-}
-
 impl Backend {
-    pub(crate) fn sqlite(path: &Path) -> Result<Backend, String> {
+    /// Connects to the database `location` names (SQLite's file is created
+    /// on first use; its directory must exist).
+    pub(crate) fn open(location: &Location) -> Result<Backend, StoreError> {
+        match &location.database {
+            Some(url) => Backend::postgres(url),
+            None => Backend::sqlite(&crate::sqlite_path(&location.data_dir)),
+        }
+        .map_err(|reason| StoreError::Open { location: location.describe(), reason })
+    }
+
+    fn sqlite(path: &Path) -> Result<Backend, String> {
         let connection = rusqlite::Connection::open(path).map_err(|e| e.to_string())?;
         connection
-            .execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA busy_timeout = 5000;")
+            .execute_batch(
+                "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA busy_timeout = 5000; PRAGMA foreign_keys = ON;",
+            )
             .map_err(|e| e.to_string())?;
         Ok(Backend::Sqlite(connection))
     }
 
-    pub(crate) fn postgres(url: &str) -> Result<Backend, String> {
+    fn postgres(url: &str) -> Result<Backend, String> {
         let client = postgres::Client::connect(url, postgres::NoTls).map_err(|e| {
             let detail = std::error::Error::source(&e).map(|s| format!(": {s}")).unwrap_or_default();
             format!("{e}{detail}")
@@ -178,57 +377,53 @@ impl Backend {
         }
     }
 
+    /// Runs every migration not yet applied, each in its own transaction.
     pub(crate) fn migrate(&mut self) -> Result<(), StoreError> {
-        self.execute_batch("CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY)")?;
-        let applied = self.query_i64s("SELECT version FROM schema_migrations")?;
+        self.migrate_to(HEAD)
+    }
+
+    /// Runs the migrations up to number `head` (counting from 1).
+    pub(crate) fn migrate_to(&mut self, head: usize) -> Result<(), StoreError> {
+        self.transaction(|tx| {
+            tx.execute_batch("CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY)")
+        })?;
+        let applied = self.transaction(|tx| {
+            tx.query("SELECT version FROM schema_migrations", &[])?
+                .iter()
+                .map(|row| row.int(0))
+                .collect::<Result<Vec<_>, _>>()
+        })?;
         let bytes = self.bytes_type();
-        for (version, migration) in MIGRATIONS.iter().enumerate() {
-            let version = version as i64 + 1;
+        for (version, migration) in (1..).zip(&MIGRATIONS[..head]) {
             if applied.contains(&version) {
                 continue;
             }
-            let sql = format!(
-                "BEGIN; {} INSERT INTO schema_migrations (version) VALUES ({version}); COMMIT;",
-                migration.replace("{bytes}", bytes)
-            );
-            self.execute_batch(&sql)?;
+            self.transaction(|tx| {
+                match migration {
+                    Migration::Sql(sql) => tx.execute_batch(&sql.replace("{bytes}", bytes))?,
+                    Migration::Code(change) => change(tx)?,
+                }
+                tx.execute("INSERT INTO schema_migrations (version) VALUES ($1)", &[Param::Int(version)])?;
+                Ok(())
+            })?;
         }
         Ok(())
     }
 
-    fn execute_batch(&mut self, sql: &str) -> Result<(), StoreError> {
-        match self {
-            Backend::Sqlite(c) => c.execute_batch(sql).map_err(db),
-            Backend::Postgres(c) => c.batch_execute(sql).map_err(db),
-        }
-    }
-
-    fn query_i64s(&mut self, sql: &str) -> Result<Vec<i64>, StoreError> {
-        match self {
-            Backend::Sqlite(c) => {
-                let mut statement = c.prepare(sql).map_err(db)?;
-                let rows = statement.query_map([], |row| row.get::<_, i64>(0)).map_err(db)?;
-                rows.collect::<Result<_, _>>().map_err(db)
-            }
-            Backend::Postgres(c) => Ok(c.query(sql, &[]).map_err(db)?.iter().map(|row| row.get::<_, i64>(0)).collect()),
-        }
-    }
-
     pub(crate) fn meta(&mut self) -> Result<Option<LedgerConfig>, StoreError> {
-        const SQL: &str = "SELECT key, value FROM ledger_meta";
-        let pairs: Vec<(String, String)> = match self {
-            Backend::Sqlite(c) => {
-                let mut statement = c.prepare(SQL).map_err(db)?;
-                let rows = statement.query_map([], |row| Ok((row.get(0)?, row.get(1)?))).map_err(db)?;
-                rows.collect::<Result<_, _>>().map_err(db)?
-            }
-            Backend::Postgres(c) => c.query(SQL, &[]).map_err(db)?.iter().map(|row| (row.get(0), row.get(1))).collect(),
-        };
-        if pairs.is_empty() {
+        let rows = self.transaction(|tx| tx.query("SELECT key, value FROM ledger_meta", &[]))?;
+        if rows.is_empty() {
             return Ok(None);
         }
+        let mut pairs = Vec::with_capacity(rows.len());
+        for row in &rows {
+            pairs.push((row.text(0)?, row.text(1)?));
+        }
         let get = |key: &str| pairs.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone());
-        let corrupt = |what: &str| StoreError::Database(format!("ledger_meta: {what} is missing or malformed"));
+        let corrupt = |key: &str| StoreError::Corrupt {
+            what: format!("ledger_meta {key}"),
+            detail: "missing or malformed".into(),
+        };
         let signer = get("signer")
             .and_then(|hex| hex::decode(hex).ok())
             .and_then(|bytes| <[u8; 32]>::try_from(bytes).ok())
@@ -248,61 +443,69 @@ impl Backend {
             ("initial_cents_per_cc", config.initial_cents_per_cc.to_string()),
             ("signer", hex::encode(config.signer)),
         ];
-        let values: Vec<String> = rows.iter().map(|(k, v)| format!("('{k}', '{v}')")).collect();
-        // The values are ours (an ISO code, a number, hex): no quoting needed.
-        self.execute_batch(&format!("INSERT INTO ledger_meta (key, value) VALUES {}", values.join(", ")))
+        self.transaction(|tx| {
+            for (key, value) in &rows {
+                tx.execute(
+                    "INSERT INTO ledger_meta (key, value) VALUES ($1, $2)",
+                    &[Param::Text(key), Param::Text(value)],
+                )?;
+            }
+            Ok(())
+        })
     }
 
+    /// Inserts a block in one statement (its own transaction): a block is
+    /// stored whole or not at all.
     pub(crate) fn insert_block(&mut self, height: u64, hash: &[u8; 32], body: &[u8]) -> Result<(), StoreError> {
         const SQL: &str = "INSERT INTO ledger_blocks (height, hash, body) VALUES ($1, $2, $3)";
-        let height = i64::try_from(height).map_err(db)?;
+        let params = [int_param(height, "block height")?, Param::Bytes(hash), Param::Bytes(body)];
         match self {
-            Backend::Sqlite(c) => {
-                c.prepare_cached(SQL).and_then(|mut s| s.execute((height, &hash[..], body))).map(drop)
-            }
-            Backend::Postgres(c) => return c.execute(SQL, &[&height, &&hash[..], &body]).map(drop).map_err(db),
+            Backend::Sqlite(c) => sqlite_execute(c, SQL, &params),
+            Backend::Postgres(c) => postgres_execute(c, SQL, &params),
         }
-        .map_err(db)
+        .map(drop)
     }
 
     pub(crate) fn blocks(&mut self) -> Result<Vec<StoredBlock>, StoreError> {
-        const SQL: &str = "SELECT height, hash, body FROM ledger_blocks ORDER BY height";
-        let rows: Vec<(i64, Vec<u8>, Vec<u8>)> = match self {
-            Backend::Sqlite(c) => {
-                let mut statement = c.prepare(SQL).map_err(db)?;
-                let rows = statement.query_map([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?))).map_err(db)?;
-                rows.collect::<Result<_, _>>().map_err(db)?
-            }
-            Backend::Postgres(c) => {
-                c.query(SQL, &[]).map_err(db)?.iter().map(|row| (row.get(0), row.get(1), row.get(2))).collect()
-            }
-        };
-        Ok(rows.into_iter().map(|(h, hash, body)| (h as u64, hash, body)).collect())
+        let rows =
+            self.transaction(|tx| tx.query("SELECT height, hash, body FROM ledger_blocks ORDER BY height", &[]))?;
+        rows.iter().map(|row| Ok((row.u64(0)?, row.bytes(1)?, row.bytes(2)?))).collect()
     }
 
     pub(crate) fn block(&mut self, height: u64) -> Result<Option<Vec<u8>>, StoreError> {
-        const SQL: &str = "SELECT body FROM ledger_blocks WHERE height = $1";
-        let height = i64::try_from(height).map_err(db)?;
-        match self {
-            Backend::Sqlite(c) => {
-                let mut statement = c.prepare(SQL).map_err(db)?;
-                let mut rows = statement.query_map([height], |row| row.get(0)).map_err(db)?;
-                rows.next().transpose().map_err(db)
-            }
-            Backend::Postgres(c) => Ok(c.query_opt(SQL, &[&height]).map_err(db)?.map(|row| row.get(0))),
-        }
+        let height = int_param(height, "block height")?;
+        let rows = self.transaction(|tx| tx.query("SELECT body FROM ledger_blocks WHERE height = $1", &[height]))?;
+        rows.first().map(|row| row.bytes(0)).transpose()
     }
-}
 
-impl Backend {
+    /// Runs `f`, which only reads, in a transaction that sees one snapshot
+    /// of the database throughout: a record and its lists, read by several
+    /// statements, always agree. (SQLite's transactions do; PostgreSQL's
+    /// default, read committed, takes a snapshot per statement.)
+    pub(crate) fn read<T>(&mut self, f: impl FnOnce(&mut Tx<'_>) -> Result<T, StoreError>) -> Result<T, StoreError> {
+        let mut tx = match self {
+            Backend::Sqlite(c) => Tx::Sqlite(c.transaction().map_err(sqlite_error)?),
+            Backend::Postgres(c) => Tx::Postgres(
+                c.build_transaction()
+                    .isolation_level(postgres::IsolationLevel::RepeatableRead)
+                    .read_only(true)
+                    .start()
+                    .map_err(postgres_error)?,
+            ),
+        };
+        let value = f(&mut tx)?;
+        tx.commit()?;
+        Ok(value)
+    }
+
     /// Runs `f` in a transaction, committed if it returns `Ok`.
     pub(crate) fn transaction<T>(
         &mut self,
-        f: impl FnOnce(&mut crate::sql::Tx<'_>) -> Result<T, StoreError>,
+        f: impl FnOnce(&mut Tx<'_>) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
         let mut tx = match self {
-            Backend::Sqlite(c) => crate::sql::Tx::Sqlite(c.transaction().map_err(db)?),
-            Backend::Postgres(c) => crate::sql::Tx::Postgres(c.transaction().map_err(db)?),
+            Backend::Sqlite(c) => Tx::Sqlite(c.transaction().map_err(sqlite_error)?),
+            Backend::Postgres(c) => Tx::Postgres(c.transaction().map_err(postgres_error)?),
         };
         let value = f(&mut tx)?;
         tx.commit()?;

@@ -15,16 +15,25 @@
 //!   commit): an acknowledged batch survives any crash.
 //! - The node's signing key lives in `DATA/node.key`, created on first use
 //!   with mode 0600, and is refused if others can read it.
+//! - What is read back is what was written, or an error: a NULL, a wrong
+//!   type or a value out of range is [`StoreError::Corrupt`] naming the
+//!   table and column, never a default (see `sql`).
+//! - The lists inside records (a site's instances, hosts, premium prefixes
+//!   and providers; a project's dependencies; a deployment's nodes and
+//!   hosts) are child rows in order, replaced in the record's transaction
+//!   (see `lists`); no item is ever joined with or split on a separator.
 
 #![forbid(unsafe_code)]
 
 mod backend;
 mod key;
+mod lists;
 mod people;
 mod platform;
 mod runtime;
 mod sql;
-pub mod testing;
+#[cfg(test)]
+mod upgrade_test;
 
 use std::path::{Path, PathBuf};
 
@@ -66,18 +75,45 @@ const SQLITE_FILE: &str = "commons.db";
 /// What can go wrong with a store.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
+    /// The database could not be opened or connected to at all.
     #[error("cannot open {location}: {reason}")]
     Open { location: String, reason: String },
+    /// The database was unreachable or busy: the connection was lost,
+    /// SQLite's file could not be read or written, the server is shutting
+    /// down. A retry later may succeed (a write in flight when a connection
+    /// was lost may or may not have been committed).
+    #[error("the database is unavailable: {0}")]
+    Unavailable(String),
+    /// A write broke a constraint of the schema (a key already taken, a
+    /// reference to a missing row): retrying the same write cannot help.
+    #[error("the database refused a write: {0}")]
+    Constraint(String),
+    /// Any other error the database reported.
     #[error("the database: {0}")]
     Database(String),
+    /// The node's key file is missing, unreadable, malformed or readable by
+    /// others.
     #[error("the node key {path}: {reason}")]
     Key { path: PathBuf, reason: String },
+    /// A stored block does not decode or does not match its stored hash.
     #[error("stored block {height} is corrupt: {reason}")]
-    Corrupt { height: u64, reason: String },
+    CorruptBlock { height: u64, reason: String },
+    /// A stored value the store would never have written: NULL, the wrong
+    /// type, out of range, or unparseable. `what` names it, usually as
+    /// `table.column`.
+    #[error("the stored {what} is corrupt: {detail}")]
+    Corrupt { what: String, detail: String },
+    /// A value to write is larger than the databases' 64-bit signed
+    /// integers hold.
+    #[error("{what} {value} is too large to store")]
+    OutOfRange { what: &'static str, value: u64 },
+    /// The stored blocks decode but do not form a valid ledger.
     #[error("the stored ledger does not verify: {0}")]
     Invalid(#[from] ledger::LedgerError),
+    /// This node may read the ledger but its key is not the one that signs it.
     #[error("this node's key {node} is not the ledger's signer {ledger}: it can read this ledger but not append to it")]
     NotSigner { node: String, ledger: String },
+    /// The ledger refused the batch.
     #[error(transparent)]
     Rejected(#[from] Rejection),
 }
@@ -100,11 +136,7 @@ impl Store {
             reason: e.to_string(),
         })?;
         let signer = load_or_create_key(&location.data_dir)?;
-        let mut backend = match &location.database {
-            Some(url) => Backend::postgres(url),
-            None => Backend::sqlite(&location.data_dir.join(SQLITE_FILE)),
-        }
-        .map_err(|reason| StoreError::Open { location: location.describe(), reason })?;
+        let mut backend = Backend::open(location)?;
         backend.migrate()?;
 
         let config = match backend.meta()? {
@@ -118,9 +150,12 @@ impl Store {
         };
         let mut ledger = Ledger::new(config);
         for (height, hash, body) in backend.blocks()? {
-            let block = Block::decode(&body).map_err(|reason| StoreError::Corrupt { height, reason })?;
+            let block = Block::decode(&body).map_err(|reason| StoreError::CorruptBlock { height, reason })?;
             if block.hash().as_slice() != hash.as_slice() {
-                return Err(StoreError::Corrupt { height, reason: "the stored hash does not match the block".into() });
+                return Err(StoreError::CorruptBlock {
+                    height,
+                    reason: "the stored hash does not match the block".into(),
+                });
             }
             ledger.apply_block(block)?;
         }
@@ -160,7 +195,7 @@ impl Store {
         self.backend
             .blocks()?
             .into_iter()
-            .map(|(height, _, body)| Block::decode(&body).map_err(|reason| StoreError::Corrupt { height, reason }))
+            .map(|(height, _, body)| Block::decode(&body).map_err(|reason| StoreError::CorruptBlock { height, reason }))
             .collect()
     }
 
@@ -168,7 +203,7 @@ impl Store {
     pub fn block(&mut self, height: u64) -> Result<Option<Block>, StoreError> {
         match self.backend.block(height)? {
             None => Ok(None),
-            Some(body) => Block::decode(&body).map(Some).map_err(|reason| StoreError::Corrupt { height, reason }),
+            Some(body) => Block::decode(&body).map(Some).map_err(|reason| StoreError::CorruptBlock { height, reason }),
         }
     }
 }

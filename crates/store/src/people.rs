@@ -3,8 +3,8 @@
 
 use commons_core::Period;
 
-use crate::platform::{bump_registry, corrupt};
-use crate::sql::Param;
+use crate::platform::bump_registry;
+use crate::sql::{Param, int_param};
 use crate::{Store, StoreError};
 
 /// A platform account: the user's id and their password's hash, in the
@@ -35,7 +35,7 @@ impl Store {
             }
             tx.execute(
                 "INSERT INTO accounts (user_id, password_hash, created_ms) VALUES ($1, $2, $3)",
-                &[Param::Text(user), Param::Text(password_hash), Param::Int(now_ms as i64)],
+                &[Param::Text(user), Param::Text(password_hash), int_param(now_ms, "account creation time")?],
             )?;
             bump_registry(tx)?;
             Ok(true)
@@ -46,19 +46,20 @@ impl Store {
         let rows = self
             .backend
             .transaction(|tx| tx.query("SELECT user_id, password_hash FROM accounts ORDER BY user_id", &[]))?;
-        Ok(rows.iter().map(|r| AccountRecord { user: r[0].text(), password_hash: r[1].text() }).collect())
+        rows.iter().map(|r| Ok(AccountRecord { user: r.text(0)?, password_hash: r.text(1)? })).collect()
     }
 
     /// Keeps a session (and forgets those expired by `now_ms`).
     pub fn put_session(&mut self, session: &SessionRecord, now_ms: u64) -> Result<(), StoreError> {
         self.backend.transaction(|tx| {
-            tx.execute("DELETE FROM sessions WHERE expires_ms <= $1", &[Param::Int(now_ms as i64)])?;
+            tx.execute("DELETE FROM sessions WHERE expires_ms <= $1", &[int_param(now_ms, "time")?])?;
             tx.execute(
                 "INSERT INTO sessions (token_hash, user_id, site, expires_ms) VALUES ($1, $2, $3, $4)",
                 &[
                     Param::Text(&session.token_sha256),
                     Param::Text(&session.user),
                     Param::Text(&session.site),
+                    // A session good for longer than i64 milliseconds is good for ever.
                     Param::Int(session.expires_ms.min(i64::MAX as u64) as i64),
                 ],
             )?;
@@ -68,21 +69,20 @@ impl Store {
 
     /// The sessions still good at `now_ms`.
     pub fn sessions(&mut self, now_ms: u64) -> Result<Vec<SessionRecord>, StoreError> {
+        let now = int_param(now_ms, "time")?;
         let rows = self.backend.transaction(|tx| {
-            tx.query(
-                "SELECT token_hash, user_id, site, expires_ms FROM sessions WHERE expires_ms > $1",
-                &[Param::Int(now_ms as i64)],
-            )
+            tx.query("SELECT token_hash, user_id, site, expires_ms FROM sessions WHERE expires_ms > $1", &[now])
         })?;
-        Ok(rows
-            .iter()
-            .map(|r| SessionRecord {
-                token_sha256: r[0].text(),
-                user: r[1].text(),
-                site: r[2].text(),
-                expires_ms: r[3].int() as u64,
+        rows.iter()
+            .map(|r| {
+                Ok(SessionRecord {
+                    token_sha256: r.text(0)?,
+                    user: r.text(1)?,
+                    site: r.text(2)?,
+                    expires_ms: r.u64(3)?,
+                })
             })
-            .collect())
+            .collect()
     }
 
     /// Ends every session of `user` (logging out everywhere).
@@ -101,7 +101,7 @@ impl Store {
             }
             tx.execute(
                 "INSERT INTO subscriptions (period, user_id, paid_cents) VALUES ($1, $2, $3)",
-                &[params[0], params[1], Param::Int(i64::try_from(paid_cents).map_err(|_| corrupt("payment"))?)],
+                &[params[0], params[1], int_param(paid_cents, "a payment in cents")?],
             )?;
             bump_registry(tx)?;
             Ok(true)
@@ -117,6 +117,6 @@ impl Store {
                 &[Param::Text(&label)],
             )
         })?;
-        Ok(rows.iter().map(|r| (r[0].text(), r[1].int() as u64)).collect())
+        rows.iter().map(|r| Ok((r.text(0)?, r.u64(1)?))).collect()
     }
 }

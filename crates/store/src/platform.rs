@@ -1,6 +1,10 @@
 //! The platform's records beside the ledger: sites the gateway routes and
 //! the projects they pay, API tokens, and metered usage with the
-//! write-ahead-log checkpoint it was flushed up to.
+//! write-ahead-log checkpoint it was flushed up to (a row per log writer).
+//!
+//! A site's instances, hosts, premium prefixes and providers, and a
+//! project's dependencies, are child rows (see [`crate::lists`]), written
+//! and read in the record's transaction.
 
 use std::net::SocketAddr;
 
@@ -9,7 +13,8 @@ use commons_core::token_sha256;
 use metering::wal::Checkpoint;
 use metering::{CallKey, DirectKey, DirectUsage, MinuteSet, Usage};
 
-use crate::sql::{Param, Tx, Value};
+use crate::lists;
+use crate::sql::{Param, Row, Tx, int_param};
 use crate::{Store, StoreError};
 
 /// A site as the gateway routes it.
@@ -56,27 +61,14 @@ pub struct TokenRecord {
     pub user: String,
 }
 
-pub(crate) fn corrupt(what: &str) -> StoreError {
-    StoreError::Database(format!("a stored {what} is malformed"))
-}
-
-/// `[(a, 1), (b, 2)]` as `a:1,b:2` (names hold neither `:` nor `,`).
-fn encode_weighted(list: &[(String, u64)]) -> String {
-    list.iter().map(|(name, weight)| format!("{name}:{weight}")).collect::<Vec<_>>().join(",")
-}
-
-fn decode_weighted(text: &str, what: &str) -> Result<Vec<(String, u64)>, StoreError> {
-    text.split(',')
-        .filter(|s| !s.is_empty())
-        .map(|item| {
-            let (name, weight) = item.rsplit_once(':').ok_or_else(|| corrupt(what))?;
-            Ok((name.to_owned(), weight.parse().map_err(|_| corrupt(what))?))
-        })
-        .collect()
+pub(crate) fn corrupt(what: &str, detail: &str) -> StoreError {
+    StoreError::Corrupt { what: what.to_owned(), detail: detail.to_owned() }
 }
 
 pub(crate) fn bump_registry(tx: &mut Tx<'_>) -> Result<(), StoreError> {
-    let version = registry_version_in(tx)? + 1;
+    let version = registry_version_in(tx)?
+        .checked_add(1)
+        .ok_or_else(|| corrupt("platform_meta registry_version", "at its largest value"))?;
     tx.execute(
         "UPDATE platform_meta SET value = $1 WHERE key = 'registry_version'",
         &[Param::Text(&version.to_string())],
@@ -86,43 +78,42 @@ pub(crate) fn bump_registry(tx: &mut Tx<'_>) -> Result<(), StoreError> {
 
 fn registry_version_in(tx: &mut Tx<'_>) -> Result<u64, StoreError> {
     let rows = tx.query("SELECT value FROM platform_meta WHERE key = 'registry_version'", &[])?;
-    rows.first().and_then(|r| r[0].text().parse().ok()).ok_or_else(|| corrupt("registry version"))
+    let row = rows.first().ok_or_else(|| corrupt("platform_meta registry_version", "missing"))?;
+    let text = row.text(0)?;
+    text.parse().map_err(|_| row.corrupt(0, format!("registry_version {text:?} is not a number")))
 }
 
 impl Store {
-    /// Adds or replaces a site.
+    /// Adds or replaces a site, with its lists, in one transaction.
     pub fn put_site(&mut self, site: &SiteRecord) -> Result<(), StoreError> {
         let instances: Vec<String> = site.instances.iter().map(|a| a.to_string()).collect();
-        let (instances, hosts, prefixes) =
-            (instances.join(","), site.custom_hosts.join(","), site.premium_prefixes.join(","));
         // No limit is stored as -1.
         let limit = |l: Option<u32>| l.map_or(-1, i64::from);
-        let providers = encode_weighted(&site.providers);
         self.backend.transaction(|tx| {
             tx.execute("DELETE FROM sites WHERE id = $1", &[Param::Text(&site.id)])?;
             tx.execute(
-                "INSERT INTO sites (id, instances, custom_hosts, anonymous, free_requests_per_minute, free_concurrent_requests, premium_prefixes, operator, project, provider_share_bps, developer_share_bps, providers, health_path) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+                "INSERT INTO sites (id, anonymous, free_requests_per_minute, free_concurrent_requests, operator, project, provider_share_bps, developer_share_bps, health_path) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
                 &[
                     Param::Text(&site.id),
-                    Param::Text(&instances),
-                    Param::Text(&hosts),
                     Param::Int(i64::from(site.anonymous)),
                     Param::Int(limit(site.free_requests_per_minute)),
                     Param::Int(limit(site.free_concurrent_requests)),
-                    Param::Text(&prefixes),
                     Param::Text(&site.operator),
                     Param::Text(&site.project),
                     Param::Int(i64::from(site.provider_share_bps)),
                     Param::Int(i64::from(site.developer_share_bps)),
-                    Param::Text(&providers),
                     Param::Text(site.health_path.as_deref().unwrap_or("")),
                 ],
             )?;
+            lists::SITE_INSTANCES.put(tx, &site.id, instances.iter().map(String::as_str))?;
+            lists::SITE_HOSTS.put(tx, &site.id, site.custom_hosts.iter().map(String::as_str))?;
+            lists::SITE_PREMIUM_PREFIXES.put(tx, &site.id, site.premium_prefixes.iter().map(String::as_str))?;
+            lists::SITE_PROVIDERS.put_weighted(tx, &site.id, &site.providers)?;
             bump_registry(tx)
         })
     }
 
-    /// Removes a site; whether there was one.
+    /// Removes a site (and its lists); whether there was one.
     pub fn remove_site(&mut self, id: &str) -> Result<bool, StoreError> {
         self.backend.transaction(|tx| {
             let removed = tx.execute("DELETE FROM sites WHERE id = $1", &[Param::Text(id)])? > 0;
@@ -132,66 +123,74 @@ impl Store {
     }
 
     pub fn sites(&mut self) -> Result<Vec<SiteRecord>, StoreError> {
-        let rows = self.backend.transaction(|tx| {
-            tx.query(
-                "SELECT id, instances, custom_hosts, anonymous, free_requests_per_minute, free_concurrent_requests, premium_prefixes, operator, project, provider_share_bps, developer_share_bps, providers, health_path FROM sites ORDER BY id",
+        self.backend.read(|tx| {
+            let rows = tx.query(
+                "SELECT id, anonymous, free_requests_per_minute, free_concurrent_requests, operator, project, provider_share_bps, developer_share_bps, health_path FROM sites ORDER BY id",
                 &[],
-            )
-        })?;
-        rows.iter()
-            .map(|row| {
-                let list =
-                    |v: &Value| v.text().split(',').filter(|s| !s.is_empty()).map(str::to_owned).collect::<Vec<_>>();
-                let instances =
-                    list(&row[1]).iter().map(|a| a.parse()).collect::<Result<_, _>>().map_err(|_| corrupt("site"))?;
-                let limit = |v: &Value| match v {
-                    Value::Int(n) if *n >= 0 => u32::try_from(*n).ok(),
-                    _ => None,
-                };
-                Ok(SiteRecord {
-                    id: row[0].text(),
-                    instances,
-                    custom_hosts: list(&row[2]),
-                    anonymous: row[3].int() != 0,
-                    free_requests_per_minute: limit(&row[4]),
-                    free_concurrent_requests: limit(&row[5]),
-                    premium_prefixes: list(&row[6]),
-                    operator: row[7].text(),
-                    project: row[8].text(),
-                    provider_share_bps: u32::try_from(row[9].int()).map_err(|_| corrupt("site"))?,
-                    developer_share_bps: u32::try_from(row[10].int()).map_err(|_| corrupt("site"))?,
-                    providers: decode_weighted(&row[11].text(), "site's providers")?,
-                    health_path: Some(row[12].text()).filter(|p| !p.is_empty()),
+            )?;
+            let mut instances = lists::SITE_INSTANCES.read_all(tx)?;
+            let mut hosts = lists::SITE_HOSTS.read_all(tx)?;
+            let mut prefixes = lists::SITE_PREMIUM_PREFIXES.read_all(tx)?;
+            let mut providers = lists::SITE_PROVIDERS.read_all(tx)?;
+            rows.iter()
+                .map(|row| {
+                    let id = row.text(0)?;
+                    let instances = instances
+                        .take(&id)?
+                        .iter()
+                        .map(|a| {
+                            a.parse().map_err(|_| corrupt("site_instances.address", &format!("{a:?} is not an address")))
+                        })
+                        .collect::<Result<_, _>>()?;
+                    // No limit is stored as -1 (or NULL, in a row older than the column).
+                    let limit = |i: usize| match row.optional_int(i)? {
+                        None | Some(-1) => Ok(None),
+                        Some(_) => row.u32(i).map(Some),
+                    };
+                    Ok(SiteRecord {
+                        instances,
+                        custom_hosts: hosts.take(&id)?,
+                        anonymous: row.bool(1)?,
+                        free_requests_per_minute: limit(2)?,
+                        free_concurrent_requests: limit(3)?,
+                        premium_prefixes: prefixes.take(&id)?,
+                        operator: row.text(4)?,
+                        project: row.text(5)?,
+                        provider_share_bps: row.u32(6)?,
+                        developer_share_bps: row.u32(7)?,
+                        providers: providers.take_weighted(&id)?,
+                        health_path: Some(row.text(8)?).filter(|p| !p.is_empty()),
+                        id,
+                    })
                 })
-            })
-            .collect()
+                .collect()
+        })
     }
 
-    /// Adds or replaces a project.
+    /// Adds or replaces a project, with its dependencies, in one transaction.
     pub fn put_project(&mut self, project: &ProjectRecord) -> Result<(), StoreError> {
-        let deps = encode_weighted(&project.deps);
         self.backend.transaction(|tx| {
             tx.execute("DELETE FROM projects WHERE id = $1", &[Param::Text(&project.id)])?;
             tx.execute(
-                "INSERT INTO projects (id, deps, repository) VALUES ($1, $2, $3)",
-                &[Param::Text(&project.id), Param::Text(&deps), Param::Text(&project.repository)],
+                "INSERT INTO projects (id, repository) VALUES ($1, $2)",
+                &[Param::Text(&project.id), Param::Text(&project.repository)],
             )?;
+            lists::PROJECT_DEPENDENCIES.put_weighted(tx, &project.id, &project.deps)?;
             bump_registry(tx)
         })
     }
 
     pub fn projects(&mut self) -> Result<Vec<ProjectRecord>, StoreError> {
-        let rows =
-            self.backend.transaction(|tx| tx.query("SELECT id, deps, repository FROM projects ORDER BY id", &[]))?;
-        rows.iter()
-            .map(|row| {
-                Ok(ProjectRecord {
-                    id: row[0].text(),
-                    deps: decode_weighted(&row[1].text(), "project's dependencies")?,
-                    repository: row[2].text(),
+        self.backend.read(|tx| {
+            let rows = tx.query("SELECT id, repository FROM projects ORDER BY id", &[])?;
+            let mut deps = lists::PROJECT_DEPENDENCIES.read_all(tx)?;
+            rows.iter()
+                .map(|row| {
+                    let id = row.text(0)?;
+                    Ok(ProjectRecord { deps: deps.take_weighted(&id)?, repository: row.text(1)?, id })
                 })
-            })
-            .collect()
+                .collect()
+        })
     }
 
     /// Changes whenever sites, projects, accounts, tokens or subscriptions
@@ -219,15 +218,12 @@ impl Store {
 
     pub fn tokens(&mut self) -> Result<Vec<TokenRecord>, StoreError> {
         let rows = self.backend.transaction(|tx| tx.query("SELECT token_hash, user_id FROM api_tokens", &[]))?;
-        Ok(rows.iter().map(|r| TokenRecord { token_sha256: r[0].text(), user: r[1].text() }).collect())
+        rows.iter().map(|r| Ok(TokenRecord { token_sha256: r.text(0)?, user: r.text(1)? })).collect()
     }
 
     /// The write-ahead-log checkpoint the stored usage covers.
     pub fn metering_checkpoint(&mut self) -> Result<Checkpoint, StoreError> {
-        let rows = self
-            .backend
-            .transaction(|tx| tx.query("SELECT value FROM platform_meta WHERE key = 'metering_checkpoint'", &[]))?;
-        rows.first().and_then(|r| Checkpoint::from_text(&r[0].text())).ok_or_else(|| corrupt("metering checkpoint"))
+        self.backend.transaction(stored_checkpoint)
     }
 
     /// Adds a flush of usage and records the checkpoint it covers, in one
@@ -244,14 +240,10 @@ impl Store {
                 )?;
                 let mut merged = match existing.first() {
                     None => DirectUsage::default(),
-                    Some(row) => DirectUsage {
-                        minutes: MinuteSet::from_parts(row[0].int() as u32, row[1].int() as u32, row[2].int() as u64)
-                            .ok_or_else(|| corrupt("usage row"))?,
-                        service_ms: row[3].int() as u64,
-                        requests: row[4].int() as u64,
-                    },
+                    Some(row) => direct_usage(row, 0)?,
                 };
                 merged.minutes.merge(&flushed.minutes);
+                // Saturating: times and counts that weigh a split, not money.
                 merged.service_ms = merged.service_ms.saturating_add(flushed.service_ms);
                 merged.requests = merged.requests.saturating_add(flushed.requests);
                 let (count, latest, recent) = merged.minutes.to_parts();
@@ -264,6 +256,7 @@ impl Store {
                         params[2],
                         Param::Int(i64::from(count)),
                         Param::Int(i64::from(latest)),
+                        // A bitmask: its 64 bits stored as they are.
                         Param::Int(recent as i64),
                         Param::Int(merged.service_ms.min(i64::MAX as u64) as i64),
                         Param::Int(merged.requests.min(i64::MAX as u64) as i64),
@@ -277,17 +270,28 @@ impl Store {
                     "SELECT service_ms FROM usage_calls WHERE period = $1 AND user_id = $2 AND site = $3 AND service = $4",
                     &params,
                 )?;
-                let total = existing.first().map_or(0, |r| r[0].int() as u64).saturating_add(*ms);
+                let stored = match existing.first() {
+                    None => 0,
+                    Some(row) => row.u64(0)?,
+                };
+                // Saturating: a time that weighs a split, not money.
+                let total = stored.saturating_add(*ms);
                 tx.execute("DELETE FROM usage_calls WHERE period = $1 AND user_id = $2 AND site = $3 AND service = $4", &params)?;
                 tx.execute(
                     "INSERT INTO usage_calls (period, user_id, site, service, service_ms) VALUES ($1, $2, $3, $4, $5)",
                     &[params[0], params[1], params[2], params[3], Param::Int(total.min(i64::MAX as u64) as i64)],
                 )?;
             }
-            let rows = tx.query("SELECT value FROM platform_meta WHERE key = 'metering_checkpoint'", &[])?;
-            let mut stored = rows.first().and_then(|r| Checkpoint::from_text(&r[0].text())).ok_or_else(|| corrupt("metering checkpoint"))?;
+            // Each writer's segment only moves forward: a row per writer.
+            let mut stored = stored_checkpoint(tx)?;
             stored.extend(checkpoint);
-            tx.execute("UPDATE platform_meta SET value = $1 WHERE key = 'metering_checkpoint'", &[Param::Text(&stored.to_text())])?;
+            for (&writer, &segment) in &stored.flushed {
+                tx.execute("DELETE FROM metering_checkpoint WHERE writer = $1", &[Param::Int(i64::from(writer))])?;
+                tx.execute(
+                    "INSERT INTO metering_checkpoint (writer, segment) VALUES ($1, $2)",
+                    &[Param::Int(i64::from(writer)), int_param(segment, "log segment")?],
+                )?;
+            }
             Ok(())
         })
     }
@@ -297,7 +301,7 @@ impl Store {
         let label = period.to_string();
         let (direct, calls) = self.backend.transaction(|tx| {
             let direct = tx.query(
-                "SELECT user_id, site, minutes, latest_minute, recent_minutes, service_ms, requests FROM usage_direct WHERE period = $1",
+                "SELECT minutes, latest_minute, recent_minutes, service_ms, requests, user_id, site FROM usage_direct WHERE period = $1",
                 &[Param::Text(&label)],
             )?;
             let calls =
@@ -306,19 +310,32 @@ impl Store {
         })?;
         let mut usage = Usage::default();
         for row in direct {
-            let minutes = MinuteSet::from_parts(row[2].int() as u32, row[3].int() as u32, row[4].int() as u64)
-                .ok_or_else(|| corrupt("usage row"))?;
-            usage.direct.insert(
-                DirectKey { period, user: row[0].text(), site: row[1].text() },
-                DirectUsage { minutes, service_ms: row[5].int() as u64, requests: row[6].int() as u64 },
-            );
+            usage.direct.insert(DirectKey { period, user: row.text(5)?, site: row.text(6)? }, direct_usage(&row, 0)?);
         }
         for row in calls {
-            usage.calls.insert(
-                CallKey { period, user: row[0].text(), site: row[1].text(), service: row[2].text() },
-                row[3].int() as u64,
-            );
+            usage
+                .calls
+                .insert(CallKey { period, user: row.text(0)?, site: row.text(1)?, service: row.text(2)? }, row.u64(3)?);
         }
         Ok(usage)
     }
+}
+
+/// A `usage_direct` row's minutes, latest minute, recent minutes, service
+/// time and requests, from column `first` on.
+fn direct_usage(row: &Row, first: usize) -> Result<DirectUsage, StoreError> {
+    let (count, latest, recent) = (row.u32(first)?, row.u32(first + 1)?, row.bits64(first + 2)?);
+    let minutes = MinuteSet::from_parts(count, latest, recent).ok_or_else(|| {
+        row.corrupt(first, format!("{count} minutes, latest {latest}, recent {recent:#x} do not agree"))
+    })?;
+    Ok(DirectUsage { minutes, service_ms: row.u64(first + 3)?, requests: row.u64(first + 4)? })
+}
+
+fn stored_checkpoint(tx: &mut Tx<'_>) -> Result<Checkpoint, StoreError> {
+    let rows = tx.query("SELECT writer, segment FROM metering_checkpoint", &[])?;
+    let mut checkpoint = Checkpoint::default();
+    for row in rows {
+        checkpoint.flushed.insert(row.u32(0)?, row.u64(1)?);
+    }
+    Ok(checkpoint)
 }

@@ -1,10 +1,12 @@
-//! The runtime's records: providers' nodes, the public history of deploys,
-//! and the resources each site used on each provider's machines.
+//! The runtime's records: providers' nodes, deployments (what operators
+//! asked for, and the agents' answers; their nodes and hosts are child
+//! rows), the public history of deploys, and the resources each site used
+//! on each provider's machines.
 
 use commons_core::Period;
 
-use crate::platform::corrupt;
-use crate::sql::Param;
+use crate::lists;
+use crate::sql::{Param, int_param};
 use crate::{Store, StoreError};
 
 /// A machine a cloud provider contributes.
@@ -63,28 +65,32 @@ pub struct ResourceTotals {
 }
 
 impl Store {
-    /// Asks for a deployment (state `pending`); returns its generation.
+    /// Asks for a deployment (state `pending`), with its nodes and hosts,
+    /// in one transaction; returns its generation.
     pub fn request_deployment(&mut self, d: &DeploymentRecord) -> Result<u64, StoreError> {
         self.backend.transaction(|tx| {
             let rows = tx.query("SELECT generation FROM deployments WHERE site = $1", &[Param::Text(&d.site)])?;
-            let generation = rows.first().map_or(0, |r| r[0].int()) + 1;
+            let generation = match rows.first() {
+                None => 1,
+                Some(row) => row.u64(0)?.checked_add(1).ok_or_else(|| row.corrupt(0, "the last generation"))?,
+            };
             tx.execute("DELETE FROM deployments WHERE site = $1", &[Param::Text(&d.site)])?;
             tx.execute(
-                "INSERT INTO deployments (site, app_dir, nodes, operator, provider_share_bps, developer_share_bps, anonymous, generation, state, detail, hosts) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'pending', '', $9)",
+                "INSERT INTO deployments (site, app_dir, operator, provider_share_bps, developer_share_bps, anonymous, generation, state, detail) VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending', '')",
                 &[
                     Param::Text(&d.site),
                     Param::Text(&d.app_dir),
-                    Param::Text(&d.nodes.join(",")),
                     Param::Text(&d.operator),
                     Param::Int(i64::from(d.provider_share_bps)),
                     Param::Int(i64::from(d.developer_share_bps)),
                     Param::Int(i64::from(d.anonymous)),
-                    Param::Int(generation),
-                    Param::Text(&d.hosts.join(",")),
+                    int_param(generation, "generation")?,
                 ],
             )?;
+            lists::DEPLOYMENT_NODES.put(tx, &d.site, d.nodes.iter().map(String::as_str))?;
+            lists::DEPLOYMENT_HOSTS.put(tx, &d.site, d.hosts.iter().map(String::as_str))?;
             crate::platform::bump_registry(tx)?;
-            Ok(generation as u64)
+            Ok(generation)
         })
     }
 
@@ -97,10 +103,11 @@ impl Store {
         state: &str,
         detail: &str,
     ) -> Result<(), StoreError> {
+        let generation = int_param(generation, "generation")?;
         self.backend.transaction(|tx| {
             tx.execute(
                 "UPDATE deployments SET state = $1, detail = $2 WHERE site = $3 AND generation = $4",
-                &[Param::Text(state), Param::Text(detail), Param::Text(site), Param::Int(generation as i64)],
+                &[Param::Text(state), Param::Text(detail), Param::Text(site), generation],
             )?;
             Ok(())
         })
@@ -116,28 +123,32 @@ impl Store {
     }
 
     pub fn deployments(&mut self) -> Result<Vec<DeploymentRecord>, StoreError> {
-        let rows = self.backend.transaction(|tx| {
-            tx.query(
-                "SELECT site, app_dir, nodes, operator, provider_share_bps, developer_share_bps, anonymous, generation, state, detail, hosts FROM deployments ORDER BY site",
+        self.backend.read(|tx| {
+            let rows = tx.query(
+                "SELECT site, app_dir, operator, provider_share_bps, developer_share_bps, anonymous, generation, state, detail FROM deployments ORDER BY site",
                 &[],
-            )
-        })?;
-        Ok(rows
-            .iter()
-            .map(|r| DeploymentRecord {
-                site: r[0].text(),
-                app_dir: r[1].text(),
-                nodes: r[2].text().split(',').filter(|s| !s.is_empty()).map(str::to_owned).collect(),
-                operator: r[3].text(),
-                provider_share_bps: r[4].int() as u32,
-                developer_share_bps: r[5].int() as u32,
-                anonymous: r[6].int() != 0,
-                generation: r[7].int() as u64,
-                state: r[8].text(),
-                detail: r[9].text(),
-                hosts: r[10].text().split(',').filter(|s| !s.is_empty()).map(str::to_owned).collect(),
-            })
-            .collect())
+            )?;
+            let mut nodes = lists::DEPLOYMENT_NODES.read_all(tx)?;
+            let mut hosts = lists::DEPLOYMENT_HOSTS.read_all(tx)?;
+            rows.iter()
+                .map(|r| {
+                    let site = r.text(0)?;
+                    Ok(DeploymentRecord {
+                        app_dir: r.text(1)?,
+                        nodes: nodes.take(&site)?,
+                        operator: r.text(2)?,
+                        provider_share_bps: r.u32(3)?,
+                        developer_share_bps: r.u32(4)?,
+                        anonymous: r.bool(5)?,
+                        hosts: hosts.take(&site)?,
+                        generation: r.u64(6)?,
+                        state: r.text(7)?,
+                        detail: r.text(8)?,
+                        site,
+                    })
+                })
+                .collect()
+        })
     }
 
     /// Registers a node, or changes one.
@@ -145,7 +156,7 @@ impl Store {
         self.backend.transaction(|tx| {
             // A node registered again keeps its join token.
             let token = tx.query("SELECT join_token_hash FROM nodes WHERE id = $1", &[Param::Text(&node.id)])?;
-            let token = token.first().map(|r| r[0].text()).unwrap_or_default();
+            let token = token.first().map(|r| r.text(0)).transpose()?.unwrap_or_default();
             tx.execute("DELETE FROM nodes WHERE id = $1", &[Param::Text(&node.id)])?;
             tx.execute(
                 "INSERT INTO nodes (id, provider, location, capacity_mb, join_token_hash) VALUES ($1, $2, $3, $4, $5)",
@@ -153,7 +164,7 @@ impl Store {
                     Param::Text(&node.id),
                     Param::Text(&node.provider),
                     Param::Text(&node.location),
-                    Param::Int(node.capacity_mb.min(i64::MAX as u64) as i64),
+                    int_param(node.capacity_mb, "capacity in MB")?,
                     Param::Text(&token),
                 ],
             )?;
@@ -165,16 +176,17 @@ impl Store {
         let rows = self.backend.transaction(|tx| {
             tx.query("SELECT id, provider, location, capacity_mb, join_token_hash FROM nodes ORDER BY id", &[])
         })?;
-        Ok(rows
-            .iter()
-            .map(|r| NodeRecord {
-                id: r[0].text(),
-                provider: r[1].text(),
-                location: r[2].text(),
-                capacity_mb: r[3].int() as u64,
-                remote: !r[4].text().is_empty(),
+        rows.iter()
+            .map(|r| {
+                Ok(NodeRecord {
+                    id: r.text(0)?,
+                    provider: r.text(1)?,
+                    location: r.text(2)?,
+                    capacity_mb: r.u64(3)?,
+                    remote: !r.text(4)?.is_empty(),
+                })
             })
-            .collect())
+            .collect()
     }
 
     /// Gives a node a join token (by its SHA-256), making it a node served
@@ -198,26 +210,29 @@ impl Store {
         let rows = self.backend.transaction(|tx| {
             tx.query("SELECT id FROM nodes WHERE join_token_hash = $1", &[Param::Text(token_sha256)])
         })?;
-        let Some(id) = rows.first().map(|r| r[0].text()) else { return Ok(None) };
+        let Some(id) = rows.first().map(|r| r.text(0)).transpose()? else { return Ok(None) };
         Ok(self.nodes()?.into_iter().find(|n| n.id == id))
     }
 
     /// Appends to the public history; returns the entry's number.
     pub fn record_history(&mut self, at_ms: u64, action: &str, site: &str, detail: &str) -> Result<u64, StoreError> {
         self.backend.transaction(|tx| {
-            let rows = tx.query("SELECT COALESCE(MAX(seq), 0) FROM history", &[])?;
-            let seq = rows.first().map_or(0, |r| r[0].int()) + 1;
+            let rows = tx.query("SELECT seq FROM history ORDER BY seq DESC LIMIT 1", &[])?;
+            let seq = match rows.first() {
+                None => 1,
+                Some(row) => row.u64(0)?.checked_add(1).ok_or_else(|| row.corrupt(0, "the last entry's number"))?,
+            };
             tx.execute(
                 "INSERT INTO history (seq, at_ms, action, site, detail) VALUES ($1, $2, $3, $4, $5)",
                 &[
-                    Param::Int(seq),
-                    Param::Int(at_ms as i64),
+                    int_param(seq, "history entry number")?,
+                    int_param(at_ms, "time")?,
                     Param::Text(action),
                     Param::Text(site),
                     Param::Text(detail),
                 ],
             )?;
-            Ok(seq as u64)
+            Ok(seq)
         })
     }
 
@@ -225,16 +240,17 @@ impl Store {
         let rows = self
             .backend
             .transaction(|tx| tx.query("SELECT seq, at_ms, action, site, detail FROM history ORDER BY seq", &[]))?;
-        Ok(rows
-            .iter()
-            .map(|r| HistoryEntry {
-                seq: r[0].int() as u64,
-                at_ms: r[1].int() as u64,
-                action: r[2].text(),
-                site: r[3].text(),
-                detail: r[4].text(),
+        rows.iter()
+            .map(|r| {
+                Ok(HistoryEntry {
+                    seq: r.u64(0)?,
+                    at_ms: r.u64(1)?,
+                    action: r.text(2)?,
+                    site: r.text(3)?,
+                    detail: r.text(4)?,
+                })
             })
-            .collect())
+            .collect()
     }
 
     /// Adds resources a site used on a provider's machines in `period`.
@@ -252,8 +268,12 @@ impl Store {
                 "SELECT cpu_ms, memory_mib_s FROM resource_usage WHERE period = $1 AND site = $2 AND provider = $3",
                 &params,
             )?;
-            let (cpu, memory) = rows.first().map_or((0, 0), |r| (r[0].int() as u64, r[1].int() as u64));
+            let (cpu, memory) = match rows.first() {
+                None => (0, 0),
+                Some(row) => (row.u64(0)?, row.u64(1)?),
+            };
             tx.execute("DELETE FROM resource_usage WHERE period = $1 AND site = $2 AND provider = $3", &params)?;
+            // Saturating: resource use weighs the providers' split, it is not money.
             let total = |a: u64, b: u64| Param::Int(a.saturating_add(b).min(i64::MAX as u64) as i64);
             tx.execute(
                 "INSERT INTO resource_usage (period, site, provider, cpu_ms, memory_mib_s) VALUES ($1, $2, $3, $4, $5)",
@@ -273,13 +293,7 @@ impl Store {
             )
         })?;
         rows.iter()
-            .map(|r| {
-                let (cpu, memory) = (r[2].int(), r[3].int());
-                if cpu < 0 || memory < 0 {
-                    return Err(corrupt("resource usage row"));
-                }
-                Ok((r[0].text(), r[1].text(), ResourceTotals { cpu_ms: cpu as u64, memory_mib_s: memory as u64 }))
-            })
+            .map(|r| Ok((r.text(0)?, r.text(1)?, ResourceTotals { cpu_ms: r.u64(2)?, memory_mib_s: r.u64(3)? })))
             .collect()
     }
 }

@@ -6,7 +6,9 @@ use commons_core::Period;
 use commons_core::token_sha256;
 use metering::wal::Checkpoint;
 use metering::{DirectKey, Event, Usage};
-use store::{AccountRecord, NodeRecord, ProjectRecord, ResourceTotals, SessionRecord, SiteRecord, Store};
+use store::{
+    AccountRecord, DeploymentRecord, NodeRecord, ProjectRecord, ResourceTotals, SessionRecord, SiteRecord, Store,
+};
 
 #[test]
 fn sites_are_stored_replaced_and_removed_and_each_change_bumps_the_version() {
@@ -197,5 +199,108 @@ fn nodes_history_and_resource_usage_are_kept() {
                 ("wiki".into(), "pia".into(), ResourceTotals { cpu_ms: 1, memory_mib_s: 0 }),
             ]
         );
+    }
+}
+
+#[test]
+fn list_items_holding_commas_and_colons_read_back_whole_and_in_order() {
+    for s in common::stores() {
+        let mut store = Store::open(&s.location).unwrap();
+        let site = SiteRecord {
+            id: "wiki".into(),
+            instances: vec!["127.0.0.1:8002".parse().unwrap(), "[::1]:8001".parse().unwrap()],
+            custom_hosts: vec!["wiki.example.org".into(), "a,b".into()],
+            anonymous: false,
+            free_requests_per_minute: None,
+            free_concurrent_requests: None,
+            premium_prefixes: vec!["/pro".into(), "/export,csv".into(), "/a:b".into(), "/export".into()],
+            operator: "olga".into(),
+            project: "wiki".into(),
+            provider_share_bps: 3000,
+            developer_share_bps: 2000,
+            providers: vec![("pia".into(), 1), ("pat:x,y".into(), 7)],
+            health_path: None,
+        };
+        store.put_site(&site).unwrap();
+        assert_eq!(store.sites().unwrap(), vec![site], "{}", s.name);
+
+        let project = ProjectRecord {
+            id: "wiki".into(),
+            deps: vec![("z".into(), 1), ("a,b:c".into(), 2)],
+            repository: "".into(),
+        };
+        store.put_project(&project).unwrap();
+        assert_eq!(store.projects().unwrap(), vec![project], "{}", s.name);
+
+        let deployment = deployment("wiki", &["pia-2", "pat-1"], &["wiki.example.org", "x,y"]);
+        let generation = store.request_deployment(&deployment).unwrap();
+        let stored = store.deployments().unwrap();
+        assert_eq!(stored, vec![DeploymentRecord { generation, state: "pending".into(), ..deployment }], "{}", s.name);
+    }
+}
+
+#[test]
+fn writing_a_record_again_replaces_its_lists_and_removing_it_leaves_none_behind() {
+    for s in common::stores() {
+        let mut store = Store::open(&s.location).unwrap();
+        let long = SiteRecord {
+            id: "wiki".into(),
+            instances: vec!["127.0.0.1:8001".parse().unwrap(), "127.0.0.1:8002".parse().unwrap()],
+            custom_hosts: vec!["a.example".into(), "b.example".into()],
+            anonymous: true,
+            free_requests_per_minute: Some(1),
+            free_concurrent_requests: Some(1),
+            premium_prefixes: vec!["/a".into(), "/b".into()],
+            operator: "olga".into(),
+            project: "wiki".into(),
+            provider_share_bps: 3000,
+            developer_share_bps: 2000,
+            providers: vec![("pat".into(), 1), ("pia".into(), 1)],
+            health_path: None,
+        };
+        store.put_site(&long).unwrap();
+        let short = SiteRecord {
+            instances: vec!["127.0.0.1:8003".parse().unwrap()],
+            custom_hosts: vec![],
+            premium_prefixes: vec!["/b".into()],
+            providers: vec![("pia".into(), 2)],
+            ..long.clone()
+        };
+        store.put_site(&short).unwrap();
+        assert_eq!(store.sites().unwrap(), vec![short.clone()], "{}", s.name);
+        store.remove_site("wiki").unwrap();
+        let bare = SiteRecord { instances: vec![], premium_prefixes: vec![], providers: vec![], ..short };
+        store.put_site(&bare).unwrap();
+        assert_eq!(store.sites().unwrap(), vec![bare], "{}: the removed site's lists are gone", s.name);
+
+        let project = ProjectRecord { id: "wiki".into(), deps: vec![("a".into(), 1)], repository: "".into() };
+        store.put_project(&project).unwrap();
+        store.put_project(&ProjectRecord { deps: vec![], ..project.clone() }).unwrap();
+        assert_eq!(store.projects().unwrap(), vec![ProjectRecord { deps: vec![], ..project }], "{}", s.name);
+
+        store.request_deployment(&deployment("wiki", &["a", "b"], &["a.example"])).unwrap();
+        store.request_deployment(&deployment("wiki", &["c"], &[])).unwrap();
+        let stored = store.deployments().unwrap();
+        assert_eq!((stored[0].nodes.clone(), stored[0].hosts.clone()), (vec!["c".into()], vec![]), "{}", s.name);
+        assert!(store.remove_deployment("wiki").unwrap());
+        store.request_deployment(&deployment("wiki", &[], &[])).unwrap();
+        let stored = store.deployments().unwrap();
+        assert_eq!((stored[0].nodes.len(), stored[0].hosts.len()), (0, 0), "{}: no lists left behind", s.name);
+    }
+}
+
+fn deployment(site: &str, nodes: &[&str], hosts: &[&str]) -> DeploymentRecord {
+    DeploymentRecord {
+        site: site.into(),
+        app_dir: "/apps/wiki".into(),
+        nodes: nodes.iter().map(|n| n.to_string()).collect(),
+        operator: "olga".into(),
+        provider_share_bps: 3000,
+        developer_share_bps: 2000,
+        anonymous: false,
+        hosts: hosts.iter().map(|h| h.to_string()).collect(),
+        generation: 0,
+        state: String::new(),
+        detail: String::new(),
     }
 }

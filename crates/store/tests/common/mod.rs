@@ -1,10 +1,10 @@
 //! Stores to run the same tests against: the embedded SQLite in a fresh
-//! directory, and PostgreSQL in a fresh schema (see `store::testing`).
+//! directory, and PostgreSQL in a fresh schema (see `test_support`).
 
 #![allow(dead_code)]
 
 use store::Location;
-use store::testing::{drop_schema, fresh_schema, postgres_url};
+use test_support::{drop_schema, fresh_schema, postgres_url};
 
 pub struct TestStore {
     pub name: &'static str,

@@ -1,7 +1,16 @@
-//! Helpers for tests that run against PostgreSQL as well as SQLite.
+//! What the tests of several crates share: a fresh PostgreSQL schema for
+//! each test that runs against PostgreSQL as well as SQLite.
 //!
-//! PostgreSQL missing is a failure that says so, not a silent pass; set
-//! COMMONS_TEST_SKIP_POSTGRES=1 to run without it, with a warning.
+//! # Invariants
+//! - PostgreSQL missing is a failure that says how to fix it, never a
+//!   silent pass; COMMONS_TEST_SKIP_POSTGRES=1 runs without it, with a
+//!   warning on stderr.
+//! - Each schema is new and named for its process and a counter, so tests
+//!   running at once never share tables.
+//!
+//! # Deliberately absent
+//! This crate is a dev-dependency only (`publish = false`): no production
+//! crate depends on it, so nothing here is compiled into `commons`.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
