@@ -170,6 +170,18 @@ const MIGRATIONS: &[Migration] = &[
     // 10: lists as child rows, and the metering checkpoint as a row per
     // writer.
     Migration::Code(lists_as_rows),
+    // 11: each site's last generation, kept when its deployment is removed:
+    // a generation is never reused, so no agent mistakes an old instance
+    // for a new request's (found by the control simulation).
+    Migration::Sql(
+        "
+    CREATE TABLE site_generations (
+        site TEXT PRIMARY KEY,
+        last BIGINT NOT NULL
+    );
+    INSERT INTO site_generations (site, last) SELECT site, generation FROM deployments;
+",
+    ),
 ];
 
 /// The number of the last migration: the schema version a store opened by

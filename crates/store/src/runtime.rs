@@ -69,12 +69,17 @@ impl Store {
     /// in one transaction; returns its generation.
     pub fn request_deployment(&mut self, d: &DeploymentRecord) -> Result<u64, StoreError> {
         self.backend.transaction(|tx| {
-            let rows = tx.query("SELECT generation FROM deployments WHERE site = $1", &[Param::Text(&d.site)])?;
+            let rows = tx.query("SELECT last FROM site_generations WHERE site = $1", &[Param::Text(&d.site)])?;
             let generation = match rows.first() {
                 None => 1,
                 Some(row) => row.u64(0)?.checked_add(1).ok_or_else(|| row.corrupt(0, "the last generation"))?,
             };
             tx.execute("DELETE FROM deployments WHERE site = $1", &[Param::Text(&d.site)])?;
+            tx.execute("DELETE FROM site_generations WHERE site = $1", &[Param::Text(&d.site)])?;
+            tx.execute(
+                "INSERT INTO site_generations (site, last) VALUES ($1, $2)",
+                &[Param::Text(&d.site), int_param(generation, "generation")?],
+            )?;
             tx.execute(
                 "INSERT INTO deployments (site, app_dir, operator, provider_share_bps, developer_share_bps, anonymous, generation, state, detail) VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending', '')",
                 &[

@@ -304,3 +304,14 @@ fn deployment(site: &str, nodes: &[&str], hosts: &[&str]) -> DeploymentRecord {
         detail: String::new(),
     }
 }
+
+#[test]
+fn a_site_deployed_again_after_its_removal_gets_a_new_generation() {
+    for s in common::stores() {
+        let mut store = Store::open(&s.location).unwrap();
+        let first = store.request_deployment(&deployment("wiki", &["a"], &[])).unwrap();
+        assert!(store.remove_deployment("wiki").unwrap());
+        let again = store.request_deployment(&deployment("wiki", &["a"], &[])).unwrap();
+        assert!(again > first, "generation {again} after {first}: an agent could take an old instance for it ({})", s.name);
+    }
+}
