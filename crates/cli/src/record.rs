@@ -10,12 +10,16 @@
 use anyhow::Context;
 use commons_core::Bps;
 use commons_core::{Micros, Period};
-use ledger::{AccountName, Nav, Transfer, TransferId, payment, transfer_for};
+use ledger::{AccountName, Nav, Transfer, TransferId, payment};
 use scenario::Scenario;
 use settlement::{Node, Params, ParamsSpec, Posting, ProjectAccount, Settlement, SubscriberIx, settle_journaled};
 use store::Store;
 
 use crate::{BadInput, now_ms};
+
+mod postings;
+
+use postings::transfer_for;
 
 /// Transfers per block while recording a period.
 const BATCH_TRANSFERS: usize = 50_000;
