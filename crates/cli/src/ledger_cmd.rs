@@ -92,7 +92,8 @@ pub fn run(command: Command, store_args: &StoreArgs) -> anyhow::Result<()> {
             if i128::from(micros) > balance || micros == 0 {
                 return Err(BadInput(format!("{holder} holds {balance} µCC; cannot redeem {micros}")).into());
             }
-            let (batch, cents) = redemption(&store.ledger().nav(), &holder, micros, format!("redeem/{id}").as_bytes());
+            let (batch, cents) = redemption(&store.ledger().nav(), &holder, micros, format!("redeem/{id}").as_bytes())
+                .map_err(|e| BadInput(e.to_string()))?;
             match store.append(batch, crate::now_ms())? {
                 Some(block) => println!(
                     "redeemed {} µCC from {holder} for {} cents in block {}; NAV {} cents per CC",

@@ -148,7 +148,9 @@ fn record_payments(store: &mut Store, scenario: &Scenario, period: Period) -> an
         let paid = activity.paid(u).get();
         match subscription_payment(&nav, period, user, paid, reserve)? {
             Some((legs, minted)) => {
-                nav = nav.after_payment(paid, minted);
+                nav = nav.after_payment(paid, minted).ok_or_else(|| {
+                    BadInput(format!("subscription of {user}: the reserve or the supply would pass 2^64"))
+                })?;
                 batch.extend(legs);
                 escrow.push(Micros::new(minted));
             }
