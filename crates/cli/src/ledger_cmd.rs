@@ -92,7 +92,8 @@ pub fn run(command: Command, store_args: &StoreArgs) -> anyhow::Result<()> {
             if i128::from(micros) > balance || micros == 0 {
                 return Err(BadInput(format!("{holder} holds {balance} µCC; cannot redeem {micros}")).into());
             }
-            let (batch, cents) = redemption(&store.ledger().nav(), &holder, micros, format!("redeem/{id}").as_bytes());
+            let (batch, cents) = redemption(&store.ledger().nav(), &holder, micros, format!("redeem/{id}").as_bytes())
+                .map_err(|e| BadInput(e.to_string()))?;
             match store.append(batch, crate::now_ms())? {
                 Some(block) => println!(
                     "redeemed {} µCC from {holder} for {} cents in block {}; NAV {} cents per CC",
@@ -175,20 +176,24 @@ pub fn verify(file: &std::path::Path, key: Option<&str>) -> anyhow::Result<()> {
 
 fn balances(store: &Store, json: bool) -> anyhow::Result<()> {
     let ledger = store.ledger();
-    let accounts: Vec<_> = ledger
+    // The ledger keeps every CC account but issuance within 0..=u64::MAX,
+    // and together they hold the supply, a u64 too.
+    let micros = |balance: i128| u64::try_from(balance).expect("CC balances and the supply fit in u64");
+    let accounts: Vec<(AccountName, u64)> = ledger
         .balances()
         .into_iter()
         .filter(|(account, _)| account.kind().asset() == Asset::Cc && account.kind() != AccountKind::Issuance)
+        .map(|(account, balance)| (account, micros(balance)))
         .collect();
-    let total: i128 = accounts.iter().map(|(_, b)| *b).sum();
+    let total = micros(accounts.iter().map(|(_, b)| i128::from(*b)).sum());
     let nav = ledger.nav();
     let mut out = std::io::stdout().lock();
     if json {
         let map: serde_json::Map<String, serde_json::Value> =
-            accounts.iter().map(|(a, b)| (a.to_string(), serde_json::Value::from(*b as u64))).collect();
+            accounts.iter().map(|(a, b)| (a.to_string(), serde_json::Value::from(*b))).collect();
         let value = serde_json::json!({
             "accounts": map,
-            "total": total as u64,
+            "total": total,
             "custody": {
                 "height": ledger.height(),
                 "currency": ledger.config().currency,
@@ -203,16 +208,10 @@ fn balances(store: &Store, json: bool) -> anyhow::Result<()> {
     let width = accounts.iter().map(|(a, _)| a.as_str().len()).max().unwrap_or(0).max("account".len());
     writeln!(out, "{:<width$}  {:>25}  {:>20}", "account", "µCC", "CC")?;
     for (account, balance) in &accounts {
-        let micros = commons_core::Micros::new(*balance as u64);
-        writeln!(out, "{:<width$}  {:>25}  {:>20}", account.as_str(), grouped(*balance as u64), cc(micros))?;
+        let amount = commons_core::Micros::new(*balance);
+        writeln!(out, "{:<width$}  {:>25}  {:>20}", account.as_str(), grouped(*balance), cc(amount))?;
     }
-    writeln!(
-        out,
-        "{:<width$}  {:>25}  {:>20}",
-        "total",
-        grouped(total as u64),
-        cc(commons_core::Micros::new(total as u64))
-    )?;
+    writeln!(out, "{:<width$}  {:>25}  {:>20}", "total", grouped(total), cc(commons_core::Micros::new(total)))?;
     writeln!(out)?;
     writeln!(
         out,

@@ -34,6 +34,13 @@ pub struct Args {
     /// every allocation), in the store given by --data or --database
     #[arg(long)]
     ledger: bool,
+    /// Test only: most transfers per block while recording on the ledger
+    #[arg(long, hide = true, value_name = "N", default_value_t = record::BATCH_TRANSFERS, requires = "ledger")]
+    test_batch_transfers: usize,
+    /// Test only: right after the K-th block this run appends, say so on
+    /// stderr and wait to be killed (the crash tests kill it there)
+    #[arg(long, hide = true, value_name = "K", requires = "ledger")]
+    test_pause_after_blocks: Option<u64>,
 }
 
 pub fn run(args: Args, store_args: &StoreArgs) -> anyhow::Result<()> {
@@ -58,7 +65,26 @@ pub fn run(args: Args, store_args: &StoreArgs) -> anyhow::Result<()> {
             Some(store) => store,
             None => Store::open(&store_args.location())?,
         };
-        let (settlement, _) = record::record_period(&mut store, scenario)?;
+        if !(1..=ledger::MAX_TRANSFERS_PER_BLOCK).contains(&args.test_batch_transfers) {
+            return Err(BadInput(format!(
+                "--test-batch-transfers must be between 1 and {}",
+                ledger::MAX_TRANSFERS_PER_BLOCK
+            ))
+            .into());
+        }
+        let mut appended = 0;
+        let mut after_block = |height: u64| {
+            appended += 1;
+            if args.test_pause_after_blocks == Some(appended) {
+                pause_for_the_crash_test(height);
+            }
+        };
+        let recording = record::Recording {
+            batch_transfers: args.test_batch_transfers,
+            contract: &ProjectAccount,
+            after_block: &mut after_block,
+        };
+        let (settlement, _) = record::record_period_with(&mut store, scenario, recording)?;
         let ledger = store.ledger();
         eprintln!(
             "recorded period {} on the ledger at {}: height {}, {} transfers, NAV {} cents per CC",
@@ -82,6 +108,16 @@ pub fn run(args: Args, store_args: &StoreArgs) -> anyhow::Result<()> {
         write_table(&mut out, &summary, &settlement).context("writing to stdout")?;
     }
     Ok(())
+}
+
+/// Waits to be killed, having said on stderr that block `height` is
+/// durable: the crash tests SIGKILL the process here, the exact state a
+/// crash between two appends leaves. Nothing else is done or flushed.
+fn pause_for_the_crash_test(height: u64) -> ! {
+    eprintln!("paused after block {height}");
+    loop {
+        std::thread::park();
+    }
 }
 
 /// Reads a scenario, with a progress bar for big ones.

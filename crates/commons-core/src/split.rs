@@ -10,7 +10,8 @@ use crate::{Bps, Micros};
 /// Takes `floor(amount * bps / 10_000)` off `amount`; returns `(cut, rest)`.
 /// The rounding dust stays with the rest.
 pub fn cut(amount: Micros, bps: Bps) -> (Micros, Micros) {
-    let cut = (u128::from(amount.get()) * u128::from(bps.get()) / 10_000) as u64;
+    let cut = u128::from(amount.get()) * u128::from(bps.get()) / 10_000;
+    let cut = u64::try_from(cut).expect("at most 10,000 bps of a u64 amount");
     (Micros::new(cut), Micros::new(amount.get() - cut))
 }
 
@@ -55,7 +56,8 @@ impl Splitter {
         for (share, &weight) in shares.iter_mut().zip(weights) {
             let part = match (narrow, amount.checked_mul(weight)) {
                 (Some(total), Some(product)) => product / total,
-                _ => (u128::from(amount) * u128::from(weight) / total) as u64,
+                _ => u64::try_from(u128::from(amount) * u128::from(weight) / total)
+                    .expect("a weight's share is at most the amount"),
             };
             *share = Micros::new(part);
             given += part;
@@ -69,8 +71,8 @@ impl Splitter {
             .extend(weights.iter().enumerate().map(|(i, &w)| ((u128::from(amount) * u128::from(w)) % total, i as u32)));
         // Largest remainder first; on equal remainders the earlier recipient.
         let order = |a: &(u128, u32), b: &(u128, u32)| b.0.cmp(&a.0).then(a.1.cmp(&b.1));
-        let leftover = leftover as usize;
-        debug_assert!(leftover < weights.len());
+        let leftover = usize::try_from(leftover).expect("fewer leftover units than recipients");
+        assert!(leftover < weights.len(), "each recipient's floor loses less than one unit");
         if leftover < self.remainders.len() {
             self.remainders.select_nth_unstable_by(leftover, order);
         }

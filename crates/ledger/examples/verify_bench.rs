@@ -26,7 +26,7 @@ fn main() {
         for i in 0..batch_size / 2 {
             let user = format!("user{b}-{i}");
             let (legs, minted) = payment(&nav, period, &user, 1000, Bps::new(100).unwrap(), user.as_bytes()).unwrap();
-            nav = nav.after_payment(1000, minted);
+            nav = nav.after_payment(1000, minted).unwrap();
             batch.extend(legs);
         }
         let AppendOutcome::Sealed(block) = ledger.prepare(batch, b as u64, &signer).unwrap() else { unreachable!() };

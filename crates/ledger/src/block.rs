@@ -12,6 +12,9 @@ pub type Hash = [u8; 32];
 /// Most transfers in one block (one atomic batch).
 pub const MAX_TRANSFERS_PER_BLOCK: usize = 1 << 24;
 
+// The header counts a block's transfers in a u32.
+const _: () = assert!(MAX_TRANSFERS_PER_BLOCK <= u32::MAX as usize);
+
 const MAGIC: &[u8; 4] = b"OCLB";
 const VERSION: u8 = 1;
 
@@ -123,7 +126,7 @@ impl Block {
             prev_hash,
             merkle_root: merkle_root(&leaves),
             timestamp_ms,
-            n_transfers: transfers.len() as u32,
+            n_transfers: u32::try_from(transfers.len()).expect("prepare refuses more than MAX_TRANSFERS_PER_BLOCK"),
             signer: signer.public_key(),
         };
         let signature = signer.0.sign(&header.hash()).to_bytes();

@@ -2,7 +2,10 @@
 //! Merkle tree over a block's transfers. Fixed-width little-endian integers
 //! and length-prefixed strings: a hash computed today verifies tomorrow.
 
-use crate::model::{AccountName, Transfer, TransferId, TransferKind};
+use crate::model::{ACCOUNT_NAME_MAX_BYTES, AccountName, Transfer, TransferId, TransferKind};
+
+// An account name's length is encoded in a u16.
+const _: () = assert!(ACCOUNT_NAME_MAX_BYTES <= u16::MAX as usize);
 
 /// Appends `transfer`'s canonical encoding to `out`:
 /// `id: u128 | kind: u8 | amount: u64 | debit: u16 len + utf8 | credit: u16 len + utf8`.
@@ -12,7 +15,8 @@ pub(crate) fn encode_transfer(transfer: &Transfer, out: &mut Vec<u8>) {
     out.extend_from_slice(&transfer.amount.to_le_bytes());
     for name in [&transfer.debit, &transfer.credit] {
         let bytes = name.as_str().as_bytes();
-        out.extend_from_slice(&(bytes.len() as u16).to_le_bytes());
+        let len = u16::try_from(bytes.len()).expect("account names are at most ACCOUNT_NAME_MAX_BYTES long");
+        out.extend_from_slice(&len.to_le_bytes());
         out.extend_from_slice(bytes);
     }
 }

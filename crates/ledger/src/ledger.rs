@@ -1,12 +1,18 @@
 //! The ledger state machine: balances, transfer ids, settled periods and
 //! the NAV history, changed only by [`Ledger::apply`].
+//!
+//! Checking a block returns a [`Rejection`] for anything a block may get
+//! wrong; committing it then asserts, in every build profile, what checking
+//! guaranteed (next height, double entry per asset, no forbidden negative
+//! balance, unique ids, NAV from the balances). A failed assertion is a bug
+//! in this crate, never bad input.
 
 use std::collections::BTreeSet;
 
 use commons_core::Period;
-use foldhash::{HashMap, HashMapExt};
+use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
 
-use crate::block::{Block, CheckedBlock, Hash, MAX_TRANSFERS_PER_BLOCK, Signer};
+use crate::block::{Block, BlockHeader, CheckedBlock, Hash, MAX_TRANSFERS_PER_BLOCK, Signer};
 use crate::model::{AccountKind, AccountName, Asset, Transfer, TransferId, TransferKind};
 
 /// What a ledger is for, fixed for its life and recorded in exports.
@@ -60,7 +66,7 @@ pub enum Rejection {
     #[error(
         "NAV would fall: reserve {reserve_after} cents for {supply_after} µCC, after {reserve_before} cents for {supply_before} µCC"
     )]
-    Underbacked { reserve_before: i128, supply_before: i128, reserve_after: i128, supply_after: i128 },
+    Underbacked { reserve_before: u64, supply_before: u64, reserve_after: u64, supply_after: u64 },
     #[error("a balance would exceed the ledger's range")]
     Overflow,
 }
@@ -96,12 +102,17 @@ impl Nav {
         u64::try_from(micros).ok()
     }
 
-    /// Cents paid for redeeming `micros` at this NAV (floored).
-    pub fn redeem(&self, micros: u64) -> u64 {
-        if self.supply_micros == 0 {
-            return 0;
+    /// Cents paid for redeeming `micros` at this NAV (floored); `None` for
+    /// more than the supply.
+    pub fn redeem(&self, micros: u64) -> Option<u64> {
+        if micros > self.supply_micros {
+            return None;
         }
-        (u128::from(micros) * u128::from(self.reserve_cents) / u128::from(self.supply_micros)) as u64
+        if self.supply_micros == 0 {
+            return Some(0);
+        }
+        let cents = u128::from(micros) * u128::from(self.reserve_cents) / u128::from(self.supply_micros);
+        Some(u64::try_from(cents).expect("micros ≤ supply, so cents ≤ reserve"))
     }
 
     /// Cents per CC, to six decimals, as a display string.
@@ -130,12 +141,31 @@ pub struct Ledger {
     height: u64,
     head: Hash,
     balances: HashMap<AccountName, i128>,
-    /// Each recorded transfer id with the leaf hash of its content.
-    transfers: HashMap<TransferId, Hash>,
+    /// Each recorded transfer id: its content's leaf hash and position.
+    transfers: HashMap<TransferId, Recorded>,
+    /// The ordinal of each block's first transfer; index 0 is block 1.
+    block_first: Vec<u64>,
     settled: BTreeSet<Period>,
     /// (reserve, supply) after each block; index 0 is the empty ledger.
     nav_history: Vec<(u64, u64)>,
     n_transfers: u64,
+}
+
+/// Where a recorded transfer is: the block that holds it, and its index in
+/// that block's transfers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TransferLocation {
+    pub height: u64,
+    pub index: usize,
+}
+
+/// What the ledger keeps of each recorded transfer.
+#[derive(Clone, Copy, Debug)]
+struct Recorded {
+    /// The leaf hash of its content, to tell a retry from a reused id.
+    leaf: Hash,
+    /// Its position in the whole chain, counting from 0.
+    ordinal: u64,
 }
 
 /// The effects of a checked block, ready to commit.
@@ -154,6 +184,7 @@ impl Ledger {
             head: [0; 32],
             balances: HashMap::new(),
             transfers: HashMap::new(),
+            block_first: Vec::new(),
             settled: BTreeSet::new(),
             nav_history: vec![(0, 0)],
             n_transfers: 0,
@@ -177,6 +208,17 @@ impl Ledger {
     /// Whether a transfer with this id is recorded.
     pub fn contains(&self, id: TransferId) -> bool {
         self.transfers.contains_key(&id)
+    }
+
+    /// Where the transfer with this id is recorded, if it is: the ledger
+    /// keeps no transfers, but the block at that height holds it.
+    pub fn locate(&self, id: TransferId) -> Option<TransferLocation> {
+        let ordinal = self.transfers.get(&id)?.ordinal;
+        // The last block whose first transfer is at or before `ordinal`.
+        let block = self.block_first.partition_point(|&first| first <= ordinal).checked_sub(1);
+        let block = block.expect("block 1 starts at ordinal 0");
+        let index = usize::try_from(ordinal - self.block_first[block]).expect("a block holds < 2^24 transfers");
+        Some(TransferLocation { height: block as u64 + 1, index })
     }
 
     pub fn n_transfers(&self) -> u64 {
@@ -209,6 +251,23 @@ impl Ledger {
         self.settled.contains(&period)
     }
 
+    /// The non-zero balances of `period`'s escrow and pool accounts, by
+    /// name: none once the period is settled.
+    pub fn period_balances(&self, period: Period) -> Vec<(AccountName, i128)> {
+        let mut held: Vec<_> = self
+            .balances
+            .iter()
+            .filter(|(account, balance)| {
+                **balance != 0
+                    && matches!(account.kind(), AccountKind::Escrow | AccountKind::Pool)
+                    && account.period() == Some(period)
+            })
+            .map(|(account, balance)| (account.clone(), *balance))
+            .collect();
+        held.sort();
+        held
+    }
+
     /// NAV after block `height` (0: before any block).
     pub fn nav_at(&self, height: u64) -> Option<Nav> {
         let &(reserve_cents, supply_micros) = self.nav_history.get(usize::try_from(height).ok()?)?;
@@ -235,7 +294,7 @@ impl Ledger {
         let mut recorded = 0;
         for (transfer, leaf) in batch.iter().zip(&leaves) {
             match self.transfers.get(&transfer.id) {
-                Some(known) if known == leaf => recorded += 1,
+                Some(known) if known.leaf == *leaf => recorded += 1,
                 Some(_) => return Err(Rejection::IdReused(transfer.id)),
                 None => {}
             }
@@ -247,6 +306,7 @@ impl Ledger {
             return Err(Rejection::PartlyRecorded);
         }
         let block = Block::seal(self.height + 1, self.head, timestamp_ms, batch, leaves, signer);
+        assert_eq!(block.block().header.height, self.height + 1, "a batch is sealed as the next block");
         self.check(&block)?;
         Ok(AppendOutcome::Sealed(Box::new(block)))
     }
@@ -260,14 +320,35 @@ impl Ledger {
     /// Applies `block` whole, or refuses it leaving the ledger unchanged.
     pub fn apply(&mut self, checked: &CheckedBlock) -> Result<(), LedgerError> {
         let delta = self.check(checked).map_err(|rejection| LedgerError { height: self.height + 1, rejection })?;
+        let height = self.height;
         self.commit(checked.block(), delta);
+        assert_eq!(self.height, height + 1, "applying a block advances the height by one");
         Ok(())
     }
 
-    /// Checks a self-consistent block against the chain and the balances.
+    /// Checks a self-consistent block against the chain and the balances:
+    /// its header, then each transfer on its own, then the balances it
+    /// leaves, then backing. The first broken rule is the rejection.
     fn check<'b>(&self, checked: &'b CheckedBlock) -> Result<Delta<'b>, Rejection> {
         let block = checked.block();
-        let header = &block.header;
+        self.check_header(&block.header)?;
+        let mut effects = Effects::with_capacity(block.transfers.len());
+        for transfer in &block.transfers {
+            self.check_transfer(transfer, &mut effects)?;
+        }
+        check_balances(&effects)?;
+        let nav = self.check_backing(&effects.changed)?;
+        Ok(Delta {
+            balances: effects.changed.into_iter().collect(),
+            leaves: block.transfers.iter().map(|t| t.id).zip(checked.leaves().iter().copied()).collect(),
+            settled: effects.settled,
+            nav,
+        })
+    }
+
+    /// The header continues this chain: next height, linked to the head,
+    /// signed by the ledger's key.
+    fn check_header(&self, header: &BlockHeader) -> Result<(), Rejection> {
         if header.height != self.height + 1 {
             return Err(Rejection::Height { expected: self.height + 1, found: header.height });
         }
@@ -280,114 +361,184 @@ impl Ledger {
                 found: hex::encode(header.signer),
             });
         }
+        Ok(())
+    }
 
-        let mut ids: HashMap<TransferId, ()> = HashMap::with_capacity(block.transfers.len());
-        let mut changed: HashMap<&AccountName, i128> = HashMap::new();
-        let mut paid_out: HashMap<&AccountName, u128> = HashMap::new();
-        let mut settled = Vec::new();
-        for transfer in &block.transfers {
-            let id = transfer.id;
-            if ids.insert(id, ()).is_some() {
-                return Err(Rejection::DuplicateId(id));
+    /// One transfer on its own (a new id, a movement its kind allows, a
+    /// positive amount, one period, not a settled one), then its effect on
+    /// the balances the block has changed so far.
+    fn check_transfer<'b>(&self, transfer: &'b Transfer, effects: &mut Effects<'b>) -> Result<(), Rejection> {
+        let id = transfer.id;
+        if !effects.ids.insert(id) {
+            return Err(Rejection::DuplicateId(id));
+        }
+        if self.transfers.contains_key(&id) {
+            return Err(Rejection::IdReused(id));
+        }
+        let (debit, credit) = (&transfer.debit, &transfer.credit);
+        let (debit_kind, credit_kind) = (debit.kind(), credit.kind());
+        if !transfer.kind.allows(debit_kind, credit_kind) {
+            return Err(Rejection::KindNotAllowed {
+                id,
+                kind: transfer.kind.as_str(),
+                debit: debit.clone(),
+                credit: credit.clone(),
+            });
+        }
+        // Every movement a kind allows is between accounts of one asset
+        // (tested for every kind and pair of account kinds): double entry
+        // per asset rests on it.
+        assert_eq!(debit_kind.asset(), credit_kind.asset(), "transfer {id}: a kind allowed two assets");
+        if transfer.amount == 0 {
+            return Err(Rejection::ZeroAmount(id));
+        }
+        if let (Some(a), Some(b)) = (debit.period(), credit.period())
+            && a != b
+        {
+            return Err(Rejection::MixedPeriods { id, debit: debit.clone(), credit: credit.clone() });
+        }
+        for period in [debit.period(), credit.period()].into_iter().flatten() {
+            if self.settled.contains(&period) {
+                return Err(Rejection::PeriodSettled(period));
             }
-            if self.transfers.contains_key(&id) {
-                return Err(Rejection::IdReused(id));
-            }
-            let (debit, credit) = (&transfer.debit, &transfer.credit);
-            if !transfer.kind.allows(debit.kind(), credit.kind()) {
-                return Err(Rejection::KindNotAllowed {
-                    id,
-                    kind: transfer.kind.as_str(),
-                    debit: debit.clone(),
-                    credit: credit.clone(),
-                });
-            }
-            if debit.kind().asset() != credit.kind().asset() {
-                return Err(Rejection::KindNotAllowed {
-                    id,
-                    kind: transfer.kind.as_str(),
-                    debit: debit.clone(),
-                    credit: credit.clone(),
-                });
-            }
-            if transfer.amount == 0 {
-                return Err(Rejection::ZeroAmount(id));
-            }
-            if let (Some(a), Some(b)) = (debit.period(), credit.period())
-                && a != b
-            {
-                return Err(Rejection::MixedPeriods { id, debit: debit.clone(), credit: credit.clone() });
-            }
-            for period in [debit.period(), credit.period()].into_iter().flatten() {
-                if self.settled.contains(&period) {
-                    return Err(Rejection::PeriodSettled(period));
-                }
-                if transfer.kind == TransferKind::Distribute && !settled.contains(&period) {
-                    settled.push(period);
-                }
-            }
-            let amount = i128::from(transfer.amount);
-            *changed.entry(debit).or_insert_with(|| self.balance(debit)) -= amount;
-            *changed.entry(credit).or_insert_with(|| self.balance(credit)) += amount;
-            if matches!(debit.kind(), AccountKind::Escrow | AccountKind::Pool) {
-                *paid_out.entry(debit).or_default() += u128::from(transfer.amount);
+            if transfer.kind == TransferKind::Distribute && !effects.settled.contains(&period) {
+                effects.settled.push(period);
             }
         }
-        for (&account, &balance) in &changed {
-            if balance < 0 && !account.kind().may_go_negative() {
-                return Err(Rejection::Negative { account: account.clone(), balance });
-            }
-            if balance.unsigned_abs() > u128::from(u64::MAX) {
-                return Err(Rejection::Overflow);
-            }
+        // At most MAX_TRANSFERS_PER_BLOCK amounts of at most 2^64 each, on
+        // balances of at most 2^64 (checked below): no i128 or u128 sum
+        // here can overflow (asserted at compile time).
+        let amount = i128::from(transfer.amount);
+        *effects.changed.entry(debit).or_insert_with(|| self.balance(debit)) -= amount;
+        *effects.changed.entry(credit).or_insert_with(|| self.balance(credit)) += amount;
+        if matches!(debit_kind, AccountKind::Escrow | AccountKind::Pool) {
+            *effects.paid_out.entry(debit).or_default() += u128::from(transfer.amount);
         }
-        for (&account, &paid) in &paid_out {
-            let after = changed[account];
-            if after != 0 {
-                return Err(Rejection::NotEmptied { account: account.clone(), paid, held: after + paid as i128 });
-            }
-        }
+        Ok(())
+    }
 
-        let (reserve_before, supply_before) = self.nav_history[self.height as usize];
-        let reserve = AccountName::reserve();
-        let issuance = AccountName::issuance();
-        let reserve_after = changed.get(&reserve).copied().unwrap_or(i128::from(reserve_before));
-        let supply_after = -changed.get(&issuance).copied().unwrap_or(-i128::from(supply_before));
-        if supply_after < 0 {
-            return Err(Rejection::Negative { account: issuance, balance: -supply_after });
-        }
-        let (rb, sb) = (i128::from(reserve_before), i128::from(supply_before));
+    /// Full backing: NAV does not fall. Returns (reserve, supply) after the
+    /// block.
+    fn check_backing(&self, changed: &HashMap<&AccountName, i128>) -> Result<(u64, u64), Rejection> {
+        let &(reserve_before, supply_before) = self.nav_history.last().expect("the empty ledger has a NAV");
+        let reserve_after = match changed.get(&AccountName::reserve()) {
+            // The reserve may not go negative and no balance exceeds 2^64
+            // (check_balances).
+            Some(&balance) => u64::try_from(balance).expect("checked: the reserve is within 0..=u64::MAX"),
+            None => reserve_before,
+        };
+        let supply_after = match changed.get(&AccountName::issuance()) {
+            // Double entry: the supply is what every other CC account holds,
+            // and none of them may go negative, so issuance never ends above 0.
+            Some(&balance) => u64::try_from(-balance).expect("the supply is within 0..=u64::MAX"),
+            None => supply_before,
+        };
+        // Products of two u64 values fit in u128 (an i128 would overflow
+        // for a reserve and supply near 2^64).
+        let (rb, sb, ra, sa) = (
+            u128::from(reserve_before),
+            u128::from(supply_before),
+            u128::from(reserve_after),
+            u128::from(supply_after),
+        );
         let backed = if supply_before == 0 {
-            reserve_after * 1_000_000 >= i128::from(self.config.initial_cents_per_cc) * supply_after
+            ra * 1_000_000 >= u128::from(self.config.initial_cents_per_cc) * sa
         } else {
-            reserve_after * sb >= rb * supply_after
+            ra * sb >= rb * sa
         };
         if !backed {
-            return Err(Rejection::Underbacked { reserve_before: rb, supply_before: sb, reserve_after, supply_after });
+            return Err(Rejection::Underbacked { reserve_before, supply_before, reserve_after, supply_after });
         }
-
-        Ok(Delta {
-            balances: changed.into_iter().collect(),
-            leaves: block.transfers.iter().map(|t| t.id).zip(checked.leaves().iter().copied()).collect(),
-            settled,
-            nav: (reserve_after as u64, supply_after as u64),
-        })
+        Ok((reserve_after, supply_after))
     }
 
+    /// Applies a checked delta, asserting what checking guaranteed: the
+    /// next height, double entry per asset, no forbidden negative balance,
+    /// every id new, NAV from the reserve and issuance balances.
     fn commit(&mut self, block: &Block, delta: Delta<'_>) {
+        assert_eq!(block.header.height, self.height + 1, "blocks are committed in order");
+        assert_eq!(block.header.prev_hash, self.head, "a committed block links to the head");
+        // Per asset, Σ (after − before) over the changed accounts.
+        let mut moved = [0i128; 2];
         for (account, balance) in delta.balances {
-            match self.balances.get_mut(account) {
-                Some(existing) => *existing = balance,
+            let kind = account.kind();
+            assert!(balance >= 0 || kind.may_go_negative(), "{account} committed at {balance}");
+            let before = match self.balances.get_mut(account) {
+                Some(existing) => std::mem::replace(existing, balance),
                 None => {
                     self.balances.insert(account.clone(), balance);
+                    0
                 }
-            }
+            };
+            moved[usize::from(kind.asset().code())] += balance - before;
         }
-        self.transfers.extend(delta.leaves);
-        self.settled.extend(delta.settled);
+        assert_eq!(moved, [0, 0], "double entry: a block moves as much into accounts as out of them");
+        let first = self.n_transfers;
+        let n_block = u64::try_from(block.transfers.len()).expect("a block's length fits in u64");
+        self.transfers
+            .extend((first..).zip(delta.leaves).map(|(ordinal, (id, leaf))| (id, Recorded { leaf, ordinal })));
+        self.n_transfers = first + n_block;
+        assert_eq!(self.transfers.len() as u64, self.n_transfers, "transfer ids are unique across the chain");
+        self.block_first.push(first);
+        for period in delta.settled {
+            assert!(self.settled.insert(period), "period {period} is settled once");
+        }
         self.nav_history.push(delta.nav);
-        self.n_transfers += block.transfers.len() as u64;
         self.height = block.header.height;
         self.head = block.hash();
+        assert_eq!(self.block_first.len() as u64, self.height, "one first ordinal per block");
+        assert_eq!(self.nav_history.len() as u64, self.height + 1, "one NAV per block, and the empty ledger's");
+        assert_eq!(
+            (self.balance(&AccountName::reserve()), -self.balance(&AccountName::issuance())),
+            (i128::from(delta.nav.0), i128::from(delta.nav.1)),
+            "NAV is the reserve's balance over the supply"
+        );
     }
 }
+
+/// What a block does, gathered while its transfers are checked.
+struct Effects<'b> {
+    ids: HashSet<TransferId>,
+    /// Each account the block touches, with its balance after the block.
+    changed: HashMap<&'b AccountName, i128>,
+    /// Each escrow or pool the block pays out of, with what it pays.
+    paid_out: HashMap<&'b AccountName, u128>,
+    /// Periods a `distribute` of this block settles.
+    settled: Vec<Period>,
+}
+
+impl Effects<'_> {
+    fn with_capacity(n_transfers: usize) -> Self {
+        Effects {
+            ids: HashSet::with_capacity(n_transfers),
+            changed: HashMap::new(),
+            paid_out: HashMap::new(),
+            settled: Vec::new(),
+        }
+    }
+}
+
+/// The balances a block leaves: none negative unless its kind may be, none
+/// beyond the ledger's range, every escrow or pool it pays out of empty.
+fn check_balances(effects: &Effects<'_>) -> Result<(), Rejection> {
+    for (&account, &balance) in &effects.changed {
+        if balance < 0 && !account.kind().may_go_negative() {
+            return Err(Rejection::Negative { account: account.clone(), balance });
+        }
+        if balance.unsigned_abs() > u128::from(u64::MAX) {
+            return Err(Rejection::Overflow);
+        }
+    }
+    for (&account, &paid) in &effects.paid_out {
+        let after = effects.changed[account];
+        if after != 0 {
+            let paid_signed = i128::try_from(paid).expect("a block pays out less than 2^88");
+            return Err(Rejection::NotEmptied { account: account.clone(), paid, held: after + paid_signed });
+        }
+    }
+    Ok(())
+}
+
+// A block's amounts sum below 2^88, and balances stay within ±2^64, so the
+// i128 and u128 sums of `check_transfer` cannot overflow.
+const _: () = assert!((MAX_TRANSFERS_PER_BLOCK as u128 + 1) * (u64::MAX as u128) <= i128::MAX as u128);

@@ -28,7 +28,8 @@
 //!
 //! # Deliberately absent
 //! No I/O and no clock: timestamps arrive as arguments, the signing key is
-//! given by the caller, storage lives in the `store` crate.
+//! given by the caller, storage lives in the `store` crate. No knowledge of
+//! settlement: whoever records a period turns its postings into transfers.
 
 #![forbid(unsafe_code)]
 
@@ -38,11 +39,9 @@ mod encoding;
 mod export;
 mod ledger;
 mod model;
-mod postings;
 
 pub use block::{Block, BlockHeader, CheckedBlock, Hash, MAX_TRANSFERS_PER_BLOCK, Signer};
 pub use custody::{CustodyError, payment, redemption};
 pub use export::{ExportError, ExportHeader, FORMAT, read_export, write_block_line, write_header_line};
-pub use ledger::{AppendOutcome, Ledger, LedgerConfig, LedgerError, Nav, Rejection};
+pub use ledger::{AppendOutcome, Ledger, LedgerConfig, LedgerError, Nav, Rejection, TransferLocation};
 pub use model::{AccountKind, AccountName, AccountNameError, Asset, Transfer, TransferId, TransferKind};
-pub use postings::{account_of, transfer_for};

@@ -74,6 +74,9 @@ impl AccountKind {
 /// Most bytes in an account name.
 pub const ACCOUNT_NAME_MAX_BYTES: usize = 256;
 
+// `AccountName::parse` names the limit in its message.
+const _: () = assert!(ACCOUNT_NAME_MAX_BYTES == 256);
+
 /// A valid account name; its kind follows from its form.
 ///
 /// The name's hash is computed once, when the name is made: applying a
@@ -137,10 +140,9 @@ impl AccountName {
         if name.chars().any(|c| c.is_control() || c.is_whitespace() || c == '"' || c == '\\') {
             return Err(fail("it contains whitespace, control characters, quotes or backslashes"));
         }
-        let kind = kind_of(name).ok_or_else(|| {
+        kind_of(name).ok_or_else(|| {
             fail("expected world, reserve, issuance, general-fund, escrow:<period>:<user>, pool:<period>:site|project:<id>, or provider|operator|project|contributor|holder:<id>")
         })?;
-        let _ = kind;
         Ok(AccountName::new(name.to_owned()))
     }
 

@@ -4,8 +4,9 @@
 
 use commons_core::{Bps, Period};
 use ledger::{
-    AccountName, AppendOutcome, Block, ExportError, Ledger, LedgerConfig, Rejection, Signer, Transfer, TransferId,
-    TransferKind, payment, read_export, redemption, write_block_line, write_header_line,
+    AccountName, AppendOutcome, Block, CustodyError, ExportError, Ledger, LedgerConfig, Nav, Rejection, Signer,
+    Transfer, TransferId, TransferKind, TransferLocation, payment, read_export, redemption, write_block_line,
+    write_header_line,
 };
 
 fn signer() -> Signer {
@@ -70,7 +71,7 @@ fn redemption_pays_nav_and_leaves_nav_unchanged_or_higher() {
     allocate(&mut ledger, 1, "alice", "provider:pat", 9_900_000).unwrap();
     let before = ledger.nav();
     let holder = AccountName::parse("provider:pat").unwrap();
-    let (batch, cents) = redemption(&before, &holder, 4_950_000, b"r1");
+    let (batch, cents) = redemption(&before, &holder, 4_950_000, b"r1").unwrap();
     assert_eq!(cents, 500);
     append(&mut ledger, batch).unwrap();
     assert_eq!(ledger.balance(&holder), 4_950_000);
@@ -144,6 +145,52 @@ fn kinds_fix_which_accounts_money_moves_between() {
         amount: 5,
     };
     assert!(matches!(append(&mut ledger, vec![unbacked_mint]), Err(Rejection::Underbacked { .. })));
+}
+
+#[test]
+fn redeeming_more_than_the_supply_is_refused_before_it_is_a_batch() {
+    let mut ledger = new_ledger();
+    pay(&mut ledger, "alice", 1000, 0);
+    let holder = AccountName::parse("provider:pat").unwrap();
+    assert_eq!(
+        redemption(&ledger.nav(), &holder, 10_000_001, b"r1"),
+        Err(CustodyError::MoreThanSupply { micros: 10_000_001, supply: 10_000_000 })
+    );
+}
+
+#[test]
+fn pricing_a_payment_past_2_64_fails_instead_of_saturating() {
+    let nav = Nav { height: 1, reserve_cents: u64::MAX - 1, supply_micros: 5, initial_cents_per_cc: 100 };
+    assert_eq!(nav.after_payment(1, 1).map(|n| (n.reserve_cents, n.supply_micros)), Some((u64::MAX, 6)));
+    assert_eq!(nav.after_payment(2, 1), None);
+    assert_eq!(nav.after_payment(1, u64::MAX), None);
+}
+
+#[test]
+fn a_recorded_transfer_is_found_in_the_block_that_holds_it() {
+    let mut ledger = new_ledger();
+    let mut blocks = Vec::new();
+    for user in ["alice", "bob", "carol"] {
+        let (batch, _) = payment(&ledger.nav(), period(), user, 1000, Bps::new(0).unwrap(), user.as_bytes()).unwrap();
+        blocks.push(append(&mut ledger, batch).unwrap().unwrap());
+    }
+    let bobs_mint = TransferId::derive(&[b"mint", b"bob"]);
+    let location = ledger.locate(bobs_mint).unwrap();
+    assert_eq!(location, TransferLocation { height: 2, index: 1 });
+    let found = &blocks[location.height as usize - 1].transfers[location.index];
+    assert_eq!((found.id, found.kind, found.amount), (bobs_mint, TransferKind::Mint, 10_000_000));
+    assert_eq!(ledger.locate(TransferId::derive(&[b"mint", b"dave"])), None);
+}
+
+#[test]
+fn a_period_s_escrows_and_pools_are_listed_until_they_are_emptied() {
+    let mut ledger = new_ledger();
+    pay(&mut ledger, "alice", 1000, 0);
+    let escrow = AccountName::escrow(period(), "alice").unwrap();
+    assert_eq!(ledger.period_balances(period()), vec![(escrow, 10_000_000)]);
+    assert_eq!(ledger.period_balances(Period::parse("2026-12").unwrap()), vec![]);
+    allocate(&mut ledger, 1, "alice", "general-fund", 10_000_000).unwrap();
+    assert_eq!(ledger.period_balances(period()), vec![]);
 }
 
 /// A chain of a few blocks and its export, line by line.

@@ -4,7 +4,37 @@ use std::collections::BTreeMap;
 
 use commons_core::{Account, Micros, Splitter, cut};
 
+use crate::params::PASS_BPS_MAX;
 use crate::{Activity, ContractError, Params, PayoutContract, Registry, SiteIx, SubscriberIx};
+
+/// Most rounds the dependency flow of level 3 can take, on any graph.
+///
+/// What is in flight in round r + 1 is what the projects passed in round
+/// r. Each project passes at most `PASS_BPS_MAX` (90 %) of its inflow,
+/// floored, so the total in flight shrinks to at most ⌊9a / 10⌋ (a sum of
+/// floors is at most the floor of the sum); what the first round carries
+/// is a share of what was minted, at most 2^64 − 1 µCC. A round runs only
+/// while at least 1 µCC is in flight. Without the floors, 0.9^r · 2^64 < 1
+/// once r > 64 · ln 2 / ln(10/9) = 44.36 / 0.1054 = 421.04: at most 422
+/// rounds. With them (⌊9a / 10⌋ is a − 1 for every a below 10), iterating
+/// a ↦ ⌊9a / 10⌋ from 2^64 − 1 reaches 0 after 405 steps, computed below
+/// at compile time; a two-project cycle passing 90 % each way on
+/// 2^64 − 1 µCC takes exactly that many rounds (tested).
+pub const DEPENDENCY_ROUNDS_MAX: u32 = rounds_to_drain(u64::MAX as u128);
+
+/// How many rounds of "pass at most PASS_BPS_MAX, floored" it takes for
+/// `amount` to reach zero.
+const fn rounds_to_drain(mut amount: u128) -> u32 {
+    let mut rounds = 0;
+    while amount > 0 {
+        rounds += 1;
+        amount = amount * PASS_BPS_MAX as u128 / 10_000;
+    }
+    rounds
+}
+
+// The floored count is within the real-number bound above.
+const _: () = assert!(DEPENDENCY_ROUNDS_MAX == 405 && DEPENDENCY_ROUNDS_MAX <= 422);
 
 /// The outcome of settling a period.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -133,15 +163,7 @@ pub fn settle_journaled(
         if kept == Micros::ZERO {
             continue;
         }
-        let payout = contract.payout(&project.id, kept).and_then(|outputs| {
-            let total = outputs.iter().try_fold(Micros::ZERO, |sum, (_, amount)| sum.checked_add(*amount));
-            if total == Some(kept) {
-                Ok(outputs)
-            } else {
-                let paid = total.map_or_else(|| "more than 2^64 µCC".to_owned(), |t| t.get().to_string());
-                Err(ContractError::Failed(format!("paid {paid} µCC out of {} µCC", kept.get())))
-            }
-        });
+        let payout = contract.payout(&project.id, kept).and_then(|outputs| merged_payout(outputs, kept));
         let pool = Node::ProjectPool { project: &project.id };
         match payout {
             Ok(outputs) => {
@@ -162,6 +184,27 @@ pub fn settle_journaled(
     let allocated: Micros = accounts.values().copied().sum();
     assert_eq!(allocated, activity.minted, "settlement must conserve: allocated != minted");
     Settlement { minted: activity.minted, site_totals, project_kept, accounts, dependency_rounds, contract_failures }
+}
+
+/// A contract's outputs with one entry per account, in account order (an
+/// account listed twice is paid the sum: two postings between the same
+/// nodes in the same round would be one transfer id twice), if they add up
+/// to `kept`.
+fn merged_payout(outputs: Vec<(Account, Micros)>, kept: Micros) -> Result<BTreeMap<Account, Micros>, ContractError> {
+    let mut merged: BTreeMap<Account, Micros> = BTreeMap::new();
+    let mut total = Some(Micros::ZERO);
+    for (account, amount) in outputs {
+        total = total.and_then(|t| t.checked_add(amount));
+        if total.is_some() {
+            // Bounded by the total, which fits.
+            *merged.entry(account).or_default() += amount;
+        }
+    }
+    if total == Some(kept) {
+        return Ok(merged);
+    }
+    let paid = total.map_or_else(|| "more than 2^64 µCC".to_owned(), |t| t.get().to_string());
+    Err(ContractError::Failed(format!("paid {paid} µCC out of {} µCC", kept.get())))
 }
 
 /// Level 1 for one subscriber: where their escrow went.
@@ -316,8 +359,14 @@ fn flow_through_dependencies(
     let mut rounds = 0;
     while !active.is_empty() {
         rounds += 1;
+        assert!(rounds <= DEPENDENCY_ROUNDS_MAX, "dependency flow past {DEPENDENCY_ROUNDS_MAX} rounds");
+        // What is in flight this round, and what it passes on (u128: one
+        // round's inflow is at most what was minted, but say so in types).
+        let mut in_flight: u128 = 0;
+        let mut passed: u128 = 0;
         for &p in &active {
             let amount = std::mem::take(&mut current[p]);
+            in_flight += u128::from(amount.get());
             let project = &projects[p];
             let (pass, keep) =
                 if project.deps.is_empty() { (Micros::ZERO, amount) } else { cut(amount, project.pass_bps) };
@@ -325,6 +374,7 @@ fn flow_through_dependencies(
             if pass == Micros::ZERO {
                 continue;
             }
+            passed += u128::from(pass.get());
             weights.clear();
             weights.extend(project.deps.iter().map(|(_, weight)| *weight));
             shares.clear();
@@ -343,6 +393,8 @@ fn flow_through_dependencies(
                 next[dep.index()] += share;
             }
         }
+        // The termination argument of DEPENDENCY_ROUNDS_MAX, round by round.
+        assert!(passed <= in_flight * u128::from(PASS_BPS_MAX) / 10_000, "a round passed more than 90 % on");
         // Project order within a round does not matter (each project's
         // inflow is fixed before the round starts); sorting keeps the walk
         // cache-friendly and the code obviously deterministic.

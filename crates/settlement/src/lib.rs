@@ -15,6 +15,11 @@
 //! # Invariants
 //! - Conservation: Σ allocations == Σ minted escrow, to the µCC. [`settle`]
 //!   asserts it in every build profile.
+//! - Termination: dependency flow takes at most [`DEPENDENCY_ROUNDS_MAX`]
+//!   rounds on any graph, asserted inside the loop with the shrinking of
+//!   the amount in flight that proves it.
+//! - Postings are unique per (from, to, round): a payout contract's outputs
+//!   to one account are merged into one.
 //! - Determinism: the result depends on the inputs' content, never on the
 //!   order entries were given in. Sites, projects, providers and dependencies
 //!   are held in id order, so "ties by id" is "ties by index".
@@ -34,7 +39,8 @@ pub use activity::{
     Activity, ActivityBuilder, ActivityError, ActivityProblem, CallRow, ROWS_MAX, SubscriberIx, UsageRow,
 };
 pub use engine::{
-    ContractFailure, Node, Posting, Settlement, SubscriberAllocation, allocate_subscriber, settle, settle_journaled,
+    ContractFailure, DEPENDENCY_ROUNDS_MAX, Node, Posting, Settlement, SubscriberAllocation, allocate_subscriber,
+    settle, settle_journaled,
 };
 pub use params::{PASS_BPS_MAX, ParamError, Params, ParamsSpec};
 pub use payout::{ContractError, PayoutContract, ProjectAccount};

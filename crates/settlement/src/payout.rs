@@ -4,14 +4,17 @@
 //! The engine asks each project's contract once per period and checks that
 //! the outputs add up to the input exactly; a contract that errs or does not
 //! add up pays nothing, the amount stays in the project's account and the
-//! failure is reported. The WebAssembly contracts implement this same trait.
+//! failure is reported. An account listed more than once is paid the sum of
+//! its entries, as one posting. The WebAssembly contracts implement this
+//! same trait.
 
 use commons_core::{Account, Micros};
 
 /// Divides a project's kept amount among accounts.
 pub trait PayoutContract {
     /// `amount` is what `project` keeps this period; the result lists who
-    /// gets what and must sum to `amount`.
+    /// gets what and must sum to `amount`. Entries for the same account are
+    /// added together.
     fn payout(&self, project: &str, amount: Micros) -> Result<Vec<(Account, Micros)>, ContractError>;
 }
 

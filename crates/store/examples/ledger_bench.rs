@@ -73,7 +73,7 @@ fn batches(store: &Store, n: usize, size: usize) -> impl Iterator<Item = Vec<Tra
         for i in 0..size / 2 {
             let user = format!("user{b}-{i}");
             let (legs, minted) = payment(&nav, period, &user, 1000, Bps::new(100).unwrap(), user.as_bytes()).unwrap();
-            nav = nav.after_payment(1000, minted);
+            nav = nav.after_payment(1000, minted).unwrap();
             batch.extend(legs);
         }
         batch

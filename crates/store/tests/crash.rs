@@ -25,7 +25,7 @@ fn batch_for(store: &Store, n: u64) -> Vec<Transfer> {
     for i in 0..PAYMENTS_PER_BATCH {
         let user = format!("user{n}-{i}");
         let (legs, minted) = payment(&nav, period, &user, 1000 + i, Bps::new(100).unwrap(), user.as_bytes()).unwrap();
-        nav = nav.after_payment(1000 + i, minted);
+        nav = nav.after_payment(1000 + i, minted).unwrap();
         batch.extend(legs);
     }
     batch
