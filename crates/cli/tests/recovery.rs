@@ -20,7 +20,7 @@
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Output, Stdio};
 
-use store::testing::{drop_schema, fresh_schema, postgres_url};
+use test_support::{drop_schema, fresh_schema, postgres_url};
 
 /// A data directory, and a PostgreSQL schema when the store is there.
 struct Place {

@@ -3,14 +3,12 @@
 use ed25519_dalek::{Signature, Signer as _, SigningKey, VerifyingKey};
 
 use crate::encoding::{Reader, decode_transfer, encode_transfer, leaf_hash, merkle_root};
-use crate::ledger::Rejection;
 use crate::model::Transfer;
+use crate::rejection::Rejection;
 
 /// A BLAKE3 hash.
 pub type Hash = [u8; 32];
-
-/// Most transfers in one block (one atomic batch).
-pub const MAX_TRANSFERS_PER_BLOCK: usize = 1 << 24;
+pub use crate::rejection::MAX_TRANSFERS_PER_BLOCK;
 
 // The header counts a block's transfers in a u32.
 const _: () = assert!(MAX_TRANSFERS_PER_BLOCK <= u32::MAX as usize);

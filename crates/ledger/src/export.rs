@@ -17,8 +17,9 @@ use std::io::{BufRead, Write};
 use serde::{Deserialize, Serialize};
 
 use crate::block::{Block, BlockHeader, CheckedBlock};
-use crate::ledger::{Ledger, LedgerConfig, LedgerError, Rejection};
+use crate::ledger::{Ledger, LedgerConfig, LedgerError};
 use crate::model::{AccountName, Transfer, TransferId, TransferKind};
+use crate::rejection::Rejection;
 
 /// The format's name and version, the header's first field.
 pub const FORMAT: &str = "onecommons-ledger/1";

@@ -39,9 +39,11 @@ mod encoding;
 mod export;
 mod ledger;
 mod model;
+mod rejection;
 
 pub use block::{Block, BlockHeader, CheckedBlock, Hash, MAX_TRANSFERS_PER_BLOCK, Signer};
 pub use custody::{CustodyError, payment, redemption};
 pub use export::{ExportError, ExportHeader, FORMAT, read_export, write_block_line, write_header_line};
-pub use ledger::{AppendOutcome, Ledger, LedgerConfig, LedgerError, Nav, Rejection, TransferLocation};
+pub use ledger::{AppendOutcome, Ledger, LedgerConfig, LedgerError, Nav, TransferLocation};
 pub use model::{AccountKind, AccountName, AccountNameError, Asset, Transfer, TransferId, TransferKind};
+pub use rejection::Rejection;

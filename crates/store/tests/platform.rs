@@ -312,6 +312,10 @@ fn a_site_deployed_again_after_its_removal_gets_a_new_generation() {
         let first = store.request_deployment(&deployment("wiki", &["a"], &[])).unwrap();
         assert!(store.remove_deployment("wiki").unwrap());
         let again = store.request_deployment(&deployment("wiki", &["a"], &[])).unwrap();
-        assert!(again > first, "generation {again} after {first}: an agent could take an old instance for it ({})", s.name);
+        assert!(
+            again > first,
+            "generation {again} after {first}: an agent could take an old instance for it ({})",
+            s.name
+        );
     }
 }

@@ -12,6 +12,8 @@
 //! This crate is a dev-dependency only (`publish = false`): no production
 //! crate depends on it, so nothing here is compiled into `commons`.
 
+#![forbid(unsafe_code)]
+
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// The test server when COMMONS_TEST_DATABASE_URL does not name another.
