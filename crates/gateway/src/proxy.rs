@@ -62,6 +62,10 @@ pub struct GatewayConfig {
     /// fronts on the same machine. Needs CAP_SYS_NICE to go below 0; without
     /// it the workers keep their priority, with a warning.
     pub worker_priority: Option<i32>,
+    /// Whether plain HTTP/1.1 connections start on the fast engine (on by
+    /// default). Off, the general (hyper) engine serves every connection:
+    /// for tests that send the same request through both engines.
+    pub fast_path: bool,
 }
 
 impl Default for GatewayConfig {
@@ -76,6 +80,7 @@ impl Default for GatewayConfig {
             session_lifetime: Duration::from_secs(30 * 86_400),
             public_scheme: "http".to_owned(),
             worker_priority: None,
+            fast_path: true,
         }
     }
 }
@@ -451,14 +456,14 @@ impl Gateway {
                 // Most connections are served start to end by the
                 // fast path; the rest go to hyper, as they are.
                 let io = match kind {
-                    Listener::Public => {
+                    Listener::Public if gateway.inner.config.fast_path => {
                         let peer = peer.ip().to_string();
                         match gateway.serve_fast(&mut stream, &peer, &pool, &mut stopped).await {
                             fast::Outcome::Closed => return,
                             fast::Outcome::Fallback(read) => fast::Rewind::new(read, stream),
                         }
                     }
-                    Listener::Internal => fast::Rewind::new(Bytes::new(), stream),
+                    Listener::Public | Listener::Internal => fast::Rewind::new(Bytes::new(), stream),
                 };
                 let config = gateway.inner.config.clone();
                 let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
