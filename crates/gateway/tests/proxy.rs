@@ -830,3 +830,15 @@ async fn malformed_and_oversized_heads_are_refused_not_hung() {
     let answer = raw(&s, &huge).await;
     assert!(answer.starts_with("HTTP/1.1 431"), "{answer}");
 }
+
+#[tokio::test]
+async fn a_chunked_body_over_the_limit_is_a_413_too() {
+    let s = setup(GatewayConfig { body_limit_bytes: 1000, ..GatewayConfig::default() }).await;
+    let chunk = "x".repeat(600);
+    let request = format!(
+        "POST /echo HTTP/1.1\r\nHost: wiki.commons.localhost\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n\
+         258\r\n{chunk}\r\n258\r\n{chunk}\r\n0\r\n\r\n"
+    );
+    let answer = raw(&s, &request).await;
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+}
