@@ -161,6 +161,11 @@ impl Routes {
         format!("{scheme}://{platform}/login?next={next}")
     }
 
+    /// Every instance address the routes name.
+    pub(crate) fn addresses(&self) -> foldhash::HashSet<SocketAddr> {
+        self.sites.values().flat_map(|route| route.instances.iter().map(|i| i.addr)).collect()
+    }
+
     /// The site a Host header names (port and case ignored).
     pub fn resolve(&self, host: &str) -> Option<&Arc<SiteRoute>> {
         let host = normalize(host);

@@ -37,7 +37,7 @@ use crate::identity::{Identities, SessionStore, StoredSession};
 use crate::login::Portal;
 use crate::metrics::OpenConnections;
 use crate::pipeline::{Listener, Pipeline};
-use crate::pool::Pool;
+use crate::pool::Pools;
 use crate::routes::Routes;
 
 /// Most worker threads a gateway runs.
@@ -55,6 +55,8 @@ pub struct Gateway {
 struct Shared {
     pipeline: Arc<Pipeline>,
     portal: Arc<Portal>,
+    /// The HTTP/1 engine's pools, one per worker.
+    pools: Pools,
 }
 
 /// A gateway serving on a socket, until [`RunningGateway::shutdown`].
@@ -118,15 +120,14 @@ impl Gateway {
     ) -> Gateway {
         let pipeline = Arc::new(Pipeline::new(config, routes, meter, clock, sessions));
         let portal = Arc::new(Portal::new(session_store));
-        Gateway { shared: Arc::new(Shared { pipeline, portal }) }
+        Gateway { shared: Arc::new(Shared { pipeline, portal, pools: Pools::default() }) }
     }
 
     /// Replaces the routes; requests already routed finish where they were.
-    /// Instances that were there before keep what is known of their health.
+    /// Instances that were there before keep what is known of their health;
+    /// idle connections to instances that are gone are closed.
     pub fn set_routes(&self, routes: Routes) {
-        let pipeline = &self.shared.pipeline;
-        routes.keep_health_of(&pipeline.routes.load());
-        pipeline.routes.store(Arc::new(routes));
+        self.shared.pools.replace_routes(&self.shared.pipeline.routes, routes);
     }
 
     /// Probes every instance of every site every `every`, for as long as
@@ -236,7 +237,7 @@ async fn accept_loop(
 ) {
     let Seat { balance, me, mut handed } = seat;
     let client = general::upstream_client(&shared.pipeline.config);
-    let pool = Arc::new(Pool::default());
+    let pool = shared.pools.add(&shared.pipeline.routes);
     let mut connections = tokio::task::JoinSet::new();
     loop {
         let (mut stream, peer) = tokio::select! {
