@@ -9,6 +9,11 @@
 //! thread, with no hand-offs between threads.
 //!
 //! # Invariants
+//! - An accept error that is not about one connection (out of file
+//!   descriptors, buffers or memory) pauses that worker's accepting for
+//!   [`ACCEPT_PAUSE`], as hyper and axum do: accepting again at once would
+//!   fail again at once, a core spinning per worker. Connections wait in
+//!   the backlog meanwhile; those already open are served.
 //! - A worker serving more connections than another hands a new one over
 //!   (once per connection, never per request).
 //!
@@ -45,6 +50,10 @@ pub const WORKERS_MAX: usize = 256;
 
 /// Backlog of each worker's listening socket.
 const LISTEN_BACKLOG: u32 = 4096;
+
+/// How long a worker stops accepting after an accept error that is not
+/// about one connection.
+pub(crate) const ACCEPT_PAUSE: Duration = Duration::from_secs(1);
 
 /// A gateway: what every connection of every listener shares.
 #[derive(Clone)]
@@ -239,14 +248,31 @@ async fn accept_loop(
     let client = general::upstream_client(&shared.pipeline.config);
     let pool = shared.pools.add(&shared.pipeline.routes);
     let mut connections = tokio::task::JoinSet::new();
+    let mut paused_until: Option<tokio::time::Instant> = None;
     loop {
+        let resume = paused_until.unwrap_or_else(tokio::time::Instant::now);
         let (mut stream, peer) = tokio::select! {
-            accepted = listener.accept() => {
-                let Ok((stream, peer)) = accepted else { continue };
-                match balance.place(me, stream, peer) {
+            accepted = listener.accept(), if paused_until.is_none() => match accepted {
+                Ok((stream, peer)) => match balance.place(me, stream, peer) {
                     Some(stream) => (stream, peer),
                     None => continue,
+                },
+                Err(error) if about_one_connection(&error) => continue,
+                Err(error) => {
+                    tracing::error!(
+                        error = %error,
+                        listener = kind.label(),
+                        worker = me,
+                        pause_ms = ACCEPT_PAUSE.as_millis() as u64,
+                        "cannot accept connections; pausing"
+                    );
+                    paused_until = Some(tokio::time::Instant::now() + ACCEPT_PAUSE);
+                    continue;
                 }
+            },
+            _ = tokio::time::sleep_until(resume), if paused_until.is_some() => {
+                paused_until = None;
+                continue;
             }
             Some((stream, peer)) = handed.recv() => match TcpStream::from_std(stream) {
                 Ok(stream) => (stream, peer),
@@ -279,6 +305,19 @@ async fn accept_loop(
         });
     }
     while connections.join_next().await.is_some() {}
+}
+
+/// Whether an accept error is about the one connection being accepted
+/// (which is then gone), not about accepting as such.
+fn about_one_connection(error: &std::io::Error) -> bool {
+    use std::io::ErrorKind;
+    matches!(
+        error.kind(),
+        ErrorKind::ConnectionAborted
+            | ErrorKind::ConnectionReset
+            | ErrorKind::ConnectionRefused
+            | ErrorKind::Interrupted
+    )
 }
 
 impl Balance {
