@@ -4,6 +4,8 @@ use bytes::Bytes;
 use http_body_util::Full;
 use hyper::{Response, StatusCode};
 
+use crate::provenance::ProvenanceError;
+
 /// Why the gateway answered instead of the site.
 #[derive(Debug, thiserror::Error)]
 pub enum GatewayError {
@@ -13,6 +15,10 @@ pub enum GatewayError {
     /// The request has no Host header.
     #[error("the request names no host")]
     NoHost,
+    /// The request has more than one Host line: the gateway would route
+    /// by one while the site might read another.
+    #[error("the request names more than one host")]
+    HostRepeated,
     /// The site needs a logged-in user.
     #[error("this site needs you to log in")]
     LoginRequired,
@@ -27,7 +33,7 @@ pub enum GatewayError {
     PremiumOnly { subscribe_url: String },
     /// A call on the internal listener without valid provenance.
     #[error("{0}")]
-    Provenance(crate::ProvenanceError),
+    Provenance(ProvenanceError),
     /// The body is larger than the gateway accepts.
     #[error("the request body is larger than {0} bytes")]
     BodyTooLarge(u64),
@@ -47,7 +53,7 @@ impl GatewayError {
     pub fn status(&self) -> StatusCode {
         match self {
             GatewayError::UnknownHost(_) => StatusCode::NOT_FOUND,
-            GatewayError::NoHost => StatusCode::BAD_REQUEST,
+            GatewayError::NoHost | GatewayError::HostRepeated => StatusCode::BAD_REQUEST,
             GatewayError::LoginRequired | GatewayError::Provenance(_) => StatusCode::UNAUTHORIZED,
             GatewayError::RateLimited { .. } | GatewayError::TooManyInFlight => StatusCode::TOO_MANY_REQUESTS,
             GatewayError::PremiumOnly { .. } => StatusCode::PAYMENT_REQUIRED,
@@ -61,9 +67,10 @@ impl GatewayError {
     /// Whose fault, and whether trying again can help.
     pub fn fault(&self) -> (&'static str, bool) {
         match self {
-            GatewayError::UnknownHost(_) | GatewayError::NoHost | GatewayError::BodyTooLarge(_) => {
-                ("your request", false)
-            }
+            GatewayError::UnknownHost(_)
+            | GatewayError::NoHost
+            | GatewayError::HostRepeated
+            | GatewayError::BodyTooLarge(_) => ("your request", false),
             GatewayError::LoginRequired => ("your request (log in first)", true),
             GatewayError::Provenance(_) => ("the calling site", false),
             GatewayError::RateLimited { .. } | GatewayError::TooManyInFlight => {
@@ -83,6 +90,7 @@ impl GatewayError {
             GatewayError::Metering(_) => "gateway",
             GatewayError::UnknownHost(_)
             | GatewayError::NoHost
+            | GatewayError::HostRepeated
             | GatewayError::LoginRequired
             | GatewayError::RateLimited { .. }
             | GatewayError::TooManyInFlight

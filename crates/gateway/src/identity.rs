@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use argon2::Argon2;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use foldhash::HashMap;
-use hyper::header::{COOKIE, HeaderMap, HeaderValue};
+use hyper::header::{COOKIE, HeaderMap};
 use sha2::{Digest, Sha256};
 
 /// The cookie of a platform session, on the platform domain.
@@ -221,38 +221,18 @@ pub(crate) fn cookie_in<'h>(values: impl Iterator<Item = &'h str>, name: &str) -
         .find_map(|(key, value)| (key == name).then_some(value))
 }
 
-/// Whether a `name=value` pair is one of the gateway's cookies.
-fn is_session_cookie(pair: &str) -> bool {
-    let key = pair.trim().split_once('=').map_or(pair.trim(), |(k, _)| k);
-    key == SITE_COOKIE || key == PLATFORM_COOKIE
-}
-
-/// A `Cookie` header value without the gateway's cookies; none if nothing
-/// is left.
-pub(crate) fn without_session_cookies(value: &str) -> Option<std::borrow::Cow<'_, str>> {
-    if !value.split(';').any(is_session_cookie) {
-        return Some(value.into());
-    }
-    let kept: Vec<&str> = value.split(';').map(str::trim).filter(|p| !p.is_empty() && !is_session_cookie(p)).collect();
-    (!kept.is_empty()).then(|| kept.join("; ").into())
-}
-
-/// Removes the gateway's own cookies before a request reaches a site: a
-/// site never sees a session.
-pub(crate) fn strip_session_cookies(headers: &mut HeaderMap) {
-    let values: Vec<&str> = headers.get_all(COOKIE).iter().filter_map(|v| v.to_str().ok()).collect();
-    if !values.iter().flat_map(|v| v.split(';')).any(is_session_cookie) {
-        return;
-    }
-    let kept = without_session_cookies(&values.join("; ")).map(|kept| kept.into_owned());
-    headers.remove(COOKIE);
-    if let Some(value) = kept.and_then(|kept| HeaderValue::from_str(&kept).ok()) {
-        headers.insert(COOKIE, value);
-    }
+/// Whether a `name=value` pair of a `Cookie` line is one of the gateway's
+/// cookies (which no site ever sees).
+pub(crate) fn is_session_cookie(pair: &[u8]) -> bool {
+    let pair = pair.trim_ascii();
+    let key = pair.iter().position(|&b| b == b'=').map_or(pair, |at| &pair[..at]);
+    key == SITE_COOKIE.as_bytes() || key == PLATFORM_COOKIE.as_bytes()
 }
 
 #[cfg(test)]
 mod tests {
+    use hyper::header::HeaderValue;
+
     use super::*;
 
     #[test]
@@ -280,17 +260,17 @@ mod tests {
     }
 
     #[test]
-    fn session_cookies_are_found_and_stripped_and_others_kept() {
+    fn session_cookies_are_found_and_told_apart() {
         let mut headers = HeaderMap::new();
         headers.append(COOKIE, HeaderValue::from_static("theme=dark; commons_site=abc"));
         headers.append(COOKIE, HeaderValue::from_static("commons_session=def;lang=en"));
         assert_eq!(cookie(&headers, SITE_COOKIE), Some("abc"));
         assert_eq!(cookie(&headers, PLATFORM_COOKIE), Some("def"));
-        strip_session_cookies(&mut headers);
-        assert_eq!(headers.get_all(COOKIE).iter().collect::<Vec<_>>(), ["theme=dark; lang=en"]);
-        let mut only_ours = HeaderMap::new();
-        only_ours.insert(COOKIE, HeaderValue::from_static("commons_site=abc"));
-        strip_session_cookies(&mut only_ours);
-        assert!(only_ours.get(COOKIE).is_none());
+        for ours in [&b" commons_site=abc"[..], b"commons_session=", b"commons_site"] {
+            assert!(is_session_cookie(ours), "{ours:?}");
+        }
+        for theirs in [&b"theme=dark"[..], b"commons_site_x=1", b"x=commons_site"] {
+            assert!(!is_session_cookie(theirs), "{theirs:?}");
+        }
     }
 }

@@ -12,22 +12,32 @@
 //!    and redirects to the page first asked for.
 //!
 //! No app ever sees a password, a session or a code: the cookies are removed
-//! before a request is passed on, and `/.commons/` paths are the gateway's.
+//! before a request is passed on (by the pipeline), and `/.commons/` paths
+//! are the gateway's.
+//!
+//! In Pingora's terms these pages are a hook that answers a request itself:
+//! the general engine calls [`Portal`] when the pipeline routes a request
+//! here. They share the pipeline's state (users, sessions, limits).
+//!
+//! # Deliberately absent
+//! Any engine: the portal knows requests and answers, not connections.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use hyper::header::{HeaderValue, LOCATION, SET_COOKIE};
 use hyper::{Method, Request, Response, StatusCode, Uri};
 
+use crate::body::{Body, full};
 use crate::error::html_escape as escape;
-use crate::identity::{PLATFORM_COOKIE, SITE_COOKIE, StoredSession, cookie, random_token, sha256, verify_password};
-use crate::limits::Refusal;
-use crate::proxy::{Body, BoxError};
-use crate::{Gateway, SiteRoute, TierPolicy};
+use crate::identity::{
+    Handoffs, PLATFORM_COOKIE, SITE_COOKIE, SessionStore, StoredSession, cookie, random_token, sha256, verify_password,
+};
+use crate::limits::{Refusal, TierPolicy};
+use crate::pipeline::Pipeline;
+use crate::routes::SiteRoute;
 
 /// Largest login form accepted.
 const FORM_LIMIT_BYTES: usize = 16 << 10;
@@ -36,13 +46,24 @@ const FORM_LIMIT_BYTES: usize = 16 << 10;
 static LOGIN_ATTEMPTS: TierPolicy =
     TierPolicy { free_requests_per_minute: Some(10), free_concurrent_requests: None, premium_prefixes: Vec::new() };
 
-impl Gateway {
+/// The platform's pages and the handoff, with what they keep: the
+/// one-time codes in flight, and where sessions are kept.
+pub(crate) struct Portal {
+    handoffs: Handoffs,
+    session_store: Option<Arc<dyn SessionStore>>,
+}
+
+impl Portal {
+    pub(crate) fn new(session_store: Option<Arc<dyn SessionStore>>) -> Portal {
+        Portal { handoffs: Handoffs::default(), session_store }
+    }
+
     /// A request to the platform domain itself: its pages.
-    pub(crate) async fn platform(&self, request: Request<Incoming>, peer: &HeaderValue) -> Response<Body> {
-        let now = self.inner.clock.now_ms();
+    pub(crate) async fn platform(&self, pipeline: &Pipeline, request: Request<Incoming>, peer: &str) -> Response<Body> {
+        let now = pipeline.clock.now_ms();
         let query = query(request.uri());
         let session = cookie(request.headers(), PLATFORM_COOKIE).map(str::to_owned);
-        let user = session.as_deref().and_then(|token| self.inner.sessions.user(token, None, now));
+        let user = session.as_deref().and_then(|token| pipeline.sessions.user(token, None, now));
         match (request.method(), request.uri().path()) {
             (&Method::GET, "/") => match user {
                 Some(user) => page(
@@ -51,7 +72,7 @@ impl Gateway {
                     &format!(
                         "<p>You are logged in as <b>{}</b>{}.</p>{}",
                         escape(&user),
-                        if self.is_premium(&user) { ", a subscriber" } else { "" },
+                        if is_premium(pipeline, &user) { ", a subscriber" } else { "" },
                         LOGOUT_FORM
                     ),
                 ),
@@ -61,16 +82,16 @@ impl Gateway {
                 let next = query.get("next").map(String::as_str).unwrap_or("");
                 match (user, session) {
                     (Some(user), Some(token)) => {
-                        let expires = self.inner.sessions.expiry(&token).unwrap_or(now);
-                        self.hand_off(&user, expires, next, Vec::new())
+                        let expires = pipeline.sessions.expiry(&token).unwrap_or(now);
+                        self.hand_off(pipeline, &user, expires, next, Vec::new())
                     }
                     _ => login_form(StatusCode::OK, next, None),
                 }
             }
-            (&Method::POST, "/login") => self.log_in(request, peer, now).await,
+            (&Method::POST, "/login") => self.log_in(pipeline, request, peer, now).await,
             (&Method::POST, "/logout") => {
                 if let Some(user) = user {
-                    self.end_sessions(&user).await;
+                    self.end_sessions(pipeline, &user).await;
                 }
                 redirect("/login", vec![expire_cookie(PLATFORM_COOKIE)])
             }
@@ -87,9 +108,8 @@ impl Gateway {
 
     /// `POST /login`: checks the password, starts a platform session and
     /// hands it on to the page asked for.
-    async fn log_in(&self, request: Request<Incoming>, peer: &HeaderValue, now: u64) -> Response<Body> {
-        let who = peer.to_str().unwrap_or("?");
-        if let Err(Refusal::Rate { retry_after_s }) = self.inner.limiter.admit(&LOGIN_ATTEMPTS, "", who, now) {
+    async fn log_in(&self, pipeline: &Pipeline, request: Request<Incoming>, peer: &str, now: u64) -> Response<Body> {
+        if let Err(Refusal::Rate { retry_after_s }) = pipeline.limiter.admit(&LOGIN_ATTEMPTS, "", peer, now) {
             let mut response = login_form(StatusCode::TOO_MANY_REQUESTS, "", Some("Too many attempts; wait a minute."));
             response.headers_mut().insert(hyper::header::RETRY_AFTER, retry_after_s.into());
             return response;
@@ -100,41 +120,48 @@ impl Gateway {
         };
         let (user, password) = (form.get("user").cloned().unwrap_or_default(), form.get("password").cloned());
         let next = form.get("next").cloned().unwrap_or_default();
-        let hash = self.inner.identities.load().password_hash(&user).map(str::to_owned);
+        let hash = pipeline.identities.load().password_hash(&user).map(str::to_owned);
         let password = password.unwrap_or_default();
         let valid = tokio::task::spawn_blocking(move || verify_password(&password, hash.as_deref())).await;
         if !valid.unwrap_or(false) {
-            self.inner.metrics.login(false);
+            pipeline.metrics.login(false);
             return login_form(StatusCode::UNAUTHORIZED, &next, Some("Wrong user name or password."));
         }
         let token = random_token();
-        let expires = now.saturating_add(self.inner.config.session_lifetime.as_millis() as u64);
+        let expires = now.saturating_add(pipeline.config.session_lifetime.as_millis() as u64);
         let session =
             StoredSession { token_sha256: sha256(&token), user: user.clone(), site: None, expires_ms: expires };
-        if let Err(e) = self.keep_session(session).await {
+        if let Err(e) = self.keep_session(pipeline, session).await {
             tracing::warn!(error = %e, "cannot keep a session");
             return page(StatusCode::SERVICE_UNAVAILABLE, "Try again", "<p>Sessions cannot be kept right now.</p>");
         }
-        self.inner.metrics.login(true);
-        let lifetime_s = self.inner.config.session_lifetime.as_secs();
+        pipeline.metrics.login(true);
+        let lifetime_s = pipeline.config.session_lifetime.as_secs();
         let set = format!("{PLATFORM_COOKIE}={token}; Path=/; Max-Age={lifetime_s}; HttpOnly; SameSite=Lax");
-        self.hand_off(&user, expires, &next, vec![set])
+        self.hand_off(pipeline, &user, expires, &next, vec![set])
     }
 
     /// Redirects a logged-in user to `next` through a one-time code on its
     /// site; to the platform's home page if `next` is not a site's page.
-    fn hand_off(&self, user: &str, expires_ms: u64, next: &str, cookies: Vec<String>) -> Response<Body> {
+    fn hand_off(
+        &self,
+        pipeline: &Pipeline,
+        user: &str,
+        expires_ms: u64,
+        next: &str,
+        cookies: Vec<String>,
+    ) -> Response<Body> {
         let target = next.parse::<Uri>().ok().and_then(|uri| {
             let authority = uri.authority()?.clone();
-            let route = self.inner.routes.load().resolve(authority.as_str())?.clone();
+            let route = pipeline.routes.load().resolve(authority.as_str())?.clone();
             Some((uri, authority, route))
         });
         let Some((uri, authority, route)) = target else { return redirect("/", cookies) };
-        let code = self.inner.handoffs.issue(user, &route.site, expires_ms, self.inner.clock.now_ms());
+        let code = self.handoffs.issue(user, &route.site, expires_ms, pipeline.clock.now_ms());
         let path = uri.path_and_query().map_or("/", |p| p.as_str());
         let location = format!(
             "{}://{authority}/.commons/handoff?code={code}&next={}",
-            self.inner.config.public_scheme,
+            pipeline.config.public_scheme,
             encode(path)
         );
         redirect(&location, cookies)
@@ -143,22 +170,24 @@ impl Gateway {
     /// A request on a site's host under `/.commons/`: the gateway's own.
     pub(crate) async fn site_endpoint(
         &self,
+        pipeline: &Pipeline,
         request: &Request<Incoming>,
-        route: &Arc<SiteRoute>,
+        route: &SiteRoute,
         host: &str,
     ) -> Response<Body> {
-        let now = self.inner.clock.now_ms();
+        let now = pipeline.clock.now_ms();
+        let login_url = |next: &str| pipeline.routes.load().login_url(&pipeline.config.public_scheme, host, next);
         let query = query(request.uri());
         match request.uri().path() {
             "/.commons/handoff" => {
                 let code = query.get("code").map(String::as_str).unwrap_or("");
-                let Some((user, expires)) = self.inner.handoffs.redeem(code, &route.site, now) else {
+                let Some((user, expires)) = self.handoffs.redeem(code, &route.site, now) else {
                     return page(
                         StatusCode::BAD_REQUEST,
                         "This login link has expired",
                         &format!(
                             "<p>It was used already, or is too old. <a href=\"{}\">Log in again</a>.</p>",
-                            self.login_url(host, "/")
+                            login_url("/")
                         ),
                     );
                 };
@@ -169,7 +198,7 @@ impl Gateway {
                     site: Some(route.site.clone()),
                     expires_ms: expires,
                 };
-                if let Err(e) = self.keep_session(session).await {
+                if let Err(e) = self.keep_session(pipeline, session).await {
                     tracing::warn!(error = %e, "cannot keep a session");
                     return page(
                         StatusCode::SERVICE_UNAVAILABLE,
@@ -183,13 +212,13 @@ impl Gateway {
             }
             "/.commons/login" => {
                 let next = local_path(query.get("next").map(String::as_str));
-                redirect(&self.login_url(host, next), Vec::new())
+                redirect(&login_url(next), Vec::new())
             }
             "/.commons/logout" if request.method() == Method::POST => {
                 if let Some(user) = cookie(request.headers(), SITE_COOKIE)
-                    .and_then(|t| self.inner.sessions.user(t, Some(&route.site), now))
+                    .and_then(|t| pipeline.sessions.user(t, Some(&route.site), now))
                 {
-                    self.end_sessions(&user).await;
+                    self.end_sessions(pipeline, &user).await;
                 }
                 redirect("/", vec![expire_cookie(SITE_COOKIE)])
             }
@@ -197,36 +226,20 @@ impl Gateway {
         }
     }
 
-    /// The platform's login page, coming back to `path` on `host` after.
-    pub(crate) fn login_url(&self, host: &str, path: &str) -> String {
-        let scheme = &self.inner.config.public_scheme;
-        let domain = self.inner.routes.load().domain().to_owned();
-        let port = host.rsplit_once(':').map(|(_, p)| p).filter(|p| p.bytes().all(|b| b.is_ascii_digit()));
-        let platform = match port {
-            Some(port) => format!("{domain}:{port}"),
-            None => domain,
-        };
-        format!("{scheme}://{platform}/login?next={}", encode(&format!("{scheme}://{host}{path}")))
-    }
-
-    fn is_premium(&self, user: &str) -> bool {
-        self.inner.identities.load().user(user).is_some_and(|i| i.premium)
-    }
-
     /// Keeps a new session: in the session store first (if any), then live.
-    async fn keep_session(&self, session: StoredSession) -> Result<(), String> {
-        if let Some(store) = self.inner.session_store.clone() {
+    async fn keep_session(&self, pipeline: &Pipeline, session: StoredSession) -> Result<(), String> {
+        if let Some(store) = self.session_store.clone() {
             let saved = session.clone();
             tokio::task::spawn_blocking(move || store.save(&saved)).await.map_err(|e| e.to_string())??;
         }
-        self.inner.sessions.insert(session);
+        pipeline.sessions.insert(session);
         Ok(())
     }
 
     /// Logs `user` out everywhere.
-    async fn end_sessions(&self, user: &str) {
-        self.inner.sessions.end(user, self.inner.clock.now_ms());
-        if let Some(store) = self.inner.session_store.clone() {
+    async fn end_sessions(&self, pipeline: &Pipeline, user: &str) {
+        pipeline.sessions.end(user, pipeline.clock.now_ms());
+        if let Some(store) = self.session_store.clone() {
             let user = user.to_owned();
             match tokio::task::spawn_blocking(move || store.end(&user)).await {
                 Ok(Ok(())) => {}
@@ -237,15 +250,8 @@ impl Gateway {
     }
 }
 
-/// Whether a request comes from a browser that can follow a redirect to
-/// the login page (rather than a program, which gets a 401).
-pub(crate) fn wants_html(request: &Request<Incoming>) -> bool {
-    request.method() == Method::GET
-        && request
-            .headers()
-            .get(hyper::header::ACCEPT)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|accept| accept.contains("text/html"))
+fn is_premium(pipeline: &Pipeline, user: &str) -> bool {
+    pipeline.identities.load().user(user).is_some_and(|i| i.premium)
 }
 
 const LOGOUT_FORM: &str = "<form method=\"post\" action=\"/logout\"><button>Log out everywhere</button></form>";
@@ -304,10 +310,6 @@ pub(crate) fn redirect(location: &str, cookies: Vec<String>) -> Response<Body> {
 
 fn expire_cookie(name: &str) -> String {
     format!("{name}=; Path=/; Max-Age=0; HttpOnly; SameSite=Lax")
-}
-
-fn full(text: String) -> Body {
-    Full::new(Bytes::from(text)).map_err(|never| -> BoxError { match never {} }).boxed()
 }
 
 fn query(uri: &Uri) -> HashMap<String, String> {

@@ -1,10 +1,16 @@
 //! Counters the gateway keeps, in the Prometheus text format.
+//!
+//! # Invariants
+//! - Labels are bounded: status classes, listeners, workers, reasons.
+//!
+//! # Deliberately absent
+//! Per-site or per-user series: their number has no bound.
 
 use std::fmt::Write;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
-use crate::proxy::Balance;
+use crate::provenance::ProvenanceError;
 
 /// Request and metering counters; bounded labels only.
 #[derive(Debug, Default)]
@@ -20,7 +26,37 @@ pub struct Metrics {
     /// Password checks: failed, succeeded.
     logins: [AtomicU64; 2],
     /// The listeners being served, for their connections per worker.
-    balances: Mutex<Vec<Weak<Balance>>>,
+    listeners: Mutex<Vec<Weak<OpenConnections>>>,
+}
+
+/// The connections each worker of a listener serves: counted by the
+/// server as it places them, read here.
+#[derive(Debug)]
+pub(crate) struct OpenConnections {
+    listener: &'static str,
+    open: Vec<AtomicUsize>,
+}
+
+impl OpenConnections {
+    pub(crate) fn new(listener: &'static str, workers: usize) -> OpenConnections {
+        OpenConnections { listener, open: (0..workers).map(|_| AtomicUsize::new(0)).collect() }
+    }
+
+    pub(crate) fn workers(&self) -> usize {
+        self.open.len()
+    }
+
+    pub(crate) fn of(&self, worker: usize) -> usize {
+        self.open[worker].load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn opened(&self, worker: usize) {
+        self.open[worker].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn closed(&self, worker: usize) {
+        self.open[worker].fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl Metrics {
@@ -33,12 +69,12 @@ impl Metrics {
         self.metered.fetch_add(1, Ordering::Relaxed);
     }
 
-    pub(crate) fn provenance_refused(&self, error: crate::ProvenanceError) {
+    pub(crate) fn provenance_refused(&self, error: ProvenanceError) {
         let i = match error {
-            crate::ProvenanceError::Missing => 0,
-            crate::ProvenanceError::Forged => 1,
-            crate::ProvenanceError::Expired => 2,
-            crate::ProvenanceError::Replayed => 3,
+            ProvenanceError::Missing => 0,
+            ProvenanceError::Forged => 1,
+            ProvenanceError::Expired => 2,
+            ProvenanceError::Replayed => 3,
         };
         self.provenance_refused[i].fetch_add(1, Ordering::Relaxed);
     }
@@ -47,10 +83,11 @@ impl Metrics {
         self.logins[usize::from(succeeded)].fetch_add(1, Ordering::Relaxed);
     }
 
-    pub(crate) fn add_balance(&self, balance: &Arc<Balance>) {
-        let mut balances = self.balances.lock().unwrap_or_else(|e| e.into_inner());
-        balances.retain(|b| b.strong_count() > 0);
-        balances.push(Arc::downgrade(balance));
+    /// Shows `open` for as long as its listener serves.
+    pub(crate) fn add_listener(&self, open: &Arc<OpenConnections>) {
+        let mut listeners = self.listeners.lock().unwrap_or_else(|e| e.into_inner());
+        listeners.retain(|b| b.strong_count() > 0);
+        listeners.push(Arc::downgrade(open));
     }
 
     pub(crate) fn metering_failure(&self) {
@@ -87,9 +124,10 @@ impl Metrics {
         }
         out.push_str("# HELP commons_gateway_open_connections Client connections open, by listener and worker.\n");
         out.push_str("# TYPE commons_gateway_open_connections gauge\n");
-        for balance in self.balances.lock().unwrap_or_else(|e| e.into_inner()).iter().filter_map(Weak::upgrade) {
-            for (worker, open) in balance.open().enumerate() {
-                let listener = balance.listener();
+        for listener in self.listeners.lock().unwrap_or_else(|e| e.into_inner()).iter().filter_map(Weak::upgrade) {
+            for worker in 0..listener.workers() {
+                let open = listener.of(worker);
+                let listener = listener.listener;
                 let _ = writeln!(
                     out,
                     "commons_gateway_open_connections{{listener=\"{listener}\",worker=\"{worker}\"}} {open}"

@@ -1,4 +1,9 @@
 //! Which site a Host names, and where its instances are.
+//!
+//! # Invariants
+//! - Hosts are compared without their port, trailing dot or case.
+//! - An instance keeps what is known of its health across a routes update
+//!   that keeps it (`keep_health_of`).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -6,7 +11,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use foldhash::HashMap;
 
-use crate::TierPolicy;
+use crate::limits::TierPolicy;
 
 /// A site as the gateway routes it.
 #[derive(Debug)]
@@ -142,6 +147,23 @@ impl Routes {
     /// and account pages).
     pub fn is_platform(&self, host: &str) -> bool {
         normalize(host) == self.domain
+    }
+
+    /// The platform's login page, coming back to `path` on `host` after
+    /// (the platform domain on the port the client used for `host`).
+    pub(crate) fn login_url(&self, scheme: &str, host: &str, path: &str) -> String {
+        let port = host.rsplit_once(':').map(|(_, p)| p).filter(|p| p.bytes().all(|b| b.is_ascii_digit()));
+        let platform = match port {
+            Some(port) => format!("{}:{port}", self.domain),
+            None => self.domain.clone(),
+        };
+        let next: String = form_urlencoded::byte_serialize(format!("{scheme}://{host}{path}").as_bytes()).collect();
+        format!("{scheme}://{platform}/login?next={next}")
+    }
+
+    /// Every instance address the routes name.
+    pub(crate) fn addresses(&self) -> foldhash::HashSet<SocketAddr> {
+        self.sites.values().flat_map(|route| route.instances.iter().map(|i| i.addr)).collect()
     }
 
     /// The site a Host header names (port and case ignored).

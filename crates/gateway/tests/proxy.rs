@@ -830,3 +830,75 @@ async fn malformed_and_oversized_heads_are_refused_not_hung() {
     let answer = raw(&s, &huge).await;
     assert!(answer.starts_with("HTTP/1.1 431"), "{answer}");
 }
+
+#[tokio::test]
+async fn a_chunked_body_over_the_limit_is_a_413_too() {
+    let s = setup(GatewayConfig { body_limit_bytes: 1000, ..GatewayConfig::default() }).await;
+    let chunk = "x".repeat(600);
+    let request = format!(
+        "POST /echo HTTP/1.1\r\nHost: wiki.commons.localhost\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n\
+         258\r\n{chunk}\r\n258\r\n{chunk}\r\n0\r\n\r\n"
+    );
+    let answer = raw(&s, &request).await;
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+}
+
+/// A site that answers every request on a connection, and reports each
+/// connection the gateway closes.
+async fn site_reporting_closes() -> (SocketAddr, tokio::sync::mpsc::UnboundedReceiver<()>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (closed, closes) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        loop {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            let closed = closed.clone();
+            tokio::spawn(async move {
+                let mut seen = Vec::new();
+                let mut buf = [0u8; 4096];
+                loop {
+                    while let Some(end) = seen.windows(4).position(|w| w == b"\r\n\r\n") {
+                        seen.drain(..end + 4);
+                        let _ = stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok").await;
+                    }
+                    match stream.read(&mut buf).await {
+                        Ok(n) if n > 0 => seen.extend_from_slice(&buf[..n]),
+                        _ => break,
+                    }
+                }
+                let _ = closed.send(());
+            });
+        }
+    });
+    (addr, closes)
+}
+
+#[tokio::test]
+async fn the_pool_forgets_an_instance_once_the_routes_drop_it() {
+    let s = setup(GatewayConfig::default()).await;
+    let (gone, mut closes) = site_reporting_closes().await;
+    let (kept, _) = site_reporting_closes().await;
+    let mut routes = Routes::new("commons.localhost");
+    routes.add_site(SiteRoute::new("moving", &[gone], true), &[]);
+    s.handle.set_routes(routes);
+    // Requests at once on several connections: several idle connections to
+    // the instance in the pools.
+    let one = || get(&s, "moving.commons.localhost", "/", &[]);
+    let (a, b, c, d) = tokio::join!(one(), one(), one(), one());
+    for (status, _, body) in [a, b, c, d] {
+        assert_eq!((status, body.as_str()), (StatusCode::OK, "ok"));
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(closes.try_recv().is_err(), "kept while the instance is routed");
+
+    // An update moves the site to another instance: every idle connection
+    // to the old one is closed.
+    let mut routes = Routes::new("commons.localhost");
+    routes.add_site(SiteRoute::new("moving", &[kept], true), &[]);
+    s.handle.set_routes(routes);
+    tokio::time::timeout(Duration::from_secs(5), closes.recv()).await.expect("the idle connection is closed");
+    while let Ok(Some(())) = tokio::time::timeout(Duration::from_millis(200), closes.recv()).await {}
+    let (status, _, _) = get(&s, "moving.commons.localhost", "/", &[]).await;
+    assert_eq!(status, StatusCode::OK);
+}
