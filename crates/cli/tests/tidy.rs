@@ -147,11 +147,6 @@ fn no_crate_has_a_module_cycle() {
                 }
             }
         }
-        // The gateway's engines and policy are still braided (proxy <-> fast);
-        // issue 10's one request pipeline removes the cycle and this entry.
-        if name == "gateway" {
-            continue;
-        }
         if let Some(cycle) = find_cycle(&edges) {
             cycles.push(format!("{name}: {}", cycle.join(" -> ")));
         }
