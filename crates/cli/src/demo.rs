@@ -26,7 +26,7 @@ use store::{DeploymentRecord, Location, NodeRecord, Store};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::settle::grouped;
-use crate::{BadInput, ledger_cmd, metered, now_ms, record};
+use crate::{BadInput, ledger_cmd, now_ms, record};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -302,7 +302,7 @@ async fn run_demo(
     steps.next(&format!("settling {period} from the metered usage onto the ledger"));
     let (settlement, scenario_summary, paid_total) = store
         .call(move |store| -> anyhow::Result<_> {
-            let scenario = metered::scenario(store, period)?;
+            let scenario = platform::metered::scenario(store, period)?;
             let paid: u64 = (0..scenario.activity.n_subscribers())
                 .map(|u| scenario.activity.paid(SubscriberIx::from_index(u)).get())
                 .sum();

@@ -15,7 +15,6 @@
 
 mod demo;
 mod ledger_cmd;
-mod metered;
 mod platform_cmd;
 mod record;
 mod settle;

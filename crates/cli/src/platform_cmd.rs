@@ -134,8 +134,8 @@ pub struct DeployArgs {
     /// The providers' cut, agreed with them
     #[arg(long, value_name = "BPS", default_value_t = 3000)]
     provider_share_bps: u32,
-    /// The developers' cut of the rest: at least the floor of 2000
-    #[arg(long, value_name = "BPS", default_value_t = 2000)]
+    /// The developers' cut of the rest: at least the platform's floor (2000)
+    #[arg(long, value_name = "BPS", default_value_t = platform::metered::developer_share_floor_bps())]
     developer_share_bps: u32,
     /// Let people use it without logging in
     #[arg(long)]
@@ -246,7 +246,7 @@ pub fn site(command: SiteCommand, store_args: &StoreArgs) -> anyhow::Result<()> 
             if let Some(prefix) = premium_prefixes.iter().find(|p| !p.starts_with('/')) {
                 return Err(BadInput(format!("premium prefix {prefix:?} must start with /")).into());
             }
-            store.put_site(&SiteRecord {
+            let record = SiteRecord {
                 id: id.clone(),
                 instances: upstreams,
                 custom_hosts: hosts,
@@ -260,7 +260,14 @@ pub fn site(command: SiteCommand, store_args: &StoreArgs) -> anyhow::Result<()> 
                 developer_share_bps,
                 providers,
                 health_path,
+            };
+            // Refused now what could not be settled at the month's end.
+            let spec = platform::metered::site_spec(&record);
+            platform::metered::check_registry(&mut store, |_, sites| {
+                sites.retain(|s| s.id != spec.id);
+                sites.push(spec);
             })?;
+            store.put_site(&record)?;
             println!("site {id} saved; running gateways pick it up within a second");
         }
         SiteCommand::Remove { id } => {
@@ -317,7 +324,25 @@ pub fn project(command: ProjectCommand, store_args: &StoreArgs) -> anyhow::Resul
             if deps.iter().any(|(dep, _)| *dep == id) {
                 return Err(BadInput(format!("project {id:?} cannot depend on itself")).into());
             }
-            store.put_project(&ProjectRecord { id: id.clone(), deps, repository })?;
+            // A dependency not registered yet is registered with none of its
+            // own, as a deploy registers them: its own `project add` says more.
+            let known: Vec<String> = store.projects()?.into_iter().map(|p| p.id).collect();
+            let missing: Vec<String> =
+                deps.iter().map(|(d, _)| d.clone()).filter(|d| !known.contains(d) && *d != id).collect();
+            let record = ProjectRecord { id: id.clone(), deps, repository };
+            let spec = platform::metered::project_spec(record.clone());
+            let added = missing.clone();
+            platform::metered::check_registry(&mut store, |projects, _| {
+                projects.retain(|p| p.id != spec.id);
+                projects.push(spec);
+                for dep in added {
+                    projects.push(settlement::ProjectSpec { id: dep, pass_bps: None, deps: vec![] });
+                }
+            })?;
+            for dep in missing {
+                store.put_project(&ProjectRecord { id: dep, deps: vec![], repository: String::new() })?;
+            }
+            store.put_project(&record)?;
             println!("project {id} saved");
         }
         ProjectCommand::List => {
@@ -489,17 +514,6 @@ pub fn deploy(args: DeployArgs, store_args: &StoreArgs) -> anyhow::Result<()> {
     let app = std::fs::canonicalize(&args.app).map_err(|e| BadInput(format!("{}: {e}", args.app.display())))?;
     let manifest =
         runtime::Manifest::load(&app.join("commons.toml")).map_err(|e| BadInput(format!("the app is refused: {e}")))?;
-    if args.developer_share_bps < platform::DEVELOPER_SHARE_FLOOR_BPS || args.developer_share_bps > 10_000 {
-        return Err(BadInput(format!(
-            "--developer-share-bps {}: it must be between the floor of {} and 10000",
-            args.developer_share_bps,
-            platform::DEVELOPER_SHARE_FLOOR_BPS
-        ))
-        .into());
-    }
-    if args.provider_share_bps > 10_000 {
-        return Err(BadInput(format!("--provider-share-bps {} is over 10000", args.provider_share_bps)).into());
-    }
     if let Some(host) = args
         .hosts
         .iter()
@@ -543,6 +557,47 @@ pub fn deploy(args: DeployArgs, store_args: &StoreArgs) -> anyhow::Result<()> {
         )
         .into());
     }
+    // The site as it will be published, with the app's project and its
+    // dependencies as they will be registered, must be one a settlement
+    // accepts: the shares within their rules, above the developer floor.
+    let mut providers: Vec<(String, u64)> = Vec::new();
+    for id in &args.nodes {
+        let provider = &known.iter().find(|k| k.id == *id).expect("checked above").provider;
+        if !providers.iter().any(|(p, _)| p == provider) {
+            providers.push((provider.clone(), 1));
+        }
+    }
+    let site = settlement::SiteSpec {
+        id: args.site.clone(),
+        operator: args.operator.clone(),
+        project: manifest.project.clone(),
+        provider_share_bps: Some(u64::from(args.provider_share_bps)),
+        developer_share_bps: Some(u64::from(args.developer_share_bps)),
+        providers: providers
+            .into_iter()
+            .map(|(provider, resource_weight)| settlement::ProviderSpec { provider, resource_weight })
+            .collect(),
+    };
+    let project = settlement::ProjectSpec {
+        id: manifest.project.clone(),
+        pass_bps: None,
+        deps: manifest
+            .depends_on
+            .iter()
+            .map(|(project, weight)| settlement::DepSpec { project: project.clone(), weight: *weight })
+            .collect(),
+    };
+    platform::metered::check_registry(&mut store, |projects, sites| {
+        for dep in &project.deps {
+            if !projects.iter().any(|p| p.id == dep.project) {
+                projects.push(settlement::ProjectSpec { id: dep.project.clone(), pass_bps: None, deps: vec![] });
+            }
+        }
+        projects.retain(|p| p.id != project.id);
+        projects.push(project);
+        sites.retain(|s| s.id != site.id);
+        sites.push(site);
+    })?;
     let generation = store.request_deployment(&store::DeploymentRecord {
         site: args.site.clone(),
         app_dir: app.display().to_string(),

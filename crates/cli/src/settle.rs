@@ -12,7 +12,7 @@ use settlement::{ProjectAccount, Settlement, settle};
 
 use store::Store;
 
-use crate::{BadInput, StoreArgs, metered, record};
+use crate::{BadInput, StoreArgs, record};
 
 /// Inputs smaller than this load too fast for a progress bar to help.
 const PROGRESS_BAR_MIN_BYTES: u64 = 16 << 20;
@@ -49,7 +49,7 @@ pub fn run(args: Args, store_args: &StoreArgs) -> anyhow::Result<()> {
         (None, Some(period)) => {
             let period = Period::parse(period).map_err(|e| BadInput(format!("--period: {e}")))?;
             let mut store = Store::open(&store_args.location())?;
-            (metered::scenario(&mut store, period)?, Some(store))
+            (platform::metered::scenario(&mut store, period)?, Some(store))
         }
         (None, None) => unreachable!("clap requires --scenario or --period"),
     };

@@ -61,6 +61,22 @@ fn apps_deploy_update_under_traffic_restart_after_a_crash_and_go_away() {
     assert!(String::from_utf8_lossy(&refused.stderr).contains("license: \"BUSL-1.1\" is refused"));
     let unknown_node = deploy(&apps().join("search"), &["nowhere"]);
     assert_eq!(unknown_node.status.code(), Some(2));
+    // Terms a settlement would refuse at the month's end: refused now.
+    let search = apps().join("search");
+    let below = run(
+        &data,
+        &["deploy", "search", "--operator", "sam", "--node", "pat-1", "--developer-share-bps", "1500", "--app"]
+            .iter()
+            .copied()
+            .chain([search.to_str().unwrap()])
+            .collect::<Vec<_>>(),
+    );
+    assert_eq!(below.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&below.stderr).contains("developer share 1500 bps is below the floor of 2000 bps"),
+        "{}",
+        String::from_utf8_lossy(&below.stderr)
+    );
     assert!(run(&data, &["node", "add", "tiny-1", "--provider", "pat", "--capacity-mb", "100"]).status.success());
     let too_big = deploy(&apps().join("search"), &["tiny-1"]);
     assert_eq!(too_big.status.code(), Some(2));

@@ -239,16 +239,24 @@ fn a_metered_period_settles_like_the_same_period_written_as_a_scenario() {
 }
 
 #[test]
-fn a_site_the_registry_cannot_settle_is_named() {
+fn a_site_the_registry_could_not_settle_is_refused_when_it_is_added() {
     let place = &places()[0];
     ok(commons(Some(place), &["project", "add", "wiki"]));
-    let args =
-        ["site", "add", "wiki", "--upstream", "127.0.0.1:9", "--operator", "o", "--project", "nope", "--provider", "p"];
-    ok(commons(Some(place), &args));
-    let out = commons(Some(place), &["settle", "--period", "2026-11"]);
-    assert_eq!(out.status.code(), Some(2));
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let site = ["site", "add", "wiki", "--upstream", "127.0.0.1:9", "--operator", "o", "--provider", "p"];
+    let unknown = commons(Some(place), &[&site[..], &["--project", "nope"]].concat());
+    assert_eq!(unknown.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&unknown.stderr);
     assert!(stderr.contains("site \"wiki\", project: there is no project \"nope\""), "{stderr}");
+    let below = commons(Some(place), &[&site[..], &["--project", "wiki", "--developer-share-bps", "1999"]].concat());
+    assert_eq!(below.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&below.stderr);
+    assert!(stderr.contains("developer share 1999 bps is below the floor of 2000 bps"), "{stderr}");
+    let listed = commons(Some(place), &["site", "list"]);
+    assert!(!String::from_utf8_lossy(&listed.stdout).contains("wiki"), "nothing was recorded");
+    // A dependency not registered yet is registered, so the graph settles.
+    ok(commons(Some(place), &["project", "add", "notes", "--dep", "markdown"]));
+    ok(commons(Some(place), &[&site[..], &["--project", "notes"]].concat()));
+    ok(commons(Some(place), &["settle", "--period", "2026-11"]));
     let twice = commons(Some(place), &["subscribe", "al", "--cents", "500", "--period", "2026-11"]);
     assert!(twice.status.success());
     let twice = commons(Some(place), &["subscribe", "al", "--cents", "500", "--period", "2026-11"]);

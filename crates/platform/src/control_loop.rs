@@ -18,8 +18,6 @@ use store::{DeploymentRecord, NodeRecord, ResourceTotals, SiteRecord, Store};
 use crate::registry::Reloader;
 use crate::{StoreHandle, current_period, now_ms};
 
-/// The lowest developer share an operator may agree to (docs/economics.md §2).
-pub const DEVELOPER_SHARE_FLOOR_BPS: u32 = 2000;
 /// How often the control loop decides.
 const DECIDE_EVERY: Duration = Duration::from_millis(500);
 /// How often this machine's instances' resource use is recorded.

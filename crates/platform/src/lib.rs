@@ -27,13 +27,14 @@
 
 mod control_api;
 mod control_loop;
+pub mod metered;
 mod registry;
 mod sessions;
 mod settings;
 mod store_handle;
 mod up;
 
-pub use control_loop::{DEVELOPER_SHARE_FLOOR_BPS, app_memory_mb, deployment_spec};
+pub use control_loop::{app_memory_mb, deployment_spec};
 pub use settings::{Overrides, Settings};
 pub use store_handle::StoreHandle;
 pub use up::{Platform, wait_for_outcome};
