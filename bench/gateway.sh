@@ -86,6 +86,7 @@ for mode in on off; do
   [ -n "${GATEWAY_WORKERS:-}" ] && echo "workers = $GATEWAY_WORKERS" >> "$data/commons.toml"
   # GATEWAY_PRIORITY=N overrides the workers' nice value (default -5).
   [ -n "${GATEWAY_PRIORITY:-}" ] && echo "priority = $GATEWAY_PRIORITY" >> "$data/commons.toml"
+  $commons --data "$data" project add bench >/dev/null
   $commons --data "$data" site add bench --upstream 127.0.0.1:9201 --operator bench --project bench --provider bench >/dev/null
   $commons --data "$data" token add benchuser > "$data.token"
 done

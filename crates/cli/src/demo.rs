@@ -174,7 +174,7 @@ async fn run_demo(
         anonymous: false,
         hosts: vec![],
         generation: 0,
-        state: String::new(),
+        state: commons_core::DeploymentState::Pending,
         detail: String::new(),
     };
     for d in [
@@ -188,7 +188,7 @@ async fn run_demo(
             anonymous: true,
             hosts: vec![],
             generation: 0,
-            state: String::new(),
+            state: commons_core::DeploymentState::Pending,
             detail: String::new(),
         },
         notes_site.clone(),

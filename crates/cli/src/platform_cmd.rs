@@ -2,6 +2,7 @@
 //! token …`, `commons usage`: the records the gateway and settlement work
 //! from, and what the gateway metered.
 
+use commons_core::DeploymentState;
 use std::net::SocketAddr;
 
 use anyhow::Context;
@@ -108,6 +109,15 @@ pub fn random_password() -> String {
     let mut bytes = [0u8; 16];
     getrandom::fill(&mut bytes).expect("the OS has randomness");
     hex::encode(bytes)
+}
+
+/// Custom host names: letters, digits, `.` and `-`.
+fn check_hosts(hosts: &[String]) -> Result<(), BadInput> {
+    match hosts.iter().find(|h| h.is_empty() || !h.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-'))
+    {
+        Some(host) => Err(BadInput(format!("--host {host:?} is not a host name"))),
+        None => Ok(()),
+    }
 }
 
 /// Names of people and projects: letters, digits, `.`, `_` and `-`.
@@ -243,6 +253,7 @@ pub fn site(command: SiteCommand, store_args: &StoreArgs) -> anyhow::Result<()> 
             {
                 return Err(BadInput(format!("health path {path:?} must start with / and hold no spaces")).into());
             }
+            check_hosts(&hosts)?;
             if let Some(prefix) = premium_prefixes.iter().find(|p| !p.starts_with('/')) {
                 return Err(BadInput(format!("premium prefix {prefix:?} must start with /")).into());
             }
@@ -514,13 +525,7 @@ pub fn deploy(args: DeployArgs, store_args: &StoreArgs) -> anyhow::Result<()> {
     let app = std::fs::canonicalize(&args.app).map_err(|e| BadInput(format!("{}: {e}", args.app.display())))?;
     let manifest =
         runtime::Manifest::load(&app.join("commons.toml")).map_err(|e| BadInput(format!("the app is refused: {e}")))?;
-    if let Some(host) = args
-        .hosts
-        .iter()
-        .find(|h| h.is_empty() || !h.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-'))
-    {
-        return Err(BadInput(format!("--host {host:?} is not a host name")).into());
-    }
+    check_hosts(&args.hosts)?;
     let mut store = Store::open(&store_args.location())?;
     let known = store.nodes()?;
     if let Some(unknown) = args.nodes.iter().find(|n| !known.iter().any(|k| k.id == **n)) {
@@ -608,7 +613,7 @@ pub fn deploy(args: DeployArgs, store_args: &StoreArgs) -> anyhow::Result<()> {
         anonymous: args.anonymous,
         hosts: args.hosts.iter().map(|h| h.to_ascii_lowercase()).collect(),
         generation: 0,
-        state: String::new(),
+        state: DeploymentState::Pending,
         detail: String::new(),
     })?;
     println!("deploying {} {} as site {} on {}", manifest.name, manifest.version, args.site, args.nodes.join(", "));
@@ -618,14 +623,12 @@ pub fn deploy(args: DeployArgs, store_args: &StoreArgs) -> anyhow::Result<()> {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(args.timeout);
     while std::time::Instant::now() < deadline {
         let current = store.deployments()?.into_iter().find(|d| d.site == args.site && d.generation == generation);
-        match current.as_ref().map(|d| d.state.as_str()) {
-            Some("running") => {
-                println!("site {} is running: {}", args.site, current.map(|d| d.detail).unwrap_or_default());
+        match current {
+            Some(d) if d.state == DeploymentState::Running => {
+                println!("site {} is running: {}", args.site, d.detail);
                 return Ok(());
             }
-            Some("failed") => {
-                return Err(BadInput(current.map(|d| d.detail).unwrap_or_default()).into());
-            }
+            Some(d) if d.state == DeploymentState::Failed => return Err(BadInput(d.detail).into()),
             Some(_) => std::thread::sleep(std::time::Duration::from_millis(200)),
             None => return Err(anyhow::anyhow!("the deployment of {} was replaced or withdrawn meanwhile", args.site)),
         }

@@ -1,6 +1,6 @@
 //! The store keeps lists as rows, so a comma is an ordinary character in a
-//! premium prefix or a site's host; a `--host` of `deploy` with a comma is
-//! still refused, because it is not a host name.
+//! premium prefix; a `--host` with a comma is still refused, by `site add`
+//! and `deploy` alike, because it is not a host name.
 
 mod common;
 
@@ -9,19 +9,30 @@ use common::commons;
 #[test]
 fn a_premium_prefix_holding_a_comma_is_kept_whole() {
     let dir = tempfile::tempdir().unwrap();
+    let project = commons().arg("--data").arg(dir.path()).args(["project", "add", "wiki"]).output().unwrap();
+    assert!(project.status.success());
+    let not_a_host = commons()
+        .arg("--data")
+        .arg(dir.path())
+        .args(["site", "add", "wiki", "--upstream", "127.0.0.1:9", "--operator", "olga", "--project", "wiki"])
+        .args(["--provider", "pat", "--host", "a,b"])
+        .output()
+        .unwrap();
+    assert_eq!(not_a_host.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&not_a_host.stderr).contains("\"a,b\" is not a host name"));
     let added = commons()
         .arg("--data")
         .arg(dir.path())
         .args(["site", "add", "wiki", "--upstream", "127.0.0.1:9", "--operator", "olga", "--project", "wiki"])
         .args(["--provider", "pat", "--premium-prefix", "/export,csv", "--premium-prefix", "/pro"])
-        .args(["--host", "a,b"])
+        .args(["--host", "wiki.example.org"])
         .output()
         .unwrap();
     assert!(added.status.success(), "{}", String::from_utf8_lossy(&added.stderr));
     let mut store = store::Store::open(&store::Location::new(Some(dir.path().to_owned()), None)).unwrap();
     let site = store.sites().unwrap().remove(0);
     assert_eq!(site.premium_prefixes, ["/export,csv", "/pro"]);
-    assert_eq!(site.custom_hosts, ["a,b"]);
+    assert_eq!(site.custom_hosts, ["wiki.example.org"]);
 }
 
 #[test]

@@ -54,6 +54,8 @@ fn a_gateway_killed_under_load_loses_no_answered_request_and_counts_none_twice()
     std::fs::create_dir_all(data).unwrap();
     std::fs::write(data.join("commons.toml"), "flush_ms = 50\n").unwrap();
     let upstream = upstream();
+    let project = commons().arg("--data").arg(data).args(["project", "add", "wiki"]).output().unwrap();
+    assert!(project.status.success(), "{}", String::from_utf8_lossy(&project.stderr));
     let ok = commons()
         .arg("--data")
         .arg(data)

@@ -31,6 +31,7 @@ fn a_login_on_the_platform_reaches_the_site_and_outlives_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path();
     let site = upstream();
+    ok(commons().arg("--data").arg(data).args(["project", "add", "wiki"]));
     ok(commons().arg("--data").arg(data).args(["site", "add", "wiki", "--upstream", &site.to_string()]).args([
         "--operator",
         "olga",

@@ -15,12 +15,14 @@
 
 mod account;
 mod amount;
+mod deployment;
 mod period;
 mod rng;
 mod split;
 
 pub use account::Account;
 pub use amount::{Bps, BpsError, Cents, MICROS_PER_CC, Micros};
+pub use deployment::DeploymentState;
 pub use period::{Period, PeriodError};
 pub use rng::SplitMix64;
 pub use split::{Splitter, cut, split};

@@ -3,6 +3,8 @@
 
 use std::net::SocketAddr;
 
+pub use commons_core::DeploymentState;
+
 /// A machine a provider contributes, as registered.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NodeSpec {
@@ -11,38 +13,6 @@ pub struct NodeSpec {
     pub capacity_mb: u64,
     /// Served by an agent on another machine; else by the control plane's own.
     pub remote: bool,
-}
-
-/// Where a deployment request stands.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum DeploymentState {
-    /// Asked for; no outcome yet.
-    Pending,
-    /// Published with this generation (before a restart, possibly).
-    Running,
-    /// Could not be started; not retried until asked again.
-    Failed,
-}
-
-impl DeploymentState {
-    /// The name kept in the store and shown to operators.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            DeploymentState::Pending => "pending",
-            DeploymentState::Running => "running",
-            DeploymentState::Failed => "failed",
-        }
-    }
-
-    /// The state named `name`, if it is one.
-    pub fn parse(name: &str) -> Option<DeploymentState> {
-        match name {
-            "pending" => Some(DeploymentState::Pending),
-            "running" => Some(DeploymentState::Running),
-            "failed" => Some(DeploymentState::Failed),
-            _ => None,
-        }
-    }
 }
 
 /// A site as its operator wants it deployed: the latest request only.

@@ -73,13 +73,7 @@ pub fn app_memory_mb(app_dir: &str) -> u64 {
 
 /// A deployment request as `control` sees it.
 pub fn deployment_spec(d: &DeploymentRecord, memory_mb: u64) -> DeploymentSpec {
-    DeploymentSpec {
-        site: d.site.clone(),
-        generation: d.generation,
-        nodes: d.nodes.clone(),
-        memory_mb,
-        state: DeploymentState::parse(&d.state).unwrap_or(DeploymentState::Pending),
-    }
+    DeploymentSpec { site: d.site.clone(), generation: d.generation, nodes: d.nodes.clone(), memory_mb, state: d.state }
 }
 
 pub(crate) fn node_spec(n: &NodeRecord) -> NodeSpec {
@@ -277,7 +271,7 @@ fn carry_out(
                 register_project(store, manifest)?;
                 store.put_site(&site_record(d, manifest, instances.clone(), providers_of(&on)))?;
                 let running = format!("{} {} on {}", manifest.name, manifest.version, d.nodes.join(", "));
-                store.report_deployment(site, *generation, DeploymentState::Running.as_str(), &running)?;
+                store.report_deployment(site, *generation, DeploymentState::Running, &running)?;
                 let detail = match publication {
                     Publication::Update => {
                         format!("app {} {} on {}", manifest.name, manifest.version, d.nodes.join(", "))
@@ -294,7 +288,7 @@ fn carry_out(
                 }
             }
             Action::Fail { site, generation, detail } => {
-                store.report_deployment(site, *generation, DeploymentState::Failed.as_str(), detail)?;
+                store.report_deployment(site, *generation, DeploymentState::Failed, detail)?;
                 store.record_history(now_ms(), "fail", site, detail)?;
             }
             Action::Reschedule { site, generation, from, to, nodes: moved } => {

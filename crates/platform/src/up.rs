@@ -202,8 +202,8 @@ pub async fn wait_for_outcome(
             .await?
             .filter(|d| d.generation == generation);
         match current {
-            Some(d) if d.state == control::DeploymentState::Running.as_str() => return Ok(d.detail),
-            Some(d) if d.state == control::DeploymentState::Failed.as_str() => return Err(BadInput(d.detail).into()),
+            Some(d) if d.state == control::DeploymentState::Running => return Ok(d.detail),
+            Some(d) if d.state == control::DeploymentState::Failed => return Err(BadInput(d.detail).into()),
             Some(_) => tokio::time::sleep(Duration::from_millis(100)).await,
             None => anyhow::bail!("the deployment of {site} was replaced or withdrawn meanwhile"),
         }

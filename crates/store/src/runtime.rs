@@ -3,7 +3,7 @@
 //! rows), the public history of deploys, and the resources each site used
 //! on each provider's machines.
 
-use commons_core::Period;
+use commons_core::{DeploymentState, Period};
 
 use crate::lists;
 use crate::sql::{Param, int_param};
@@ -52,7 +52,7 @@ pub struct DeploymentRecord {
     /// their own request's outcome.
     pub generation: u64,
     /// `pending`, `running` or `failed`.
-    pub state: String,
+    pub state: DeploymentState,
     /// What the agent said: the version running, or why it failed.
     pub detail: String,
 }
@@ -105,14 +105,14 @@ impl Store {
         &mut self,
         site: &str,
         generation: u64,
-        state: &str,
+        state: DeploymentState,
         detail: &str,
     ) -> Result<(), StoreError> {
         let generation = int_param(generation, "generation")?;
         self.backend.transaction(|tx| {
             tx.execute(
                 "UPDATE deployments SET state = $1, detail = $2 WHERE site = $3 AND generation = $4",
-                &[Param::Text(state), Param::Text(detail), Param::Text(site), generation],
+                &[Param::Text(state.as_str()), Param::Text(detail), Param::Text(site), generation],
             )?;
             Ok(())
         })
@@ -147,7 +147,11 @@ impl Store {
                         anonymous: r.bool(5)?,
                         hosts: hosts.take(&site)?,
                         generation: r.u64(6)?,
-                        state: r.text(7)?,
+                        state: {
+                            let name = r.text(7)?;
+                            DeploymentState::parse(&name)
+                                .ok_or_else(|| r.corrupt(7, format!("no deployment state {name:?}")))?
+                        },
                         detail: r.text(8)?,
                         site,
                     })

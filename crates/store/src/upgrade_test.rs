@@ -126,7 +126,7 @@ fn a_database_at_migration_9_opens_at_head_with_every_row_in_the_new_shape() {
                 anonymous: true,
                 hosts: vec!["wiki.example.org".into(), "w.example.org".into()],
                 generation: 3,
-                state: "running".into(),
+                state: commons_core::DeploymentState::Running,
                 detail: "wiki 1.0".into(),
             }],
             "{name}"

@@ -171,6 +171,15 @@ fn an_instance_that_is_not_an_address_is_an_error() {
 }
 
 #[test]
+fn a_deployment_state_that_is_none_of_the_three_is_an_error() {
+    check(
+        ("deployments", "state", Text("half-running")),
+        |store| store.deployments().map(drop),
+        "the stored deployments.state is corrupt: no deployment state \"half-running\"",
+    );
+}
+
+#[test]
 fn a_negative_checkpoint_segment_is_an_error() {
     check(
         ("metering_checkpoint", "segment", Number(-1)),
@@ -243,7 +252,7 @@ fn fill(store: &mut Store) {
             anonymous: true,
             hosts: vec!["wiki.example.org".into()],
             generation: 0,
-            state: String::new(),
+            state: commons_core::DeploymentState::Pending,
             detail: String::new(),
         })
         .unwrap();

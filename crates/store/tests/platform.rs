@@ -235,7 +235,12 @@ fn list_items_holding_commas_and_colons_read_back_whole_and_in_order() {
         let deployment = deployment("wiki", &["pia-2", "pat-1"], &["wiki.example.org", "x,y"]);
         let generation = store.request_deployment(&deployment).unwrap();
         let stored = store.deployments().unwrap();
-        assert_eq!(stored, vec![DeploymentRecord { generation, state: "pending".into(), ..deployment }], "{}", s.name);
+        assert_eq!(
+            stored,
+            vec![DeploymentRecord { generation, state: commons_core::DeploymentState::Pending, ..deployment }],
+            "{}",
+            s.name
+        );
     }
 }
 
@@ -300,7 +305,7 @@ fn deployment(site: &str, nodes: &[&str], hosts: &[&str]) -> DeploymentRecord {
         anonymous: false,
         hosts: hosts.iter().map(|h| h.to_string()).collect(),
         generation: 0,
-        state: String::new(),
+        state: commons_core::DeploymentState::Pending,
         detail: String::new(),
     }
 }
