@@ -527,83 +527,7 @@ pub fn deploy(args: DeployArgs, store_args: &StoreArgs) -> anyhow::Result<()> {
         runtime::Manifest::load(&app.join("commons.toml")).map_err(|e| BadInput(format!("the app is refused: {e}")))?;
     check_hosts(&args.hosts)?;
     let mut store = Store::open(&store_args.location())?;
-    let known = store.nodes()?;
-    if let Some(unknown) = args.nodes.iter().find(|n| !known.iter().any(|k| k.id == **n)) {
-        return Err(BadInput(format!("there is no node {unknown:?}; register it with `commons node add`")).into());
-    }
-    // Each node must have the memory the app asks for, beside what its
-    // other sites (this one's earlier version aside) asked for.
-    let booked: Vec<control::DeploymentSpec> = store
-        .deployments()?
-        .iter()
-        .map(|d| platform::deployment_spec(d, platform::app_memory_mb(&d.app_dir)))
-        .collect();
-    for id in &args.nodes {
-        let node = known.iter().find(|k| k.id == *id).expect("checked above");
-        let spec = control::NodeSpec {
-            id: node.id.clone(),
-            provider: node.provider.clone(),
-            capacity_mb: node.capacity_mb,
-            remote: node.remote,
-        };
-        let free = control::capacity::free_memory_mb(&spec, &booked, Some(&args.site));
-        if free < manifest.resources.memory_mb {
-            return Err(BadInput(format!(
-                "node {id} has {free} MiB left of its {} MiB; {} asks for {} MiB (resources.memory_mb)",
-                node.capacity_mb, manifest.name, manifest.resources.memory_mb
-            ))
-            .into());
-        }
-    }
-    let remote = args.nodes.iter().filter(|n| known.iter().any(|k| k.id == **n && k.remote)).count();
-    if remote != 0 && remote != args.nodes.len() {
-        return Err(BadInput(
-            "a site's nodes must all be on this machine or all joined ones (`commons node list` says which)".into(),
-        )
-        .into());
-    }
-    // The site as it will be published, with the app's project and its
-    // dependencies as they will be registered, must be one a settlement
-    // accepts: the shares within their rules, above the developer floor.
-    let mut providers: Vec<(String, u64)> = Vec::new();
-    for id in &args.nodes {
-        let provider = &known.iter().find(|k| k.id == *id).expect("checked above").provider;
-        if !providers.iter().any(|(p, _)| p == provider) {
-            providers.push((provider.clone(), 1));
-        }
-    }
-    let site = settlement::SiteSpec {
-        id: args.site.clone(),
-        operator: args.operator.clone(),
-        project: manifest.project.clone(),
-        provider_share_bps: Some(u64::from(args.provider_share_bps)),
-        developer_share_bps: Some(u64::from(args.developer_share_bps)),
-        providers: providers
-            .into_iter()
-            .map(|(provider, resource_weight)| settlement::ProviderSpec { provider, resource_weight })
-            .collect(),
-    };
-    let project = settlement::ProjectSpec {
-        id: manifest.project.clone(),
-        pass_bps: None,
-        deps: manifest
-            .depends_on
-            .iter()
-            .map(|(project, weight)| settlement::DepSpec { project: project.clone(), weight: *weight })
-            .collect(),
-    };
-    platform::metered::check_registry(&mut store, |projects, sites| {
-        for dep in &project.deps {
-            if !projects.iter().any(|p| p.id == dep.project) {
-                projects.push(settlement::ProjectSpec { id: dep.project.clone(), pass_bps: None, deps: vec![] });
-            }
-        }
-        projects.retain(|p| p.id != project.id);
-        projects.push(project);
-        sites.retain(|s| s.id != site.id);
-        sites.push(site);
-    })?;
-    let generation = store.request_deployment(&store::DeploymentRecord {
+    let request = store::DeploymentRecord {
         site: args.site.clone(),
         app_dir: app.display().to_string(),
         nodes: args.nodes.clone(),
@@ -615,7 +539,9 @@ pub fn deploy(args: DeployArgs, store_args: &StoreArgs) -> anyhow::Result<()> {
         generation: 0,
         state: DeploymentState::Pending,
         detail: String::new(),
-    })?;
+    };
+    platform::deploy::check(&mut store, &request, &manifest)?;
+    let generation = store.request_deployment(&request)?;
     println!("deploying {} {} as site {} on {}", manifest.name, manifest.version, args.site, args.nodes.join(", "));
     if args.no_wait {
         return Ok(());

@@ -27,6 +27,7 @@
 
 mod control_api;
 mod control_loop;
+pub mod deploy;
 pub mod metered;
 mod registry;
 mod sessions;

@@ -1,0 +1,86 @@
+//! Checks a deployment request before it is recorded: what `commons deploy`
+//! (and, later, the API) refuses at once, so that nothing is recorded that
+//! the control plane could not run or a settlement could not pay.
+
+use runtime::Manifest;
+use store::{DeploymentRecord, Store};
+
+use crate::BadInput;
+
+/// Refuses `d` (running `manifest`) with the reason unless its nodes are
+/// known and of one kind, each has the memory the app asks for left, and
+/// the site with its terms is one a settlement accepts.
+pub fn check(store: &mut Store, d: &DeploymentRecord, manifest: &Manifest) -> anyhow::Result<()> {
+    if d.nodes.is_empty() {
+        return Err(BadInput("a site needs at least one node (--node)".into()).into());
+    }
+    let known = store.nodes()?;
+    if let Some(unknown) = d.nodes.iter().find(|n| !known.iter().any(|k| k.id == **n)) {
+        return Err(BadInput(format!("there is no node {unknown:?}; register it with `commons node add`")).into());
+    }
+    // Each node must have the memory the app asks for, beside what its
+    // other sites (this one's earlier version aside) asked for.
+    let booked: Vec<control::DeploymentSpec> =
+        store.deployments()?.iter().map(|d| crate::deployment_spec(d, crate::app_memory_mb(&d.app_dir))).collect();
+    for id in &d.nodes {
+        let node = known.iter().find(|k| k.id == *id).expect("checked above");
+        let spec = crate::control_loop::node_spec(node);
+        let free = control::capacity::free_memory_mb(&spec, &booked, Some(&d.site));
+        if free < manifest.resources.memory_mb {
+            return Err(BadInput(format!(
+                "node {id} has {free} MiB left of its {} MiB; {} asks for {} MiB (resources.memory_mb)",
+                node.capacity_mb, manifest.name, manifest.resources.memory_mb
+            ))
+            .into());
+        }
+    }
+    let remote = d.nodes.iter().filter(|n| known.iter().any(|k| k.id == **n && k.remote)).count();
+    if remote != 0 && remote != d.nodes.len() {
+        return Err(BadInput(
+            "a site's nodes must all be on this machine or all joined ones (`commons node list` says which)".into(),
+        )
+        .into());
+    }
+    // The site as it will be published, with the app's project and its
+    // dependencies as they will be registered, must be one a settlement
+    // accepts: the shares within their rules, above the developer floor.
+    let mut providers: Vec<(String, u64)> = Vec::new();
+    for id in &d.nodes {
+        let provider = &known.iter().find(|k| k.id == *id).expect("checked above").provider;
+        if !providers.iter().any(|(p, _)| p == provider) {
+            providers.push((provider.clone(), 1));
+        }
+    }
+    let site = settlement::SiteSpec {
+        id: d.site.clone(),
+        operator: d.operator.clone(),
+        project: manifest.project.clone(),
+        provider_share_bps: Some(u64::from(d.provider_share_bps)),
+        developer_share_bps: Some(u64::from(d.developer_share_bps)),
+        providers: providers
+            .into_iter()
+            .map(|(provider, resource_weight)| settlement::ProviderSpec { provider, resource_weight })
+            .collect(),
+    };
+    let project = settlement::ProjectSpec {
+        id: manifest.project.clone(),
+        pass_bps: None,
+        deps: manifest
+            .depends_on
+            .iter()
+            .map(|(project, weight)| settlement::DepSpec { project: project.clone(), weight: *weight })
+            .collect(),
+    };
+    crate::metered::check_registry(store, |projects, sites| {
+        for dep in &project.deps {
+            if !projects.iter().any(|p| p.id == dep.project) {
+                projects.push(settlement::ProjectSpec { id: dep.project.clone(), pass_bps: None, deps: vec![] });
+            }
+        }
+        projects.retain(|p| p.id != project.id);
+        projects.push(project);
+        sites.retain(|s| s.id != site.id);
+        sites.push(site);
+    })?;
+    Ok(())
+}
