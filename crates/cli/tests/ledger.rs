@@ -3,29 +3,7 @@
 
 use std::process::{Command, Output};
 
-use test_support::{drop_schema, fresh_schema, postgres_url};
-
-struct Place {
-    name: &'static str,
-    dir: tempfile::TempDir,
-    database: Option<String>,
-}
-
-impl Drop for Place {
-    fn drop(&mut self) {
-        if let Some(url) = &self.database {
-            drop_schema(url);
-        }
-    }
-}
-
-fn places() -> Vec<Place> {
-    let mut all = vec![Place { name: "sqlite", dir: tempfile::tempdir().unwrap(), database: None }];
-    if let Some(url) = postgres_url() {
-        all.push(Place { name: "postgres", dir: tempfile::tempdir().unwrap(), database: Some(fresh_schema(&url)) });
-    }
-    all
-}
+use test_support::{Place, places};
 
 fn commons(place: Option<&Place>, args: &[&str]) -> Output {
     let mut command = Command::new(env!("CARGO_BIN_EXE_commons"));

@@ -20,31 +20,7 @@
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Output, Stdio};
 
-use test_support::{drop_schema, fresh_schema, postgres_url};
-
-/// A data directory, and a PostgreSQL schema when the store is there.
-struct Place {
-    name: &'static str,
-    dir: tempfile::TempDir,
-    database: Option<String>,
-}
-
-impl Drop for Place {
-    fn drop(&mut self) {
-        if let Some(url) = &self.database {
-            drop_schema(url);
-        }
-    }
-}
-
-/// A fresh place on each database.
-fn places() -> Vec<Place> {
-    let mut all = vec![Place { name: "sqlite", dir: tempfile::tempdir().unwrap(), database: None }];
-    if let Some(url) = postgres_url() {
-        all.push(Place { name: "postgres", dir: tempfile::tempdir().unwrap(), database: Some(fresh_schema(&url)) });
-    }
-    all
-}
+use test_support::{Place, places};
 
 fn fresh(name: &str) -> Place {
     places().into_iter().find(|p| p.name == name).unwrap()

@@ -55,3 +55,35 @@ pub fn drop_schema(schema_url: &str) {
         let _ = client.batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"));
     }
 }
+
+/// Where a test's store lives: a fresh data directory, and a fresh
+/// PostgreSQL schema when it is the PostgreSQL half of the test. The
+/// schema is dropped with it.
+pub struct Place {
+    /// `sqlite` or `postgres`, for messages.
+    pub name: &'static str,
+    pub dir: tempfile::TempDir,
+    /// The `postgres://` URL of the schema, for the PostgreSQL half.
+    pub database: Option<String>,
+}
+
+impl Drop for Place {
+    fn drop(&mut self) {
+        if let Some(url) = &self.database {
+            drop_schema(url);
+        }
+    }
+}
+
+/// A fresh place on each database: SQLite, then PostgreSQL.
+pub fn places() -> Vec<Place> {
+    let mut all = vec![Place { name: "sqlite", dir: tempdir(), database: None }];
+    if let Some(url) = postgres_url() {
+        all.push(Place { name: "postgres", dir: tempdir(), database: Some(fresh_schema(&url)) });
+    }
+    all
+}
+
+fn tempdir() -> tempfile::TempDir {
+    tempfile::tempdir().expect("a temporary directory for the test")
+}

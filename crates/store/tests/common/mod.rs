@@ -4,35 +4,22 @@
 #![allow(dead_code)]
 
 use store::Location;
-use test_support::{drop_schema, fresh_schema, postgres_url};
+use test_support::{Place, places};
 
 pub struct TestStore {
     pub name: &'static str,
     pub location: Location,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for TestStore {
-    fn drop(&mut self) {
-        if let Some(url) = &self.location.database {
-            drop_schema(url);
-        }
-    }
+    _place: Place,
 }
 
 /// One SQLite store and one PostgreSQL store, each empty.
 pub fn stores() -> Vec<TestStore> {
-    let mut all = Vec::new();
-    let dir = tempfile::tempdir().unwrap();
-    all.push(TestStore { name: "sqlite", location: Location::new(Some(dir.path().to_owned()), None), _dir: dir });
-    if let Some(url) = postgres_url() {
-        let dir = tempfile::tempdir().unwrap();
-        let database = Some(fresh_schema(&url));
-        all.push(TestStore {
-            name: "postgres",
-            location: Location::new(Some(dir.path().to_owned()), database),
-            _dir: dir,
-        });
-    }
-    all
+    places()
+        .into_iter()
+        .map(|place| TestStore {
+            name: place.name,
+            location: Location::new(Some(place.dir.path().to_owned()), place.database.clone()),
+            _place: place,
+        })
+        .collect()
 }
