@@ -26,7 +26,9 @@ use store::{DeploymentRecord, Location, NodeRecord, Store};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::settle::grouped;
-use crate::{BadInput, ledger_cmd, now_ms, record};
+use platform::record;
+
+use crate::{BadInput, ledger_cmd, now_ms};
 
 #[derive(clap::Args)]
 pub struct Args {

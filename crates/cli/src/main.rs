@@ -16,7 +16,6 @@
 mod demo;
 mod ledger_cmd;
 mod platform_cmd;
-mod record;
 mod settle;
 mod up;
 

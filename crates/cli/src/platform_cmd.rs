@@ -399,7 +399,7 @@ pub fn subscribe(args: SubscribeArgs, store_args: &StoreArgs) -> anyhow::Result<
         None => Period::from_days_since_epoch((now_ms() / 86_400_000) as i64),
     };
     let mut store = Store::open(&store_args.location())?;
-    let minted = crate::record::subscribe(&mut store, period, &args.user, args.cents)?;
+    let minted = platform::record::subscribe(&mut store, period, &args.user, args.cents)?;
     println!(
         "{} subscribed for {period}: paid {} cents, {} minted into their escrow",
         args.user,

@@ -12,7 +12,9 @@ use settlement::{ProjectAccount, Settlement, settle};
 
 use store::Store;
 
-use crate::{BadInput, StoreArgs, record};
+use platform::record;
+
+use crate::{BadInput, StoreArgs};
 
 /// Inputs smaller than this load too fast for a progress bar to help.
 const PROGRESS_BAR_MIN_BYTES: u64 = 16 << 20;

@@ -29,6 +29,7 @@ mod control_api;
 mod control_loop;
 pub mod deploy;
 pub mod metered;
+pub mod record;
 mod registry;
 mod sessions;
 mod settings;
