@@ -26,7 +26,7 @@ done
 for tool in nginx wrk; do command -v $tool >/dev/null || { echo "$tool is missing: apt-get install nginx wrk" >&2; exit 1; }; done
 export PATH="$HOME/.cargo/bin:$PATH"
 command -v oha >/dev/null || cargo install oha --locked
-cargo build --release --locked -q -p cli
+cargo build --release --locked -q -p commons
 
 work=$(mktemp -d)
 pids=()

@@ -24,7 +24,7 @@ done
 
 shape=$(printf '%s_' seed1 "${gen_args[@]}" | tr -c 'a-z0-9_' '_')
 data=bench/data/period_$shape
-cargo build --release --locked -q -p cli -p scenario --example generate
+cargo build --release --locked -q -p commons -p scenario --example generate
 if [ ! -f "$data/usage.csv" ]; then
   echo "generating $data ${gen_args[*]}" >&2
   rm -rf "$data"
