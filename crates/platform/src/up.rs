@@ -38,6 +38,8 @@ pub struct Platform {
     shared: Arc<Mutex<Shared>>,
     locals: Arc<tokio::sync::Mutex<LocalAgents>>,
     reloader: Reloader,
+    /// Held for the whole of a usage flush.
+    flushing: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl Platform {
@@ -101,12 +103,13 @@ impl Platform {
         let api =
             control_api::ControlApi { gateway: gateway.clone(), store: store.clone(), shared: shared.clone(), env };
         let mut tasks = vec![tokio::spawn(control_api::serve(control_listener, api))];
+        let flushing = Arc::new(tokio::sync::Mutex::new(()));
         let checker = gateway.clone();
         let every = settings.health_checks;
         tasks.push(tokio::spawn(async move { checker.check_health(every).await }));
         tasks.push(tokio::spawn(follow_registry(reloader.clone(), store.clone(), version)));
         if let Some(meter) = &meter {
-            tasks.push(tokio::spawn(flush_usage(store.clone(), meter.clone(), settings.flush)));
+            tasks.push(tokio::spawn(flush_usage(store.clone(), meter.clone(), flushing.clone(), settings.flush)));
         }
         tasks.push(tokio::spawn(control_loop::run(store.clone(), shared.clone(), locals.clone(), reloader.clone())));
         Ok(Platform {
@@ -123,6 +126,7 @@ impl Platform {
             shared,
             locals,
             reloader,
+            flushing,
         })
     }
 
@@ -161,7 +165,7 @@ impl Platform {
     /// Hands what was metered so far to the store.
     pub async fn flush(&self) -> anyhow::Result<()> {
         match &self.meter {
-            Some(meter) => flush_once(&self.store, meter).await,
+            Some(meter) => flush_once(&self.store, meter, &self.flushing).await,
             None => Ok(()),
         }
     }
@@ -181,7 +185,7 @@ impl Platform {
         }
         let metered = control_loop::meter(&self.store, &self.shared, &self.locals).await;
         if let Some(meter) = &self.meter {
-            flush_once(&self.store, meter).await?;
+            flush_once(&self.store, meter, &self.flushing).await?;
         }
         metered
     }
@@ -211,10 +215,10 @@ pub async fn wait_for_outcome(
     anyhow::bail!("{site} generation {generation} had no outcome within {timeout:?}")
 }
 
-async fn flush_usage(store: StoreHandle, meter: Arc<Meter>, every: Duration) {
+async fn flush_usage(store: StoreHandle, meter: Arc<Meter>, flushing: Arc<tokio::sync::Mutex<()>>, every: Duration) {
     loop {
         tokio::time::sleep(every).await;
-        if let Err(e) = flush_once(&store, &meter).await {
+        if let Err(e) = flush_once(&store, &meter, &flushing).await {
             tracing::warn!(error = %e, "usage flush failed; the next flush retries it");
         }
     }
@@ -224,7 +228,11 @@ async fn flush_usage(store: StoreHandle, meter: Arc<Meter>, every: Duration) {
 /// drops the log segments the store now covers. If the store refuses, the
 /// meter keeps the flush and the next one retries it with what came since
 /// (and the segments stay for a replay, should the process die first).
-async fn flush_once(store: &StoreHandle, meter: &Arc<Meter>) -> anyhow::Result<()> {
+///
+/// One flush at a time (`flushing`): two at once could record their
+/// checkpoints out of order, or both delete the same segments.
+async fn flush_once(store: &StoreHandle, meter: &Arc<Meter>, flushing: &tokio::sync::Mutex<()>) -> anyhow::Result<()> {
+    let _one = flushing.lock().await;
     let meter = meter.clone();
     // Taking rotates log segments (files): off the async workers too.
     let flush = {
