@@ -238,7 +238,7 @@ impl Ledger {
 
     /// Σ balances per asset: zero for both, always (double entry).
     pub fn asset_sums(&self) -> [(Asset, i128); 2] {
-        let sum = |asset| self.balances.iter().filter(|(a, _)| a.kind().asset() == asset).map(|(_, b)| *b).sum();
+        let sum = |asset| self.balances.iter().filter(|(a, _)| a.asset() == asset).map(|(_, b)| *b).sum();
         [(Asset::Cc, sum(Asset::Cc)), (Asset::Fiat, sum(Asset::Fiat))]
     }
 
@@ -461,8 +461,7 @@ impl Ledger {
         // Per asset, Σ (after − before) over the changed accounts.
         let mut moved = [0i128; 2];
         for (account, balance) in delta.balances {
-            let kind = account.kind();
-            assert!(balance >= 0 || kind.may_go_negative(), "{account} committed at {balance}");
+            assert!(balance >= 0 || account.kind().may_go_negative(), "{account} committed at {balance}");
             let before = match self.balances.get_mut(account) {
                 Some(existing) => std::mem::replace(existing, balance),
                 None => {
@@ -470,7 +469,7 @@ impl Ledger {
                     0
                 }
             };
-            moved[usize::from(kind.asset().code())] += balance - before;
+            moved[usize::from(account.asset().code())] += balance - before;
         }
         assert_eq!(moved, [0, 0], "double entry: a block moves as much into accounts as out of them");
         let first = self.n_transfers;
