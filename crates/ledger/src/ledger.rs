@@ -97,14 +97,18 @@ pub struct Ledger {
     height: u64,
     head: Hash,
     balances: HashMap<AccountName, i128>,
-    /// Each recorded transfer id: its content's leaf hash and position.
-    transfers: HashMap<TransferId, Recorded>,
+    /// Each recorded transfer id with its ordinal: its position in the
+    /// whole chain, counting from 0.
+    transfers: HashMap<TransferId, u64>,
+    /// The leaf hash of each recorded transfer's content, by ordinal: to
+    /// tell a retry from a reused id. Kept out of the map, whose entries
+    /// then take 32 bytes (an id and an ordinal) rather than 64.
+    leaves: Vec<Hash>,
     /// The ordinal of each block's first transfer; index 0 is block 1.
     block_first: Vec<u64>,
     settled: BTreeSet<Period>,
     /// (reserve, supply) after each block; index 0 is the empty ledger.
     nav_history: Vec<(u64, u64)>,
-    n_transfers: u64,
 }
 
 /// Where a recorded transfer is: the block that holds it, and its index in
@@ -113,15 +117,6 @@ pub struct Ledger {
 pub struct TransferLocation {
     pub height: u64,
     pub index: usize,
-}
-
-/// What the ledger keeps of each recorded transfer.
-#[derive(Clone, Copy, Debug)]
-struct Recorded {
-    /// The leaf hash of its content, to tell a retry from a reused id.
-    leaf: Hash,
-    /// Its position in the whole chain, counting from 0.
-    ordinal: u64,
 }
 
 /// The effects of a checked block, ready to commit.
@@ -140,10 +135,10 @@ impl Ledger {
             head: [0; 32],
             balances: HashMap::new(),
             transfers: HashMap::new(),
+            leaves: Vec::new(),
             block_first: Vec::new(),
             settled: BTreeSet::new(),
             nav_history: vec![(0, 0)],
-            n_transfers: 0,
         }
     }
 
@@ -169,7 +164,7 @@ impl Ledger {
     /// Where the transfer with this id is recorded, if it is: the ledger
     /// keeps no transfers, but the block at that height holds it.
     pub fn locate(&self, id: TransferId) -> Option<TransferLocation> {
-        let ordinal = self.transfers.get(&id)?.ordinal;
+        let ordinal = *self.transfers.get(&id)?;
         // The last block whose first transfer is at or before `ordinal`.
         let block = self.block_first.partition_point(|&first| first <= ordinal).checked_sub(1);
         let block = block.expect("block 1 starts at ordinal 0");
@@ -178,7 +173,7 @@ impl Ledger {
     }
 
     pub fn n_transfers(&self) -> u64 {
-        self.n_transfers
+        self.leaves.len() as u64
     }
 
     pub fn balance(&self, account: &AccountName) -> i128 {
@@ -194,7 +189,7 @@ impl Ledger {
 
     /// Σ balances per asset: zero for both, always (double entry).
     pub fn asset_sums(&self) -> [(Asset, i128); 2] {
-        let sum = |asset| self.balances.iter().filter(|(a, _)| a.kind().asset() == asset).map(|(_, b)| *b).sum();
+        let sum = |asset| self.balances.iter().filter(|(a, _)| a.asset() == asset).map(|(_, b)| *b).sum();
         [(Asset::Cc, sum(Asset::Cc)), (Asset::Fiat, sum(Asset::Fiat))]
     }
 
@@ -250,7 +245,7 @@ impl Ledger {
         let mut recorded = 0;
         for (transfer, leaf) in batch.iter().zip(&leaves) {
             match self.transfers.get(&transfer.id) {
-                Some(known) if known.leaf == *leaf => recorded += 1,
+                Some(&ordinal) if self.leaves[ordinal as usize] == *leaf => recorded += 1,
                 Some(_) => return Err(Rejection::IdReused(transfer.id)),
                 None => {}
             }
@@ -417,8 +412,7 @@ impl Ledger {
         // Per asset, Σ (after − before) over the changed accounts.
         let mut moved = [0i128; 2];
         for (account, balance) in delta.balances {
-            let kind = account.kind();
-            assert!(balance >= 0 || kind.may_go_negative(), "{account} committed at {balance}");
+            assert!(balance >= 0 || account.kind().may_go_negative(), "{account} committed at {balance}");
             let before = match self.balances.get_mut(account) {
                 Some(existing) => std::mem::replace(existing, balance),
                 None => {
@@ -426,15 +420,14 @@ impl Ledger {
                     0
                 }
             };
-            moved[usize::from(kind.asset().code())] += balance - before;
+            moved[usize::from(account.asset().code())] += balance - before;
         }
         assert_eq!(moved, [0, 0], "double entry: a block moves as much into accounts as out of them");
-        let first = self.n_transfers;
-        let n_block = u64::try_from(block.transfers.len()).expect("a block's length fits in u64");
-        self.transfers
-            .extend((first..).zip(delta.leaves).map(|(ordinal, (id, leaf))| (id, Recorded { leaf, ordinal })));
-        self.n_transfers = first + n_block;
-        assert_eq!(self.transfers.len() as u64, self.n_transfers, "transfer ids are unique across the chain");
+        let first = self.n_transfers();
+        self.transfers.extend(delta.leaves.iter().map(|&(id, _)| id).zip(first..));
+        self.leaves.extend(delta.leaves.into_iter().map(|(_, leaf)| leaf));
+        assert_eq!(self.leaves.len(), self.transfers.len(), "transfer ids are unique across the chain");
+        assert_eq!(self.n_transfers() - first, block.transfers.len() as u64, "every transfer of the block is kept");
         self.block_first.push(first);
         for period in delta.settled {
             assert!(self.settled.insert(period), "period {period} is settled once");

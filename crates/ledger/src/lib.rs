@@ -26,6 +26,14 @@
 //! - Settlement conserves: an escrow or pool account a block pays out of is
 //!   empty at the end of that block, and a period is settled only once.
 //!
+//! Checking refuses a block that breaks a rule with a [`Rejection`];
+//! committing it then asserts the same invariants again (next height,
+//! double entry per asset, no forbidden negative balance, unique ids, NAV
+//! from the reserve and issuance balances), and custody asserts that a
+//! payment or redemption conserves cash and does not lower NAV. A failed
+//! assertion is a bug in this crate, never bad input. Every limit a cast
+//! relies on is asserted at compile time.
+//!
 //! # Deliberately absent
 //! No I/O and no clock: timestamps arrive as arguments, the signing key is
 //! given by the caller, storage lives in the `store` crate. No knowledge of

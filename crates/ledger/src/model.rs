@@ -181,6 +181,15 @@ impl AccountName {
         kind_of(&self.name).expect("checked when constructed")
     }
 
+    /// The asset this account holds, its kind's, without parsing the whole
+    /// name: only `world` and `reserve` hold fiat.
+    pub fn asset(&self) -> Asset {
+        match self.name.as_str() {
+            "world" | "reserve" => Asset::Fiat,
+            _ => Asset::Cc,
+        }
+    }
+
     /// The period of an escrow or pool account.
     pub fn period(&self) -> Option<Period> {
         let rest = self.name.strip_prefix("escrow:").or_else(|| self.name.strip_prefix("pool:"))?;
@@ -337,6 +346,6 @@ pub struct Transfer {
 
 impl Transfer {
     pub fn asset(&self) -> Asset {
-        self.debit.kind().asset()
+        self.debit.asset()
     }
 }

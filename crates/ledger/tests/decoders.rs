@@ -46,7 +46,7 @@ proptest! {
     fn any_text_is_an_account_name_or_refused(name in any::<String>()) {
         if let Ok(account) = AccountName::parse(&name) {
             prop_assert_eq!(account.as_str(), name.as_str());
-            let _ = account.kind();
+            prop_assert_eq!(account.asset(), account.kind().asset());
         }
     }
 }

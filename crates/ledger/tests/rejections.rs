@@ -248,6 +248,28 @@ fn every_kind_moves_one_asset() {
 }
 
 #[test]
+fn an_account_holds_the_asset_of_its_kind() {
+    let names = [
+        "world",
+        "reserve",
+        "issuance",
+        "general-fund",
+        "escrow:2026-11:alice",
+        "pool:2026-11:site:wiki",
+        "pool:2026-11:project:wiki",
+        "provider:pat",
+        "operator:olga",
+        "project:wiki",
+        "contributor:wiki/ann",
+        "holder:h",
+    ];
+    for name in names {
+        let account = account(name);
+        assert_eq!(account.asset(), account.kind().asset(), "{name}");
+    }
+}
+
+#[test]
 fn a_transfer_moves_a_positive_amount() {
     check(
         vec![],

@@ -24,6 +24,9 @@ use crate::{Params, SiteIx};
 /// Most usage or call rows one period may hold (positions are `u32`).
 pub const ROWS_MAX: usize = u32::MAX as usize - 1;
 
+// A position, and the end offset one past the last, fit in a u32.
+const _: () = assert!(ROWS_MAX < u32::MAX as usize);
+
 /// A subscriber's position in an [`Activity`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct SubscriberIx(u32);
@@ -155,7 +158,7 @@ impl<'a> ActivityBuilder<'a> {
         }
         let escrow = self.params.escrow_for(paid).ok_or_else(|| fail(ActivityProblem::MintOverflow))?;
         let minted = self.minted.checked_add(escrow).ok_or_else(|| fail(ActivityProblem::MintOverflow))?;
-        let ix = SubscriberIx(self.users.len() as u32);
+        let ix = SubscriberIx(u32::try_from(self.users.len()).expect("fewer than ROWS_MAX subscribers"));
         let user = CompactString::from(user);
         match self.user_index.entry(user.clone()) {
             Entry::Occupied(_) => return Err(fail(ActivityProblem::DuplicateSubscription(user.into()))),
@@ -264,7 +267,8 @@ impl<'a> ActivityBuilder<'a> {
                 activity.site.push(row.site);
                 activity.active_minutes.push(row.active_minutes);
                 activity.service_ms.push(row.service_ms);
-                activity.call_start.push(activity.call_service.len() as u32);
+                let end = u32::try_from(activity.call_service.len()).expect("at most ROWS_MAX calls");
+                activity.call_start.push(end);
             }
             if let Some(call) = calls.next() {
                 let problem =
@@ -292,7 +296,7 @@ fn group_by_user(n_users: usize, users: impl Iterator<Item = SubscriberIx> + Clo
     let mut next = start.clone();
     let mut order = vec![0u32; start[n_users] as usize];
     for (row, user) in users.enumerate() {
-        order[next[user.index()] as usize] = row as u32;
+        order[next[user.index()] as usize] = u32::try_from(row).expect("at most ROWS_MAX rows");
         next[user.index()] += 1;
     }
     (start, order)
@@ -331,18 +335,18 @@ impl Activity {
     pub fn only(&self, u: SubscriberIx) -> Activity {
         let i = u.index();
         let rows = self.user_start[i] as usize..self.user_start[i + 1] as usize;
-        let first_call = self.call_start[rows.start] as usize;
-        let calls = first_call..self.call_start[rows.end] as usize;
+        let first_call = self.call_start[rows.start];
+        let calls = first_call as usize..self.call_start[rows.end] as usize;
         Activity {
             users: vec![self.users[i].clone()],
             escrow: vec![self.escrow[i]],
             paid: vec![self.paid[i]],
             minted: self.escrow[i],
-            user_start: vec![0, rows.len() as u32],
+            user_start: vec![0, self.user_start[i + 1] - self.user_start[i]],
             site: self.site[rows.clone()].to_vec(),
             active_minutes: self.active_minutes[rows.clone()].to_vec(),
             service_ms: self.service_ms[rows.clone()].to_vec(),
-            call_start: self.call_start[rows.start..=rows.end].iter().map(|c| c - first_call as u32).collect(),
+            call_start: self.call_start[rows.start..=rows.end].iter().map(|c| c - first_call).collect(),
             call_service: self.call_service[calls.clone()].to_vec(),
             call_ms: self.call_ms[calls].to_vec(),
         }
@@ -363,6 +367,6 @@ impl Activity {
 
 impl SubscriberIx {
     pub fn from_index(index: usize) -> SubscriberIx {
-        SubscriberIx(index as u32)
+        SubscriberIx(u32::try_from(index).expect("a subscriber's index is below ROWS_MAX"))
     }
 }

@@ -164,7 +164,8 @@ impl Registry {
             if id.is_empty() {
                 return Err(fail(Entry::Project(i), "id", RegistryProblem::EmptyId));
             }
-            if project_index.insert(id, ProjectIx(ix as u32)).is_some() {
+            let at = ProjectIx(u32::try_from(ix).expect("fewer than 2^32 projects fit in memory"));
+            if project_index.insert(id, at).is_some() {
                 let later = first_of_duplicates(projects, i, |p| &p.id);
                 return Err(fail(Entry::Project(later), "id", RegistryProblem::Duplicate(id.to_owned())));
             }
@@ -214,7 +215,8 @@ impl Registry {
             if spec.operator.is_empty() {
                 return Err(fail(entry, "operator", RegistryProblem::EmptyId));
             }
-            if site_index.insert(CompactString::from(spec.id.as_str()), SiteIx(ix as u32)).is_some() {
+            let at = SiteIx(u32::try_from(ix).expect("fewer than 2^32 sites fit in memory"));
+            if site_index.insert(CompactString::from(spec.id.as_str()), at).is_some() {
                 let later = first_of_duplicates(sites, i, |s| &s.id);
                 return Err(fail(Entry::Site(later), "id", RegistryProblem::Duplicate(spec.id.clone())));
             }
