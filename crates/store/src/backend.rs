@@ -188,6 +188,9 @@ const MIGRATIONS: &[Migration] = &[
 /// this code is at.
 pub(crate) const HEAD: usize = MIGRATIONS.len();
 
+/// The PostgreSQL advisory lock key that serializes migrations ("OCMG").
+const MIGRATION_LOCK: i64 = 0x4f43_4d47;
+
 /// One schema change.
 enum Migration {
     /// Statements; `{bytes}` stands for the binary column type.
@@ -389,37 +392,41 @@ impl Backend {
         }
     }
 
-    /// Runs every migration not yet applied, each in its own transaction.
+    /// Runs every migration not yet applied, all in one transaction: a
+    /// store opened by two processes at once (or by one whose killed
+    /// predecessor's commit is still landing) migrates once. On PostgreSQL
+    /// an advisory lock serializes them; on SQLite a second writer waits or
+    /// fails busy, changing nothing.
     pub(crate) fn migrate(&mut self) -> Result<(), StoreError> {
         self.migrate_to(HEAD)
     }
 
     /// Runs the migrations up to number `head` (counting from 1).
     pub(crate) fn migrate_to(&mut self, head: usize) -> Result<(), StoreError> {
+        let bytes = self.bytes_type();
+        let postgres = matches!(self, Backend::Postgres(_));
         self.transaction(|tx| {
-            tx.execute_batch("CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY)")
-        })?;
-        let applied = self.transaction(|tx| {
-            tx.query("SELECT version FROM schema_migrations", &[])?
+            if postgres {
+                tx.execute_batch(&format!("SELECT pg_advisory_xact_lock({MIGRATION_LOCK})"))?;
+            }
+            tx.execute_batch("CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY)")?;
+            let applied = tx
+                .query("SELECT version FROM schema_migrations", &[])?
                 .iter()
                 .map(|row| row.int(0))
-                .collect::<Result<Vec<_>, _>>()
-        })?;
-        let bytes = self.bytes_type();
-        for (version, migration) in (1..).zip(&MIGRATIONS[..head]) {
-            if applied.contains(&version) {
-                continue;
-            }
-            self.transaction(|tx| {
+                .collect::<Result<Vec<_>, _>>()?;
+            for (version, migration) in (1..).zip(&MIGRATIONS[..head]) {
+                if applied.contains(&version) {
+                    continue;
+                }
                 match migration {
                     Migration::Sql(sql) => tx.execute_batch(&sql.replace("{bytes}", bytes))?,
                     Migration::Code(change) => change(tx)?,
                 }
                 tx.execute("INSERT INTO schema_migrations (version) VALUES ($1)", &[Param::Int(version)])?;
-                Ok(())
-            })?;
-        }
-        Ok(())
+            }
+            Ok(())
+        })
     }
 
     pub(crate) fn meta(&mut self) -> Result<Option<LedgerConfig>, StoreError> {
