@@ -31,4 +31,4 @@ mod node;
 pub mod protocol;
 pub mod remote;
 
-pub use node::{NodeAgent, Source, Usage};
+pub use node::{InstanceLog, NodeAgent, Source, Usage, newest_logs};

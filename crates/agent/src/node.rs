@@ -214,3 +214,34 @@ impl NodeAgent {
         Instance::start(spec).await.map_err(|e| format!("{what}: {e}"))
     }
 }
+
+/// The end of an instance's log, as [`newest_logs`] finds it.
+#[derive(Debug)]
+pub struct InstanceLog {
+    pub node: String,
+    /// The instance's directory.
+    pub dir: PathBuf,
+    pub lines: Vec<String>,
+}
+
+/// The last `n` lines of the newest instance of `site` on each node under
+/// `nodes_dir` (the layout a [`NodeAgent`] keeps: `<node>/<site>/<version>-<generation>/`).
+pub fn newest_logs(nodes_dir: &Path, site: &str, n: usize) -> Vec<InstanceLog> {
+    let mut logs = Vec::new();
+    let mut nodes: Vec<_> = std::fs::read_dir(nodes_dir).into_iter().flatten().flatten().collect();
+    nodes.sort_by_key(|e| e.file_name());
+    for node in nodes {
+        let newest = std::fs::read_dir(node.path().join(site))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| Some((e.metadata().ok()?.modified().ok()?, e.path())))
+            .max();
+        let Some((_, dir)) = newest else { continue };
+        let text = std::fs::read_to_string(runtime::log_path(&dir)).unwrap_or_default();
+        let all: Vec<&str> = text.lines().collect();
+        let lines = all[all.len().saturating_sub(n)..].iter().map(|l| (*l).to_owned()).collect();
+        logs.push(InstanceLog { node: node.file_name().to_string_lossy().into_owned(), dir, lines });
+    }
+    logs
+}

@@ -579,26 +579,15 @@ pub fn undeploy(site: &str, store_args: &StoreArgs) -> anyhow::Result<()> {
 /// machine's nodes, newest instance per node.
 pub fn logs(args: LogsArgs, store_args: &StoreArgs) -> anyhow::Result<()> {
     let nodes = store_args.location().data_dir.join("nodes");
-    let mut found = false;
-    for node in std::fs::read_dir(&nodes).into_iter().flatten().flatten() {
-        let site_dir = node.path().join(&args.site);
-        let newest = std::fs::read_dir(&site_dir)
-            .into_iter()
-            .flatten()
-            .flatten()
-            .filter_map(|e| Some((e.metadata().ok()?.modified().ok()?, e.path())))
-            .max();
-        let Some((_, dir)) = newest else { continue };
-        found = true;
-        let text = std::fs::read_to_string(runtime::log_path(&dir)).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        println!("== {} on {} ({}) ==", args.site, node.file_name().to_string_lossy(), dir.display());
-        for line in &lines[lines.len().saturating_sub(args.lines)..] {
+    let logs = agent::newest_logs(&nodes, &args.site, args.lines);
+    if logs.is_empty() {
+        return Err(BadInput(format!("no instance of {:?} has run on this machine", args.site)).into());
+    }
+    for log in logs {
+        println!("== {} on {} ({}) ==", args.site, log.node, log.dir.display());
+        for line in &log.lines {
             println!("{line}");
         }
-    }
-    if !found {
-        return Err(BadInput(format!("no instance of {:?} has run on this machine", args.site)).into());
     }
     Ok(())
 }
