@@ -73,6 +73,20 @@ fn a_site_on_a_node_that_disappears_is_rescheduled_onto_another() {
     }
     assert_eq!(answer().status, 200);
 
+    // A node lies about the sites it ran, to be paid for them: pia-far was
+    // never given search, so its claim is dropped.
+    let forged =
+        r#"{"protocol":2,"instances":[],"failures":[],"usage":[{"site":"search","cpu_ms":1000000,"memory_mib_s":0}]}"#;
+    let bearer = format!("Bearer {}", tokens[1]);
+    let claim = http(control, "POST", "control", "/agent/v2/sync", &[("Authorization", &bearer)], forged);
+    assert_eq!(claim.status, 200, "{}", claim.body);
+    let days = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() / 86_400;
+    let period = commons_core::Period::from_days_since_epoch(days as i64).to_string();
+    let usage = String::from_utf8(run(&data, &["usage", "--json", "--period", &period]).stdout).unwrap();
+    let usage: serde_json::Value = serde_json::from_str(&usage).unwrap();
+    let paid_pia = usage["resources"].as_array().unwrap().iter().any(|r| r["provider"] == "pia");
+    assert!(!paid_pia, "a node was paid for a site it never ran: {usage}");
+
     // Machine a disappears, with its apps.
     agent_a.kill().unwrap();
     agent_a.wait().unwrap();

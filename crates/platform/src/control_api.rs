@@ -27,6 +27,8 @@ use crate::{StoreHandle, current_period};
 /// Back-off after a failed accept (out of file descriptors, say), so a
 /// listener never spins a core.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+/// How long after a site leaves a node that node's usage of it is taken.
+const USAGE_GRACE_MS: u64 = 60_000;
 
 #[derive(Clone)]
 pub(crate) struct ControlApi {
@@ -129,22 +131,6 @@ impl ControlApi {
         if let Err(e) = sync.check() {
             return text(400, e + "\n");
         }
-        if !sync.usage.is_empty() {
-            let (period, provider, usage) = (current_period(), node.provider.clone(), sync.usage.clone());
-            let recorded = self
-                .store
-                .call(move |s| {
-                    for u in usage {
-                        let totals = ResourceTotals { cpu_ms: u.cpu_ms, memory_mib_s: u.memory_mib_s };
-                        s.add_resource_usage(period, &u.site, &provider, totals)?;
-                    }
-                    Ok::<_, store::StoreError>(())
-                })
-                .await;
-            if let Err(e) = recorded {
-                return text(500, format!("{e}\n"));
-            }
-        }
         let report = Report {
             instances: sync
                 .instances
@@ -162,11 +148,29 @@ impl ControlApi {
                 .map(|f| Failure { site: f.site, generation: f.generation, detail: f.detail })
                 .collect(),
         };
+        let usage: Vec<_>;
         let (assigned, published, unpacked) = {
             let mut shared = lock(&self.shared);
             let now = shared.now();
             shared.control.observe(&node.id, now, report);
             let assigned = shared.control.assignments(&node.id, &shared.desired);
+            for a in &assigned {
+                shared.assigned_at.insert((node.id.clone(), a.site.clone()), now);
+            }
+            // A node is paid only for sites it was given: usage it reports
+            // for any other site is dropped (what a stopped instance used
+            // still arrives within USAGE_GRACE_MS of its unassignment).
+            let given = |site: &str| {
+                shared
+                    .assigned_at
+                    .get(&(node.id.clone(), site.to_owned()))
+                    .is_some_and(|at| now.saturating_sub(*at) <= USAGE_GRACE_MS)
+            };
+            let (accepted, refused): (Vec<_>, Vec<_>) = sync.usage.into_iter().partition(|u| given(&u.site));
+            usage = accepted;
+            if !refused.is_empty() {
+                tracing::warn!(node = %node.id, sites = refused.len(), "usage reported for sites the node was not given: dropped");
+            }
             let unpacked: Vec<(String, u64, std::path::PathBuf)> = assigned
                 .iter()
                 .filter_map(|a| {
@@ -176,6 +180,22 @@ impl ControlApi {
                 .collect();
             (assigned, shared.control.published(), unpacked)
         };
+        if !usage.is_empty() {
+            let (period, provider) = (current_period(), node.provider.clone());
+            let recorded = self
+                .store
+                .call(move |s| {
+                    for u in usage {
+                        let totals = ResourceTotals { cpu_ms: u.cpu_ms, memory_mib_s: u.memory_mib_s };
+                        s.add_resource_usage(period, &u.site, &provider, totals)?;
+                    }
+                    Ok::<_, store::StoreError>(())
+                })
+                .await;
+            if let Err(e) = recorded {
+                return text(500, format!("{e}\n"));
+            }
+        }
         // Each generation's app is packed once (off the async workers).
         for (site, generation, dir) in unpacked {
             match tokio::task::spawn_blocking(move || bundle::pack(&dir)).await {

@@ -46,6 +46,9 @@ pub(crate) struct Shared {
     pub bundles: HashMap<String, Arc<Vec<u8>>>,
     /// When the control plane started: its clock for `control` (monotonic).
     pub started: Instant,
+    /// When each (joined node, site) was last assigned: the node's usage of
+    /// that site is taken only then, and for a grace period after.
+    pub assigned_at: HashMap<(String, String), u64>,
 }
 
 impl Shared {
@@ -57,6 +60,7 @@ impl Shared {
             apps: HashMap::new(),
             bundles: HashMap::new(),
             started: Instant::now(),
+            assigned_at: HashMap::new(),
         }
     }
 
