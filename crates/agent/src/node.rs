@@ -38,6 +38,9 @@ impl Usage {
 /// An instance slot: starting, running, or failed (kept, so that a failed
 /// generation is not started again while it is still assigned).
 struct Slot {
+    /// Which start fills this slot: a start that finds another token (its
+    /// assignment was dropped and given again meanwhile) stops its instance.
+    token: u64,
     instance: Option<Instance>,
     failed: Option<String>,
     reported: bool,
@@ -51,6 +54,7 @@ pub struct NodeAgent {
     slots: tokio::sync::Mutex<BTreeMap<(String, u64), Slot>>,
     /// What stopped instances used, to go with the next report.
     leftover: std::sync::Mutex<BTreeMap<String, Usage>>,
+    starts: std::sync::atomic::AtomicU64,
 }
 
 impl NodeAgent {
@@ -61,6 +65,7 @@ impl NodeAgent {
             dir: dir.to_owned(),
             slots: Default::default(),
             leftover: Default::default(),
+            starts: Default::default(),
         })
     }
 
@@ -86,9 +91,10 @@ impl NodeAgent {
             if slots.contains_key(&key) {
                 continue;
             }
-            slots.insert(key, Slot { instance: None, failed: None, reported: false });
+            let token = self.starts.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            slots.insert(key, Slot { token, instance: None, failed: None, reported: false });
             let (agent, env) = (self.clone(), env.to_vec());
-            tokio::spawn(async move { agent.start(a, source, env).await });
+            tokio::spawn(async move { agent.start(a, source, env, token).await });
         }
         drop(slots);
         let stopped = !stopping.is_empty();
@@ -175,10 +181,11 @@ impl NodeAgent {
             .add(used.cpu_ms, used.memory_mib_s);
     }
 
-    async fn start(self: Arc<Self>, a: Assignment, source: Source, env: Vec<(String, String)>) {
+    async fn start(self: Arc<Self>, a: Assignment, source: Source, env: Vec<(String, String)>, token: u64) {
         let outcome = self.start_instance(&a, &source, env).await;
         let mut slots = self.slots.lock().await;
-        match (slots.get_mut(&(a.site.clone(), a.generation)), outcome) {
+        let slot = slots.get_mut(&(a.site.clone(), a.generation)).filter(|slot| slot.token == token);
+        match (slot, outcome) {
             (Some(slot), Ok(instance)) => slot.instance = Some(instance),
             (Some(slot), Err(detail)) => slot.failed = Some(detail),
             (None, Ok(instance)) => {

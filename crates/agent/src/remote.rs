@@ -152,10 +152,9 @@ impl Remote {
             };
             // An app not fetched yet is not unassigned: what runs keeps running.
             let source = Source::Dir(self.app_dir(&a.bundle));
+            // One app that cannot be fetched yet holds up only itself.
             if ok || self.app_dir(&a.bundle).exists() {
                 assigned.push((Assignment { site: a.site.clone(), generation: a.generation }, source));
-            } else {
-                return Ok(());
             }
         }
         agent.apply(assigned, &response.env).await;
@@ -188,9 +187,14 @@ impl Remote {
         // Unpacked beside, then moved into place: a crash never leaves a
         // half-unpacked app that looks complete.
         let partial = self.dir.join("apps").join(format!("{id}.partial"));
-        let _ = std::fs::remove_dir_all(&partial);
-        bundle::unpack(&answer.body, id, &partial).map_err(|e| e.to_string())?;
-        std::fs::rename(&partial, &dir).map_err(|e| e.to_string())?;
-        Ok(())
+        let (body, id) = (answer.body, id.to_owned());
+        // Unpacking writes up to 16 MiB: off the async workers.
+        tokio::task::spawn_blocking(move || {
+            let _ = std::fs::remove_dir_all(&partial);
+            bundle::unpack(&body, &id, &partial).map_err(|e| e.to_string())?;
+            std::fs::rename(&partial, &dir).map_err(|e| e.to_string())
+        })
+        .await
+        .map_err(|e| e.to_string())?
     }
 }

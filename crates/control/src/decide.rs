@@ -128,7 +128,9 @@ impl Control {
                     continue;
                 }
             }
-            if let Some(moved) = self.reschedule(now_ms, nodes, &booked, d) {
+            // A failed generation is not tried again until asked again, not
+            // even elsewhere.
+            if let Some(moved) = self.reschedule(now_ms, nodes, &booked, d).filter(|_| !failed) {
                 if let Action::Reschedule { nodes, .. } = &moved {
                     booked[i].nodes.clone_from(nodes);
                 }
@@ -202,7 +204,10 @@ impl Control {
             let Some(d) = desired.iter().find(|d| d.site == failure.site && d.generation == failure.generation) else {
                 continue;
             };
-            let decided = d.state == DeploymentState::Failed
+            // Only a node the generation was given may fail it.
+            let given = d.nodes.contains(&node);
+            let decided = !given
+                || d.state == DeploymentState::Failed
                 || self.failed.contains(&(d.site.clone(), d.generation))
                 || self.published.get(&d.site).is_some_and(|p| p.generation == d.generation);
             if !decided {

@@ -125,3 +125,24 @@ fn a_site_running_before_a_restart_is_published_as_a_restart() {
     let actions = control.decide(0, &nodes, &desired);
     assert!(matches!(&actions[..], [Action::Publish { publication: Publication::Restart, .. }]), "{actions:?}");
 }
+
+#[test]
+fn a_failed_generation_is_not_moved_off_a_silent_node() {
+    let nodes = [node("a", 1024), node("b", 1024)];
+    let desired = [DeploymentSpec { state: DeploymentState::Failed, ..deployment("wiki", 2, &["a"], 256) }];
+    let mut control = Control::new();
+    control.observe("a", 0, report(vec![]));
+    control.observe("b", 4_000, report(vec![]));
+    assert_eq!(control.decide(4_000, &nodes, &desired), vec![], "not tried again until asked again");
+}
+
+#[test]
+fn only_a_node_given_a_generation_may_fail_it() {
+    let nodes = [node("a", 1024), node("b", 1024)];
+    let desired = [deployment("wiki", 1, &["a"], 256)];
+    let mut control = Control::new();
+    let lie = Failure { site: "wiki".into(), generation: 1, detail: "forged".into() };
+    control.observe("b", 0, Report { instances: vec![], failures: vec![lie] });
+    control.observe("a", 0, report(vec![]));
+    assert_eq!(control.decide(0, &nodes, &desired), vec![], "b runs no wiki: its word changes nothing");
+}

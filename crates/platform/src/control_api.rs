@@ -151,9 +151,16 @@ impl ControlApi {
         let usage: Vec<_>;
         let (assigned, published, unpacked) = {
             let mut shared = lock(&self.shared);
+            let Some(assigned) = shared.assignments.as_ref().map(|all| all.get(&node.id).cloned().unwrap_or_default())
+            else {
+                return text(503, "the control plane is starting; sync again\n");
+            };
+            // A node speaks only for what it was given: failures of other
+            // sites' generations are not its to report.
+            let mut report = report;
+            report.failures.retain(|f| assigned.iter().any(|a| a.site == f.site && a.generation == f.generation));
             let now = shared.now();
             shared.control.observe(&node.id, now, report);
-            let assigned = shared.control.assignments(&node.id, &shared.desired);
             for a in &assigned {
                 shared.assigned_at.insert((node.id.clone(), a.site.clone()), now);
             }
@@ -204,7 +211,7 @@ impl ControlApi {
                     if let Some(app) = shared.apps.get_mut(&(site, generation)) {
                         app.bundle = Some(packed.id.clone());
                     }
-                    shared.bundles.insert(packed.id, Arc::new(packed.bytes));
+                    shared.bundles.insert(packed.id, Bytes::from(packed.bytes));
                 }
                 Ok(Err(e)) => tracing::warn!(site, error = %e, "cannot pack the app"),
                 Err(e) => tracing::warn!(site, error = %e, "cannot pack the app"),
@@ -230,7 +237,7 @@ impl ControlApi {
             return answer;
         }
         match lock(&self.shared).bundles.get(id) {
-            Some(bytes) => (200, "application/gzip", Bytes::copy_from_slice(bytes)),
+            Some(bytes) => (200, "application/gzip", bytes.clone()),
             None => text(404, format!("no bundle {id}\n")),
         }
     }

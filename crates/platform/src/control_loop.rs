@@ -43,12 +43,24 @@ pub(crate) struct Shared {
     /// while a newer one is on its way.
     pub apps: HashMap<(String, u64), App>,
     /// Bundles by id, for joined nodes.
-    pub bundles: HashMap<String, Arc<Vec<u8>>>,
+    pub bundles: HashMap<String, bytes::Bytes>,
     /// When the control plane started: its clock for `control` (monotonic).
     pub started: Instant,
     /// When each (joined node, site) was last assigned: the node's usage of
     /// that site is taken only then, and for a grace period after.
     pub assigned_at: HashMap<(String, String), u64>,
+    /// Decided, not yet carried out (a store write failed): done first in
+    /// the next round, in order. `control` remembers what it decided, so a
+    /// decision is never dropped.
+    pub pending: Vec<Action>,
+    /// The gateway must be reloaded before anyone is assigned anew.
+    pub reload_needed: bool,
+    /// What every node runs, as of the last round whose actions were all
+    /// carried out and whose routes the gateway took: joined nodes' syncs
+    /// read this, never `control` directly, so no node stops an old
+    /// generation before the gateway moved off it. `None` until the first
+    /// such round: syncs before it are answered 503.
+    pub assignments: Option<HashMap<String, Vec<control::Assignment>>>,
 }
 
 impl Shared {
@@ -61,6 +73,9 @@ impl Shared {
             bundles: HashMap::new(),
             started: Instant::now(),
             assigned_at: HashMap::new(),
+            pending: Vec::new(),
+            reload_needed: false,
+            assignments: None,
         }
     }
 
@@ -153,7 +168,7 @@ pub(crate) async fn once(
     .await?;
     let locals_handle = locals.clone();
     let mut locals = locals.lock().await;
-    let local_nodes: Vec<&NodeRecord> = nodes.iter().filter(|n| !n.remote).collect();
+    let local_nodes: Vec<NodeRecord> = nodes.iter().filter(|n| !n.remote).cloned().collect();
     let mut reports = Vec::new();
     for node in &local_nodes {
         reports.push((node.id.clone(), locals.agent(&node.id).report().await));
@@ -174,22 +189,10 @@ pub(crate) async fn once(
             shared.control.observe(&node, now, report);
         }
         let specs: Vec<NodeSpec> = nodes.iter().map(node_spec).collect();
-        let actions = shared.control.decide(now, &specs, &desired);
-        let assignments: Vec<(String, Vec<(control::Assignment, Source)>)> = local_nodes
-            .iter()
-            .map(|n| {
-                let assigned = shared
-                    .control
-                    .assignments(&n.id, &desired)
-                    .into_iter()
-                    .filter_map(|a| {
-                        let app = shared.apps.get(&(a.site.clone(), a.generation))?;
-                        Some((a, Source::Dir(app.dir.clone())))
-                    })
-                    .collect();
-                (n.id.clone(), assigned)
-            })
-            .collect();
+        let mut actions = std::mem::take(&mut shared.pending);
+        actions.extend(shared.control.decide(now, &specs, &desired));
+        let assignments: HashMap<String, Vec<control::Assignment>> =
+            nodes.iter().map(|n| (n.id.clone(), shared.control.assignments(&n.id, &desired))).collect();
         let asked = |key: &(String, u64)| deployments.iter().any(|d| d.site == key.0 && d.generation == key.1);
         let published = shared.control.published();
         shared.apps.retain(|key, _| asked(key) || published.get(&key.0) == Some(&key.1));
@@ -199,15 +202,46 @@ pub(crate) async fn once(
         shared.nodes = nodes.clone();
         (actions, assignments)
     };
-    if !actions.is_empty() {
-        let apps = lock(shared).apps.clone();
-        let changed = store.call(move |s| carry_out(s, &actions, &deployments, &nodes, &apps)).await?;
-        if changed {
-            reload.reload().await;
+    // Every action, in order; the first that fails and those after it wait
+    // for the next round, and nobody is assigned anew meanwhile.
+    let apps = lock(shared).apps.clone();
+    let (deployments, nodes) = (Arc::new(deployments), Arc::new(nodes));
+    for (i, action) in actions.iter().enumerate() {
+        let (one, d, n, a) = (action.clone(), deployments.clone(), nodes.clone(), apps.clone());
+        match store.call(move |s| carry_out(s, &one, &d, &n, &a)).await {
+            Ok(changed) => lock(shared).reload_needed |= changed,
+            Err(e) => {
+                lock(shared).pending = actions[i..].to_vec();
+                return Err(e);
+            }
         }
     }
+    if lock(shared).reload_needed {
+        reload.try_reload().await?;
+        lock(shared).reload_needed = false;
+    }
+    let local: Vec<(String, Vec<(control::Assignment, Source)>)> = {
+        let mut shared = lock(shared);
+        let local = local_nodes
+            .iter()
+            .map(|n| {
+                let assigned = assignments
+                    .get(&n.id)
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|a| {
+                        let app = shared.apps.get(&(a.site.clone(), a.generation))?;
+                        Some((a.clone(), Source::Dir(app.dir.clone())))
+                    })
+                    .collect();
+                (n.id.clone(), assigned)
+            })
+            .collect();
+        shared.assignments = Some(assignments);
+        local
+    };
     let mut stopped = false;
-    for (node, assigned) in assignments {
+    for (node, assigned) in local {
         let env = locals.env.clone();
         stopped |= locals.agent(&node).apply(assigned, &env).await;
     }
@@ -248,15 +282,16 @@ pub(crate) async fn meter(
         .await
 }
 
-/// Carries out `actions` on the store; returns whether any site record changed.
+/// Carries out `action` on the store; returns whether a site record changed.
 fn carry_out(
     store: &mut Store,
-    actions: &[Action],
+    action: &Action,
     deployments: &[DeploymentRecord],
     nodes: &[NodeRecord],
     apps: &HashMap<(String, u64), App>,
 ) -> anyhow::Result<bool> {
     let mut changed = false;
+    let actions = std::slice::from_ref(action);
     let deployment = |site: &str, generation: u64| {
         deployments
             .iter()

@@ -28,12 +28,6 @@ impl Reloader {
         self.gateway.set_identities(identities);
         Ok(version)
     }
-
-    pub async fn reload(&self) {
-        if let Err(e) = self.try_reload().await {
-            tracing::warn!(error = %e, "cannot reload the registry");
-        }
-    }
 }
 
 pub(crate) fn load_registry(store: &mut Store, domain: &str) -> anyhow::Result<(Routes, Identities, u64)> {
