@@ -241,6 +241,13 @@ pub(crate) async fn once(
         local
     };
     let mut stopped = false;
+    // A node no longer of this machine (removed, or joined from another
+    // one now) runs nothing here any more.
+    let gone: Vec<Arc<NodeAgent>> =
+        locals.agents.iter().filter(|(id, _)| !local.iter().any(|(n, _)| n == *id)).map(|(_, a)| a.clone()).collect();
+    for agent in gone {
+        stopped |= agent.apply(Vec::new(), &[]).await;
+    }
     for (node, assigned) in local {
         let env = locals.env.clone();
         stopped |= locals.agent(&node).apply(assigned, &env).await;
