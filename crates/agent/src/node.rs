@@ -144,6 +144,25 @@ impl NodeAgent {
         usage
     }
 
+    /// Puts back failures a report carried that never reached the control
+    /// plane: they go with the next report.
+    pub async fn unreport(&self, failures: &[Failure]) {
+        let mut slots = self.slots.lock().await;
+        for f in failures {
+            if let Some(slot) = slots.get_mut(&(f.site.clone(), f.generation)) {
+                slot.reported = false;
+            }
+        }
+    }
+
+    /// Puts back usage taken for a report or a store write that failed.
+    pub fn give_back(&self, usage: BTreeMap<String, Usage>) {
+        let mut leftover = self.leftover.lock().unwrap_or_else(|e| e.into_inner());
+        for (site, u) in usage {
+            leftover.entry(site).or_default().add(u.cpu_ms, u.memory_mib_s);
+        }
+    }
+
     /// Instances for display: site, generation, address, healthy, restarts.
     pub async fn instances(&self) -> Vec<(String, u64, SocketAddr, bool, u32)> {
         let slots = self.slots.lock().await;

@@ -78,6 +78,9 @@ impl Remote {
         self.syncs += 1;
         let mut request =
             SyncRequest { protocol: PROTOCOL_VERSION, instances: vec![], failures: vec![], usage: vec![] };
+        // What this report takes from the agent, put back unless the
+        // control plane answers 200: nothing is lost to a failed exchange.
+        let (mut failures, mut taken) = (Vec::new(), std::collections::BTreeMap::new());
         if let Some(agent) = &self.agent {
             let report = agent.report().await;
             request.instances = report
@@ -92,21 +95,32 @@ impl Remote {
                 .collect();
             request.failures = report
                 .failures
-                .into_iter()
-                .map(|f| ReportedFailure { site: f.site, generation: f.generation, detail: f.detail })
+                .iter()
+                .map(|f| ReportedFailure { site: f.site.clone(), generation: f.generation, detail: f.detail.clone() })
                 .collect();
+            failures = report.failures;
             if usage {
-                request.usage = agent
-                    .take_usage()
-                    .await
-                    .into_iter()
-                    .map(|(site, u)| ReportedUsage { site, cpu_ms: u.cpu_ms, memory_mib_s: u.memory_mib_s })
+                taken = agent.take_usage().await;
+                request.usage = taken
+                    .iter()
+                    .map(|(site, u)| ReportedUsage {
+                        site: site.clone(),
+                        cpu_ms: u.cpu_ms,
+                        memory_mib_s: u.memory_mib_s,
+                    })
                     .collect();
             }
         }
         let body = serde_json::to_vec(&request).expect("a sync serializes");
-        let answer =
-            self.client.send(hyper::Method::POST, "/agent/v2/sync", &self.token, Some(body), SYNC_BYTES_MAX).await?;
+        let sent =
+            self.client.send(hyper::Method::POST, "/agent/v2/sync", &self.token, Some(body), SYNC_BYTES_MAX).await;
+        if !matches!(&sent, Ok(answer) if answer.status == 200)
+            && let Some(agent) = &self.agent
+        {
+            agent.unreport(&failures).await;
+            agent.give_back(taken);
+        }
+        let answer = sent?;
         let text = || String::from_utf8_lossy(&answer.body).trim().to_owned();
         match answer.status {
             200 => {}

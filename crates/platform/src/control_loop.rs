@@ -272,21 +272,39 @@ pub(crate) async fn meter(
     for (node, agent) in &locals.lock().await.agents {
         let Some(provider) = providers.get(node) else { continue };
         for (site, u) in agent.take_usage().await {
-            used.push((site, provider.clone(), ResourceTotals { cpu_ms: u.cpu_ms, memory_mib_s: u.memory_mib_s }));
+            used.push((agent.clone(), site, provider.clone(), u));
         }
     }
     if used.is_empty() {
         return Ok(());
     }
     let period = current_period();
-    store
-        .call(move |s| {
-            for (site, provider, totals) in used {
-                s.add_resource_usage(period, &site, &provider, totals)?;
-            }
-            anyhow::Ok(())
+    let rows: Vec<(String, String, ResourceTotals)> = used
+        .iter()
+        .map(|(_, site, provider, u)| {
+            (site.clone(), provider.clone(), ResourceTotals { cpu_ms: u.cpu_ms, memory_mib_s: u.memory_mib_s })
         })
-        .await
+        .collect();
+    let written = store
+        .call(move |s| {
+            for (i, (site, provider, totals)) in rows.into_iter().enumerate() {
+                if let Err(e) = s.add_resource_usage(period, &site, &provider, totals) {
+                    return Err((i, anyhow::Error::from(e)));
+                }
+            }
+            Ok(())
+        })
+        .await;
+    match written {
+        Ok(()) => Ok(()),
+        Err((recorded, e)) => {
+            // What was not recorded goes with the next meter.
+            for (agent, site, _, u) in used.into_iter().skip(recorded) {
+                agent.give_back(std::collections::BTreeMap::from([(site, u)]));
+            }
+            Err(e)
+        }
+    }
 }
 
 /// Carries out `action` on the store; returns whether a site record changed.

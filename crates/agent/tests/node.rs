@@ -1,0 +1,43 @@
+//! A node agent's bookkeeping: what a report takes is put back when it does
+//! not reach the control plane, and a failed start is reported once.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use agent::{NodeAgent, Source, Usage};
+use control::Assignment;
+
+#[tokio::test]
+async fn a_failure_is_reported_once_unless_its_report_was_lost() {
+    let dir = tempfile::tempdir().unwrap();
+    let agent = NodeAgent::new("n1", dir.path());
+    // An app with no manifest: its start fails at once.
+    let app = dir.path().join("empty-app");
+    std::fs::create_dir_all(&app).unwrap();
+    let assigned = vec![(Assignment { site: "wiki".into(), generation: 3 }, Source::Dir(app))];
+    agent.apply(assigned, &[]).await;
+    let mut report = agent.report().await;
+    for _ in 0..100 {
+        if !report.failures.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        report = agent.report().await;
+    }
+    assert_eq!(report.failures.len(), 1, "{report:?}");
+    assert_eq!((report.failures[0].site.as_str(), report.failures[0].generation), ("wiki", 3));
+    assert!(agent.report().await.failures.is_empty(), "reported once");
+    agent.unreport(&report.failures).await;
+    assert_eq!(agent.report().await.failures, report.failures, "a lost report is made again");
+}
+
+#[tokio::test]
+async fn usage_given_back_goes_with_the_next_report() {
+    let dir = tempfile::tempdir().unwrap();
+    let agent = NodeAgent::new("n1", dir.path());
+    agent.give_back(BTreeMap::from([("wiki".to_owned(), Usage { cpu_ms: 7, memory_mib_s: 9 })]));
+    agent.give_back(BTreeMap::from([("wiki".to_owned(), Usage { cpu_ms: 1, memory_mib_s: 0 })]));
+    let usage = agent.take_usage().await;
+    assert_eq!(usage, BTreeMap::from([("wiki".to_owned(), Usage { cpu_ms: 8, memory_mib_s: 9 })]));
+    assert!(agent.take_usage().await.is_empty(), "taken once");
+}
