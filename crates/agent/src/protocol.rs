@@ -11,8 +11,6 @@
 //! every sync; it is refused with 410 and the version to use. A request
 //! whose `protocol` is not this one is refused with 400.
 
-use std::collections::BTreeMap;
-
 use serde::{Deserialize, Serialize};
 
 /// The protocol this build speaks.
@@ -72,8 +70,6 @@ pub struct SyncResponse {
     pub node: String,
     pub env: Vec<(String, String)>,
     pub assignments: Vec<WireAssignment>,
-    /// Per site, the generation the gateway routes.
-    pub published: BTreeMap<String, u64>,
 }
 
 impl SyncRequest {

@@ -3,6 +3,7 @@
 //! from, and what the gateway metered.
 
 use commons_core::DeploymentState;
+use platform::deploy::Outcome;
 use std::net::SocketAddr;
 
 use anyhow::Context;
@@ -337,23 +338,14 @@ pub fn project(command: ProjectCommand, store_args: &StoreArgs) -> anyhow::Resul
             }
             // A dependency not registered yet is registered with none of its
             // own, as a deploy registers them: its own `project add` says more.
-            let known: Vec<String> = store.projects()?.into_iter().map(|p| p.id).collect();
-            let missing: Vec<String> =
-                deps.iter().map(|(d, _)| d.clone()).filter(|d| !known.contains(d) && *d != id).collect();
-            let record = ProjectRecord { id: id.clone(), deps, repository };
-            let spec = platform::metered::project_spec(record.clone());
-            let added = missing.clone();
+            let project = ProjectRecord { id: id.clone(), deps, repository };
+            let records = platform::metered::registration(&store.projects()?, project);
             platform::metered::check_registry(&mut store, |projects, _| {
-                projects.retain(|p| p.id != spec.id);
-                projects.push(spec);
-                for dep in added {
-                    projects.push(settlement::ProjectSpec { id: dep, pass_bps: None, deps: vec![] });
-                }
+                platform::metered::write_projects(projects, &records)
             })?;
-            for dep in missing {
-                store.put_project(&ProjectRecord { id: dep, deps: vec![], repository: String::new() })?;
+            for record in &records {
+                store.put_project(record)?;
             }
-            store.put_project(&record)?;
             println!("project {id} saved");
         }
         ProjectCommand::List => {
@@ -548,15 +540,16 @@ pub fn deploy(args: DeployArgs, store_args: &StoreArgs) -> anyhow::Result<()> {
     }
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(args.timeout);
     while std::time::Instant::now() < deadline {
-        let current = store.deployments()?.into_iter().find(|d| d.site == args.site && d.generation == generation);
-        match current {
-            Some(d) if d.state == DeploymentState::Running => {
-                println!("site {} is running: {}", args.site, d.detail);
+        match platform::deploy::outcome(store.deployments()?, &args.site, generation) {
+            Outcome::Running(detail) => {
+                println!("site {} is running: {detail}", args.site);
                 return Ok(());
             }
-            Some(d) if d.state == DeploymentState::Failed => return Err(BadInput(d.detail).into()),
-            Some(_) => std::thread::sleep(std::time::Duration::from_millis(200)),
-            None => return Err(anyhow::anyhow!("the deployment of {} was replaced or withdrawn meanwhile", args.site)),
+            Outcome::Failed(detail) => return Err(BadInput(detail).into()),
+            Outcome::Pending => std::thread::sleep(std::time::Duration::from_millis(200)),
+            Outcome::Gone => {
+                return Err(anyhow::anyhow!("the deployment of {} was replaced or withdrawn meanwhile", args.site));
+            }
         }
     }
     Err(anyhow::anyhow!(

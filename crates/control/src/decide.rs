@@ -118,7 +118,7 @@ impl Control {
         let mut booked: Vec<DeploymentSpec> = desired.to_vec();
         self.take_failures(desired, &mut actions);
         for (i, d) in desired.iter().enumerate() {
-            let failed = d.state == DeploymentState::Failed || self.failed.contains(&(d.site.clone(), d.generation));
+            let failed = self.has_failed(d);
             let published = self.published.get(&d.site).map(|p| p.generation);
             if !failed && published != Some(d.generation) {
                 let since = *self.pending_since.entry((d.site.clone(), d.generation)).or_insert(now_ms);
@@ -184,7 +184,7 @@ impl Control {
     pub fn assignments(&self, node: &str, desired: &[DeploymentSpec]) -> Vec<Assignment> {
         let mut assigned = Vec::new();
         for d in desired {
-            let failed = d.state == DeploymentState::Failed || self.failed.contains(&(d.site.clone(), d.generation));
+            let failed = self.has_failed(d);
             if !failed && d.nodes.iter().any(|n| n == node) {
                 assigned.push(Assignment { site: d.site.clone(), generation: d.generation });
             }
@@ -199,6 +199,12 @@ impl Control {
         assigned
     }
 
+    /// Whether `d`'s generation failed: so the store says, or so this
+    /// control plane decided and the store does not say yet.
+    fn has_failed(&self, d: &DeploymentSpec) -> bool {
+        d.state == DeploymentState::Failed || self.failed.contains(&(d.site.clone(), d.generation))
+    }
+
     fn take_failures(&mut self, desired: &[DeploymentSpec], actions: &mut Vec<Action>) {
         for (node, failure) in std::mem::take(&mut self.failures) {
             let Some(d) = desired.iter().find(|d| d.site == failure.site && d.generation == failure.generation) else {
@@ -207,8 +213,7 @@ impl Control {
             // Only a node the generation was given may fail it.
             let given = d.nodes.contains(&node);
             let decided = !given
-                || d.state == DeploymentState::Failed
-                || self.failed.contains(&(d.site.clone(), d.generation))
+                || self.has_failed(d)
                 || self.published.get(&d.site).is_some_and(|p| p.generation == d.generation);
             if !decided {
                 self.fail(d, format!("on {node}: {}", failure.detail), actions);

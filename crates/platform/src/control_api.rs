@@ -149,7 +149,7 @@ impl ControlApi {
                 .collect(),
         };
         let usage: Vec<_>;
-        let (assigned, published, unpacked) = {
+        let (assigned, unpacked) = {
             let mut shared = lock(&self.shared);
             let Some(assigned) = shared.assignments.as_ref().map(|all| all.get(&node.id).cloned().unwrap_or_default())
             else {
@@ -185,7 +185,7 @@ impl ControlApi {
                     app.bundle.is_none().then(|| (a.site.clone(), a.generation, app.dir.clone()))
                 })
                 .collect();
-            (assigned, shared.control.published(), unpacked)
+            (assigned, unpacked)
         };
         if !usage.is_empty() {
             let (period, provider) = (current_period(), node.provider.clone());
@@ -227,8 +227,7 @@ impl ControlApi {
                 })
                 .collect()
         };
-        let response =
-            SyncResponse { protocol: PROTOCOL_VERSION, node: node.id, env: self.env.clone(), assignments, published };
+        let response = SyncResponse { protocol: PROTOCOL_VERSION, node: node.id, env: self.env.clone(), assignments };
         (200, "application/json", Bytes::from(serde_json::to_vec(&response).expect("a sync answer serializes")))
     }
 

@@ -36,8 +36,6 @@ pub(crate) struct App {
 /// an await.
 pub(crate) struct Shared {
     pub control: Control,
-    /// The latest desired state, as the loop last read it.
-    pub desired: Vec<DeploymentSpec>,
     pub nodes: Vec<NodeRecord>,
     /// Per (site, generation), its app: an older generation keeps its files
     /// while a newer one is on its way.
@@ -67,7 +65,6 @@ impl Shared {
     pub fn new() -> Shared {
         Shared {
             control: Control::new(),
-            desired: Vec::new(),
             nodes: Vec::new(),
             apps: HashMap::new(),
             bundles: HashMap::new(),
@@ -198,13 +195,12 @@ pub(crate) async fn once(
         shared.apps.retain(|key, _| asked(key) || published.get(&key.0) == Some(&key.1));
         let kept: std::collections::HashSet<String> = shared.apps.values().filter_map(|a| a.bundle.clone()).collect();
         shared.bundles.retain(|id, _| kept.contains(id));
-        shared.desired = desired;
         shared.nodes = nodes.clone();
         (actions, assignments)
     };
     // Every action, in order; the first that fails and those after it wait
     // for the next round, and nobody is assigned anew meanwhile.
-    let apps = lock(shared).apps.clone();
+    let apps = Arc::new(if actions.is_empty() { HashMap::new() } else { lock(shared).apps.clone() });
     let (deployments, nodes) = (Arc::new(deployments), Arc::new(nodes));
     for (i, action) in actions.iter().enumerate() {
         let (one, d, n, a) = (action.clone(), deployments.clone(), nodes.clone(), apps.clone());
@@ -315,91 +311,80 @@ fn carry_out(
     nodes: &[NodeRecord],
     apps: &HashMap<(String, u64), App>,
 ) -> anyhow::Result<bool> {
-    let mut changed = false;
-    let actions = std::slice::from_ref(action);
     let deployment = |site: &str, generation: u64| {
         deployments
             .iter()
             .find(|d| d.site == site && d.generation == generation)
             .ok_or_else(|| anyhow::anyhow!("{site} generation {generation} is no longer asked for"))
     };
-    for action in actions {
-        match action {
-            Action::Publish { site, generation, instances, publication } => {
-                let d = deployment(site, *generation)?;
-                let app = apps.get(&(site.clone(), *generation));
-                let Some(Ok(manifest)) = app.map(|a| &a.manifest) else {
-                    anyhow::bail!("{site} generation {generation} was published without its manifest");
-                };
-                let on: Vec<&NodeRecord> = d.nodes.iter().filter_map(|n| nodes.iter().find(|r| r.id == *n)).collect();
-                register_project(store, manifest)?;
-                store.put_site(&site_record(d, manifest, instances.clone(), providers_of(&on)))?;
-                let running = format!("{} {} on {}", manifest.name, manifest.version, d.nodes.join(", "));
-                store.report_deployment(site, *generation, DeploymentState::Running, &running)?;
-                let detail = match publication {
-                    Publication::Update => {
-                        format!("app {} {} on {}", manifest.name, manifest.version, d.nodes.join(", "))
-                    }
-                    Publication::Deploy | Publication::Restart => deploy_detail(d, manifest),
-                };
-                store.record_history(now_ms(), publication.as_str(), site, &detail)?;
-                changed = true;
+    match action {
+        Action::Publish { site, generation, instances, publication } => {
+            let d = deployment(site, *generation)?;
+            let app = apps.get(&(site.clone(), *generation));
+            let Some(Ok(manifest)) = app.map(|a| &a.manifest) else {
+                anyhow::bail!("{site} generation {generation} was published without its manifest");
+            };
+            register_project(store, manifest)?;
+            store.put_site(&site_record(d, manifest, instances.clone(), nodes))?;
+            let running = format!("{} {} on {}", manifest.name, manifest.version, d.nodes.join(", "));
+            store.report_deployment(site, *generation, DeploymentState::Running, &running)?;
+            let detail = match publication {
+                Publication::Update => format!("app {running}"),
+                Publication::Deploy | Publication::Restart => deploy_detail(d, manifest),
+            };
+            store.record_history(now_ms(), publication.as_str(), site, &detail)?;
+            Ok(true)
+        }
+        Action::Route { site, instances } => match store.sites()?.into_iter().find(|s| s.id == *site) {
+            Some(record) => {
+                store.put_site(&SiteRecord { instances: instances.clone(), ..record })?;
+                Ok(true)
             }
-            Action::Route { site, instances } => {
-                if let Some(record) = store.sites()?.into_iter().find(|s| s.id == *site) {
-                    store.put_site(&SiteRecord { instances: instances.clone(), ..record })?;
-                    changed = true;
-                }
-            }
-            Action::Fail { site, generation, detail } => {
-                store.report_deployment(site, *generation, DeploymentState::Failed, detail)?;
-                store.record_history(now_ms(), "fail", site, detail)?;
-            }
-            Action::Reschedule { site, generation, from, to, nodes: moved } => {
-                let d = deployment(site, *generation)?;
-                store.request_deployment(&DeploymentRecord { nodes: moved.clone(), ..d.clone() })?;
-                store.record_history(
-                    now_ms(),
-                    "reschedule",
-                    site,
-                    &format!("from {from} to {to}: {from} stopped answering"),
-                )?;
-            }
-            Action::Withdraw { site } => {
-                store.remove_site(site)?;
-                store.record_history(now_ms(), "remove", site, "stopped and unpublished")?;
-                changed = true;
-            }
+            None => Ok(false),
+        },
+        Action::Fail { site, generation, detail } => {
+            store.report_deployment(site, *generation, DeploymentState::Failed, detail)?;
+            store.record_history(now_ms(), "fail", site, detail)?;
+            Ok(false)
+        }
+        Action::Reschedule { site, generation, from, to, nodes: moved } => {
+            let d = deployment(site, *generation)?;
+            store.request_deployment(&DeploymentRecord { nodes: moved.clone(), ..d.clone() })?;
+            let detail = format!("from {from} to {to}: {from} stopped answering");
+            store.record_history(now_ms(), "reschedule", site, &detail)?;
+            Ok(false)
+        }
+        Action::Withdraw { site } => {
+            store.remove_site(site)?;
+            store.record_history(now_ms(), "remove", site, "stopped and unpublished")?;
+            Ok(true)
         }
     }
-    Ok(changed)
 }
 
 /// The app's project and its dependencies, as its manifest declares them;
 /// a dependency not registered yet is registered with no dependencies of
 /// its own (its own manifest, when deployed, says more).
 fn register_project(store: &mut Store, manifest: &Manifest) -> Result<(), store::StoreError> {
-    let projects = store.projects()?;
-    let existing = projects.iter().find(|p| p.id == manifest.project);
-    store.put_project(&store::ProjectRecord {
-        id: manifest.project.clone(),
-        deps: manifest.depends_on.clone(),
-        repository: existing.map_or_else(|| manifest.repository.clone(), |p| p.repository.clone()),
-    })?;
-    for (dep, _) in &manifest.depends_on {
-        if !projects.iter().any(|p| p.id == *dep) {
-            store.put_project(&store::ProjectRecord { id: dep.clone(), deps: vec![], repository: String::new() })?;
-        }
+    let known = store.projects()?;
+    let repository = known
+        .iter()
+        .find(|p| p.id == manifest.project)
+        .map_or_else(|| manifest.repository.clone(), |p| p.repository.clone());
+    let project = store::ProjectRecord { id: manifest.project.clone(), deps: manifest.depends_on.clone(), repository };
+    for record in crate::metered::registration(&known, project) {
+        store.put_project(&record)?;
     }
     Ok(())
 }
 
-/// The site record of deployment `d` running `manifest` at `addrs`.
-fn site_record(
+/// The site record of deployment `d` running `manifest` at `addrs`: what
+/// publishing it writes, and what `deploy::check` has settlement check.
+pub(crate) fn site_record(
     d: &DeploymentRecord,
     manifest: &Manifest,
     addrs: Vec<SocketAddr>,
-    providers: Vec<(String, u64)>,
+    nodes: &[NodeRecord],
 ) -> SiteRecord {
     SiteRecord {
         id: d.site.clone(),
@@ -413,7 +398,7 @@ fn site_record(
         project: manifest.project.clone(),
         provider_share_bps: d.provider_share_bps,
         developer_share_bps: d.developer_share_bps,
-        providers,
+        providers: providers_of(d, nodes),
         health_path: Some(manifest.health.path.clone()),
     }
 }
@@ -434,11 +419,11 @@ fn deploy_detail(d: &DeploymentRecord, manifest: &Manifest) -> String {
     )
 }
 
-/// The providers of these nodes, each once, with equal declared weights
+/// The providers of `d`'s nodes, each once, with equal declared weights
 /// (metered resources replace them at settlement).
-fn providers_of(nodes: &[&NodeRecord]) -> Vec<(String, u64)> {
+fn providers_of(d: &DeploymentRecord, nodes: &[NodeRecord]) -> Vec<(String, u64)> {
     let mut providers: Vec<(String, u64)> = Vec::new();
-    for node in nodes {
+    for node in d.nodes.iter().filter_map(|n| nodes.iter().find(|r| r.id == *n)) {
         if !providers.iter().any(|(p, _)| *p == node.provider) {
             providers.push((node.provider.clone(), 1));
         }

@@ -44,43 +44,41 @@ pub fn check(store: &mut Store, d: &DeploymentRecord, manifest: &Manifest) -> an
     // The site as it will be published, with the app's project and its
     // dependencies as they will be registered, must be one a settlement
     // accepts: the shares within their rules, above the developer floor.
-    let mut providers: Vec<(String, u64)> = Vec::new();
-    for id in &d.nodes {
-        let provider = &known.iter().find(|k| k.id == *id).expect("checked above").provider;
-        if !providers.iter().any(|(p, _)| p == provider) {
-            providers.push((provider.clone(), 1));
-        }
-    }
-    let site = settlement::SiteSpec {
-        id: d.site.clone(),
-        operator: d.operator.clone(),
-        project: manifest.project.clone(),
-        provider_share_bps: Some(u64::from(d.provider_share_bps)),
-        developer_share_bps: Some(u64::from(d.developer_share_bps)),
-        providers: providers
-            .into_iter()
-            .map(|(provider, resource_weight)| settlement::ProviderSpec { provider, resource_weight })
-            .collect(),
-    };
-    let project = settlement::ProjectSpec {
+    let site = crate::metered::site_spec(&crate::control_loop::site_record(d, manifest, vec![], &known));
+    let project = store::ProjectRecord {
         id: manifest.project.clone(),
-        pass_bps: None,
-        deps: manifest
-            .depends_on
-            .iter()
-            .map(|(project, weight)| settlement::DepSpec { project: project.clone(), weight: *weight })
-            .collect(),
+        deps: manifest.depends_on.clone(),
+        repository: manifest.repository.clone(),
     };
+    let registered = crate::metered::registration(&store.projects()?, project);
     crate::metered::check_registry(store, |projects, sites| {
-        for dep in &project.deps {
-            if !projects.iter().any(|p| p.id == dep.project) {
-                projects.push(settlement::ProjectSpec { id: dep.project.clone(), pass_bps: None, deps: vec![] });
-            }
-        }
-        projects.retain(|p| p.id != project.id);
-        projects.push(project);
+        crate::metered::write_projects(projects, &registered);
         sites.retain(|s| s.id != site.id);
         sites.push(site);
     })?;
     Ok(())
+}
+
+/// Where a deployment request stands, for whoever waits for it.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Outcome {
+    Pending,
+    /// Running: what runs.
+    Running(String),
+    /// Failed: why.
+    Failed(String),
+    /// Replaced by a newer request, or withdrawn.
+    Gone,
+}
+
+/// The outcome of `site`'s `generation` among the stored `deployments`.
+pub fn outcome(deployments: Vec<DeploymentRecord>, site: &str, generation: u64) -> Outcome {
+    match deployments.into_iter().find(|d| d.site == site && d.generation == generation) {
+        None => Outcome::Gone,
+        Some(d) => match d.state {
+            commons_core::DeploymentState::Pending => Outcome::Pending,
+            commons_core::DeploymentState::Running => Outcome::Running(d.detail),
+            commons_core::DeploymentState::Failed => Outcome::Failed(d.detail),
+        },
+    }
 }

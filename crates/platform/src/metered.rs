@@ -156,3 +156,26 @@ fn registry(params: &Params, projects: &[ProjectSpec], sites: &[SiteSpec]) -> an
         BadInput(format!("the registry cannot be settled: {entry}, {}: {e}", e.field)).into()
     })
 }
+
+/// The records that registering `project` writes, given the projects
+/// `known`: each dependency not registered yet, with none of its own (its
+/// own registration says more), then the project itself.
+pub fn registration(known: &[store::ProjectRecord], project: store::ProjectRecord) -> Vec<store::ProjectRecord> {
+    let mut records: Vec<store::ProjectRecord> = project
+        .deps
+        .iter()
+        .filter(|(dep, _)| *dep != project.id && !known.iter().any(|p| p.id == *dep))
+        .map(|(dep, _)| store::ProjectRecord { id: dep.clone(), deps: vec![], repository: String::new() })
+        .collect();
+    records.push(project);
+    records
+}
+
+/// `projects` with `records` written over them, as settlement would read
+/// the store after they are.
+pub fn write_projects(projects: &mut Vec<ProjectSpec>, records: &[store::ProjectRecord]) {
+    for record in records {
+        projects.retain(|p| p.id != record.id);
+        projects.push(project_spec(record.clone()));
+    }
+}

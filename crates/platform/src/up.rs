@@ -12,6 +12,7 @@ use store::{DeploymentRecord, Store};
 use tokio::net::TcpListener;
 
 use crate::control_loop::{self, LocalAgents, Shared};
+use crate::deploy::Outcome;
 use crate::registry::{Reloader, follow_registry, load_registry};
 use crate::sessions::{StoredSessions, stored_sessions};
 use crate::{BadInput, Settings, StoreHandle, control_api};
@@ -200,16 +201,11 @@ pub async fn wait_for_outcome(
 ) -> anyhow::Result<String> {
     let deadline = tokio::time::Instant::now() + timeout;
     while tokio::time::Instant::now() < deadline {
-        let wanted = site.to_owned();
-        let current = store
-            .call(move |s| s.deployments().map(|all| all.into_iter().find(|d| d.site == wanted)))
-            .await?
-            .filter(|d| d.generation == generation);
-        match current {
-            Some(d) if d.state == control::DeploymentState::Running => return Ok(d.detail),
-            Some(d) if d.state == control::DeploymentState::Failed => return Err(BadInput(d.detail).into()),
-            Some(_) => tokio::time::sleep(Duration::from_millis(100)).await,
-            None => anyhow::bail!("the deployment of {site} was replaced or withdrawn meanwhile"),
+        match store.call(|s| s.deployments()).await.map(|all| crate::deploy::outcome(all, site, generation))? {
+            Outcome::Running(detail) => return Ok(detail),
+            Outcome::Failed(detail) => return Err(BadInput(detail).into()),
+            Outcome::Pending => tokio::time::sleep(Duration::from_millis(100)).await,
+            Outcome::Gone => anyhow::bail!("the deployment of {site} was replaced or withdrawn meanwhile"),
         }
     }
     anyhow::bail!("{site} generation {generation} had no outcome within {timeout:?}")
