@@ -317,7 +317,8 @@ async fn run_demo(
     let export = dir.join("ledger.jsonl");
     let exporting = export.clone();
     store.call(move |store| ledger_cmd::export(store, &exporting)).await?;
-    ledger_cmd::verify(&export, Some(custodian))?;
+    let (signer, head) = store.call(|store| (store.ledger().config().signer, store.ledger().head())).await;
+    ledger_cmd::verify(&export, ledger_cmd::Trusted { signer: Some(signer), head: Some(head) })?;
     let reserve_bps =
         Params::new(period, &ParamsSpec::default()).expect("defaults are valid").reserve_contribution_bps();
     let allocated: Micros = settlement.accounts.values().copied().sum();

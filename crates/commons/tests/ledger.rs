@@ -81,9 +81,111 @@ fn an_export_verifies_offline_and_a_changed_one_does_not() {
         );
 
         let other_key = "11".repeat(32);
-        let output = commons(None, &["ledger", "verify", export.to_str().unwrap(), "--key", &other_key]);
+        let output = commons(None, &["ledger", "verify", export.to_str().unwrap(), "--signer", &other_key]);
+        assert_eq!(output.status.code(), Some(2));
         let stderr = String::from_utf8(output.stderr).unwrap();
-        assert!(stderr.contains("at block 1") && stderr.contains("signed by"), "{}: {stderr}", place.name);
+        assert!(stderr.contains(&format!("not the trusted signer {other_key}")), "{}: {stderr}", place.name);
+    }
+}
+
+/// A settled golden period's export in `place`, with what its publisher
+/// publishes: `(export, head, signer)`.
+fn published_export(place: &Place) -> (std::path::PathBuf, String, String) {
+    ok(commons(Some(place), &["settle", "--scenario", "examples/golden.toml", "--ledger"]));
+    let export = place.dir.path().join("ledger.jsonl");
+    ok(commons(Some(place), &["ledger", "export", "--out", export.to_str().unwrap()]));
+    let head: serde_json::Value =
+        serde_json::from_str(&ok(commons(Some(place), &["ledger", "head", "--json"]))).unwrap();
+    assert_eq!(head["height"], 3);
+    (export, head["head"].as_str().unwrap().to_owned(), head["signer"].as_str().unwrap().to_owned())
+}
+
+#[test]
+fn verify_without_a_signer_says_loudly_that_only_self_consistency_was_proven() {
+    let place = &places()[0];
+    let (export, _, signer) = published_export(place);
+    let output = commons(None, &["ledger", "verify", export.to_str().unwrap()]);
+    assert!(output.status.success(), "a self-consistent export exits 0");
+    let (stdout, stderr) = (String::from_utf8(output.stdout).unwrap(), String::from_utf8(output.stderr).unwrap());
+    assert!(
+        stderr.contains("warning: no trusted signer given (--signer): only self-consistency was proven"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("warning: no published head given"), "{stderr}");
+    assert!(stdout.contains(&format!("signer: {signer}, NOT TRUSTED: named by the export itself")), "{stdout}");
+    assert!(stdout.contains("head: NOT CHECKED"), "{stdout}");
+    assert!(
+        stdout.contains("header: currency USD, initial price 100 cents per CC: bound by block 1's signature"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn verify_against_the_published_signer_and_head_says_both_were_proven() {
+    let place = &places()[0];
+    let (export, head, signer) = published_export(place);
+    let key_file = place.dir.path().join("signer.pub");
+    std::fs::write(&key_file, format!("{signer}\n")).unwrap();
+    for trust in [["--signer", signer.as_str()], ["--signer-file", key_file.to_str().unwrap()]] {
+        let output =
+            commons(None, &[&["ledger", "verify", export.to_str().unwrap(), "--head", &head][..], &trust].concat());
+        let (stdout, stderr) = (String::from_utf8(output.stdout).unwrap(), String::from_utf8(output.stderr).unwrap());
+        assert!(output.status.success(), "{stderr}");
+        assert!(!stderr.contains("warning"), "{stderr}");
+        assert!(stdout.contains("verifies: 3 blocks, 23 transfers"), "{stdout}");
+        assert!(stdout.contains(&format!("signer: {signer}, trusted (given)")), "{stdout}");
+        assert!(stdout.contains(&format!("head: {head}, the published head, at height 3")), "{stdout}");
+    }
+}
+
+#[test]
+fn a_truncated_export_fails_against_the_published_head() {
+    let place = &places()[0];
+    let (export, head, signer) = published_export(place);
+    let text = std::fs::read_to_string(&export).unwrap();
+    let truncated: String = text.lines().take(3).map(|l| format!("{l}\n")).collect();
+    let short = place.dir.path().join("short.jsonl");
+    std::fs::write(&short, truncated).unwrap();
+    let output = commons(None, &["ledger", "verify", short.to_str().unwrap(), "--signer", &signer, "--head", &head]);
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert!(stderr.contains("the export ends at height 2, hash "), "{stderr}");
+    assert!(stderr.contains(&format!("the published head {head} is not in it")), "{stderr}");
+    assert!(output.stdout.is_empty());
+}
+
+#[test]
+fn a_signed_export_whose_header_was_changed_does_not_verify() {
+    let place = &places()[0];
+    let (export, _, signer) = published_export(place);
+    let text = std::fs::read_to_string(&export).unwrap();
+    for (from, to) in [
+        ("\"currency\":\"USD\"", "\"currency\":\"EUR\""),
+        ("\"initial_cents_per_cc\":100", "\"initial_cents_per_cc\":1"),
+    ] {
+        let changed = place.dir.path().join("changed.jsonl");
+        std::fs::write(&changed, text.replacen(from, to, 1)).unwrap();
+        let output = commons(None, &["ledger", "verify", changed.to_str().unwrap(), "--signer", &signer]);
+        assert_eq!(output.status.code(), Some(2), "{to}");
+        let stderr = String::from_utf8(output.stderr).unwrap();
+        assert!(stderr.contains("block 1 does not commit to this header"), "{to}: {stderr}");
+    }
+}
+
+#[test]
+fn a_bad_signer_or_head_argument_is_refused_by_name() {
+    let place = &places()[0];
+    let (export, _, _) = published_export(place);
+    let file = export.to_str().unwrap();
+    for (args, expected) in [
+        (vec!["--signer", "abc"], "--signer \"abc\" is not a public key: expected 64 hex digits"),
+        (vec!["--head", "xyz"], "--head \"xyz\" is not a block hash: expected 64 hex digits"),
+        (vec!["--signer-file", "/nonexistent/key"], "--signer-file /nonexistent/key: "),
+    ] {
+        let output = commons(None, &[&["ledger", "verify", file][..], &args].concat());
+        assert_eq!(output.status.code(), Some(2), "{args:?}");
+        let stderr = String::from_utf8(output.stderr).unwrap();
+        assert!(stderr.contains(expected), "{args:?}: {stderr}");
     }
 }
 

@@ -19,7 +19,7 @@ fn main() {
         Ledger::new(LedgerConfig { currency: "USD".into(), initial_cents_per_cc: 100, signer: signer.public_key() });
     let period = Period::parse("2026-11").unwrap();
     let mut export = Vec::new();
-    write_header_line(ledger.config(), &mut export).unwrap();
+    write_header_line(&ledger, &mut export).unwrap();
     for b in 0..transfers.div_ceil(batch_size) {
         let mut nav = ledger.nav();
         let mut batch = Vec::with_capacity(batch_size);

@@ -39,6 +39,22 @@ pub(crate) fn decode_transfer(bytes: &[u8]) -> Result<(Transfer, &[u8]), String>
     Ok((Transfer { id, kind, debit, credit, amount }, reader.0))
 }
 
+/// The hash block 1 links to in place of a previous block: BLAKE3 of the
+/// ledger's header, `"OCLG" | version 1: u8 | currency: u8 len + ASCII |
+/// initial_cents_per_cc: u64 | signer: 32 bytes`. Block 1's signature thus
+/// covers every field of the header.
+pub(crate) fn header_hash(currency: &str, initial_cents_per_cc: u64, signer: &[u8; 32]) -> [u8; 32] {
+    let len = u8::try_from(currency.len()).expect("a currency code is checked to be 3 letters");
+    let mut out = Vec::with_capacity(4 + 1 + 1 + currency.len() + 8 + 32);
+    out.extend_from_slice(b"OCLG");
+    out.push(1);
+    out.push(len);
+    out.extend_from_slice(currency.as_bytes());
+    out.extend_from_slice(&initial_cents_per_cc.to_le_bytes());
+    out.extend_from_slice(signer);
+    *blake3::hash(&out).as_bytes()
+}
+
 /// The leaf hash of an encoded transfer (domain-separated from nodes).
 pub(crate) fn leaf_hash(encoded: &[u8]) -> [u8; 32] {
     let mut hasher = blake3::Hasher::new();

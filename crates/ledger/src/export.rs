@@ -1,7 +1,8 @@
-//! The export format: JSON Lines, one header line, then one line per block.
+//! The export format: JSON Lines, one header line, then one line per block
+//! (specified completely, with test vectors, in docs/ledger-format.md).
 //!
 //! ```text
-//! {"format":"onecommons-ledger/1","currency":"USD","initial_cents_per_cc":100,"signer":"<hex>"}
+//! {"format":"onecommons-ledger/2","currency":"USD","initial_cents_per_cc":100,"signer":"<hex>"}
 //! {"height":1,"prev_hash":"<hex>","merkle_root":"<hex>","timestamp_ms":…,"signer":"<hex>","signature":"<hex>",
 //!  "transfers":[{"id":"<32 hex>","kind":"payment","debit":"world","credit":"reserve","amount":1000},…]}
 //! ```
@@ -9,20 +10,27 @@
 //! Every line must be exactly the canonical serialization of what it says
 //! (field order as above, no spaces, lowercase hex), so changing any byte of
 //! an export is detected: either the line is no longer canonical, or its
-//! content no longer hashes, links or verifies.
+//! content no longer hashes, links or verifies. Block 1 links to the
+//! header's hash, so its signature covers the header too; an export of a
+//! chain begun before that (block 1 linking to zeros) says
+//! `onecommons-ledger/1`, and its header is unproven.
 
 use std::fmt::Write as _;
 use std::io::{BufRead, Write};
 
 use serde::{Deserialize, Serialize};
 
-use crate::block::{Block, BlockHeader, CheckedBlock};
-use crate::ledger::{Ledger, LedgerConfig, LedgerError};
+use crate::block::{Block, BlockHeader, CheckedBlock, Hash};
+use crate::ledger::{Ledger, LedgerConfig, LedgerError, is_currency_code};
 use crate::model::{AccountName, Transfer, TransferId, TransferKind};
 use crate::rejection::Rejection;
 
 /// The format's name and version, the header's first field.
-pub const FORMAT: &str = "onecommons-ledger/1";
+pub const FORMAT: &str = "onecommons-ledger/2";
+
+/// The format of a chain begun before header binding: block 1 links to
+/// zeros, so nothing signed covers the header.
+pub const FORMAT_UNBOUND: &str = "onecommons-ledger/1";
 
 /// The header line.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -56,9 +64,57 @@ impl ExportError {
     }
 }
 
-pub fn write_header_line(config: &LedgerConfig, out: &mut impl Write) -> std::io::Result<()> {
+/// A published head that an export does not end at.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HeadMismatch {
+    pub height: u64,
+    pub head: Hash,
+    pub published: Hash,
+    /// The height of the published head, if the export passes it.
+    pub published_height: Option<u64>,
+}
+
+impl std::fmt::Display for HeadMismatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "the export ends at height {}, hash {}; the published head {} ",
+            self.height,
+            hex::encode(self.head),
+            hex::encode(self.published)
+        )?;
+        match self.published_height {
+            Some(height) => write!(f, "is at height {height}"),
+            None => write!(f, "is not in it"),
+        }
+    }
+}
+
+impl std::error::Error for HeadMismatch {}
+
+impl Ledger {
+    /// Checks that this chain ends at `published`, a head its publisher
+    /// announced, and returns that head's height: an export cut short, or
+    /// one that goes on past it, does not.
+    pub fn check_head(&self, published: &Hash) -> Result<u64, HeadMismatch> {
+        if self.height() > 0 && self.head() == *published {
+            return Ok(self.height());
+        }
+        Err(HeadMismatch {
+            height: self.height(),
+            head: self.head(),
+            published: *published,
+            published_height: (1..=self.height()).find(|&h| self.block_hash(h) == Some(*published)),
+        })
+    }
+}
+
+/// Writes the header line of `ledger`'s export.
+pub fn write_header_line(ledger: &Ledger, out: &mut impl Write) -> std::io::Result<()> {
+    let config = ledger.config();
+    let unbound = ledger.height() > 0 && !ledger.header_bound();
     let header = ExportHeader {
-        format: FORMAT.to_owned(),
+        format: if unbound { FORMAT_UNBOUND } else { FORMAT }.to_owned(),
         currency: config.currency.clone(),
         initial_cents_per_cc: config.initial_cents_per_cc,
         signer: hex::encode(config.signer),
@@ -97,7 +153,8 @@ pub fn write_block_line(block: &Block, out: &mut impl Write) -> std::io::Result<
 }
 
 /// Reads an export and applies every block to a fresh ledger, which it
-/// returns. The signer is `trusted_signer` when given, else the header's.
+/// returns. The signer is `trusted_signer` when given (and the header must
+/// name it), else the header's own: then only self-consistency is proven.
 /// Stops at the first failure with its line, height and reason.
 pub fn read_export(input: impl BufRead + Send, trusted_signer: Option<[u8; 32]>) -> Result<Ledger, ExportError> {
     let mut lines = input.split(b'\n');
@@ -105,10 +162,22 @@ pub fn read_export(input: impl BufRead + Send, trusted_signer: Option<[u8; 32]>)
     let first = lines.next().ok_or_else(|| malformed(1, "the export is empty".into()))??;
     let header: ExportHeader =
         serde_json::from_slice(&first).map_err(|e| malformed(1, format!("not a header: {e}")))?;
-    if header.format != FORMAT {
-        return Err(malformed(1, format!("format {:?} is not {FORMAT:?}", header.format)));
+    let bound = match header.format.as_str() {
+        FORMAT => true,
+        FORMAT_UNBOUND => false,
+        other => return Err(malformed(1, format!("format {other:?} is not {FORMAT:?} (or {FORMAT_UNBOUND:?})"))),
+    };
+    if !is_currency_code(&header.currency) {
+        return Err(malformed(1, format!("currency {:?} is not three capital letters", header.currency)));
     }
     let header_signer = hex32(&header.signer).ok_or_else(|| malformed(1, "signer is not 32 bytes of hex".into()))?;
+    if let Some(trusted) = trusted_signer
+        && trusted != header_signer
+    {
+        let reason =
+            format!("the export names signer {}, not the trusted signer {}", header.signer, hex::encode(trusted));
+        return Err(malformed(1, reason));
+    }
     let canonical_header = {
         let mut out = Vec::new();
         serde_json::to_writer(&mut out, &header).expect("serializes");
@@ -120,7 +189,7 @@ pub fn read_export(input: impl BufRead + Send, trusted_signer: Option<[u8; 32]>)
     let mut ledger = Ledger::new(LedgerConfig {
         currency: header.currency,
         initial_cents_per_cc: header.initial_cents_per_cc,
-        signer: trusted_signer.unwrap_or(header_signer),
+        signer: header_signer,
     });
     // Two stages on two threads: one reads each line and checks the block
     // on its own (parsing, canonical form, Merkle root, signature), the
@@ -133,7 +202,7 @@ pub fn read_export(input: impl BufRead + Send, trusted_signer: Option<[u8; 32]>)
                 let checked = match line {
                     Err(e) => Err(Stage::Io(e)),
                     Ok(line) if line.is_empty() => continue,
-                    Ok(line) => parse_block_line(&line)
+                    Ok(line) => read_block_line(&line)
                         .map_err(Stage::Malformed)
                         .and_then(|b| b.check().map_err(Stage::Rejected)),
                 };
@@ -145,9 +214,20 @@ pub fn read_export(input: impl BufRead + Send, trusted_signer: Option<[u8; 32]>)
         });
         for (number, checked) in receiver {
             match checked {
-                Ok(block) => ledger
-                    .apply(&block)
-                    .map_err(|error| ExportError::Rejected { line: number, error: Box::new(error) })?,
+                Ok(block) => {
+                    ledger
+                        .apply(&block)
+                        .map_err(|error| ExportError::Rejected { line: number, error: Box::new(error) })?;
+                    if ledger.height() == 1 && ledger.header_bound() != bound {
+                        let reason = match bound {
+                            true => format!("format {FORMAT} has block 1 link to the header's hash, not to zeros"),
+                            false => format!(
+                                "format {FORMAT_UNBOUND} has block 1 link to zeros; this one links to the header's hash"
+                            ),
+                        };
+                        return Err(malformed(number, reason));
+                    }
+                }
                 Err(Stage::Io(e)) => return Err(ExportError::Io(e)),
                 Err(Stage::Malformed(reason)) => return Err(malformed(number, reason)),
                 Err(Stage::Rejected(rejection)) => {
@@ -170,11 +250,12 @@ enum Stage {
     Rejected(Rejection),
 }
 
-/// Parses a block line in exactly its canonical form: field order,
-/// punctuation, lowercase hex and numbers without leading zeros are fixed,
-/// and account names need no escapes, so any other byte sequence is refused
-/// here or changes what the block says.
-fn parse_block_line(line: &[u8]) -> Result<Block, String> {
+/// Parses a block line (without its newline) in exactly its canonical
+/// form: field order, punctuation, lowercase hex and numbers without leading
+/// zeros are fixed, and account names need no escapes, so any other byte
+/// sequence is refused here or changes what the block says. Checks only the
+/// shape, like [`Block::decode`].
+pub fn read_block_line(line: &[u8]) -> Result<Block, String> {
     let mut p = Strict { bytes: line, at: 0 };
     p.literal(b"{\"height\":")?;
     let height = p.number()?;

@@ -13,6 +13,7 @@ use commons_core::Period;
 use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
 
 use crate::block::{Block, BlockHeader, CheckedBlock, Hash, MAX_TRANSFERS_PER_BLOCK, Signer};
+use crate::encoding::header_hash;
 use crate::model::{AccountKind, AccountName, Asset, Transfer, TransferId, TransferKind};
 use crate::rejection::Rejection;
 
@@ -25,6 +26,20 @@ pub struct LedgerConfig {
     pub initial_cents_per_cc: u64,
     /// The public key every block must be signed with.
     pub signer: [u8; 32],
+}
+
+impl LedgerConfig {
+    /// What block 1 links to: the hash of every field above, so that
+    /// block 1's signature binds them (see docs/ledger-format.md).
+    pub fn header_hash(&self) -> Hash {
+        header_hash(&self.currency, self.initial_cents_per_cc, &self.signer)
+    }
+}
+
+/// Whether `code` is a currency code as a ledger's header holds one: three
+/// ASCII capital letters (ISO 4217).
+pub fn is_currency_code(code: &str) -> bool {
+    code.len() == 3 && code.bytes().all(|b| b.is_ascii_uppercase())
 }
 
 /// A block that cannot be applied, and its height: its position in the
@@ -94,8 +109,14 @@ pub enum AppendOutcome {
 #[derive(Clone, Debug)]
 pub struct Ledger {
     config: LedgerConfig,
+    /// `config.header_hash()`, what block 1 links to.
+    header_hash: Hash,
+    /// Whether block 1 links to the header's hash; false while empty, and
+    /// for a chain begun before header binding, whose block 1 links to zeros.
+    header_bound: bool,
     height: u64,
-    head: Hash,
+    /// Each block's hash; index 0 is block 1.
+    hashes: Vec<Hash>,
     balances: HashMap<AccountName, i128>,
     /// Each recorded transfer id with its ordinal: its position in the
     /// whole chain, counting from 0.
@@ -128,11 +149,16 @@ struct Delta<'b> {
 }
 
 impl Ledger {
+    /// An empty ledger. Its currency must be a currency code
+    /// ([`is_currency_code`]); whoever reads a config checks it.
     pub fn new(config: LedgerConfig) -> Ledger {
+        assert!(is_currency_code(&config.currency), "{:?} is not a currency code", config.currency);
         Ledger {
+            header_hash: config.header_hash(),
             config,
+            header_bound: false,
             height: 0,
-            head: [0; 32],
+            hashes: Vec::new(),
             balances: HashMap::new(),
             transfers: HashMap::new(),
             leaves: Vec::new(),
@@ -153,7 +179,24 @@ impl Ledger {
 
     /// The last block's hash; zeros when empty.
     pub fn head(&self) -> Hash {
-        self.head
+        self.hashes.last().copied().unwrap_or([0; 32])
+    }
+
+    /// The hash of block `height`, if the chain has it.
+    pub fn block_hash(&self, height: u64) -> Option<Hash> {
+        self.hashes.get(usize::try_from(height.checked_sub(1)?).ok()?).copied()
+    }
+
+    /// Whether block 1 commits to the header (currency, initial price,
+    /// signer). False for an empty ledger, and for a chain begun before
+    /// header binding: its header is then only what it claims to be.
+    pub fn header_bound(&self) -> bool {
+        self.header_bound
+    }
+
+    /// What the next block links to: the head, or for block 1 the header's hash.
+    fn link(&self) -> Hash {
+        if self.height == 0 { self.header_hash } else { self.head() }
     }
 
     /// Whether a transfer with this id is recorded.
@@ -256,7 +299,7 @@ impl Ledger {
         if recorded > 0 {
             return Err(Rejection::PartlyRecorded);
         }
-        let block = Block::seal(self.height + 1, self.head, timestamp_ms, batch, leaves, signer);
+        let block = Block::seal(self.height + 1, self.link(), timestamp_ms, batch, leaves, signer);
         assert_eq!(block.block().header.height, self.height + 1, "a batch is sealed as the next block");
         self.check(&block)?;
         Ok(AppendOutcome::Sealed(Box::new(block)))
@@ -297,20 +340,24 @@ impl Ledger {
         })
     }
 
-    /// The header continues this chain: next height, linked to the head,
-    /// signed by the ledger's key.
+    /// The header continues this chain: next height, signed by the
+    /// ledger's key, linked to the head (block 1: to the header's hash, or
+    /// to zeros for a chain begun before header binding).
     fn check_header(&self, header: &BlockHeader) -> Result<(), Rejection> {
         if header.height != self.height + 1 {
             return Err(Rejection::Height { expected: self.height + 1, found: header.height });
-        }
-        if header.prev_hash != self.head {
-            return Err(Rejection::BrokenLink(self.height));
         }
         if header.signer != self.config.signer {
             return Err(Rejection::WrongSigner {
                 expected: hex::encode(self.config.signer),
                 found: hex::encode(header.signer),
             });
+        }
+        // Block 1 links to the header's hash; blocks sealed before header
+        // binding link to zeros, and still load.
+        let legacy_start = self.height == 0 && header.prev_hash == [0; 32];
+        if header.prev_hash != self.link() && !legacy_start {
+            return Err(if self.height == 0 { Rejection::HeaderNotBound } else { Rejection::BrokenLink(self.height) });
         }
         Ok(())
     }
@@ -408,7 +455,11 @@ impl Ledger {
     /// every id new, NAV from the reserve and issuance balances.
     fn commit(&mut self, block: &Block, delta: Delta<'_>) {
         assert_eq!(block.header.height, self.height + 1, "blocks are committed in order");
-        assert_eq!(block.header.prev_hash, self.head, "a committed block links to the head");
+        let prev = block.header.prev_hash;
+        assert!(prev == self.link() || (self.height == 0 && prev == [0; 32]), "a committed block links to the head");
+        if self.height == 0 {
+            self.header_bound = prev == self.header_hash;
+        }
         // Per asset, Σ (after − before) over the changed accounts.
         let mut moved = [0i128; 2];
         for (account, balance) in delta.balances {
@@ -434,7 +485,7 @@ impl Ledger {
         }
         self.nav_history.push(delta.nav);
         self.height = block.header.height;
-        self.head = block.hash();
+        self.hashes.push(block.hash());
         assert_eq!(self.block_first.len() as u64, self.height, "one first ordinal per block");
         assert_eq!(self.nav_history.len() as u64, self.height + 1, "one NAV per block, and the empty ledger's");
         assert_eq!(

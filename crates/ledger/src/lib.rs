@@ -14,8 +14,11 @@
 //! to an empty ledger (checking blocks on their own on every core).
 //!
 //! # Invariants (checked by `apply`, in every build profile)
-//! - Heights count up from 1; each block links to the previous block's hash;
-//!   the Merkle root and the ed25519 signature match.
+//! - Heights count up from 1; each block links to the previous block's hash,
+//!   and block 1 to the hash of the ledger's header (currency, initial
+//!   price, signer), so its signature binds them (a chain begun before
+//!   that links to zeros, and says so: [`Ledger::header_bound`]); the
+//!   Merkle root and the ed25519 signature match.
 //! - Double entry: each transfer moves one asset from one account to another,
 //!   so per asset the balances of all accounts sum to zero.
 //! - Only the `world` (fiat) and `issuance` (CC) accounts go negative.
@@ -51,7 +54,10 @@ mod rejection;
 
 pub use block::{Block, BlockHeader, CheckedBlock, Hash, MAX_TRANSFERS_PER_BLOCK, Signer};
 pub use custody::{CustodyError, payment, redemption};
-pub use export::{ExportError, ExportHeader, FORMAT, read_export, write_block_line, write_header_line};
-pub use ledger::{AppendOutcome, Ledger, LedgerConfig, LedgerError, Nav, TransferLocation};
+pub use export::{
+    ExportError, ExportHeader, FORMAT, FORMAT_UNBOUND, HeadMismatch, read_block_line, read_export, write_block_line,
+    write_header_line,
+};
+pub use ledger::{AppendOutcome, Ledger, LedgerConfig, LedgerError, Nav, TransferLocation, is_currency_code};
 pub use model::{AccountKind, AccountName, AccountNameError, Asset, Transfer, TransferId, TransferKind};
 pub use rejection::Rejection;

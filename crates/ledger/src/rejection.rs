@@ -17,6 +17,12 @@ pub enum Rejection {
     Height { expected: u64, found: u64 },
     #[error("the previous-block hash does not match block {0}")]
     BrokenLink(u64),
+    /// Block 1 links neither to the header's hash nor, as blocks sealed
+    /// before header binding do, to zeros.
+    #[error(
+        "block 1 does not commit to this header (currency, initial price, signer): its previous-block hash is not the header's hash"
+    )]
+    HeaderNotBound,
     #[error("the Merkle root does not match the transfers")]
     MerkleRoot,
     #[error("the header says {header} transfers, the block holds {actual}")]

@@ -222,7 +222,7 @@ fn exported_chain() -> (Ledger, Vec<String>) {
     ];
     blocks.push(append(&mut ledger, legs).unwrap().unwrap());
     let mut out = Vec::new();
-    write_header_line(ledger.config(), &mut out).unwrap();
+    write_header_line(&ledger, &mut out).unwrap();
     for block in &blocks {
         write_block_line(block, &mut out).unwrap();
     }
@@ -245,7 +245,9 @@ fn an_export_verifies_offline_to_the_same_balances() {
 
 #[test]
 fn a_chain_signed_by_another_key_fails_at_block_1() {
-    let (_, lines) = exported_chain();
+    let (_, mut lines) = exported_chain();
+    let other = hex::encode(Signer::from_seed([8; 32]).public_key());
+    lines[0] = lines[0].replace(&hex::encode(signer().public_key()), &other);
     let error = verify(&lines, Some(Signer::from_seed([8; 32]).public_key())).unwrap_err();
     assert_eq!(error.height(), Some(1));
     assert!(error.to_string().contains("signed by"), "{error}");

@@ -170,7 +170,7 @@ proptest! {
         }
         // The export of whatever happened verifies to the same state.
         let mut out = Vec::new();
-        write_header_line(ledger.config(), &mut out).unwrap();
+        write_header_line(&ledger, &mut out).unwrap();
         for block in &blocks {
             write_block_line(block.block(), &mut out).unwrap();
         }

@@ -95,7 +95,7 @@ fn append_all(location: &Location, n: usize, size: usize) -> Timings {
     let reopen = start.elapsed().as_secs_f64();
 
     let mut export = Vec::new();
-    write_header_line(store.ledger().config(), &mut export).unwrap();
+    write_header_line(store.ledger(), &mut export).unwrap();
     for block in store.blocks().unwrap() {
         write_block_line(&block, &mut export).unwrap();
     }

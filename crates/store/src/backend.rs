@@ -448,7 +448,7 @@ impl Backend {
             .and_then(|bytes| <[u8; 32]>::try_from(bytes).ok())
             .ok_or_else(|| corrupt("signer"))?;
         Ok(Some(LedgerConfig {
-            currency: get("currency").ok_or_else(|| corrupt("currency"))?,
+            currency: get("currency").filter(|c| ledger::is_currency_code(c)).ok_or_else(|| corrupt("currency"))?,
             initial_cents_per_cc: get("initial_cents_per_cc")
                 .and_then(|v| v.parse().ok())
                 .ok_or_else(|| corrupt("initial_cents_per_cc"))?,

@@ -246,6 +246,47 @@ fn a_list_the_old_code_could_not_read_stops_the_upgrade_and_changes_nothing() {
     }
 }
 
+/// A ledger begun before header binding: its block 1 links to zeros. The
+/// blocks are those of `crates/ledger/tests/data/legacy-v1.jsonl`, signed
+/// by the key of seed 07…07, which is this node's key here.
+#[test]
+fn a_ledger_begun_before_header_binding_still_loads_appends_and_exports_as_such() {
+    let legacy = include_str!("../../ledger/tests/data/legacy-v1.jsonl");
+    for (name, location, _dir) in locations() {
+        let key = location.data_dir.join("node.key");
+        std::fs::write(&key, "07".repeat(32)).unwrap();
+        std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+        let signer = load_or_create_key(&location.data_dir).unwrap();
+        let mut backend = Backend::open(&location).unwrap();
+        backend.migrate().unwrap();
+        let config = LedgerConfig { currency: "USD".into(), initial_cents_per_cc: 100, signer: signer.public_key() };
+        backend.init_meta(&config).unwrap();
+        for line in legacy.lines().skip(1) {
+            let block = ledger::read_block_line(line.as_bytes()).unwrap();
+            backend.insert_block(block.header.height, &block.hash(), &block.encode()).unwrap();
+        }
+        drop(backend);
+
+        let mut store = Store::open(&location).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!((store.ledger().height(), store.ledger().header_bound()), (2, false), "{name}");
+        let period = Period::parse("2026-11").unwrap();
+        let (batch, _) =
+            ledger::payment(&store.ledger().nav(), period, "carol", 1000, Bps::new(100).unwrap(), b"carol").unwrap();
+        store.append(batch, 3).unwrap().expect("a new payment");
+        let mut store = Store::open(&location).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(store.ledger().height(), 3, "{name}");
+
+        let mut export = Vec::new();
+        ledger::write_header_line(store.ledger(), &mut export).unwrap();
+        for block in store.blocks().unwrap() {
+            ledger::write_block_line(&block, &mut export).unwrap();
+        }
+        assert!(export.starts_with(b"{\"format\":\"onecommons-ledger/1\""), "{name}: says its header is unbound");
+        let verified = ledger::read_export(export.as_slice(), Some(signer.public_key())).unwrap();
+        assert_eq!((verified.height(), verified.header_bound()), (3, false), "{name}");
+    }
+}
+
 /// One SQLite and one PostgreSQL location, empty, with the directory that
 /// holds the node key (kept alive by the caller).
 fn locations() -> Vec<(&'static str, Location, Place)> {
