@@ -84,3 +84,67 @@ fn a_login_on_the_platform_reaches_the_site_and_outlives_a_restart() {
     child.kill().unwrap();
     child.wait().unwrap();
 }
+
+/// An upstream answering `ok` and closing, sending each request's
+/// `x-commons-user` to the receiver.
+fn recording_upstream() -> (std::net::SocketAddr, std::sync::mpsc::Receiver<String>) {
+    use std::io::BufRead;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (seen, receiver) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for mut stream in listener.incoming().flatten() {
+            let mut reader = std::io::BufReader::new(stream.try_clone().unwrap());
+            let mut line = String::new();
+            while reader.read_line(&mut line).unwrap_or(0) > 0 && line != "\r\n" {
+                if let Some((name, value)) = line.split_once(':')
+                    && name.eq_ignore_ascii_case("x-commons-user")
+                {
+                    let _ = seen.send(value.trim().to_owned());
+                }
+                line.clear();
+            }
+            let _ = stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok");
+        }
+    });
+    (addr, receiver)
+}
+
+#[test]
+fn pseudonyms_come_from_a_gateway_key_of_their_own_and_outlive_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path();
+    let (site, seen) = recording_upstream();
+    ok(commons().arg("--data").arg(data).args(["project", "add", "wiki"]));
+    ok(commons().arg("--data").arg(data).args(["site", "add", "wiki", "--upstream", &site.to_string()]).args([
+        "--operator",
+        "olga",
+        "--project",
+        "wiki",
+        "--provider",
+        "pat",
+    ]));
+    assert!(add_account(data, "alice", "alice-password-1").status.success());
+    let token = commons().arg("--data").arg(data).args(["token", "add", "alice"]).output().unwrap();
+    let bearer = format!("Bearer {}", String::from_utf8(token.stdout).unwrap().trim());
+
+    let gateway_key = data.join("gateway.key");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(std::fs::metadata(&gateway_key).unwrap().permissions().mode() & 0o777, 0o600);
+    let secret: [u8; 32] = hex::decode(std::fs::read_to_string(&gateway_key).unwrap()).unwrap().try_into().unwrap();
+    let node = store::load_or_create_key(data).unwrap();
+    assert_ne!(secret, node.derive_secret(b"pseudonyms"), "drawn at random, not derived from node.key");
+
+    let mut pseudonyms = Vec::new();
+    for _ in 0..2 {
+        let (mut child, listen) = up(data);
+        let host = format!("wiki.commons.localhost:{}", listen.port());
+        let page = http(listen, "GET", &host, "/notes", &[("Authorization", &bearer)], "");
+        assert_eq!((page.status, page.body.as_str()), (200, "ok"));
+        pseudonyms.push(seen.recv_timeout(std::time::Duration::from_secs(10)).unwrap());
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+    assert_eq!(pseudonyms[0], gateway::pseudonym(&secret, "alice", "wiki"), "keyed by gateway.key");
+    assert_eq!(pseudonyms[1], pseudonyms[0], "the same after a restart");
+}

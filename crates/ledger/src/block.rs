@@ -79,7 +79,9 @@ impl Signer {
     }
 
     /// A secret for another purpose, derived from this key (BLAKE3 key
-    /// derivation): other keys stay as secret as this one, and stable.
+    /// derivation). Whoever holds this key can compute it, so it serves
+    /// only to migrate the gateway's secrets of a data directory that
+    /// derived them from the node key (`store::load_gateway_secrets`).
     pub fn derive_secret(&self, purpose: &[u8]) -> [u8; 32] {
         let mut hasher = blake3::Hasher::new_derive_key("onecommons node secret v1");
         hasher.update(self.0.as_bytes());

@@ -49,11 +49,11 @@ impl Platform {
     /// from within a Tokio runtime.
     pub async fn start(settings: Settings, mut store: Store, data_dir: &Path) -> anyhow::Result<Platform> {
         let mut gateway_config = settings.gateway.clone();
-        // The pseudonym key: derived from the node key, so it is stable
-        // across restarts and secret like it.
-        let node_key = store::load_or_create_key(data_dir)?;
-        gateway_config.pseudonym_secret = node_key.derive_secret(b"pseudonyms");
-        gateway_config.provenance_secret = node_key.derive_secret(b"provenance");
+        // The gateway's secrets have a key file of their own, so that the
+        // ledger's signing key gives nothing of them (store::key).
+        let secrets = store::load_gateway_secrets(data_dir, &store::load_or_create_key(data_dir)?)?;
+        gateway_config.pseudonym_secret = secrets.pseudonyms;
+        gateway_config.provenance_secret = secrets.provenance;
         let meter = if settings.metering {
             let checkpoint = store.metering_checkpoint()?;
             let (meter, replay) =

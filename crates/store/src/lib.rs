@@ -13,8 +13,10 @@
 //! - [`Store::append`] returns only once the block is committed durably
 //!   (SQLite `synchronous=FULL` in WAL mode; PostgreSQL's synchronous
 //!   commit): an acknowledged batch survives any crash.
-//! - The node's signing key lives in `DATA/node.key`, created on first use
-//!   with mode 0600, and is refused if others can read it.
+//! - The node's signing key lives in `DATA/node.key`, the gateway's secret
+//!   (pseudonyms, provenance) in `DATA/gateway.key`, each created on first
+//!   use with mode 0600 and refused if others can read it; neither is
+//!   derived from the other (see `key` for directories from before).
 //! - What is read back is what was written, or an error: a NULL, a wrong
 //!   type or a value out of range is [`StoreError::Corrupt`] naming the
 //!   table and column, never a default (see `sql`).
@@ -40,7 +42,7 @@ use std::path::{Path, PathBuf};
 use ledger::{AppendOutcome, Block, Ledger, LedgerConfig, Rejection, Signer, Transfer};
 
 use backend::Backend;
-pub use key::load_or_create_key;
+pub use key::{GatewaySecrets, load_gateway_secrets, load_or_create_key};
 pub use people::{AccountRecord, SessionRecord};
 pub use platform::{ProjectRecord, SiteRecord, TokenRecord};
 pub use runtime::{DeploymentRecord, HistoryEntry, NodeRecord, ResourceTotals};
@@ -91,9 +93,9 @@ pub enum StoreError {
     /// Any other error the database reported.
     #[error("the database: {0}")]
     Database(String),
-    /// The node's key file is missing, unreadable, malformed or readable by
-    /// others.
-    #[error("the node key {path}: {reason}")]
+    /// A key file (`node.key`, `gateway.key`) is unreadable, malformed or
+    /// readable by others.
+    #[error("the key file {path}: {reason}")]
     Key { path: PathBuf, reason: String },
     /// A stored block does not decode or does not match its stored hash.
     #[error("stored block {height} is corrupt: {reason}")]
