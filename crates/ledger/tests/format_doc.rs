@@ -27,8 +27,11 @@ fn documented() -> Vec<(String, String)> {
 
 const SEED: [u8; 32] = [7; 32];
 
-/// The example's blocks: (timestamp, transfers as id, kind, debit, credit, amount).
-fn example() -> Vec<(u64, Vec<(u128, TransferKind, &'static str, &'static str, u64)>)> {
+/// A transfer of the example: id, kind, debit, credit, amount.
+type Leg = (u128, TransferKind, &'static str, &'static str, u64);
+
+/// The example's blocks: timestamp and transfers.
+fn example() -> Vec<(u64, Vec<Leg>)> {
     use TransferKind::*;
     vec![
         (
