@@ -211,9 +211,32 @@ impl LoginGuard {
     }
 }
 
+/// What password attempts from `peer` (an IP address) are counted by: the
+/// address itself, or for IPv6 its /64, which one client is usually given
+/// whole (counting each address of it would give it 2⁶⁴ budgets).
+pub(crate) fn attempts_key(peer: &str) -> String {
+    match peer.parse::<std::net::IpAddr>() {
+        Ok(std::net::IpAddr::V6(v6)) if v6.to_ipv4_mapped().is_none() => {
+            let s = v6.segments();
+            format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+        }
+        Ok(std::net::IpAddr::V6(v6)) => v6.to_ipv4_mapped().map_or_else(|| peer.to_owned(), |v4| v4.to_string()),
+        _ => peer.to_owned(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn password_attempts_are_counted_per_ipv4_address_and_per_ipv6_network() {
+        assert_eq!(attempts_key("192.0.2.7"), "192.0.2.7");
+        assert_eq!(attempts_key("2001:db8:1:2:aaaa::1"), "2001:db8:1:2::/64");
+        assert_eq!(attempts_key("2001:db8:1:2:ffff:1:2:3"), "2001:db8:1:2::/64");
+        assert_ne!(attempts_key("2001:db8:1:3::1"), "2001:db8:1:2::/64");
+        assert_eq!(attempts_key("::ffff:192.0.2.7"), "192.0.2.7");
+    }
 
     #[test]
     fn an_accounts_budget_refills_and_known_addresses_skip_it() {

@@ -51,7 +51,7 @@ use crate::error::html_escape as escape;
 use crate::identity::{
     Handoffs, PLATFORM_COOKIE, SITE_COOKIE, SessionStore, StoredSession, cookie, random_token, sha256, verify_password,
 };
-use crate::limits::{LoginGuard, Refusal, TierPolicy};
+use crate::limits::{LoginGuard, Refusal, TierPolicy, attempts_key};
 use crate::pipeline::Pipeline;
 use crate::routes::{Routes, SiteRoute};
 
@@ -63,7 +63,7 @@ const FORM_LIFETIME_S: u64 = 3600;
 /// Largest login form accepted.
 const FORM_LIMIT_BYTES: usize = 16 << 10;
 
-/// Password attempts per client address per minute.
+/// Password attempts per client address (IPv6: per /64) per minute.
 static LOGIN_ATTEMPTS: TierPolicy =
     TierPolicy { free_requests_per_minute: Some(10), free_concurrent_requests: None, premium_prefixes: Vec::new() };
 
@@ -177,10 +177,11 @@ impl Portal {
             response.headers_mut().insert(hyper::header::RETRY_AFTER, retry_after_s.into());
             response
         };
-        if let Err(Refusal::Rate { retry_after_s }) = pipeline.limiter.admit(&LOGIN_ATTEMPTS, "", peer, now) {
+        let peer = attempts_key(peer);
+        if let Err(Refusal::Rate { retry_after_s }) = pipeline.limiter.admit(&LOGIN_ATTEMPTS, "", &peer, now) {
             return wait(retry_after_s);
         }
-        let attempt = match self.guard.attempt(&user, peer, now) {
+        let attempt = match self.guard.attempt(&user, &peer, now) {
             Ok(attempt) => attempt,
             Err(retry_after_s) => return wait(retry_after_s),
         };
@@ -197,7 +198,7 @@ impl Portal {
                 Some("Wrong user name or password."),
             );
         }
-        self.guard.succeeded(&user, peer, attempt, now);
+        self.guard.succeeded(&user, &peer, attempt, now);
         let token = random_token();
         let expires = now.saturating_add(pipeline.config.session_lifetime.as_millis() as u64);
         let session = StoredSession {
