@@ -214,7 +214,7 @@ async fn run_demo(
         let token = store
             .call(move |store| -> anyhow::Result<String> {
                 store.add_account(user, &hash, now_ms())?;
-                Ok(store.add_token(user)?)
+                Ok(store.add_token(user, crate::now_ms())?)
             })
             .await?;
         tokens.insert(user, token);
@@ -418,15 +418,25 @@ async fn browser_login(platform: &Platform, passwords: &str) -> anyhow::Result<S
     let password = passwords.lines().find_map(|l| l.strip_prefix("carol ")).context("carol's password")?;
     let first = http(gateway, "GET", &site, "/", &[("Accept", "text/html")], "").await?;
     let next = format!("http://{site}/");
+    // The form's token, bound to its cookie: a login is only ever posted
+    // from the platform's own form.
+    let page = http(gateway, "GET", &platform_host, "/login", &[("Accept", "text/html")], "").await?;
+    let bound = format!("commons_login={}", page.set_cookie("commons_login").context("the login form's cookie")?);
+    let token = page.body.split("name=\"csrf\" value=\"").nth(1).and_then(|t| t.split('"').next());
     let form = form_urlencoded::Serializer::new(String::new())
-        .extend_pairs([("user", "carol"), ("password", password), ("next", next.as_str())])
+        .extend_pairs([
+            ("user", "carol"),
+            ("password", password),
+            ("next", next.as_str()),
+            ("csrf", token.context("the login form's token")?),
+        ])
         .finish();
     let login = http(
         gateway,
         "POST",
         &platform_host,
         "/login",
-        &[("Content-Type", "application/x-www-form-urlencoded")],
+        &[("Content-Type", "application/x-www-form-urlencoded"), ("Cookie", &bound)],
         &form,
     )
     .await?;

@@ -74,9 +74,12 @@ enum Command {
     /// Create platform accounts (users log in with them on every site)
     #[command(subcommand)]
     Account(platform_cmd::AccountCommand),
-    /// Create API tokens
+    /// Create, list and revoke API tokens
     #[command(subcommand)]
     Token(platform_cmd::TokenCommand),
+    /// List and end users' login sessions
+    #[command(subcommand)]
+    Session(platform_cmd::SessionCommand),
     /// Sell a user a subscription for a period: the payment goes to the
     /// custodian's reserve, which mints the user's CommonCents
     Subscribe(platform_cmd::SubscribeArgs),
@@ -112,6 +115,7 @@ fn main() -> ExitCode {
         Command::Project(command) => platform_cmd::project(command, &cli.store),
         Command::Account(command) => platform_cmd::account(command, &cli.store),
         Command::Token(command) => platform_cmd::token(command, &cli.store),
+        Command::Session(command) => platform_cmd::session(command, &cli.store),
         Command::Subscribe(args) => platform_cmd::subscribe(args, &cli.store),
         Command::Usage(args) => platform_cmd::usage(args, &cli.store),
         Command::Demo(args) => demo::run(args),

@@ -1,5 +1,5 @@
 //! `commons site …`, `commons project …`, `commons account …`, `commons
-//! token …`, `commons usage`: the records the gateway and settlement work
+//! token …`, `commons session …`, `commons usage`: the records the gateway and settlement work
 //! from, and what the gateway metered.
 
 use commons_core::DeploymentState;
@@ -66,6 +66,26 @@ pub enum SiteCommand {
 pub enum TokenCommand {
     /// Create an API token for a user (printed once)
     Add { user: String },
+    /// List a user's API tokens: their ids (not the tokens) and when made
+    List { user: String },
+    /// Revoke a user's API token by its id (from `token list`)
+    Revoke { user: String, id: String },
+}
+
+#[derive(clap::Subcommand)]
+pub enum SessionCommand {
+    /// List a user's live login sessions: ids (not the sessions), where
+    /// each is good, when it began and ends
+    List { user: String },
+    /// End a user's session by its id (from `session list`), or all of them
+    Revoke {
+        user: String,
+        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        id: Option<String>,
+        /// Every session of the user (logging them out everywhere)
+        #[arg(long)]
+        all: bool,
+    },
 }
 
 #[derive(clap::Subcommand)]
@@ -322,10 +342,75 @@ pub fn token(command: TokenCommand, store_args: &StoreArgs) -> anyhow::Result<()
     match command {
         TokenCommand::Add { user } => {
             check_name(&user).map_err(|e| BadInput(format!("user {e}")))?;
-            println!("{}", store.add_token(&user)?);
+            match store.add_token(&user, now_ms()) {
+                Ok(token) => println!("{token}"),
+                Err(store::StoreError::Constraint(why)) => return Err(BadInput(why).into()),
+                Err(e) => return Err(e.into()),
+            }
+        }
+        TokenCommand::List { user } => {
+            for token in store.tokens()?.iter().filter(|t| t.user == user) {
+                println!("{}  created {}", token.id(), when(token.created_ms));
+            }
+        }
+        TokenCommand::Revoke { user, id } => {
+            let tokens = store.tokens()?;
+            let hashes = tokens.iter().filter(|t| t.user == user).map(|t| t.token_sha256.as_str());
+            let hash = by_id(hashes, &id, &user, "API token")?;
+            store.revoke_token(&user, hash)?;
+            println!("token {id} of {user} revoked");
         }
     }
     Ok(())
+}
+
+pub fn session(command: SessionCommand, store_args: &StoreArgs) -> anyhow::Result<()> {
+    let mut store = Store::open(&store_args.location())?;
+    match command {
+        SessionCommand::List { user } => {
+            for session in store.sessions_of(&user, now_ms())? {
+                let site = if session.site.is_empty() { "the platform" } else { session.site.as_str() };
+                println!(
+                    "{}  {site}  began {}  ends {}",
+                    session.id(),
+                    when(session.created_ms),
+                    when(session.expires_ms)
+                );
+            }
+        }
+        SessionCommand::Revoke { user, id, all } => {
+            let ended = if all {
+                store.revoke_sessions(&user, None)?
+            } else {
+                let id = id.unwrap_or_default();
+                let sessions = store.sessions_of(&user, now_ms())?;
+                let hash = by_id(sessions.iter().map(|s| s.token_sha256.as_str()), &id, &user, "session")?.to_owned();
+                store.revoke_sessions(&user, Some(&hash))?
+            };
+            println!("{ended} session(s) of {user} ended");
+        }
+    }
+    Ok(())
+}
+
+/// The one token hash among `hashes` that id `id` (a prefix, as listed)
+/// names, else why not.
+fn by_id<'h>(hashes: impl Iterator<Item = &'h str>, id: &str, user: &str, what: &str) -> Result<&'h str, BadInput> {
+    if id.len() < 8 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(BadInput(format!("{what} id {id:?} must be at least 8 hex digits, as listed")));
+    }
+    let id = id.to_ascii_lowercase();
+    let matching: Vec<&str> = hashes.filter(|h| h.starts_with(&id)).collect();
+    match matching[..] {
+        [hash] => Ok(hash),
+        [] => Err(BadInput(format!("{user} has no {what} with id {id}"))),
+        _ => Err(BadInput(format!("{what} id {id} names several of {user}'s; give more of it"))),
+    }
+}
+
+/// A wall-clock time, in milliseconds since the epoch (as `history` shows them).
+fn when(ms: u64) -> String {
+    format!("{ms} ms")
 }
 
 pub fn project(command: ProjectCommand, store_args: &StoreArgs) -> anyhow::Result<()> {

@@ -26,6 +26,108 @@ fn add_account(data: &std::path::Path, user: &str, password: &str) -> std::proce
     child.wait_with_output().unwrap()
 }
 
+/// Logs alice in through the platform's form as a browser does, and
+/// follows the handoff to `next`'s site: its session cookie.
+fn log_in(listen: std::net::SocketAddr, password: &str, next: &str) -> String {
+    let platform = format!("commons.localhost:{}", listen.port());
+    let page = http(listen, "GET", &platform, "/login", &[("Accept", "text/html")], "");
+    let bound = format!("commons_login={}", page.cookie("commons_login").expect("the form's cookie"));
+    let token = page.body.split("name=\"csrf\" value=\"").nth(1).unwrap().split('"').next().unwrap().to_owned();
+    let form = form_urlencoded::Serializer::new(String::new())
+        .extend_pairs([("user", "alice"), ("password", password), ("next", next), ("csrf", &token)])
+        .finish();
+    let headers = [("Content-Type", "application/x-www-form-urlencoded"), ("Cookie", &bound)];
+    let logged_in = http(listen, "POST", &platform, "/login", &headers, &form);
+    assert_eq!(logged_in.status, 303, "{}", logged_in.body);
+    assert!(logged_in.cookie("commons_session").is_some());
+    let handoff = logged_in.header("location").unwrap();
+    let site_host = next.strip_prefix("http://").unwrap().split('/').next().unwrap();
+    let path = handoff.strip_prefix(&format!("http://{site_host}")).expect("to the site");
+    let handed = http(listen, "GET", site_host, path, &[("Accept", "text/html")], "");
+    assert_eq!(handed.status, 303, "{}", handed.body);
+    format!("commons_site={}", handed.cookie("commons_site").unwrap())
+}
+
+/// Runs `commons` on `data`; its standard output, or its failure.
+fn run(data: &std::path::Path, args: &[&str]) -> Result<String, (Option<i32>, String)> {
+    let out = commons().arg("--data").arg(data).args(args).output().unwrap();
+    match out.status.success() {
+        true => Ok(String::from_utf8_lossy(&out.stdout).into_owned()),
+        false => Err((out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())),
+    }
+}
+
+/// Asks until `status` answers `want`: the gateway follows the store
+/// within a second or two.
+fn eventually(want: u16, mut status: impl FnMut() -> u16) -> u16 {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let now = status();
+        if now == want || std::time::Instant::now() > deadline {
+            return now;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn revoked_tokens_and_sessions_stop_working_at_a_running_gateway() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path();
+    let site = upstream();
+    ok(commons().arg("--data").arg(data).args(["project", "add", "wiki"]));
+    ok(commons().arg("--data").arg(data).args(["site", "add", "wiki", "--upstream", &site.to_string()]).args([
+        "--operator",
+        "olga",
+        "--project",
+        "wiki",
+        "--provider",
+        "pat",
+    ]));
+    assert!(add_account(data, "alice", "alice-password-1").status.success());
+    let token = run(data, &["token", "add", "alice"]).unwrap().trim().to_owned();
+    let other = run(data, &["token", "add", "alice"]).unwrap().trim().to_owned();
+    let (mut child, listen) = up(data);
+    let host = format!("wiki.commons.localhost:{}", listen.port());
+    let bearer =
+        |token: &str| http(listen, "GET", &host, "/", &[("Authorization", &format!("Bearer {token}"))], "").status;
+    assert_eq!((bearer(&token), bearer(&other)), (200, 200));
+    let cookie = log_in(listen, "alice-password-1", &format!("http://{host}/"));
+    let by_cookie = || http(listen, "GET", &host, "/", &[("Cookie", &cookie)], "").status;
+    assert_eq!(by_cookie(), 200);
+
+    // Tokens are listed by ids that are not the tokens; one is revoked.
+    let listed = run(data, &["token", "list", "alice"]).unwrap();
+    assert_eq!(listed.lines().count(), 2, "{listed}");
+    assert!(!listed.contains(&token[3..15]) && !listed.contains(&other[3..15]), "{listed}");
+    let id = commons_core::token_sha256(&token)[..12].to_owned();
+    assert!(listed.contains(&id), "{listed}");
+    let refused = run(data, &["token", "revoke", "alice", "00000000"]).unwrap_err();
+    assert_eq!(refused.0, Some(2), "{}", refused.1);
+    assert!(refused.1.contains("alice has no API token with id 00000000"), "{}", refused.1);
+    let refused = run(data, &["token", "revoke", "bob", &id]).unwrap_err();
+    assert_eq!(refused.0, Some(2), "only one's own: {}", refused.1);
+    run(data, &["token", "revoke", "alice", &id]).unwrap();
+    assert_eq!(eventually(401, || bearer(&token)), 401, "a revoked token");
+    assert_eq!(bearer(&other), 200, "the other token still works");
+
+    // Sessions likewise: the platform's and the site's.
+    let listed = run(data, &["session", "list", "alice"]).unwrap();
+    assert_eq!(listed.lines().count(), 2, "{listed}");
+    assert!(listed.contains("the platform") && listed.contains("wiki"), "{listed}");
+    assert!(!listed.contains(cookie.split('=').nth(1).unwrap()), "{listed}");
+    let site_session = listed.lines().find(|l| l.contains("  wiki  ")).unwrap().split(' ').next().unwrap().to_owned();
+    run(data, &["session", "revoke", "alice", &site_session]).unwrap();
+    assert_eq!(eventually(401, by_cookie), 401, "a revoked session");
+    let again = log_in(listen, "alice-password-1", &format!("http://{host}/"));
+    assert_eq!(http(listen, "GET", &host, "/", &[("Cookie", &again)], "").status, 200);
+    run(data, &["session", "revoke", "alice", "--all"]).unwrap();
+    assert_eq!(eventually(401, || http(listen, "GET", &host, "/", &[("Cookie", &again)], "").status), 401);
+    assert_eq!(run(data, &["session", "list", "alice"]).unwrap(), "");
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
 #[test]
 fn a_login_on_the_platform_reaches_the_site_and_outlives_a_restart() {
     let dir = tempfile::tempdir().unwrap();
@@ -56,19 +158,8 @@ fn a_login_on_the_platform_reaches_the_site_and_outlives_a_restart() {
     let login = first.header("location").unwrap();
     assert!(login.starts_with(&format!("http://{platform}/login?next=")), "{login}");
 
-    let form = format!(
-        "user=alice&password=alice-password-1&next=http%3A%2F%2Fwiki.commons.localhost%3A{}%2Fnotes",
-        listen.port()
-    );
-    let form_type = [("Content-Type", "application/x-www-form-urlencoded")];
-    let logged_in = http(listen, "POST", &platform, "/login", &form_type, &form);
-    assert_eq!(logged_in.status, 303, "{}", logged_in.body);
-    assert!(logged_in.cookie("commons_session").is_some());
-    let handoff = logged_in.header("location").unwrap();
-    let path = handoff.strip_prefix(&format!("http://{site_host}")).expect("to the site");
-    let handed = http(listen, "GET", &site_host, path, &browser, "");
-    assert_eq!((handed.status, handed.header("location")), (303, Some("/notes")));
-    let cookie = format!("commons_site={}", handed.cookie("commons_site").unwrap());
+    let next = format!("http://wiki.commons.localhost:{}/notes", listen.port());
+    let cookie = log_in(listen, "alice-password-1", &next);
     let page = http(listen, "GET", &site_host, "/notes", &[("Cookie", &cookie)], "");
     assert_eq!((page.status, page.body.as_str()), (200, "ok"));
 

@@ -116,43 +116,143 @@ pub struct StoredSession {
     pub user: String,
     /// None: the platform session; else the one site it was handed to.
     pub site: Option<String>,
+    /// When it began: the oldest of a user's sessions goes first.
+    pub created_ms: u64,
     pub expires_ms: u64,
 }
+
+/// Most live sessions one user has (platform and site sessions together);
+/// a new one ends their oldest.
+pub const SESSIONS_PER_USER_MAX: usize = 32;
+
+/// Most live sessions the gateway keeps in all; past it, the expired go,
+/// then the oldest of anyone's.
+pub const SESSIONS_MAX: usize = 1 << 20;
 
 /// Where sessions are kept so that they outlive the process. Called off
 /// the event loop; the login is answered only once `save` returned.
 pub trait SessionStore: Send + Sync {
+    /// Keeps `session`, ending the user's oldest beyond
+    /// [`SESSIONS_PER_USER_MAX`] as the live ones do.
     fn save(&self, session: &StoredSession) -> Result<(), String>;
     /// Ends every session of `user`.
     fn end(&self, user: &str) -> Result<(), String>;
 }
 
-/// The live sessions, by token hash.
+/// A live session, and when the gateway took it (see [`Sessions::mark`]).
+struct Live {
+    session: StoredSession,
+    taken: u64,
+}
+
+#[derive(Default)]
+struct Table {
+    by_token: HashMap<[u8; 32], Live>,
+    /// Each user's session tokens, oldest first.
+    by_user: HashMap<String, Vec<[u8; 32]>>,
+    /// How many sessions were ever taken.
+    taken: u64,
+}
+
+impl Table {
+    fn remove(&mut self, token: &[u8; 32]) {
+        let Some(live) = self.by_token.remove(token) else { return };
+        if let Some(tokens) = self.by_user.get_mut(&live.session.user) {
+            tokens.retain(|t| t != token);
+            if tokens.is_empty() {
+                self.by_user.remove(&live.session.user);
+            }
+        }
+    }
+
+    fn retain(&mut self, mut keep: impl FnMut(&Live) -> bool) {
+        let gone: Vec<[u8; 32]> = self.by_token.iter().filter(|(_, live)| !keep(live)).map(|(t, _)| *t).collect();
+        for token in gone {
+            self.remove(&token);
+        }
+    }
+}
+
+/// The live sessions, by token hash: at most [`SESSIONS_PER_USER_MAX`] per
+/// user and [`SESSIONS_MAX`] in all.
 #[derive(Default)]
 pub(crate) struct Sessions {
-    live: RwLock<HashMap<[u8; 32], StoredSession>>,
+    table: RwLock<Table>,
 }
 
 impl Sessions {
-    pub(crate) fn insert(&self, session: StoredSession) {
-        self.live.write().unwrap_or_else(|e| e.into_inner()).insert(session.token_sha256, session);
+    pub(crate) fn insert(&self, session: StoredSession, now_ms: u64) {
+        let mut table = self.table.write().unwrap_or_else(|e| e.into_inner());
+        table.remove(&session.token_sha256);
+        if table.by_token.len() >= SESSIONS_MAX {
+            table.retain(|live| live.session.expires_ms > now_ms);
+        }
+        if table.by_token.len() >= SESSIONS_MAX
+            && let Some(oldest) =
+                table.by_token.iter().min_by_key(|(_, l)| (l.session.created_ms, l.taken)).map(|(t, _)| *t)
+        {
+            table.remove(&oldest);
+        }
+        let tokens = table.by_user.get(&session.user).cloned().unwrap_or_default();
+        let mut tokens: Vec<([u8; 32], (u64, u64))> = tokens
+            .into_iter()
+            .filter_map(|t| table.by_token.get(&t).map(|l| (t, (l.session.created_ms, l.taken))))
+            .collect();
+        tokens.sort_by_key(|(_, age)| *age);
+        for (token, _) in tokens.iter().take((tokens.len() + 1).saturating_sub(SESSIONS_PER_USER_MAX)) {
+            table.remove(token);
+        }
+        table.taken += 1;
+        let taken = table.taken;
+        table.by_user.entry(session.user.clone()).or_default().push(session.token_sha256);
+        table.by_token.insert(session.token_sha256, Live { session, taken });
     }
 
     /// The user of session `token` if it is live at `now_ms` and good for
     /// `site` (None: the platform).
     pub(crate) fn user(&self, token: &str, site: Option<&str>, now_ms: u64) -> Option<String> {
-        let live = self.live.read().unwrap_or_else(|e| e.into_inner());
-        let session = live.get(&sha256(token))?;
+        let table = self.table.read().unwrap_or_else(|e| e.into_inner());
+        let session = &table.by_token.get(&sha256(token))?.session;
         (session.expires_ms > now_ms && session.site.as_deref() == site).then(|| session.user.clone())
     }
 
     /// When the platform session `token` ends.
     pub(crate) fn expiry(&self, token: &str) -> Option<u64> {
-        self.live.read().unwrap_or_else(|e| e.into_inner()).get(&sha256(token)).map(|s| s.expires_ms)
+        self.table.read().unwrap_or_else(|e| e.into_inner()).by_token.get(&sha256(token)).map(|l| l.session.expires_ms)
     }
 
+    /// Ends every session of `user`, and forgets the expired.
     pub(crate) fn end(&self, user: &str, now_ms: u64) {
-        self.live.write().unwrap_or_else(|e| e.into_inner()).retain(|_, s| s.user != user && s.expires_ms > now_ms);
+        self.table
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|live| live.session.user != user && live.session.expires_ms > now_ms);
+    }
+
+    /// Forgets the sessions expired at `now_ms`.
+    pub(crate) fn purge(&self, now_ms: u64) {
+        self.table.write().unwrap_or_else(|e| e.into_inner()).retain(|live| live.session.expires_ms > now_ms);
+    }
+
+    /// How many sessions were taken so far: give it to
+    /// [`Sessions::keep_only`] with what the store held after it.
+    pub(crate) fn mark(&self) -> u64 {
+        self.table.read().unwrap_or_else(|e| e.into_inner()).taken
+    }
+
+    /// Ends the sessions taken by `mark` that `stored` no longer holds
+    /// (revoked in the store). Sessions taken since are kept: they were
+    /// saved after the store was read.
+    pub(crate) fn keep_only(&self, stored: &foldhash::HashSet<[u8; 32]>, mark: u64) {
+        self.table
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|live| live.taken > mark || stored.contains(&live.session.token_sha256));
+    }
+
+    #[cfg(test)]
+    fn tokens_of(&self, user: &str) -> Vec<[u8; 32]> {
+        self.table.read().unwrap().by_user.get(user).cloned().unwrap_or_default()
     }
 }
 
@@ -257,6 +357,42 @@ mod tests {
         assert_eq!(handoffs.redeem(&code, "wiki", 1_002), None, "used");
         let code = handoffs.issue("alice", "wiki", 9_000_000, 1_000);
         assert_eq!(handoffs.redeem(&code, "wiki", 1_000 + HANDOFF_LIFETIME_MS), None, "expired");
+    }
+
+    fn session(n: u8, user: &str, created_ms: u64) -> StoredSession {
+        StoredSession { token_sha256: [n; 32], user: user.into(), site: None, created_ms, expires_ms: 10_000 }
+    }
+
+    #[test]
+    fn a_new_session_past_a_users_cap_ends_their_oldest() {
+        let sessions = Sessions::default();
+        // Taken out of order: the oldest is the first created, not the first taken.
+        sessions.insert(session(1, "alice", 2), 0);
+        sessions.insert(session(0, "alice", 1), 0);
+        for n in 2..SESSIONS_PER_USER_MAX as u8 {
+            sessions.insert(session(n, "alice", 2 + u64::from(n)), 0);
+        }
+        sessions.insert(session(200, "bob", 0), 0);
+        assert_eq!(sessions.tokens_of("alice").len(), SESSIONS_PER_USER_MAX);
+        sessions.insert(session(100, "alice", 500), 0);
+        let alice = sessions.tokens_of("alice");
+        assert_eq!(alice.len(), SESSIONS_PER_USER_MAX);
+        assert!(!alice.contains(&[0; 32]) && alice.contains(&[1; 32]) && alice.contains(&[100; 32]));
+        assert_eq!(sessions.tokens_of("bob"), vec![[200; 32]], "nobody else's");
+    }
+
+    #[test]
+    fn expired_sessions_are_purged_and_revoked_ones_dropped_but_not_those_taken_since() {
+        let sessions = Sessions::default();
+        sessions.insert(StoredSession { expires_ms: 100, ..session(1, "alice", 0) }, 0);
+        sessions.insert(session(2, "alice", 0), 0);
+        sessions.purge(100);
+        assert_eq!(sessions.tokens_of("alice"), vec![[2; 32]]);
+        let mark = sessions.mark();
+        sessions.insert(session(3, "bob", 0), 0);
+        sessions.keep_only(&foldhash::HashSet::default(), mark);
+        assert!(sessions.tokens_of("alice").is_empty(), "revoked in the store");
+        assert_eq!(sessions.tokens_of("bob"), vec![[3; 32]], "saved after the store was read");
     }
 
     #[test]

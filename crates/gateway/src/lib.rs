@@ -56,7 +56,9 @@ mod server;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::GatewayConfig;
 pub use error::GatewayError;
-pub use identity::{Identities, Identity, SessionStore, StoredSession, hash_password};
+pub use identity::{
+    Identities, Identity, SESSIONS_MAX, SESSIONS_PER_USER_MAX, SessionStore, StoredSession, hash_password,
+};
 pub use limits::TierPolicy;
 pub use metrics::Metrics;
 pub use pipeline::pseudonym;

@@ -125,3 +125,131 @@ fn shard_of(key: &(String, String)) -> usize {
     }
     (hash % SHARDS as u64) as usize
 }
+
+/// Failed password attempts an account may take at once before attempts
+/// on it wait (from addresses it has not logged in from lately).
+pub(crate) const ACCOUNT_FAILURES_BURST: u64 = 20;
+/// One more failed attempt on an account is allowed every this often.
+pub(crate) const ACCOUNT_FAILURE_REFILL_MS: u64 = 30_000;
+/// How many addresses an account's recent logins are remembered from.
+const KNOWN_ADDRESSES_MAX: usize = 8;
+/// How long such an address is remembered.
+const KNOWN_ADDRESS_MS: u64 = 30 * 86_400_000;
+/// Most accounts whose attempts are followed at once.
+const GUARDED_ACCOUNTS_MAX: usize = 1 << 16;
+
+/// Password attempts per account, beside the per-address limit: a budget
+/// of [`ACCOUNT_FAILURES_BURST`] failures that refills one per
+/// [`ACCOUNT_FAILURE_REFILL_MS`] (a token bucket, kept as the time it is
+/// whole again), so guessing one account from many addresses is slowed to
+/// that rate. It slows, never locks: a wait is always bounded by the
+/// refill, and an address the account logged in from within 30 days is
+/// not held to the budget at all, so an attacker cannot keep a user out of
+/// where they usually log in.
+pub(crate) struct LoginGuard {
+    accounts: Mutex<HashMap<String, Guarded>>,
+}
+
+#[derive(Default)]
+struct Guarded {
+    /// When the budget is whole again.
+    full_at_ms: u64,
+    /// Addresses it logged in from, with when they are forgotten.
+    known: Vec<(String, u64)>,
+}
+
+/// An attempt let through; tell the guard how it went.
+pub(crate) struct Attempt {
+    charged: bool,
+}
+
+impl LoginGuard {
+    pub(crate) fn new() -> LoginGuard {
+        LoginGuard { accounts: Mutex::new(HashMap::new()) }
+    }
+
+    /// Lets an attempt on `user` from `address` through, charging the
+    /// account's budget unless the address is known; else how many
+    /// seconds to wait.
+    pub(crate) fn attempt(&self, user: &str, address: &str, now_ms: u64) -> Result<Attempt, u64> {
+        let mut accounts = self.accounts.lock().unwrap_or_else(|e| e.into_inner());
+        if !accounts.contains_key(user) && accounts.len() >= GUARDED_ACCOUNTS_MAX {
+            accounts.retain(|_, a| a.full_at_ms > now_ms || !a.known.is_empty());
+            if accounts.len() >= GUARDED_ACCOUNTS_MAX
+                && let Some(least) = accounts.iter().min_by_key(|(_, a)| a.full_at_ms).map(|(u, _)| u.clone())
+            {
+                accounts.remove(&least);
+            }
+        }
+        let account = accounts.entry(user.to_owned()).or_default();
+        account.known.retain(|(_, until)| *until > now_ms);
+        if account.known.iter().any(|(known, _)| known == address) {
+            return Ok(Attempt { charged: false });
+        }
+        let full_at = account.full_at_ms.max(now_ms) + ACCOUNT_FAILURE_REFILL_MS;
+        let allowed = ACCOUNT_FAILURES_BURST * ACCOUNT_FAILURE_REFILL_MS;
+        if full_at - now_ms > allowed {
+            return Err((full_at - now_ms - allowed).div_ceil(1000));
+        }
+        account.full_at_ms = full_at;
+        Ok(Attempt { charged: true })
+    }
+
+    /// `attempt` found the right password: it costs the budget nothing,
+    /// and `address` is known from now on.
+    pub(crate) fn succeeded(&self, user: &str, address: &str, attempt: Attempt, now_ms: u64) {
+        let mut accounts = self.accounts.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(account) = accounts.get_mut(user) else { return };
+        if attempt.charged {
+            account.full_at_ms = account.full_at_ms.saturating_sub(ACCOUNT_FAILURE_REFILL_MS);
+        }
+        account.known.retain(|(known, _)| known != address);
+        if account.known.len() >= KNOWN_ADDRESSES_MAX {
+            account.known.remove(0);
+        }
+        account.known.push((address.to_owned(), now_ms + KNOWN_ADDRESS_MS));
+    }
+}
+
+/// What password attempts from `peer` (an IP address) are counted by: the
+/// address itself, or for IPv6 its /64, which one client is usually given
+/// whole (counting each address of it would give it 2⁶⁴ budgets).
+pub(crate) fn attempts_key(peer: &str) -> String {
+    match peer.parse::<std::net::IpAddr>() {
+        Ok(std::net::IpAddr::V6(v6)) if v6.to_ipv4_mapped().is_none() => {
+            let s = v6.segments();
+            format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+        }
+        Ok(std::net::IpAddr::V6(v6)) => v6.to_ipv4_mapped().map_or_else(|| peer.to_owned(), |v4| v4.to_string()),
+        _ => peer.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn password_attempts_are_counted_per_ipv4_address_and_per_ipv6_network() {
+        assert_eq!(attempts_key("192.0.2.7"), "192.0.2.7");
+        assert_eq!(attempts_key("2001:db8:1:2:aaaa::1"), "2001:db8:1:2::/64");
+        assert_eq!(attempts_key("2001:db8:1:2:ffff:1:2:3"), "2001:db8:1:2::/64");
+        assert_ne!(attempts_key("2001:db8:1:3::1"), "2001:db8:1:2::/64");
+        assert_eq!(attempts_key("::ffff:192.0.2.7"), "192.0.2.7");
+    }
+
+    #[test]
+    fn an_accounts_budget_refills_and_known_addresses_skip_it() {
+        let guard = LoginGuard::new();
+        let ok = guard.attempt("alice", "home", 0).unwrap();
+        guard.succeeded("alice", "home", ok, 0);
+        for n in 0..ACCOUNT_FAILURES_BURST {
+            assert!(guard.attempt("alice", &format!("bot{n}"), 0).is_ok(), "{n}");
+        }
+        assert_eq!(guard.attempt("alice", "bot", 0).err(), Some(ACCOUNT_FAILURE_REFILL_MS / 1000));
+        assert!(guard.attempt("bob", "bot", 0).is_ok(), "another account's budget");
+        assert!(guard.attempt("alice", "home", 0).is_ok(), "a known address");
+        assert!(guard.attempt("alice", "cafe", ACCOUNT_FAILURE_REFILL_MS).is_ok(), "one more after the refill");
+        assert!(guard.attempt("alice", "cafe", ACCOUNT_FAILURE_REFILL_MS).is_err());
+    }
+}

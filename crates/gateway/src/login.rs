@@ -7,6 +7,11 @@
 //!    sets the platform session cookie on the platform domain and
 //!    redirects to `<site>/.commons/handoff?code=<one-time code>&next=<path>`.
 //!    A browser that already has a platform session skips the form.
+//!    The handoff's origin is never taken from `next`: it is the public
+//!    scheme, one of the hosts the platform serves for that site, and the
+//!    port the platform itself was reached on; `next` gives only the site
+//!    and a path (see [`next_page`]). A `next` that is no site's page is
+//!    a page of the platform, or its home page.
 //! 3. The gateway, on the site's host, redeems the code (once, within a
 //!    minute, for that site only), sets a session cookie for that host only
 //!    and redirects to the page first asked for.
@@ -14,6 +19,17 @@
 //! No app ever sees a password, a session or a code: the cookies are removed
 //! before a request is passed on (by the pipeline), and `/.commons/` paths
 //! are the gateway's.
+//!
+//! Forged forms (CSRF) are refused with 403 twice over: a request a browser
+//! says comes from elsewhere (`Sec-Fetch-Site` other than `same-origin` or
+//! `none`, or an `Origin` that is not the platform's) is refused before
+//! anything else; and the login form carries a token that must equal its
+//! `commons_login` cookie (`SameSite=Strict`). The first holds against the
+//! sites themselves, which are subdomains of the platform and so could set
+//! that cookie; the second against browsers that send neither header.
+//!
+//! Every cookie is `HttpOnly` and, when the public scheme is https,
+//! `Secure`.
 //!
 //! In Pingora's terms these pages are a hook that answers a request itself:
 //! the general engine calls [`Portal`] when the pipeline routes a request
@@ -35,14 +51,19 @@ use crate::error::html_escape as escape;
 use crate::identity::{
     Handoffs, PLATFORM_COOKIE, SITE_COOKIE, SessionStore, StoredSession, cookie, random_token, sha256, verify_password,
 };
-use crate::limits::{Refusal, TierPolicy};
+use crate::limits::{LoginGuard, Refusal, TierPolicy, attempts_key};
 use crate::pipeline::Pipeline;
-use crate::routes::SiteRoute;
+use crate::routes::{Routes, SiteRoute};
+
+/// The cookie the login form's token is bound to.
+const FORM_COOKIE: &str = "commons_login";
+/// How long a login form may wait to be sent.
+const FORM_LIFETIME_S: u64 = 3600;
 
 /// Largest login form accepted.
 const FORM_LIMIT_BYTES: usize = 16 << 10;
 
-/// Password attempts per client address per minute.
+/// Password attempts per client address (IPv6: per /64) per minute.
 static LOGIN_ATTEMPTS: TierPolicy =
     TierPolicy { free_requests_per_minute: Some(10), free_concurrent_requests: None, premium_prefixes: Vec::new() };
 
@@ -51,11 +72,12 @@ static LOGIN_ATTEMPTS: TierPolicy =
 pub(crate) struct Portal {
     handoffs: Handoffs,
     session_store: Option<Arc<dyn SessionStore>>,
+    guard: LoginGuard,
 }
 
 impl Portal {
     pub(crate) fn new(session_store: Option<Arc<dyn SessionStore>>) -> Portal {
-        Portal { handoffs: Handoffs::default(), session_store }
+        Portal { handoffs: Handoffs::default(), session_store, guard: LoginGuard::new() }
     }
 
     /// A request to the platform domain itself: its pages.
@@ -64,6 +86,14 @@ impl Portal {
         let query = query(request.uri());
         let session = cookie(request.headers(), PLATFORM_COOKIE).map(str::to_owned);
         let user = session.as_deref().and_then(|token| pipeline.sessions.user(token, None, now));
+        let host = host_of(&request).to_owned();
+        if request.method() == Method::POST && from_elsewhere(pipeline, request.headers(), &host) {
+            return page(
+                StatusCode::FORBIDDEN,
+                "Refused",
+                "<p>This form was not sent from the platform's own page.</p>",
+            );
+        }
         match (request.method(), request.uri().path()) {
             (&Method::GET, "/") => match user {
                 Some(user) => page(
@@ -83,17 +113,17 @@ impl Portal {
                 match (user, session) {
                     (Some(user), Some(token)) => {
                         let expires = pipeline.sessions.expiry(&token).unwrap_or(now);
-                        self.hand_off(pipeline, &user, expires, next, Vec::new())
+                        self.hand_off(pipeline, &user, expires, next, &host, Vec::new())
                     }
-                    _ => login_form(StatusCode::OK, next, None),
+                    _ => login_form(pipeline, request.headers(), StatusCode::OK, next, None),
                 }
             }
-            (&Method::POST, "/login") => self.log_in(pipeline, request, peer, now).await,
+            (&Method::POST, "/login") => self.log_in(pipeline, request, peer, &host, now).await,
             (&Method::POST, "/logout") => {
                 if let Some(user) = user {
                     self.end_sessions(pipeline, &user).await;
                 }
-                redirect("/login", vec![expire_cookie(PLATFORM_COOKIE)])
+                redirect("/login", vec![expire_cookie(pipeline, PLATFORM_COOKIE)])
             }
             (&Method::GET, "/subscribe") => page(
                 StatusCode::OK,
@@ -108,59 +138,106 @@ impl Portal {
 
     /// `POST /login`: checks the password, starts a platform session and
     /// hands it on to the page asked for.
-    async fn log_in(&self, pipeline: &Pipeline, request: Request<Incoming>, peer: &str, now: u64) -> Response<Body> {
-        if let Err(Refusal::Rate { retry_after_s }) = pipeline.limiter.admit(&LOGIN_ATTEMPTS, "", peer, now) {
-            let mut response = login_form(StatusCode::TOO_MANY_REQUESTS, "", Some("Too many attempts; wait a minute."));
-            response.headers_mut().insert(hyper::header::RETRY_AFTER, retry_after_s.into());
-            return response;
-        }
+    async fn log_in(
+        &self,
+        pipeline: &Pipeline,
+        request: Request<Incoming>,
+        peer: &str,
+        host: &str,
+        now: u64,
+    ) -> Response<Body> {
+        let headers = request.headers().clone();
         let form = match Limited::new(request.into_body(), FORM_LIMIT_BYTES).collect().await {
             Ok(body) => form_urlencoded::parse(&body.to_bytes()).into_owned().collect::<HashMap<String, String>>(),
-            Err(_) => return login_form(StatusCode::PAYLOAD_TOO_LARGE, "", Some("The form is too large.")),
+            Err(_) => {
+                return login_form(
+                    pipeline,
+                    &headers,
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "",
+                    Some("The form is too large."),
+                );
+            }
         };
-        let (user, password) = (form.get("user").cloned().unwrap_or_default(), form.get("password").cloned());
         let next = form.get("next").cloned().unwrap_or_default();
+        let sent = form.get("csrf").map(String::as_str).unwrap_or("");
+        if !cookie(&headers, FORM_COOKIE).is_some_and(|bound| !bound.is_empty() && same(bound, sent)) {
+            let again = "This form has expired, or was not sent from the login page. Please log in again.";
+            return login_form(pipeline, &headers, StatusCode::FORBIDDEN, &next, Some(again));
+        }
+        let user = form.get("user").cloned().unwrap_or_default();
+        let wait = |retry_after_s: u64| {
+            let mut response = login_form(
+                pipeline,
+                &headers,
+                StatusCode::TOO_MANY_REQUESTS,
+                &next,
+                Some("Too many attempts; please wait."),
+            );
+            response.headers_mut().insert(hyper::header::RETRY_AFTER, retry_after_s.into());
+            response
+        };
+        let peer = attempts_key(peer);
+        if let Err(Refusal::Rate { retry_after_s }) = pipeline.limiter.admit(&LOGIN_ATTEMPTS, "", &peer, now) {
+            return wait(retry_after_s);
+        }
+        let attempt = match self.guard.attempt(&user, &peer, now) {
+            Ok(attempt) => attempt,
+            Err(retry_after_s) => return wait(retry_after_s),
+        };
         let hash = pipeline.identities.load().password_hash(&user).map(str::to_owned);
-        let password = password.unwrap_or_default();
+        let password = form.get("password").cloned().unwrap_or_default();
         let valid = tokio::task::spawn_blocking(move || verify_password(&password, hash.as_deref())).await;
         if !valid.unwrap_or(false) {
             pipeline.metrics.login(false);
-            return login_form(StatusCode::UNAUTHORIZED, &next, Some("Wrong user name or password."));
+            return login_form(
+                pipeline,
+                &headers,
+                StatusCode::UNAUTHORIZED,
+                &next,
+                Some("Wrong user name or password."),
+            );
         }
+        self.guard.succeeded(&user, &peer, attempt, now);
         let token = random_token();
         let expires = now.saturating_add(pipeline.config.session_lifetime.as_millis() as u64);
-        let session =
-            StoredSession { token_sha256: sha256(&token), user: user.clone(), site: None, expires_ms: expires };
+        let session = StoredSession {
+            token_sha256: sha256(&token),
+            user: user.clone(),
+            site: None,
+            created_ms: now,
+            expires_ms: expires,
+        };
         if let Err(e) = self.keep_session(pipeline, session).await {
             tracing::warn!(error = %e, "cannot keep a session");
             return page(StatusCode::SERVICE_UNAVAILABLE, "Try again", "<p>Sessions cannot be kept right now.</p>");
         }
         pipeline.metrics.login(true);
-        let lifetime_s = pipeline.config.session_lifetime.as_secs();
-        let set = format!("{PLATFORM_COOKIE}={token}; Path=/; Max-Age={lifetime_s}; HttpOnly; SameSite=Lax");
-        self.hand_off(pipeline, &user, expires, &next, vec![set])
+        let set = set_cookie(pipeline, PLATFORM_COOKIE, &token, pipeline.config.session_lifetime.as_secs(), "Lax");
+        self.hand_off(pipeline, &user, expires, &next, host, vec![set])
     }
 
-    /// Redirects a logged-in user to `next` through a one-time code on its
-    /// site; to the platform's home page if `next` is not a site's page.
+    /// Redirects a logged-in user to `next`: to a site's page through a
+    /// one-time code on an origin the platform serves for that site (the
+    /// port is the one the platform was reached on, `host`'s), else to a
+    /// page of the platform.
     fn hand_off(
         &self,
         pipeline: &Pipeline,
         user: &str,
         expires_ms: u64,
         next: &str,
+        host: &str,
         cookies: Vec<String>,
     ) -> Response<Body> {
-        let target = next.parse::<Uri>().ok().and_then(|uri| {
-            let authority = uri.authority()?.clone();
-            let route = pipeline.routes.load().resolve(authority.as_str())?.clone();
-            Some((uri, authority, route))
-        });
-        let Some((uri, authority, route)) = target else { return redirect("/", cookies) };
+        let (route, site_host, path) = match next_page(next, &pipeline.routes.load()) {
+            Next::Platform(path) => return redirect(path, cookies),
+            Next::Site { route, host, path } => (route, host, path),
+        };
         let code = self.handoffs.issue(user, &route.site, expires_ms, pipeline.clock.now_ms());
-        let path = uri.path_and_query().map_or("/", |p| p.as_str());
+        let port = port_of(host).map_or(String::new(), |port| format!(":{port}"));
         let location = format!(
-            "{}://{authority}/.commons/handoff?code={code}&next={}",
+            "{}://{site_host}{port}/.commons/handoff?code={code}&next={}",
             pipeline.config.public_scheme,
             encode(path)
         );
@@ -178,6 +255,9 @@ impl Portal {
         let now = pipeline.clock.now_ms();
         let login_url = |next: &str| pipeline.routes.load().login_url(&pipeline.config.public_scheme, host, next);
         let query = query(request.uri());
+        if request.method() == Method::POST && from_elsewhere(pipeline, request.headers(), host) {
+            return page(StatusCode::FORBIDDEN, "Refused", "<p>This form was not sent from this site.</p>");
+        }
         match request.uri().path() {
             "/.commons/handoff" => {
                 let code = query.get("code").map(String::as_str).unwrap_or("");
@@ -196,6 +276,7 @@ impl Portal {
                     token_sha256: sha256(&token),
                     user,
                     site: Some(route.site.clone()),
+                    created_ms: now,
                     expires_ms: expires,
                 };
                 if let Err(e) = self.keep_session(pipeline, session).await {
@@ -206,8 +287,7 @@ impl Portal {
                         "<p>Sessions cannot be kept right now.</p>",
                     );
                 }
-                let max_age = expires.saturating_sub(now) / 1000;
-                let set = format!("{SITE_COOKIE}={token}; Path=/; Max-Age={max_age}; HttpOnly; SameSite=Lax");
+                let set = set_cookie(pipeline, SITE_COOKIE, &token, expires.saturating_sub(now) / 1000, "Lax");
                 redirect(local_path(query.get("next").map(String::as_str)), vec![set])
             }
             "/.commons/login" => {
@@ -220,7 +300,7 @@ impl Portal {
                 {
                     self.end_sessions(pipeline, &user).await;
                 }
-                redirect("/", vec![expire_cookie(SITE_COOKIE)])
+                redirect("/", vec![expire_cookie(pipeline, SITE_COOKIE)])
             }
             _ => page(StatusCode::NOT_FOUND, "Not found", "<p>There is no such page.</p>"),
         }
@@ -232,7 +312,7 @@ impl Portal {
             let saved = session.clone();
             tokio::task::spawn_blocking(move || store.save(&saved)).await.map_err(|e| e.to_string())??;
         }
-        pipeline.sessions.insert(session);
+        pipeline.sessions.insert(session, pipeline.clock.now_ms());
         Ok(())
     }
 
@@ -256,9 +336,21 @@ fn is_premium(pipeline: &Pipeline, user: &str) -> bool {
 
 const LOGOUT_FORM: &str = "<form method=\"post\" action=\"/logout\"><button>Log out everywhere</button></form>";
 
-fn login_form(status: StatusCode, next: &str, error: Option<&str>) -> Response<Body> {
+/// The login form, with its token, bound to its cookie (the one the
+/// browser has, if it is well formed; else a new one).
+fn login_form(
+    pipeline: &Pipeline,
+    headers: &hyper::HeaderMap,
+    status: StatusCode,
+    next: &str,
+    error: Option<&str>,
+) -> Response<Body> {
+    let token = match cookie(headers, FORM_COOKIE) {
+        Some(token) if token.len() == 64 && token.bytes().all(|b| b.is_ascii_hexdigit()) => token.to_owned(),
+        _ => random_token(),
+    };
     let error = error.map_or(String::new(), |e| format!("<p class=\"error\">{}</p>", escape(e)));
-    page(
+    let mut response = page(
         status,
         "Log in to OneCommons",
         &format!(
@@ -266,11 +358,17 @@ fn login_form(status: StatusCode, next: &str, error: Option<&str>) -> Response<B
              <label>User <input name=\"user\" autocomplete=\"username\" required autofocus></label>\
              <label>Password <input name=\"password\" type=\"password\" autocomplete=\"current-password\" required></label>\
              <input type=\"hidden\" name=\"next\" value=\"{}\">\
+             <input type=\"hidden\" name=\"csrf\" value=\"{token}\">\
              <button>Log in</button></form>\
              <p>One account for every site. Sites never see your password.</p>",
             escape(next)
         ),
-    )
+    );
+    let set = set_cookie(pipeline, FORM_COOKIE, &token, FORM_LIFETIME_S, "Strict").replace("Path=/;", "Path=/login;");
+    if let Ok(value) = HeaderValue::from_str(&set) {
+        response.headers_mut().append(SET_COOKIE, value);
+    }
+    response
 }
 
 fn page(status: StatusCode, title: &str, body: &str) -> Response<Body> {
@@ -308,8 +406,95 @@ pub(crate) fn redirect(location: &str, cookies: Vec<String>) -> Response<Body> {
     response
 }
 
-fn expire_cookie(name: &str) -> String {
-    format!("{name}=; Path=/; Max-Age=0; HttpOnly; SameSite=Lax")
+/// A `Set-Cookie` value: `HttpOnly` always, `Secure` when the public
+/// scheme is https.
+fn set_cookie(pipeline: &Pipeline, name: &str, value: &str, max_age_s: u64, same_site: &str) -> String {
+    let secure = if pipeline.config.public_scheme == "https" { "; Secure" } else { "" };
+    format!("{name}={value}; Path=/; Max-Age={max_age_s}; HttpOnly; SameSite={same_site}{secure}")
+}
+
+fn expire_cookie(pipeline: &Pipeline, name: &str) -> String {
+    set_cookie(pipeline, name, "", 0, "Lax")
+}
+
+/// Whether a browser says this request comes from another origin than
+/// `host` on the public scheme: by `Sec-Fetch-Site` (anything but
+/// `same-origin` or `none`, a typed address; `same-site` is a site's
+/// page, a sibling of the platform) or by `Origin`. A request with
+/// neither is from a program or an old browser: the form token decides.
+fn from_elsewhere(pipeline: &Pipeline, headers: &hyper::HeaderMap, host: &str) -> bool {
+    let fetch_site =
+        headers.get_all("sec-fetch-site").iter().any(|v| !matches!(v.as_bytes(), b"same-origin" | b"none"));
+    let ours = format!("{}://{host}", pipeline.config.public_scheme);
+    let origin =
+        headers.get_all(hyper::header::ORIGIN).iter().any(|v| !v.as_bytes().eq_ignore_ascii_case(ours.as_bytes()));
+    fetch_site || origin
+}
+
+/// Compares two tokens in time that does not depend on where they differ.
+fn same(a: &str, b: &str) -> bool {
+    a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |d, (x, y)| d | (x ^ y)) == 0
+}
+
+/// The Host a request was sent to.
+fn host_of(request: &Request<Incoming>) -> &str {
+    request
+        .headers()
+        .get(hyper::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .or_else(|| request.uri().authority().map(|a| a.as_str()))
+        .unwrap_or("")
+}
+
+/// The port a Host header names, if it names one.
+fn port_of(host: &str) -> Option<&str> {
+    host.rsplit_once(':').map(|(_, port)| port).filter(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// Where a login goes on to.
+enum Next<'n> {
+    /// A page of the platform itself.
+    Platform(&'n str),
+    /// A page of a site, on `host`, one the platform serves it on (lower
+    /// case, without port or trailing dot).
+    Site { route: Arc<SiteRoute>, host: String, path: &'n str },
+}
+
+/// Reads `next`: a path of the platform, or an `http` or `https` URL whose
+/// host is the platform's or one the platform serves a site on; anything
+/// else (user info, backslashes, another scheme, an unknown host, a path
+/// that is not plainly one) is the platform's home page. Only the host and
+/// the path are taken: the scheme and port of a handoff are the
+/// platform's own.
+fn next_page<'n>(next: &'n str, routes: &Routes) -> Next<'n> {
+    const HOME: Next<'static> = Next::Platform("/");
+    if next.starts_with('/') {
+        return Next::Platform(local_path(Some(next)));
+    }
+    let scheme = next.find("://").map_or("", |at| &next[..at]);
+    if !scheme.eq_ignore_ascii_case("http") && !scheme.eq_ignore_ascii_case("https") {
+        return HOME;
+    }
+    let rest = &next[scheme.len() + 3..];
+    let (authority, path) = rest.split_at(rest.find(['/', '?', '#']).unwrap_or(rest.len()));
+    let host = match authority.split_once(':') {
+        Some((host, port)) if !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) => host,
+        Some(_) => return HOME,
+        None => authority,
+    };
+    let host = host.trim_end_matches('.');
+    if host.is_empty() || !host.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-') {
+        return HOME;
+    }
+    let host = host.to_ascii_lowercase();
+    let path = if path.starts_with('/') { local_path(Some(path)) } else { "/" };
+    if routes.is_platform(&host) {
+        return Next::Platform(path);
+    }
+    match routes.resolve(&host) {
+        Some(route) => Next::Site { route: route.clone(), host, path },
+        None => HOME,
+    }
 }
 
 fn query(uri: &Uri) -> HashMap<String, String> {
@@ -324,7 +509,14 @@ fn encode(text: &str) -> String {
 /// redirects anywhere else.
 fn local_path(next: Option<&str>) -> &str {
     match next {
-        Some(path) if path.starts_with('/') && !path.starts_with("//") && !path.contains('\\') => path,
+        Some(path)
+            if path.starts_with('/')
+                && !path.starts_with("//")
+                && !path.contains('\\')
+                && path.bytes().all(|b| b.is_ascii_graphic()) =>
+        {
+            path
+        }
         _ => "/",
     }
 }
@@ -336,7 +528,7 @@ mod tests {
     #[test]
     fn a_handoff_only_ever_goes_to_a_path_on_the_same_host() {
         assert_eq!(local_path(Some("/page?x=1")), "/page?x=1");
-        for bad in ["//evil.example/", "http://evil.example/", "/\\evil.example", "", "page"] {
+        for bad in ["//evil.example/", "http://evil.example/", "/\\evil.example", "", "page", "/a\r\nb", "/a b"] {
             assert_eq!(local_path(Some(bad)), "/", "{bad}");
         }
         assert_eq!(local_path(None), "/");

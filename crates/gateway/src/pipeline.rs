@@ -212,7 +212,7 @@ impl Pipeline {
     ) -> Pipeline {
         let live = Sessions::default();
         for session in sessions {
-            live.insert(session);
+            live.insert(session, clock.now_ms());
         }
         let provenance = Provenance::new(&config.provenance_secret, clock.now_ms() << 16);
         Pipeline {

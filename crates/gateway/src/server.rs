@@ -174,6 +174,24 @@ impl Gateway {
         self.shared.pipeline.identities.store(Arc::new(identities));
     }
 
+    /// Where the live sessions are: take it before reading the stored
+    /// sessions for [`Gateway::keep_only_sessions`].
+    pub fn sessions_mark(&self) -> u64 {
+        self.shared.pipeline.sessions.mark()
+    }
+
+    /// Ends the live sessions the store no longer holds (revoked there):
+    /// `stored` is every token hash it held when read after `mark` was
+    /// taken. Sessions begun since `mark` are kept.
+    pub fn keep_only_sessions(&self, stored: impl IntoIterator<Item = [u8; 32]>, mark: u64) {
+        self.shared.pipeline.sessions.keep_only(&stored.into_iter().collect(), mark);
+    }
+
+    /// Forgets the live sessions that have expired.
+    pub fn purge_sessions(&self) {
+        self.shared.pipeline.sessions.purge(self.shared.pipeline.clock.now_ms());
+    }
+
     /// The gateway's counters, in the Prometheus text format.
     pub fn metrics(&self) -> String {
         self.shared.pipeline.metrics.render()

@@ -6,6 +6,7 @@ use std::time::Duration;
 use gateway::{Gateway, Identities, Routes, SiteRoute, TierPolicy};
 use store::Store;
 
+use crate::sessions::stored_sessions;
 use crate::{StoreHandle, current_period};
 
 /// Moves the gateway to what the store says now.
@@ -21,11 +22,21 @@ impl Reloader {
         Reloader { store, gateway, domain: domain.to_owned() }
     }
 
+    /// Routes, users and tokens as stored; sessions revoked in the store
+    /// end at the gateway.
     pub async fn try_reload(&self) -> anyhow::Result<u64> {
         let domain = self.domain.clone();
-        let (routes, identities, version) = self.store.call(move |store| load_registry(store, &domain)).await?;
+        let mark = self.gateway.sessions_mark();
+        let (routes, identities, version, sessions) = self
+            .store
+            .call(move |store| {
+                let (routes, identities, version) = load_registry(store, &domain)?;
+                Ok::<_, anyhow::Error>((routes, identities, version, stored_sessions(store)?))
+            })
+            .await?;
         self.gateway.set_routes(routes);
         self.gateway.set_identities(identities);
+        self.gateway.keep_only_sessions(sessions.iter().map(|s| s.token_sha256), mark);
         Ok(version)
     }
 }

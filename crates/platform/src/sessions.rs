@@ -14,9 +14,12 @@ impl SessionStore for StoredSessions {
             token_sha256: hex::encode(session.token_sha256),
             user: session.user.clone(),
             site: session.site.clone().unwrap_or_default(),
+            created_ms: session.created_ms,
             expires_ms: session.expires_ms,
         };
-        self.0.call_blocking(move |store| store.put_session(&record, now_ms()).map_err(|e| e.to_string()))
+        self.0.call_blocking(move |store| {
+            store.put_session(&record, now_ms(), gateway::SESSIONS_PER_USER_MAX).map_err(|e| e.to_string())
+        })
     }
 
     fn end(&self, user: &str) -> Result<(), String> {
@@ -36,6 +39,7 @@ pub fn stored_sessions(store: &mut Store) -> anyhow::Result<Vec<StoredSession>> 
                 token_sha256,
                 user: s.user,
                 site: Some(s.site).filter(|site| !site.is_empty()),
+                created_ms: s.created_ms,
                 expires_ms: s.expires_ms,
             })
         })

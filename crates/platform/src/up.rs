@@ -17,6 +17,9 @@ use crate::registry::{Reloader, follow_registry, load_registry};
 use crate::sessions::{StoredSessions, stored_sessions};
 use crate::{BadInput, Settings, StoreHandle, control_api};
 
+/// How often expired sessions are forgotten, in the store and the gateway.
+const SESSION_PURGE_EVERY: Duration = Duration::from_secs(60);
+
 /// Write-ahead log shards of the meter: one per gateway worker is enough,
 /// and this bounds them whatever the worker count.
 const METER_SHARDS: usize = 64;
@@ -109,6 +112,7 @@ impl Platform {
         let every = settings.health_checks;
         tasks.push(tokio::spawn(async move { checker.check_health(every).await }));
         tasks.push(tokio::spawn(follow_registry(reloader.clone(), store.clone(), version)));
+        tasks.push(tokio::spawn(purge_sessions(store.clone(), gateway.clone())));
         if let Some(meter) = &meter {
             tasks.push(tokio::spawn(flush_usage(store.clone(), meter.clone(), flushing.clone(), settings.flush)));
         }
@@ -135,6 +139,12 @@ impl Platform {
     /// second anyway).
     pub async fn reload(&self) -> anyhow::Result<()> {
         self.reloader.try_reload().await.map(drop)
+    }
+
+    /// Forgets expired sessions now, in the store and the gateway (a loop
+    /// does it every minute anyway); how many the store held.
+    pub async fn purge_sessions(&self) -> anyhow::Result<u64> {
+        purge_once(&self.store, &self.gateway).await
     }
 
     /// Asks for deployment `d` (a new generation) and waits up to `timeout`
@@ -209,6 +219,20 @@ pub async fn wait_for_outcome(
         }
     }
     anyhow::bail!("{site} generation {generation} had no outcome within {timeout:?}")
+}
+
+async fn purge_sessions(store: StoreHandle, gateway: Gateway) {
+    loop {
+        tokio::time::sleep(SESSION_PURGE_EVERY).await;
+        if let Err(e) = purge_once(&store, &gateway).await {
+            tracing::warn!(error = %e, "cannot purge expired sessions; the next purge retries");
+        }
+    }
+}
+
+async fn purge_once(store: &StoreHandle, gateway: &Gateway) -> anyhow::Result<u64> {
+    gateway.purge_sessions();
+    Ok(store.call(|s| s.purge_sessions(crate::now_ms())).await?)
 }
 
 async fn flush_usage(store: StoreHandle, meter: Arc<Meter>, flushing: Arc<tokio::sync::Mutex<()>>, every: Duration) {

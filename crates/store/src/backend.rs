@@ -182,6 +182,14 @@ const MIGRATIONS: &[Migration] = &[
     INSERT INTO site_generations (site, last) SELECT site, generation FROM deployments;
 ",
     ),
+    // When each session and API token began: a user's oldest session goes
+    // first past their cap, and a user's tokens are listed in order.
+    Migration::Sql(
+        "
+    ALTER TABLE sessions ADD COLUMN created_ms BIGINT NOT NULL DEFAULT 0;
+    ALTER TABLE api_tokens ADD COLUMN created_ms BIGINT NOT NULL DEFAULT 0;
+",
+    ),
 ];
 
 /// The number of the last migration: the schema version a store opened by

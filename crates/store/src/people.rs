@@ -3,7 +3,7 @@
 
 use commons_core::Period;
 
-use crate::platform::bump_registry;
+use crate::platform::{bump_registry, short_id};
 use crate::sql::{Param, int_param};
 use crate::{Store, StoreError};
 
@@ -22,7 +22,28 @@ pub struct SessionRecord {
     pub token_sha256: String,
     pub user: String,
     pub site: String,
+    pub created_ms: u64,
     pub expires_ms: u64,
+}
+
+impl SessionRecord {
+    /// What names the session to its user (the start of its token's hash:
+    /// not the token, and not enough of the hash to look it up by).
+    pub fn id(&self) -> &str {
+        short_id(&self.token_sha256)
+    }
+}
+
+const SESSION_COLUMNS: &str = "token_hash, user_id, site, created_ms, expires_ms";
+
+fn session_of(r: &crate::sql::Row) -> Result<SessionRecord, StoreError> {
+    Ok(SessionRecord {
+        token_sha256: r.text(0)?,
+        user: r.text(1)?,
+        site: r.text(2)?,
+        created_ms: r.u64(3)?,
+        expires_ms: r.u64(4)?,
+    })
 }
 
 impl Store {
@@ -49,20 +70,28 @@ impl Store {
         rows.iter().map(|r| Ok(AccountRecord { user: r.text(0)?, password_hash: r.text(1)? })).collect()
     }
 
-    /// Keeps a session (and forgets those expired by `now_ms`).
-    pub fn put_session(&mut self, session: &SessionRecord, now_ms: u64) -> Result<(), StoreError> {
+    /// Keeps a session, forgets those expired by `now_ms`, and ends the
+    /// user's oldest (by `created_ms`) beyond `per_user_max`.
+    pub fn put_session(&mut self, session: &SessionRecord, now_ms: u64, per_user_max: usize) -> Result<(), StoreError> {
         self.backend.transaction(|tx| {
             tx.execute("DELETE FROM sessions WHERE expires_ms <= $1", &[int_param(now_ms, "time")?])?;
             tx.execute(
-                "INSERT INTO sessions (token_hash, user_id, site, expires_ms) VALUES ($1, $2, $3, $4)",
+                "INSERT INTO sessions (token_hash, user_id, site, created_ms, expires_ms) VALUES ($1, $2, $3, $4, $5)",
                 &[
                     Param::Text(&session.token_sha256),
                     Param::Text(&session.user),
                     Param::Text(&session.site),
+                    int_param(session.created_ms, "session creation time")?,
                     // A session good for longer than i64 milliseconds is good for ever.
                     Param::Int(session.expires_ms.min(i64::MAX as u64) as i64),
                 ],
             )?;
+            let user = [Param::Text(&session.user)];
+            let rows =
+                tx.query("SELECT token_hash FROM sessions WHERE user_id = $1 ORDER BY created_ms, token_hash", &user)?;
+            for row in rows.iter().take(rows.len().saturating_sub(per_user_max)) {
+                tx.execute("DELETE FROM sessions WHERE token_hash = $1", &[Param::Text(&row.text(0)?)])?;
+            }
             Ok(())
         })
     }
@@ -70,24 +99,50 @@ impl Store {
     /// The sessions still good at `now_ms`.
     pub fn sessions(&mut self, now_ms: u64) -> Result<Vec<SessionRecord>, StoreError> {
         let now = int_param(now_ms, "time")?;
-        let rows = self.backend.transaction(|tx| {
-            tx.query("SELECT token_hash, user_id, site, expires_ms FROM sessions WHERE expires_ms > $1", &[now])
-        })?;
-        rows.iter()
-            .map(|r| {
-                Ok(SessionRecord {
-                    token_sha256: r.text(0)?,
-                    user: r.text(1)?,
-                    site: r.text(2)?,
-                    expires_ms: r.u64(3)?,
-                })
-            })
-            .collect()
+        let sql = format!("SELECT {SESSION_COLUMNS} FROM sessions WHERE expires_ms > $1");
+        let rows = self.backend.transaction(|tx| tx.query(&sql, &[now]))?;
+        rows.iter().map(session_of).collect()
     }
 
-    /// Ends every session of `user` (logging out everywhere).
+    /// `user`'s sessions still good at `now_ms`, oldest first.
+    pub fn sessions_of(&mut self, user: &str, now_ms: u64) -> Result<Vec<SessionRecord>, StoreError> {
+        let now = int_param(now_ms, "time")?;
+        let sql = format!(
+            "SELECT {SESSION_COLUMNS} FROM sessions WHERE user_id = $1 AND expires_ms > $2 ORDER BY created_ms, token_hash"
+        );
+        let rows = self.backend.transaction(|tx| tx.query(&sql, &[Param::Text(user), now]))?;
+        rows.iter().map(session_of).collect()
+    }
+
+    /// Forgets the sessions expired by `now_ms`; how many there were.
+    pub fn purge_sessions(&mut self, now_ms: u64) -> Result<u64, StoreError> {
+        let now = int_param(now_ms, "time")?;
+        self.backend.transaction(|tx| tx.execute("DELETE FROM sessions WHERE expires_ms <= $1", &[now]))
+    }
+
+    /// Ends every session of `user` (logging out everywhere: the gateway
+    /// that asks has ended them already).
     pub fn remove_sessions(&mut self, user: &str) -> Result<u64, StoreError> {
         self.backend.transaction(|tx| tx.execute("DELETE FROM sessions WHERE user_id = $1", &[Param::Text(user)]))
+    }
+
+    /// Revokes `user`'s session with this token hash (all of their
+    /// sessions with None), and tells the gateways (the registry version
+    /// moves); how many ended.
+    pub fn revoke_sessions(&mut self, user: &str, token_sha256: Option<&str>) -> Result<u64, StoreError> {
+        self.backend.transaction(|tx| {
+            let ended = match token_sha256 {
+                None => tx.execute("DELETE FROM sessions WHERE user_id = $1", &[Param::Text(user)])?,
+                Some(hash) => tx.execute(
+                    "DELETE FROM sessions WHERE user_id = $1 AND token_hash = $2",
+                    &[Param::Text(user), Param::Text(hash)],
+                )?,
+            };
+            if ended > 0 {
+                bump_registry(tx)?;
+            }
+            Ok(ended)
+        })
     }
 
     /// Records that `user` subscribed for `period`, paying `paid_cents`;

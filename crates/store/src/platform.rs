@@ -59,7 +59,25 @@ pub struct ProjectRecord {
 pub struct TokenRecord {
     pub token_sha256: String,
     pub user: String,
+    pub created_ms: u64,
 }
+
+impl TokenRecord {
+    /// What names the token to its user: the start of its hash, not the
+    /// token.
+    pub fn id(&self) -> &str {
+        short_id(&self.token_sha256)
+    }
+}
+
+/// The first 12 hex digits of a token's hash: the id a session or token is
+/// listed and revoked by.
+pub(crate) fn short_id(token_sha256: &str) -> &str {
+    token_sha256.get(..12).unwrap_or(token_sha256)
+}
+
+/// Most API tokens one user may have.
+pub const TOKENS_PER_USER_MAX: usize = 64;
 
 pub(crate) fn corrupt(what: &str, detail: &str) -> StoreError {
     StoreError::Corrupt { what: what.to_owned(), detail: detail.to_owned() }
@@ -200,16 +218,23 @@ impl Store {
     }
 
     /// Creates an API token for `user` and returns it (shown once; only
-    /// its hash is kept).
-    pub fn add_token(&mut self, user: &str) -> Result<String, StoreError> {
+    /// its hash is kept). A user has at most [`TOKENS_PER_USER_MAX`]: past
+    /// it, `Constraint` (a program's token is never ended to make room).
+    pub fn add_token(&mut self, user: &str, now_ms: u64) -> Result<String, StoreError> {
         let mut secret = [0u8; 24];
         getrandom::fill(&mut secret).map_err(|e| StoreError::Database(format!("no randomness: {e}")))?;
         let token = format!("oc_{}", hex::encode(secret));
         let hash = token_sha256(&token);
         self.backend.transaction(|tx| {
+            let held = tx.query("SELECT token_hash FROM api_tokens WHERE user_id = $1", &[Param::Text(user)])?.len();
+            if held >= TOKENS_PER_USER_MAX {
+                return Err(StoreError::Constraint(format!(
+                    "{user} has {held} API tokens, the most a user may have: revoke one first"
+                )));
+            }
             tx.execute(
-                "INSERT INTO api_tokens (token_hash, user_id) VALUES ($1, $2)",
-                &[Param::Text(&hash), Param::Text(user)],
+                "INSERT INTO api_tokens (token_hash, user_id, created_ms) VALUES ($1, $2, $3)",
+                &[Param::Text(&hash), Param::Text(user), int_param(now_ms, "token creation time")?],
             )?;
             bump_registry(tx)
         })?;
@@ -217,8 +242,27 @@ impl Store {
     }
 
     pub fn tokens(&mut self) -> Result<Vec<TokenRecord>, StoreError> {
-        let rows = self.backend.transaction(|tx| tx.query("SELECT token_hash, user_id FROM api_tokens", &[]))?;
-        rows.iter().map(|r| Ok(TokenRecord { token_sha256: r.text(0)?, user: r.text(1)? })).collect()
+        let rows = self.backend.transaction(|tx| {
+            tx.query("SELECT token_hash, user_id, created_ms FROM api_tokens ORDER BY created_ms, token_hash", &[])
+        })?;
+        rows.iter()
+            .map(|r| Ok(TokenRecord { token_sha256: r.text(0)?, user: r.text(1)?, created_ms: r.u64(2)? }))
+            .collect()
+    }
+
+    /// Revokes `user`'s token with this hash, and tells the gateways (the
+    /// registry version moves); false if they have none such.
+    pub fn revoke_token(&mut self, user: &str, token_sha256: &str) -> Result<bool, StoreError> {
+        self.backend.transaction(|tx| {
+            let revoked = tx.execute(
+                "DELETE FROM api_tokens WHERE user_id = $1 AND token_hash = $2",
+                &[Param::Text(user), Param::Text(token_sha256)],
+            )? > 0;
+            if revoked {
+                bump_registry(tx)?;
+            }
+            Ok(revoked)
+        })
     }
 
     /// The write-ahead-log checkpoint the stored usage covers.

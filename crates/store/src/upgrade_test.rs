@@ -149,6 +149,7 @@ fn a_database_at_migration_9_opens_at_head_with_every_row_in_the_new_shape() {
                 token_sha256: "cd34".into(),
                 user: "alice".into(),
                 site: "wiki".into(),
+                created_ms: 0,
                 expires_ms: 5000
             }]
         );

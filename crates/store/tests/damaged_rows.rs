@@ -210,9 +210,15 @@ fn fill(store: &mut Store) {
     store.append(batch, 1).unwrap();
     store.subscribe(period(), "alice", 1000).unwrap();
     store.add_account("alice", "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA", 1).unwrap();
-    store.add_token("alice").unwrap();
-    let session = SessionRecord { token_sha256: "aa".into(), user: "alice".into(), site: String::new(), expires_ms: 9 };
-    store.put_session(&session, 1).unwrap();
+    store.add_token("alice", 0).unwrap();
+    let session = SessionRecord {
+        token_sha256: "aa".into(),
+        user: "alice".into(),
+        site: String::new(),
+        created_ms: 0,
+        expires_ms: 9,
+    };
+    store.put_session(&session, 1, 8).unwrap();
     store
         .put_site(&SiteRecord {
             id: "wiki".into(),

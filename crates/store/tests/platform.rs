@@ -60,12 +60,82 @@ fn sites_are_stored_replaced_and_removed_and_each_change_bumps_the_version() {
 fn tokens_are_kept_only_as_hashes() {
     for s in common::stores() {
         let mut store = Store::open(&s.location).unwrap();
-        let token = store.add_token("alice").unwrap();
+        let token = store.add_token("alice", 7).unwrap();
         let tokens = store.tokens().unwrap();
         assert_eq!(tokens.len(), 1);
         assert_eq!(tokens[0].token_sha256, token_sha256(&token), "{}", s.name);
-        assert_eq!(tokens[0].user, "alice");
+        assert_eq!((tokens[0].user.as_str(), tokens[0].created_ms), ("alice", 7));
         assert_ne!(tokens[0].token_sha256, token);
+    }
+}
+
+fn session(hash: &str, user: &str, created_ms: u64, expires_ms: u64) -> SessionRecord {
+    SessionRecord { token_sha256: hash.into(), user: user.into(), site: String::new(), created_ms, expires_ms }
+}
+
+#[test]
+fn a_session_past_a_users_cap_ends_their_oldest() {
+    for s in common::stores() {
+        let mut store = Store::open(&s.location).unwrap();
+        store.put_session(&session("b1", "alice", 20, 9_000), 0, 2).unwrap();
+        store.put_session(&session("a0", "alice", 10, 9_000), 0, 2).unwrap();
+        store.put_session(&session("z9", "bob", 5, 9_000), 0, 2).unwrap();
+        store.put_session(&session("c2", "alice", 30, 9_000), 0, 2).unwrap();
+        let alice: Vec<String> = store.sessions_of("alice", 0).unwrap().into_iter().map(|s| s.token_sha256).collect();
+        assert_eq!(alice, ["b1", "c2"], "{}", s.name);
+        assert_eq!(store.sessions_of("bob", 0).unwrap().len(), 1, "{}: nobody else's", s.name);
+    }
+}
+
+#[test]
+fn an_expired_session_is_gone_from_the_store_after_a_purge() {
+    for s in common::stores() {
+        let mut store = Store::open(&s.location).unwrap();
+        store.put_session(&session("aa", "alice", 0, 1_000), 0, 8).unwrap();
+        store.put_session(&session("bb", "alice", 0, 2_000), 0, 8).unwrap();
+        assert_eq!(store.purge_sessions(1_000).unwrap(), 1, "{}", s.name);
+        // Even asked for as of long ago, it is no longer there.
+        let left: Vec<String> = store.sessions(0).unwrap().into_iter().map(|s| s.token_sha256).collect();
+        assert_eq!(left, ["bb"], "{}", s.name);
+    }
+}
+
+#[test]
+fn revoked_sessions_and_tokens_are_gone_and_the_gateways_told() {
+    for s in common::stores() {
+        let mut store = Store::open(&s.location).unwrap();
+        store.put_session(&session("aa11", "alice", 0, 9_000), 0, 8).unwrap();
+        store.put_session(&session("bb22", "alice", 1, 9_000), 0, 8).unwrap();
+        store.put_session(&session("cc33", "bob", 1, 9_000), 0, 8).unwrap();
+        let v0 = store.registry_version().unwrap();
+        assert_eq!(store.revoke_sessions("bob", Some("aa11")).unwrap(), 0, "{}: only one's own", s.name);
+        assert_eq!(store.registry_version().unwrap(), v0, "{}: nothing changed", s.name);
+        assert_eq!(store.revoke_sessions("alice", Some("aa11")).unwrap(), 1);
+        assert_eq!(store.sessions_of("alice", 0).unwrap()[0].id(), "bb22");
+        assert_eq!(store.revoke_sessions("alice", None).unwrap(), 1);
+        assert!(store.sessions_of("alice", 0).unwrap().is_empty());
+        assert_eq!(store.registry_version().unwrap(), v0 + 2, "{}", s.name);
+
+        let token = store.add_token("alice", 1).unwrap();
+        let hash = token_sha256(&token);
+        assert_eq!(store.tokens().unwrap()[0].id(), &hash[..12], "{}: an id that is not the token", s.name);
+        assert!(!store.revoke_token("bob", &hash).unwrap());
+        assert!(store.revoke_token("alice", &hash).unwrap());
+        assert!(store.tokens().unwrap().is_empty(), "{}", s.name);
+    }
+}
+
+#[test]
+fn a_user_has_a_bounded_number_of_tokens() {
+    for s in common::stores() {
+        let mut store = Store::open(&s.location).unwrap();
+        for n in 0..store::TOKENS_PER_USER_MAX as u64 {
+            store.add_token("alice", n).unwrap();
+        }
+        let refused = store.add_token("alice", 99).unwrap_err().to_string();
+        assert!(refused.contains("alice has 64 API tokens") && refused.contains("revoke one"), "{}: {refused}", s.name);
+        store.add_token("bob", 99).unwrap();
+        assert_eq!(store.tokens().unwrap().len(), store::TOKENS_PER_USER_MAX + 1, "{}", s.name);
     }
 }
 
@@ -94,12 +164,22 @@ fn projects_accounts_sessions_and_subscriptions_round_trip() {
             }]
         );
 
-        let live =
-            SessionRecord { token_sha256: "aa".into(), user: "alice".into(), site: String::new(), expires_ms: 5_000 };
-        let old =
-            SessionRecord { token_sha256: "bb".into(), user: "alice".into(), site: "wiki".into(), expires_ms: 1_500 };
-        store.put_session(&old, 1_000).unwrap();
-        store.put_session(&live, 1_000).unwrap();
+        let live = SessionRecord {
+            token_sha256: "aa".into(),
+            user: "alice".into(),
+            site: String::new(),
+            created_ms: 900,
+            expires_ms: 5_000,
+        };
+        let old = SessionRecord {
+            token_sha256: "bb".into(),
+            user: "alice".into(),
+            site: "wiki".into(),
+            created_ms: 800,
+            expires_ms: 1_500,
+        };
+        store.put_session(&old, 1_000, 8).unwrap();
+        store.put_session(&live, 1_000, 8).unwrap();
         assert_eq!(store.sessions(2_000).unwrap(), vec![live.clone()], "{}", s.name);
         assert_eq!(store.remove_sessions("alice").unwrap(), 2);
         assert!(store.sessions(0).unwrap().is_empty());
