@@ -489,3 +489,41 @@ async fn a_provenance_token_reveals_nothing_about_its_user_or_site() {
         }
     }
 }
+
+/// A site that answers every request by switching to h2c, unasked.
+async fn site_switching_unasked() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            tokio::spawn(async move {
+                let mut seen = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut buf).await {
+                        Ok(n) if n > 0 => seen.extend_from_slice(&buf[..n]),
+                        _ => return,
+                    }
+                }
+                let answer = b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n";
+                let _ = stream.write_all(answer).await;
+                let _ = stream.read(&mut buf).await;
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn a_site_that_switches_protocols_unasked_is_a_502() {
+    let site = site_switching_unasked().await;
+    for (name, engine) in engines().await {
+        let mut routes = Routes::new("commons.localhost");
+        routes.add_site(SiteRoute::new("odd", &[site], true), &[]);
+        engine.handle.set_routes(routes);
+        let request = "GET / HTTP/1.1\r\nHost: odd.commons.localhost\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n";
+        let answer = exchange(engine.gateway.addr, request.as_bytes()).await;
+        assert_eq!(answer.map(|a| a.status), Some(502), "{name}");
+    }
+}
