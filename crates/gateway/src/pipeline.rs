@@ -15,7 +15,8 @@
 //!
 //! # Invariants
 //! - No inbound header claims an identity: every inbound `x-commons-*`
-//!   header, in any case, is removed, and the gateway writes its own
+//!   header, in any spelling frameworks fold into one (case, `_` or `.`
+//!   for `-`), is removed, and the gateway writes its own
 //!   (`x-commons-user`, `x-commons-tier`, `x-commons-provenance`) after.
 //! - The headers that carry framing, routing and identity are written here,
 //!   never copied from the request: a `Connection` header naming them can
@@ -26,8 +27,14 @@
 //! - A site gets one `Host`, the one the request was routed by; a request
 //!   with two `Host` lines is refused.
 //! - No credential (`Authorization`, the gateway's cookies), hop-by-hop
-//!   header or client address (`X-Forwarded-For`, `X-Forwarded-Host`,
-//!   `Forwarded`, `X-Real-IP`) reaches a site.
+//!   header or proxy header (`X-Forwarded-*`, `Forwarded`, `X-Real-IP`,
+//!   `True-Client-IP`, `X-Original-URL`, … in any spelling) reaches a
+//!   site; `x-forwarded-proto` is the gateway's (the public scheme).
+//! - A site is asked to switch protocols only to WebSocket.
+//! - A path is decided on in every reading a site may give it
+//!   ([`crate::path`]); one it could read yet otherwise is refused.
+//! - A site's cookies reach the client host-only, never with the
+//!   gateway's names, `__Host-`/`__Secure-` only when honoured.
 //!
 //! # Deliberately absent
 //! Sockets, parsers and bodies, and so any import of an engine: an engine
@@ -695,7 +702,8 @@ fn kind(name: &str) -> Kind {
         19 if is(b"proxy-authorization") => Kind::HopByHop,
         _ => Kind::Other,
     };
-    if known != Kind::Other || name.len() < 6 {
+    // Every name below begins with one of these letters.
+    if known != Kind::Other || name.len() < 6 || !matches!(name[0] | 0x20, b'x' | b'f' | b'c' | b't') {
         return known;
     }
     if folded_prefix(name, b"x-commons-") {
