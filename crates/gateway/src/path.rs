@@ -111,7 +111,9 @@ fn decode(path: &[u8]) -> Result<String, Problem> {
             b'/' => return Err(Problem::EncodedSlash),
             b'\\' => return Err(Problem::Backslash),
             0..0x20 | 0x7f => return Err(Problem::Control),
-            b'%' if path.get(at + 3).and_then(|&b| hex(b)).is_some() && path.get(at + 4).and_then(|&b| hex(b)).is_some() => {
+            b'%' if path.get(at + 3).and_then(|&b| hex(b)).is_some()
+                && path.get(at + 4).and_then(|&b| hex(b)).is_some() =>
+            {
                 return Err(Problem::DoubleEscape);
             }
             b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => out.push(value as char),

@@ -352,7 +352,17 @@ impl Pipeline {
             _ => (None, None),
         };
         let scheme = &self.config.public_scheme;
-        Ok(Admitted { route, identity, origin, tier, pseudonym, provenance, scheme, _in_flight: in_flight, _live: live })
+        Ok(Admitted {
+            route,
+            identity,
+            origin,
+            tier,
+            pseudonym,
+            provenance,
+            scheme,
+            _in_flight: in_flight,
+            _live: live,
+        })
     }
 
     /// Records an answered request's usage; an error if it cannot be, in
@@ -462,7 +472,8 @@ impl<'h> Facts<'h> {
         // WebSocket only: another protocol (h2c, say) would carry later
         // requests past the gateway. A request asking for one goes on as a
         // plain request, as RFC 9110 §7.8 lets a server ignore an upgrade.
-        facts.upgrade = upgrade.filter(|protocol| asks_upgrade && protocol.trim_ascii().eq_ignore_ascii_case(b"websocket"));
+        facts.upgrade =
+            upgrade.filter(|protocol| asks_upgrade && protocol.trim_ascii().eq_ignore_ascii_case(b"websocket"));
         facts
     }
 }
@@ -709,7 +720,9 @@ fn kind(name: &str) -> Kind {
     if folded_prefix(name, b"x-commons-") {
         return Kind::Commons;
     }
-    if folded_prefix(name, b"x-forwarded") || PROXY_HEADERS.iter().any(|p| p.len() == name.len() && folded_prefix(name, p)) {
+    if folded_prefix(name, b"x-forwarded")
+        || PROXY_HEADERS.iter().any(|p| p.len() == name.len() && folded_prefix(name, p))
+    {
         return Kind::Proxy;
     }
     Kind::Other

@@ -142,7 +142,11 @@ impl Provenance {
         if now_ms > entry.expiry_ms {
             return Err(ProvenanceError::Expired);
         }
-        Ok(Origin { user: entry.identity.user.clone(), site: entry.route.site.clone(), premium: entry.identity.premium })
+        Ok(Origin {
+            user: entry.identity.user.clone(),
+            site: entry.route.site.clone(),
+            premium: entry.identity.premium,
+        })
     }
 }
 

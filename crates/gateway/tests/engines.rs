@@ -145,7 +145,10 @@ fn header() -> impl Strategy<Value = (String, String)> {
             one_of(&["keep-alive", "te", "trailer", "proxy-authorization", "proxy-authenticate", "http2-settings"]),
             "[a-z]{1,6}"
         ),
-        (one_of(&["upgrade"]), select(vec!["h2c", "websocket", "WebSocket", "h2c, websocket", "foo"]).prop_map(str::to_owned)),
+        (
+            one_of(&["upgrade"]),
+            select(vec!["h2c", "websocket", "WebSocket", "h2c, websocket", "foo"]).prop_map(str::to_owned)
+        ),
         (
             one_of(&[
                 "x-forwarded-for",
@@ -314,7 +317,14 @@ fn odd() -> impl Strategy<Value = Odd> {
     ];
     let path = select(vec!["/form", "//form", "/%2e/form", "/form%2F..", "/../form", "/a/../form"]);
     let tail = "[ -~]{0,40}";
-    (select(vec!["POST", "PUT", "GET"]), path, framing, prop::collection::vec(header(), 0..6), tail, any::<prop::sample::Index>())
+    (
+        select(vec!["POST", "PUT", "GET"]),
+        path,
+        framing,
+        prop::collection::vec(header(), 0..6),
+        tail,
+        any::<prop::sample::Index>(),
+    )
         .prop_map(|(method, path, framing, mut headers, tail, at)| {
             let body = format!("{SMUGGLED}{tail}").into_bytes();
             let chunked = framing.iter().any(|line| line.starts_with("Transfer-Encoding"));

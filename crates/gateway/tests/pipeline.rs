@@ -367,8 +367,9 @@ async fn premium_paths_are_matched_however_they_are_spelled_and_ambiguous_paths_
         assert!(engine.saw_nothing_more().await, "{name}: a refused request reached the site");
         // A subscriber gets the premium pages, however spelled.
         for path in ["/export", "//export", "/%65xport"] {
-            let request =
-                format!("GET {path} HTTP/1.1\r\nHost: wiki.commons.localhost\r\nAuthorization: Bearer bob-token\r\n\r\n");
+            let request = format!(
+                "GET {path} HTTP/1.1\r\nHost: wiki.commons.localhost\r\nAuthorization: Bearer bob-token\r\n\r\n"
+            );
             assert_eq!(exchange(engine.gateway.addr, request.as_bytes()).await.map(|a| a.status), Some(200), "{name}");
             assert!(engine.next_seen().await.is_some(), "{name}");
         }
@@ -466,7 +467,8 @@ async fn a_provenance_token_reveals_nothing_about_its_user_or_site() {
             let mut readings = vec![token.as_bytes().to_vec()];
             for part in token.split(['.', ':', '-']) {
                 readings.extend(hex::decode(part).ok());
-                readings.extend(base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(part.trim_end_matches('=')).ok());
+                readings
+                    .extend(base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(part.trim_end_matches('=')).ok());
                 readings.extend(base64::engine::general_purpose::STANDARD.decode(part).ok());
             }
             readings
