@@ -19,6 +19,10 @@ pub enum GatewayError {
     /// by one while the site might read another.
     #[error("the request names more than one host")]
     HostRepeated,
+    /// The request's path could be read by a site otherwise than by the
+    /// gateway (see `path`).
+    #[error("the request's path {path:?} has {problem}, which sites could read in more than one way")]
+    AmbiguousPath { path: String, problem: &'static str },
     /// The site needs a logged-in user.
     #[error("this site needs you to log in")]
     LoginRequired,
@@ -53,7 +57,9 @@ impl GatewayError {
     pub fn status(&self) -> StatusCode {
         match self {
             GatewayError::UnknownHost(_) => StatusCode::NOT_FOUND,
-            GatewayError::NoHost | GatewayError::HostRepeated => StatusCode::BAD_REQUEST,
+            GatewayError::NoHost | GatewayError::HostRepeated | GatewayError::AmbiguousPath { .. } => {
+                StatusCode::BAD_REQUEST
+            }
             GatewayError::LoginRequired | GatewayError::Provenance(_) => StatusCode::UNAUTHORIZED,
             GatewayError::RateLimited { .. } | GatewayError::TooManyInFlight => StatusCode::TOO_MANY_REQUESTS,
             GatewayError::PremiumOnly { .. } => StatusCode::PAYMENT_REQUIRED,
@@ -70,6 +76,7 @@ impl GatewayError {
             GatewayError::UnknownHost(_)
             | GatewayError::NoHost
             | GatewayError::HostRepeated
+            | GatewayError::AmbiguousPath { .. }
             | GatewayError::BodyTooLarge(_) => ("your request", false),
             GatewayError::LoginRequired => ("your request (log in first)", true),
             GatewayError::Provenance(_) => ("the calling site", false),
@@ -91,6 +98,7 @@ impl GatewayError {
             GatewayError::UnknownHost(_)
             | GatewayError::NoHost
             | GatewayError::HostRepeated
+            | GatewayError::AmbiguousPath { .. }
             | GatewayError::LoginRequired
             | GatewayError::RateLimited { .. }
             | GatewayError::TooManyInFlight

@@ -219,14 +219,20 @@ async fn proxy(
         }
     };
 
+    let switched = response.status() == hyper::StatusCode::SWITCHING_PROTOCOLS;
+    if switched && client_side.is_none() {
+        return Err(GatewayError::UpstreamDown {
+            site: route.site.clone(),
+            reason: "it switched protocols unasked".into(),
+        });
+    }
     // The answer is about to leave: record it first.
     pipeline.meter(&admitted, started)?;
     drop(admitted);
 
     let mut response = response;
-    if response.status() == hyper::StatusCode::SWITCHING_PROTOCOLS
-        && let Some(client_side) = client_side
-    {
+    let secure = pipeline.config.public_scheme == "https";
+    if switched && let Some(client_side) = client_side {
         // Tunnel the two upgraded connections to each other until either
         // side closes.
         let site_side = hyper::upgrade::on(&mut response);
@@ -235,12 +241,15 @@ async fn proxy(
                 let _ = tokio::io::copy_bidirectional(&mut TokioIo::new(client), &mut TokioIo::new(site)).await;
             }
         });
-        let (parts, body) = response.into_parts();
+        let (mut parts, body) = response.into_parts();
+        let mut headers = Headers(HeaderMap::with_capacity(parts.headers.len()));
+        client_head(lines(&parts.headers).into_iter(), ClientBody::Upgraded, secure, &mut headers);
+        parts.headers = headers.0;
         return Ok(Response::from_parts(parts, body.map_err(|e| Box::new(e) as BoxError).boxed()));
     }
     let (mut parts, body) = response.into_parts();
     let mut headers = Headers(HeaderMap::with_capacity(parts.headers.len()));
-    client_head(lines(&parts.headers).into_iter(), ClientBody::Reframed, &mut headers);
+    client_head(lines(&parts.headers).into_iter(), ClientBody::Reframed, secure, &mut headers);
     parts.headers = headers.0;
     Ok(Response::from_parts(parts, body.map_err(|e| Box::new(e) as BoxError).boxed()))
 }

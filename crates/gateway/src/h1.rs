@@ -315,7 +315,7 @@ async fn exchange(
             let framing = framing(&response, method);
             let close = !keep_alive || framing == Framing::UntilClose;
             out.clear();
-            response_head(&response, framing, close, out);
+            response_head(&response, framing, close, pipeline.config.public_scheme == "https", out);
             break Some((end, framing, reusable(&response), code));
         };
         let Some((head_len, framing, reusable, status)) = parsed else {
@@ -446,7 +446,13 @@ fn forward(
 /// The site's response head as the client gets it: its status line, the
 /// headers the pipeline passes for a body forwarded with `framing`, and
 /// `connection: close` when the client's connection ends after it.
-fn response_head(response: &httparse::Response<'_, '_>, framing: Framing, close: bool, out: &mut Vec<u8>) {
+fn response_head(
+    response: &httparse::Response<'_, '_>,
+    framing: Framing,
+    close: bool,
+    secure: bool,
+    out: &mut Vec<u8>,
+) {
     let status = response.code.unwrap_or(502);
     out.extend_from_slice(b"HTTP/1.1 ");
     // httparse gives three digits.
@@ -461,7 +467,7 @@ fn response_head(response: &httparse::Response<'_, '_>, framing: Framing, close:
         Framing::Chunked => ClientBody::Encoded,
         Framing::UntilClose => ClientBody::UntilClose,
     };
-    client_head(response.headers.iter().map(|h| (h.name, h.value)), body, out);
+    client_head(response.headers.iter().map(|h| (h.name, h.value)), body, secure, out);
     finish_head(out, !close);
 }
 

@@ -47,6 +47,7 @@ mod identity;
 mod limits;
 mod login;
 mod metrics;
+mod path;
 mod pipeline;
 mod pool;
 mod provenance;

@@ -15,7 +15,8 @@
 //!
 //! # Invariants
 //! - No inbound header claims an identity: every inbound `x-commons-*`
-//!   header, in any case, is removed, and the gateway writes its own
+//!   header, in any spelling frameworks fold into one (case, `_` or `.`
+//!   for `-`), is removed, and the gateway writes its own
 //!   (`x-commons-user`, `x-commons-tier`, `x-commons-provenance`) after.
 //! - The headers that carry framing, routing and identity are written here,
 //!   never copied from the request: a `Connection` header naming them can
@@ -26,8 +27,14 @@
 //! - A site gets one `Host`, the one the request was routed by; a request
 //!   with two `Host` lines is refused.
 //! - No credential (`Authorization`, the gateway's cookies), hop-by-hop
-//!   header or client address (`X-Forwarded-For`, `X-Forwarded-Host`,
-//!   `Forwarded`, `X-Real-IP`) reaches a site.
+//!   header or proxy header (`X-Forwarded-*`, `Forwarded`, `X-Real-IP`,
+//!   `True-Client-IP`, `X-Original-URL`, … in any spelling) reaches a
+//!   site; `x-forwarded-proto` is the gateway's (the public scheme).
+//! - A site is asked to switch protocols only to WebSocket.
+//! - A path is decided on in every reading a site may give it
+//!   ([`crate::path`]); one it could read yet otherwise is refused.
+//! - A site's cookies reach the client host-only, never with the
+//!   gateway's names, `__Host-`/`__Secure-` only when honoured.
 //!
 //! # Deliberately absent
 //! Sockets, parsers and bodies, and so any import of an engine: an engine
@@ -45,9 +52,12 @@ use metering::{Event, Meter};
 use crate::clock::Clock;
 use crate::config::GatewayConfig;
 use crate::error::GatewayError;
-use crate::identity::{Identities, Identity, SITE_COOKIE, Sessions, StoredSession, cookie_in, is_session_cookie};
-use crate::limits::{InFlight, Limiter, Refusal};
+use crate::identity::{
+    Identities, Identity, PLATFORM_COOKIE, SITE_COOKIE, Sessions, StoredSession, cookie_in, is_session_cookie,
+};
+use crate::limits::{InFlight, Limiter, Refusal, TierPolicy};
 use crate::metrics::Metrics;
+use crate::path;
 use crate::provenance::{Live, Origin, Provenance};
 use crate::routes::{Routes, SiteRoute};
 
@@ -113,7 +123,8 @@ pub(crate) struct Facts<'h> {
     pub(crate) close: bool,
     /// `Connection` names headers (beyond `close`, `keep-alive`, `upgrade`).
     connection_names: bool,
-    /// The protocol asked for (`Connection: upgrade` and an `Upgrade`).
+    /// The protocol asked for (`Connection: upgrade` and an `Upgrade`),
+    /// if it is one a site may be asked for: `websocket`.
     pub(crate) upgrade: Option<&'h [u8]>,
     /// The first `x-commons-provenance` (read on the internal listener).
     pub(crate) provenance: Option<&'h str>,
@@ -143,6 +154,8 @@ pub(crate) struct Admitted<'g> {
     pseudonym: Option<Arc<str>>,
     /// `x-commons-provenance`.
     provenance: Option<String>,
+    /// `x-forwarded-proto`: the scheme users reach the gateway by.
+    scheme: &'g str,
     _in_flight: Option<InFlight<'g>>,
     _live: Option<Live<'g>>,
 }
@@ -195,6 +208,9 @@ pub(crate) enum ClientBody {
     /// Decoded by the engine and framed anew (hyper): a `Content-Length`
     /// passes (hyper holds the body to it), `Transfer-Encoding` does not.
     Reframed,
+    /// A `101` to a WebSocket upgrade: no body, the connection becomes the
+    /// tunnel, so `Connection` and `Upgrade` pass.
+    Upgraded,
 }
 
 /// Where an engine has the head it sends written, header by header.
@@ -241,7 +257,11 @@ impl Pipeline {
             return Ok(Destination::Platform);
         }
         let route = routes.resolve(host).ok_or_else(|| GatewayError::UnknownHost(host.to_owned()))?.clone();
-        if listener == Listener::Public && facts.path.starts_with("/.commons/") {
+        let readings = path::readings(facts.path).map_err(|problem| GatewayError::AmbiguousPath {
+            path: facts.path.to_owned(),
+            problem: problem.describe(),
+        })?;
+        if listener == Listener::Public && readings.any(|path| path.starts_with("/.commons/")) {
             return Ok(Destination::SiteEndpoint(route));
         }
         Ok(Destination::Site(route))
@@ -293,8 +313,7 @@ impl Pipeline {
             },
         };
         let premium = identity.as_ref().is_some_and(|i| i.premium);
-        let path = facts.path.split('?').next().unwrap_or("");
-        if !premium && route.policy.is_premium_only(path) {
+        if !premium && premium_only(&route.policy, facts.path) {
             let subscribe_url = format!("http://{}/subscribe", self.routes.load().domain());
             return Err(Answer::Refused(GatewayError::PremiumOnly { subscribe_url }));
         }
@@ -327,13 +346,23 @@ impl Pipeline {
         // its user; live until the site has answered.
         let (provenance, live) = match (&identity, listener) {
             (Some(identity), Listener::Public) => {
-                let (token, live) =
-                    self.provenance.issue(&identity.user, &route.site, identity.premium, self.clock.now_ms());
+                let (token, live) = self.provenance.issue(identity, &route, self.clock.now_ms());
                 (Some(token), Some(live))
             }
             _ => (None, None),
         };
-        Ok(Admitted { route, identity, origin, tier, pseudonym, provenance, _in_flight: in_flight, _live: live })
+        let scheme = &self.config.public_scheme;
+        Ok(Admitted {
+            route,
+            identity,
+            origin,
+            tier,
+            pseudonym,
+            provenance,
+            scheme,
+            _in_flight: in_flight,
+            _live: live,
+        })
     }
 
     /// Records an answered request's usage; an error if it cannot be, in
@@ -383,7 +412,7 @@ impl<'h> Facts<'h> {
         for (name, value) in headers {
             let kind = kind(name);
             match kind {
-                Kind::Other | Kind::HopByHop | Kind::ClientAddress => continue,
+                Kind::Other | Kind::HopByHop | Kind::Proxy | Kind::SetCookie => continue,
                 Kind::Commons if !name.eq_ignore_ascii_case("x-commons-provenance") => continue,
                 Kind::Upgrade => {
                     upgrade.get_or_insert(value);
@@ -429,7 +458,7 @@ impl<'h> Facts<'h> {
                 Kind::Commons => {
                     facts.provenance.get_or_insert(value);
                 }
-                Kind::Other | Kind::HopByHop | Kind::ClientAddress | Kind::Upgrade => {}
+                Kind::Other | Kind::HopByHop | Kind::Proxy | Kind::Upgrade | Kind::SetCookie => {}
             }
         }
         if facts.host.is_none() {
@@ -440,7 +469,11 @@ impl<'h> Facts<'h> {
             facts.content_length = None;
         }
         facts.wants_html = html && method == "GET";
-        facts.upgrade = if asks_upgrade { upgrade } else { None };
+        // WebSocket only: another protocol (h2c, say) would carry later
+        // requests past the gateway. A request asking for one goes on as a
+        // plain request, as RFC 9110 §7.8 lets a server ignore an upgrade.
+        facts.upgrade =
+            upgrade.filter(|protocol| asks_upgrade && protocol.trim_ascii().eq_ignore_ascii_case(b"websocket"));
         facts
     }
 }
@@ -466,9 +499,11 @@ impl UpstreamBody {
 ///   names, `Host`, the framing headers, `Authorization`, every
 ///   `x-commons-*`, the client addresses, and the gateway's cookies (the
 ///   others' `Cookie` lines are joined into one, as HTTP/1.1 wants);
-/// - `Connection: upgrade` and `Upgrade` for an upgrade;
+/// - `Connection: upgrade` and `Upgrade: websocket` for a WebSocket upgrade
+///   (the only one a site is asked for);
 /// - the body's framing (`body`);
-/// - the gateway's identity headers.
+/// - `x-forwarded-proto` (the public scheme) and the gateway's identity
+///   headers.
 pub(crate) fn upstream_head<'h>(
     facts: &Facts<'h>,
     admitted: &Admitted<'_>,
@@ -498,15 +533,16 @@ pub(crate) fn upstream_head<'h>(
             | Kind::HopByHop
             | Kind::Authorization
             | Kind::Commons
-            | Kind::ClientAddress => {}
+            | Kind::Proxy
+            | Kind::SetCookie => {}
         }
     }
     if cookies && forwarded("cookie") {
         cookie_line(headers, out);
     }
-    if let Some(protocol) = facts.upgrade {
+    if facts.upgrade.is_some() {
         out.header("connection", b"upgrade");
-        out.header("upgrade", protocol);
+        out.header("upgrade", b"websocket");
     }
     match body {
         UpstreamBody::None => {}
@@ -516,6 +552,7 @@ pub(crate) fn upstream_head<'h>(
     if let Some(pseudonym) = &admitted.pseudonym {
         out.header("x-commons-user", pseudonym.as_bytes());
     }
+    out.header("x-forwarded-proto", admitted.scheme.as_bytes());
     out.header("x-commons-tier", admitted.tier.as_bytes());
     if let Some(token) = &admitted.provenance {
         out.header("x-commons-provenance", token.as_bytes());
@@ -524,10 +561,13 @@ pub(crate) fn upstream_head<'h>(
 
 /// Writes the headers of a site's answer as the client gets them: all but
 /// the hop-by-hop ones and those `Connection` names; the framing headers as
-/// `body` says the engine sends the body on, whatever `Connection` names.
+/// `body` says the engine sends the body on, whatever `Connection` names;
+/// the site's cookies as [`site_cookie`] lets them (`secure`: the public
+/// scheme is https).
 pub(crate) fn client_head<'h>(
     headers: impl Iterator<Item = (&'h str, &'h [u8])> + Clone,
     body: ClientBody,
+    secure: bool,
     out: &mut impl HeadWriter,
 ) {
     let named = connection_named(headers.clone());
@@ -538,14 +578,28 @@ pub(crate) fn client_head<'h>(
             Kind::TransferEncoding => {
                 matches!(body, ClientBody::Bodiless | ClientBody::Encoded | ClientBody::UntilClose)
             }
-            Kind::Connection | Kind::HopByHop | Kind::Upgrade => false,
+            Kind::Connection | Kind::Upgrade => body == ClientBody::Upgraded,
+            Kind::HopByHop => false,
+            Kind::SetCookie => {
+                if !named.is_empty() && named.iter().any(|n| n.eq_ignore_ascii_case(name)) {
+                    continue;
+                }
+                match site_cookie(value, secure) {
+                    SiteCookie::Passes => true,
+                    SiteCookie::HostOnly(value) => {
+                        out.header(name, &value);
+                        false
+                    }
+                    SiteCookie::Dropped => false,
+                }
+            }
             Kind::Host
             | Kind::Authorization
             | Kind::Cookie
             | Kind::Accept
             | Kind::Expect
             | Kind::Commons
-            | Kind::ClientAddress
+            | Kind::Proxy
             | Kind::Other => named.is_empty() || !named.iter().any(|n| n.eq_ignore_ascii_case(name)),
         };
         if pass {
@@ -623,13 +677,20 @@ enum Kind {
     Expect,
     /// `x-commons-*`: the gateway's to set.
     Commons,
-    /// Where the client is: a site never learns it.
-    ClientAddress,
+    /// What a proxy says about the client and how it asked (its address,
+    /// scheme, host, port, original URL), in any spelling that frameworks
+    /// fold together: the gateway's to set, or to keep from the site.
+    Proxy,
+    SetCookie,
     Other,
 }
 
 /// A header name's kind, without regard to case: by its length first, so
-/// that most names are compared with one candidate at most.
+/// that most names are compared with one candidate at most. The names a
+/// site could read as the platform's word (`x-commons-*`, a proxy's) are
+/// known in every spelling frameworks fold into one (WSGI, CGI and PHP
+/// read `X_Commons.User` as `X-Commons-User`): any byte that is not a
+/// letter or digit stands for any other.
 fn kind(name: &str) -> Kind {
     let name = name.as_bytes();
     let is = |candidate: &[u8]| name.eq_ignore_ascii_case(candidate);
@@ -641,22 +702,129 @@ fn kind(name: &str) -> Kind {
         6 if is(b"expect") => Kind::Expect,
         7 if is(b"upgrade") => Kind::Upgrade,
         7 if is(b"trailer") => Kind::HopByHop,
-        9 if is(b"forwarded") || is(b"x-real-ip") => Kind::ClientAddress,
         10 if is(b"connection") => Kind::Connection,
         10 if is(b"keep-alive") => Kind::HopByHop,
+        10 if is(b"set-cookie") => Kind::SetCookie,
         13 if is(b"authorization") => Kind::Authorization,
         14 if is(b"content-length") => Kind::ContentLength,
-        15 if is(b"x-forwarded-for") => Kind::ClientAddress,
-        16 if is(b"x-forwarded-host") => Kind::ClientAddress,
+        14 if is(b"http2-settings") => Kind::HopByHop,
         17 if is(b"transfer-encoding") => Kind::TransferEncoding,
         18 if is(b"proxy-authenticate") => Kind::HopByHop,
         19 if is(b"proxy-authorization") => Kind::HopByHop,
         _ => Kind::Other,
     };
-    if known == Kind::Other && name.len() >= 10 && name[..10].eq_ignore_ascii_case(b"x-commons-") {
+    // Every name below begins with one of these letters.
+    if known != Kind::Other || name.len() < 6 || !matches!(name[0] | 0x20, b'x' | b'f' | b'c' | b't') {
+        return known;
+    }
+    if folded_prefix(name, b"x-commons-") {
         return Kind::Commons;
     }
-    known
+    if folded_prefix(name, b"x-forwarded")
+        || PROXY_HEADERS.iter().any(|p| p.len() == name.len() && folded_prefix(name, p))
+    {
+        return Kind::Proxy;
+    }
+    Kind::Other
+}
+
+/// The headers, beyond `x-forwarded*`, that proxies set and frameworks
+/// trust for the client's address, the scheme, the host or the URL asked.
+const PROXY_HEADERS: [&[u8]; 14] = [
+    b"forwarded",
+    b"forwarded-for",
+    b"x-real-ip",
+    b"client-ip",
+    b"x-client-ip",
+    b"true-client-ip",
+    b"x-cluster-client-ip",
+    b"cf-connecting-ip",
+    b"fastly-client-ip",
+    b"x-originating-ip",
+    b"x-host",
+    b"x-original-host",
+    b"x-original-url",
+    b"x-rewrite-url",
+];
+
+/// Whether `name` begins with `prefix` (lower case), a letter or digit
+/// matching in either case, any other byte matching any other.
+fn folded_prefix(name: &[u8], prefix: &[u8]) -> bool {
+    name.len() >= prefix.len()
+        && name.iter().zip(prefix).all(|(&n, &p)| {
+            if p.is_ascii_alphanumeric() { n.to_ascii_lowercase() == p } else { !n.is_ascii_alphanumeric() }
+        })
+}
+
+/// Whether `path`, read any way a site may read it, is under one of the
+/// policy's premium-only prefixes (letters in either case). A path the
+/// gateway cannot read one way only is refused before (`Pipeline::route`).
+fn premium_only(policy: &TierPolicy, path: &str) -> bool {
+    if policy.premium_prefixes.is_empty() {
+        return false;
+    }
+    let under = |path: &str| {
+        policy.premium_prefixes.iter().any(|prefix| {
+            path.len() >= prefix.len() && path.as_bytes()[..prefix.len()].eq_ignore_ascii_case(prefix.as_bytes())
+        })
+    };
+    path::readings(path).map_or(true, |readings| readings.any(under))
+}
+
+/// What becomes of a cookie a site sets.
+enum SiteCookie {
+    Passes,
+    /// Without its `Domain` attribute.
+    HostOnly(Vec<u8>),
+    Dropped,
+}
+
+/// A site's `Set-Cookie` as the client may get it: host-only (no `Domain`,
+/// which would let it reach other sites and the platform); never one of
+/// the gateway's cookies; a `__Secure-` or `__Host-` one only if the
+/// platform is served over https (`secure`) and the cookie keeps the
+/// prefix's rules (`Secure`; for `__Host-` also `Path=/` and no `Domain`).
+fn site_cookie(value: &[u8], secure: bool) -> SiteCookie {
+    let mut parts = value.split(|&b| b == b';');
+    let pair = parts.next().unwrap_or_default();
+    let name = pair.split(|&b| b == b'=').next().unwrap_or_default().trim_ascii();
+    if name.eq_ignore_ascii_case(SITE_COOKIE.as_bytes()) || name.eq_ignore_ascii_case(PLATFORM_COOKIE.as_bytes()) {
+        return SiteCookie::Dropped;
+    }
+    let (mut domain, mut marked_secure, mut root) = (false, false, false);
+    for attribute in parts {
+        let mut split = attribute.splitn(2, |&b| b == b'=');
+        let key = split.next().unwrap_or_default().trim_ascii();
+        if key.eq_ignore_ascii_case(b"domain") {
+            domain = true;
+        } else if key.eq_ignore_ascii_case(b"secure") {
+            marked_secure = true;
+        } else if key.eq_ignore_ascii_case(b"path") {
+            root = split.next().unwrap_or_default().trim_ascii() == b"/";
+        }
+    }
+    let prefixed = |prefix: &[u8]| name.len() >= prefix.len() && name[..prefix.len()].eq_ignore_ascii_case(prefix);
+    if prefixed(b"__secure-") && !(secure && marked_secure) {
+        return SiteCookie::Dropped;
+    }
+    if prefixed(b"__host-") && !(secure && marked_secure && root && !domain) {
+        return SiteCookie::Dropped;
+    }
+    if !domain {
+        return SiteCookie::Passes;
+    }
+    let mut host_only = Vec::with_capacity(value.len());
+    for (i, part) in value.split(|&b| b == b';').enumerate() {
+        let key = part.split(|&b| b == b'=').next().unwrap_or_default().trim_ascii();
+        if i > 0 && key.eq_ignore_ascii_case(b"domain") {
+            continue;
+        }
+        if i > 0 {
+            host_only.push(b';');
+        }
+        host_only.extend_from_slice(part);
+    }
+    SiteCookie::HostOnly(host_only)
 }
 
 /// The header names `Connection` lines list (beyond `close`, `keep-alive`
@@ -761,10 +929,18 @@ mod tests {
             ("x-commons-", Kind::Commons),
             ("x-COMMONS-anything", Kind::Commons),
             ("x-commonsense", Kind::Other),
-            ("X-Forwarded-For", Kind::ClientAddress),
-            ("X-Real-IP", Kind::ClientAddress),
-            ("Forwarded", Kind::ClientAddress),
-            ("x-forwarded-proto", Kind::Other),
+            ("X-Forwarded-For", Kind::Proxy),
+            ("X-Real-IP", Kind::Proxy),
+            ("Forwarded", Kind::Proxy),
+            ("x-forwarded-proto", Kind::Proxy),
+            ("X_Forwarded_Proto", Kind::Proxy),
+            ("X_Commons_User", Kind::Commons),
+            ("x.commons+tier", Kind::Commons),
+            ("True_Client_IP", Kind::Proxy),
+            ("X-Original-URL", Kind::Proxy),
+            ("x-hosts", Kind::Other),
+            ("Set-Cookie", Kind::SetCookie),
+            ("HTTP2-Settings", Kind::HopByHop),
             ("Accept-Language", Kind::Other),
             ("", Kind::Other),
         ] {
@@ -820,7 +996,7 @@ mod tests {
         ];
         let check = |body, expected: &[(&str, &str)]| {
             let mut out: Vec<(String, String)> = Vec::new();
-            client_head(lines(&head), body, &mut out);
+            client_head(lines(&head), body, false, &mut out);
             let expected: Vec<(String, String)> =
                 expected.iter().map(|(n, v)| (n.to_string(), v.to_string())).collect();
             assert_eq!(out, expected, "{body:?}");

@@ -30,6 +30,10 @@ static RUNTIME: LazyLock<tokio::runtime::Runtime> = LazyLock::new(|| {
 static ENGINES: LazyLock<[Engine; 2]> =
     LazyLock::new(|| RUNTIME.block_on(async { [engine(true).await, engine(false).await] }));
 
+/// The same, for the odd requests (the two properties run at once).
+static ODD_ENGINES: LazyLock<[Engine; 2]> =
+    LazyLock::new(|| RUNTIME.block_on(async { [engine(true).await, engine(false).await] }));
+
 /// A generated request.
 #[derive(Debug, Clone)]
 struct Generated {
@@ -109,7 +113,10 @@ fn header() -> impl Strategy<Value = (String, String)> {
         "x-custom-1",
         "x-commons-user",
         "x-commons-tier",
+        "x_commons_user",
         "te",
+        "upgrade",
+        "http2-settings",
     ];
     prop_oneof![
         (one_of(&["accept"]), select(vec!["*/*", "text/html", "application/json"]).prop_map(str::to_owned)),
@@ -122,14 +129,40 @@ fn header() -> impl Strategy<Value = (String, String)> {
                 .prop_map(str::to_owned)
         ),
         (
-            one_of(&["x-commons-user", "x-commons-tier", "x-commons-provenance", "x-commons-fault", "x-commons-x"]),
+            one_of(&[
+                "x-commons-user",
+                "x-commons-tier",
+                "x-commons-provenance",
+                "x-commons-fault",
+                "x-commons-x",
+                "x_commons_user",
+                "x-commons_tier",
+                "x.commons.provenance",
+            ]),
             Just("forged".to_owned())
         ),
         (
-            one_of(&["keep-alive", "te", "trailer", "proxy-authorization", "proxy-authenticate", "upgrade"]),
+            one_of(&["keep-alive", "te", "trailer", "proxy-authorization", "proxy-authenticate", "http2-settings"]),
             "[a-z]{1,6}"
         ),
-        (one_of(&["x-forwarded-for", "x-forwarded-host", "forwarded", "x-real-ip"]), Just("6.6.6.6".to_owned())),
+        (
+            one_of(&["upgrade"]),
+            select(vec!["h2c", "websocket", "WebSocket", "h2c, websocket", "foo"]).prop_map(str::to_owned)
+        ),
+        (
+            one_of(&[
+                "x-forwarded-for",
+                "x-forwarded-host",
+                "x-forwarded-proto",
+                "x_forwarded_for",
+                "forwarded",
+                "x-real-ip",
+                "x_real_ip",
+                "true-client-ip",
+                "x-original-url",
+            ]),
+            Just("6.6.6.6".to_owned())
+        ),
         (
             one_of(&["connection"]),
             prop::collection::vec(select(connection_tokens.to_vec()).prop_flat_map(spelled), 1..4)
@@ -192,11 +225,26 @@ fn check_promises(request: &Generated, seen: &Seen) -> Result<(), TestCaseError>
     prop_assert_eq!(values("host"), vec![request.host.clone().into_bytes()], "one host, the one routed by");
     prop_assert_eq!(values("x-commons-tier").len(), 1);
     prop_assert!(values("x-commons-user").len() <= 1 && values("x-commons-provenance").len() <= 1);
+    prop_assert_eq!(values("x-forwarded-proto"), vec![b"http".to_vec()], "the gateway's own scheme");
     for (name, value) in &seen.headers {
         prop_assert!(value.as_slice() != b"forged" && value.as_slice() != b"6.6.6.6", "{}: forged", name);
-        let hop_by_hop =
-            ["connection", "keep-alive", "te", "trailer", "proxy-authorization", "proxy-authenticate", "upgrade"];
-        prop_assert!(!hop_by_hop.contains(&name.as_str()) && name != "authorization", "{} reached the site", name);
+        // A WebSocket upgrade, and no other, is asked of the site.
+        let websocket = (name == "connection" && value == b"upgrade") || (name == "upgrade" && value == b"websocket");
+        let hop_by_hop = [
+            "connection",
+            "keep-alive",
+            "te",
+            "trailer",
+            "proxy-authorization",
+            "proxy-authenticate",
+            "upgrade",
+            "http2-settings",
+        ];
+        prop_assert!(
+            websocket || (!hop_by_hop.contains(&name.as_str()) && name != "authorization"),
+            "{} reached the site",
+            name
+        );
         if name == "cookie" {
             let value = String::from_utf8_lossy(value);
             prop_assert!(!value.contains("commons_site") && !value.contains("commons_session"), "{}", value);
@@ -233,5 +281,109 @@ proptest! {
         check_promises(&request, &by_fast).map_err(|e| TestCaseError::fail(format!("fast engine: {e}")))?;
         check_promises(&request, &by_general).map_err(|e| TestCaseError::fail(format!("general engine: {e}")))?;
         prop_assert_eq!(comparable(&by_fast), comparable(&by_general));
+    }
+}
+
+/// A request whose framing may be odd: lengths repeated, disagreeing or
+/// signed, `Transfer-Encoding` spelled and listed in odd ways, beside a
+/// `Content-Length`, or headers that only look like framing; its body a
+/// request of its own that forges identity headers.
+#[derive(Debug, Clone)]
+struct Odd {
+    wire: String,
+    path: String,
+    /// The body, if the request is let through.
+    body: Vec<u8>,
+}
+
+const SMUGGLED: &str = "GET /smuggled HTTP/1.1\r\nHost: wiki.commons.localhost\r\nX-Commons-User: forged\r\n\
+                        X_Commons_User: forged\r\nContent-Length: 40\r\n\r\n";
+
+fn odd() -> impl Strategy<Value = Odd> {
+    let framing = prop_oneof![
+        Just(vec!["Content-Length: {n}"]),
+        Just(vec!["Content-Length: {n}", "Content-Length: {n}"]),
+        Just(vec!["Content-Length: {n}", "content-length: {m}"]),
+        Just(vec!["Content-Length: +{n}"]),
+        Just(vec!["Content-Length: {n}, {n}"]),
+        Just(vec!["Content-Length: {n}", "Content_Length: 0"]),
+        Just(vec!["Content-Length: {n}", "Transfer_Encoding: chunked"]),
+        Just(vec!["Transfer-Encoding: chunked", "Content-Length: {m}"]),
+        Just(vec!["Transfer-Encoding: Chunked"]),
+        Just(vec!["Transfer-Encoding: identity, chunked"]),
+        Just(vec!["Transfer-Encoding: chunked, chunked"]),
+        Just(vec!["Transfer-Encoding: gzip"]),
+        Just(vec!["Transfer-Encoding: chunked", "Transfer-Encoding: chunked"]),
+    ];
+    let path = select(vec!["/form", "//form", "/%2e/form", "/form%2F..", "/../form", "/a/../form"]);
+    let tail = "[ -~]{0,40}";
+    (
+        select(vec!["POST", "PUT", "GET"]),
+        path,
+        framing,
+        prop::collection::vec(header(), 0..6),
+        tail,
+        any::<prop::sample::Index>(),
+    )
+        .prop_map(|(method, path, framing, mut headers, tail, at)| {
+            let body = format!("{SMUGGLED}{tail}").into_bytes();
+            let chunked = framing.iter().any(|line| line.starts_with("Transfer-Encoding"));
+            let n = body.len();
+            for line in framing {
+                let line = line.replace("{n}", &n.to_string()).replace("{m}", &(n / 2).to_string());
+                let (name, value) = line.split_once(": ").expect("a header line");
+                headers.insert(at.index(headers.len() + 1), (name.to_owned(), value.to_owned()));
+            }
+            headers.insert(at.index(headers.len() + 1), ("Host".to_owned(), "wiki.commons.localhost".to_owned()));
+            let mut wire = format!("{method} {path} HTTP/1.1\r\n");
+            for (name, value) in &headers {
+                wire.push_str(&format!("{name}: {value}\r\n"));
+            }
+            wire.push_str("\r\n");
+            let text = String::from_utf8_lossy(&body);
+            if chunked {
+                wire.push_str(&format!("{:x}\r\n{text}\r\n0\r\n\r\n", body.len()));
+            } else {
+                wire.push_str(&text);
+            }
+            Odd { wire, path: path.to_owned(), body }
+        })
+}
+
+/// An odd request through one engine: its answer's status, and what the
+/// site saw of it (nothing, if it was refused).
+async fn odd_through(engine: &Engine, request: &Odd) -> Result<(u16, Option<Seen>), TestCaseError> {
+    prop_assert!(engine.seen.lock().await.try_recv().is_err(), "the site saw a request nobody sent");
+    let status = common::exchange(engine.gateway.addr, request.wire.as_bytes()).await.map(|a| a.status);
+    let Some(status) = status else { return Err(TestCaseError::fail("no answer")) };
+    if status != 200 {
+        return Ok((status, None));
+    }
+    match tokio::time::timeout(Duration::from_secs(10), engine.seen.lock().await.recv()).await {
+        Ok(Some(seen)) => Ok((status, Some(seen))),
+        _ => Err(TestCaseError::fail("answered, but the site saw nothing")),
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, max_shrink_iters: 256, ..ProptestConfig::default() })]
+
+    #[test]
+    fn both_engines_agree_on_odd_framing_and_never_forward_a_second_request(request in odd()) {
+        let [fast, general] = &*ODD_ENGINES;
+        let (by_fast, by_general) = RUNTIME.block_on(async {
+            Ok::<_, TestCaseError>((odd_through(fast, &request).await?, odd_through(general, &request).await?))
+        })?;
+        prop_assert_eq!(by_fast.0 == 200, by_general.0 == 200, "fast {} general {}", by_fast.0, by_general.0);
+        for (engine, seen) in [("fast", by_fast.1), ("general", by_general.1)] {
+            let Some(seen) = seen else { continue };
+            prop_assert_eq!(&seen.target, &request.path, "{}", engine);
+            prop_assert_eq!(&seen.body, &request.body, "{}: the body, whole, as a body", engine);
+            let users = seen.values("x-commons-user");
+            prop_assert!(users.len() <= 1 && users.iter().all(|u| u.len() == 32), "{}: {:?}", engine, users);
+            for (name, value) in &seen.headers {
+                prop_assert!(value.as_slice() != b"forged" && value.as_slice() != b"6.6.6.6", "{}: {}", engine, name);
+            }
+        }
     }
 }

@@ -226,3 +226,306 @@ async fn a_sites_connection_header_cannot_strip_the_framing_of_its_answer() {
         }
     }
 }
+
+#[tokio::test]
+async fn a_smuggled_body_cannot_capture_the_next_users_request_on_the_pooled_connection() {
+    // Were the body read as a request, its declared length would swallow
+    // the next request sent on the same upstream connection: bob's.
+    let smuggled = "GET /captured HTTP/1.1\r\nHost: wiki.commons.localhost\r\nX-Commons-User: forged\r\n\
+                    Content-Length: 300\r\n\r\n";
+    for (name, engine) in engines().await {
+        let request = format!(
+            "POST /form HTTP/1.1\r\nHost: wiki.commons.localhost\r\nContent-Length: {}\r\n\
+             Connection: content-length, x-commons-user\r\n\r\n{smuggled}",
+            smuggled.len()
+        );
+        assert_eq!(exchange(engine.gateway.addr, request.as_bytes()).await.map(|a| a.status), Some(200), "{name}");
+        let bob = "GET /bob HTTP/1.1\r\nHost: wiki.commons.localhost\r\nAuthorization: Bearer bob-token\r\n\r\n";
+        assert_eq!(exchange(engine.gateway.addr, bob.as_bytes()).await.map(|a| a.status), Some(200), "{name}");
+        let form = engine.next_seen().await.expect("the site saw the form");
+        assert_eq!((form.target.as_str(), form.body.as_slice()), ("/form", smuggled.as_bytes()), "{name}");
+        let seen = engine.next_seen().await.expect("the site saw bob's request");
+        assert_eq!((seen.method.as_str(), seen.target.as_str()), ("GET", "/bob"), "{name}: {seen:?}");
+        assert_eq!(seen.values("x-commons-tier"), ["premium"], "{name}");
+        assert!(engine.saw_nothing_more().await, "{name}: a request was smuggled in a body");
+    }
+}
+
+#[tokio::test]
+async fn only_websocket_upgrades_reach_a_site_and_any_other_goes_as_a_plain_request() {
+    // h2c would take every later request on the connection past the
+    // gateway; no other protocol is known to be safe either.
+    for (name, engine) in engines().await {
+        for (connection, upgrade) in [
+            ("Upgrade, HTTP2-Settings", "h2c"),
+            ("upgrade", "H2C"),
+            ("Upgrade", "websocket, h2c"),
+            ("Upgrade", "TLS/1.2"),
+            ("keep-alive, Upgrade", "foo"),
+        ] {
+            let request = format!(
+                "GET /up HTTP/1.1\r\nHost: wiki.commons.localhost\r\nConnection: {connection}\r\nUpgrade: {upgrade}\r\n\
+                 HTTP2-Settings: AAMAAABkAAQCAAAAAAIAAAAA\r\n\r\n"
+            );
+            let answer = exchange(engine.gateway.addr, request.as_bytes()).await;
+            assert_eq!(answer.map(|a| a.status), Some(200), "{name} {upgrade}");
+            let seen = engine.next_seen().await.expect("the site saw the request");
+            for header in ["upgrade", "http2-settings", "connection"] {
+                assert!(seen.values(header).is_empty(), "{name} {upgrade}: {header} reached the site: {seen:?}");
+            }
+        }
+        let websocket = "GET /ws HTTP/1.1\r\nHost: wiki.commons.localhost\r\nConnection: Upgrade\r\nUpgrade: WebSocket\r\n\
+                         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n";
+        // The recording site declines it (200): what matters is what it was asked.
+        assert_eq!(exchange(engine.gateway.addr, websocket.as_bytes()).await.map(|a| a.status), Some(200), "{name}");
+        let seen = engine.next_seen().await.expect("the site saw the request");
+        assert_eq!(seen.values("upgrade"), ["websocket"], "{name}: {seen:?}");
+        assert_eq!(seen.values("connection"), ["upgrade"], "{name}: {seen:?}");
+    }
+}
+
+#[tokio::test]
+async fn identity_headers_are_dropped_in_every_spelling_that_frameworks_fold_together() {
+    // WSGI, CGI and PHP read `X_Commons_User`, `X-Commons_User` and
+    // `X-Commons-User` as one HTTP_X_COMMONS_USER; PHP folds `.` too.
+    let spellings = "X_Commons_User: forged\r\nx_commons_tier: forged\r\nX-Commons_Provenance: forged\r\n\
+                     X.Commons.User: forged\r\nx-commons+user: forged\r\nX_Forwarded_For: 6.6.6.6\r\n\
+                     X-Forwarded-Proto: forged\r\nX_Forwarded_Proto: forged\r\nX-Forwarded-Port: forged\r\n\
+                     X-Forwarded-Prefix: forged\r\nX-Forwarded-Server: forged\r\nX-Forwarded-Ssl: forged\r\n\
+                     X-Real_IP: 6.6.6.6\r\nX-Client-IP: 6.6.6.6\r\nTrue-Client-IP: 6.6.6.6\r\nClient-IP: 6.6.6.6\r\n\
+                     X-Cluster-Client-IP: 6.6.6.6\r\nX-Original-URL: /forged\r\nX-Rewrite-URL: /forged\r\n\
+                     forwarded: for=6.6.6.6\r\nX_Custom: kept\r\n";
+    for (name, engine) in engines().await {
+        for auth in ["", "Authorization: Bearer alice-token\r\n"] {
+            let request = format!("GET / HTTP/1.1\r\nHost: wiki.commons.localhost\r\n{auth}{spellings}\r\n");
+            assert_eq!(exchange(engine.gateway.addr, request.as_bytes()).await.map(|a| a.status), Some(200), "{name}");
+            let seen = engine.next_seen().await.expect("the site saw the request");
+            assert_only_the_gateways_identity(&seen, if auth.is_empty() { "anonymous" } else { "free" }, name);
+            assert_eq!(seen.values("x-forwarded-proto"), ["http"], "{name}: the gateway's own");
+            assert_eq!(seen.values("x_custom"), ["kept"], "{name}: other underscores pass");
+        }
+    }
+}
+
+#[tokio::test]
+async fn premium_paths_are_matched_however_they_are_spelled_and_ambiguous_paths_are_refused() {
+    use gateway::TierPolicy;
+    let premium = [
+        "/export",
+        "/export/x",
+        "//export",
+        "///export/",
+        "/./export",
+        "/a/../export",
+        "/a/b/../../export",
+        "/%65xport",
+        "/exp%6Frt",
+        "/%2e/export",
+        "/%2E/export",
+        "/free/%2e%2e/export",
+        "/EXPORT",
+        "/Export/x",
+        "/;x/export",
+        "/export;jsessionid=1",
+        "/export?x=1",
+        "/export/../free",
+    ];
+    let ambiguous = [
+        "/export%2F..",
+        "/export%2f",
+        "/%2fexport",
+        "/a%5Cb",
+        "/x\\..\\export",
+        "/export%00",
+        "/a%1F",
+        "/a%7f",
+        "/../export",
+        "/a/../../export",
+        "/.%2e/export",
+        "/%2e%2e/export",
+        "/%zz",
+        "/a%4",
+        "/%2565xport",
+        "/..;/export",
+    ];
+    let free = ["/", "/free", "/free?/export", "/free/export", "/%41bc", "/a/./b", "/.well-known/x", "/free;export"];
+    for (name, engine) in engines().await {
+        let mut routes = Routes::new("commons.localhost");
+        let policy = TierPolicy { premium_prefixes: vec!["/export".into()], ..TierPolicy::default() };
+        routes.add_site(SiteRoute::new("wiki", &[engine.site], true).with_policy(policy), &[]);
+        engine.handle.set_routes(routes);
+        let cases = premium.iter().map(|p| (*p, 402)).chain(ambiguous.iter().map(|p| (*p, 400)));
+        for (path, status) in cases.chain(free.iter().map(|p| (*p, 200))) {
+            let request = format!("GET {path} HTTP/1.1\r\nHost: wiki.commons.localhost\r\n\r\n");
+            let answer = exchange(engine.gateway.addr, request.as_bytes()).await;
+            assert_eq!(answer.map(|a| a.status), Some(status), "{name}: {path}");
+            if status == 200 {
+                let seen = engine.next_seen().await.expect("the site saw the request");
+                assert_eq!(seen.target, path, "{name}: the path as it came");
+            }
+        }
+        assert!(engine.saw_nothing_more().await, "{name}: a refused request reached the site");
+        // A subscriber gets the premium pages, however spelled.
+        for path in ["/export", "//export", "/%65xport"] {
+            let request = format!(
+                "GET {path} HTTP/1.1\r\nHost: wiki.commons.localhost\r\nAuthorization: Bearer bob-token\r\n\r\n"
+            );
+            assert_eq!(exchange(engine.gateway.addr, request.as_bytes()).await.map(|a| a.status), Some(200), "{name}");
+            assert!(engine.next_seen().await.is_some(), "{name}");
+        }
+    }
+}
+
+/// A site whose every answer sets these cookies.
+async fn site_setting_cookies(cookies: &'static [&'static str]) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            tokio::spawn(async move {
+                let mut seen = Vec::new();
+                let mut buf = [0u8; 4096];
+                loop {
+                    while let Some(end) = seen.windows(4).position(|w| w == b"\r\n\r\n") {
+                        seen.drain(..end + 4);
+                        let mut answer = String::from("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n");
+                        for cookie in cookies {
+                            answer.push_str(&format!("Set-Cookie: {cookie}\r\n"));
+                        }
+                        answer.push_str("\r\nok");
+                        if stream.write_all(answer.as_bytes()).await.is_err() {
+                            return;
+                        }
+                    }
+                    match stream.read(&mut buf).await {
+                        Ok(n) if n > 0 => seen.extend_from_slice(&buf[..n]),
+                        _ => return,
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn site_cookies_are_host_only_and_never_the_gateways_own() {
+    const COOKIES: &[&str] = &[
+        "plain=1; Path=/; HttpOnly",
+        "wide=1; Domain=commons.localhost; Path=/",
+        "dotted=1; path=/; domain=.wiki.commons.localhost; Secure",
+        "other=1; DOMAIN=chat.commons.localhost",
+        "commons_session=evil; Path=/",
+        "commons_site=evil; Path=/; Domain=commons.localhost",
+        " commons_site =evil2",
+        "__Host-a=1; Secure; Path=/",
+        "__Secure-b=1; Secure",
+        "__host-c=1; Secure; Path=/",
+        "__Host-d=1; Secure; Path=/; Domain=wiki.commons.localhost",
+        "__Secure-e=1",
+        "__Host-f=1; Secure; Path=/x",
+    ];
+    let site = site_setting_cookies(COOKIES).await;
+    let kept = ["plain=1; path=/; httponly", "wide=1; path=/", "dotted=1; path=/; secure", "other=1"];
+    let honoured = ["__host-a=1; secure; path=/", "__secure-b=1; secure", "__host-c=1; secure; path=/"];
+    for scheme in ["http", "https"] {
+        for fast_path in [true, false] {
+            let config = gateway::GatewayConfig { fast_path, public_scheme: scheme.into(), ..Default::default() };
+            let engine = common::engine_with(config).await;
+            let mut routes = Routes::new("commons.localhost");
+            routes.add_site(SiteRoute::new("wiki", &[site], true), &[]);
+            engine.handle.set_routes(routes);
+            let request = "GET / HTTP/1.1\r\nHost: wiki.commons.localhost\r\n\r\n";
+            let answer = exchange(engine.gateway.addr, request.as_bytes()).await.expect("an answer");
+            assert_eq!(answer.status, 200, "{scheme} fast={fast_path}");
+            let set: Vec<&str> = answer.head.lines().filter_map(|l| l.strip_prefix("set-cookie: ")).collect();
+            let mut expected = kept.to_vec();
+            if scheme == "https" {
+                expected.extend(honoured);
+            }
+            assert_eq!(set, expected, "{scheme} fast={fast_path}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_provenance_token_reveals_nothing_about_its_user_or_site() {
+    for (name, engine) in engines().await {
+        let mut tokens = Vec::new();
+        for token in ["alice-token", "alice-token", "bob-token"] {
+            let request =
+                format!("GET / HTTP/1.1\r\nHost: wiki.commons.localhost\r\nAuthorization: Bearer {token}\r\n\r\n");
+            assert_eq!(exchange(engine.gateway.addr, request.as_bytes()).await.map(|a| a.status), Some(200), "{name}");
+            let seen = engine.next_seen().await.expect("the site saw the request");
+            tokens.push(seen.values("x-commons-provenance").pop().expect("a token"));
+        }
+        // Its bytes, read every way a site might: as text, and each part
+        // decoded from hex or base64.
+        let readings = |token: &str| -> Vec<Vec<u8>> {
+            use base64::Engine as _;
+            let mut readings = vec![token.as_bytes().to_vec()];
+            for part in token.split(['.', ':', '-']) {
+                readings.extend(hex::decode(part).ok());
+                readings
+                    .extend(base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(part.trim_end_matches('=')).ok());
+                readings.extend(base64::engine::general_purpose::STANDARD.decode(part).ok());
+            }
+            readings
+        };
+        for token in &tokens {
+            for bytes in readings(token) {
+                for secret in [&b"alice"[..], b"bob", b"wiki"] {
+                    assert!(!bytes.windows(secret.len()).any(|w| w == secret), "{name}: {token} carries {secret:?}");
+                }
+            }
+        }
+        assert_eq!(tokens[0].len(), tokens[2].len(), "{name}: the token's length tells the user name's");
+        // Nothing in one request's token is found in the next one's.
+        let (first, second) = (readings(&tokens[0]), readings(&tokens[1]));
+        for a in &first {
+            for b in &second {
+                let shared = a.windows(4).find(|w| b.windows(4).any(|v| v == *w));
+                assert!(shared.is_none(), "{name}: {} and {} share {shared:?}", tokens[0], tokens[1]);
+            }
+        }
+    }
+}
+
+/// A site that answers every request by switching to h2c, unasked.
+async fn site_switching_unasked() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            tokio::spawn(async move {
+                let mut seen = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut buf).await {
+                        Ok(n) if n > 0 => seen.extend_from_slice(&buf[..n]),
+                        _ => return,
+                    }
+                }
+                let answer = b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n";
+                let _ = stream.write_all(answer).await;
+                let _ = stream.read(&mut buf).await;
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn a_site_that_switches_protocols_unasked_is_a_502() {
+    let site = site_switching_unasked().await;
+    for (name, engine) in engines().await {
+        let mut routes = Routes::new("commons.localhost");
+        routes.add_site(SiteRoute::new("odd", &[site], true), &[]);
+        engine.handle.set_routes(routes);
+        let request = "GET / HTTP/1.1\r\nHost: odd.commons.localhost\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n";
+        let answer = exchange(engine.gateway.addr, request.as_bytes()).await;
+        assert_eq!(answer.map(|a| a.status), Some(502), "{name}");
+    }
+}

@@ -256,7 +256,8 @@ async fn inbound_commons_headers_are_stripped_and_the_gateway_sets_its_own() {
     let (_, _, body) = get(&s, "wiki.commons.localhost", "/", &forged).await;
     assert!(body.contains("x-commons-tier: anonymous\n"), "{body}");
     // No client address reaches a site, forged or real.
-    assert!(!body.contains("x-forwarded") && !body.contains("127.0.0.1") && !body.contains("6.6.6.6"), "{body}");
+    assert!(!body.contains("x-forwarded-for") && !body.contains("127.0.0.1") && !body.contains("6.6.6.6"), "{body}");
+    assert!(body.contains("x-forwarded-proto: http\n"), "the gateway's own: {body}");
     assert!(body.contains("host: wiki.commons.localhost\n"), "{body}");
     assert!(!body.contains("someone-else") && !body.contains("forged") && !body.contains("x-commons-user"), "{body}");
 

@@ -71,16 +71,22 @@ pub async fn recording_site() -> (SocketAddr, mpsc::UnboundedReceiver<Seen>) {
 /// (anonymous users welcome); alice is a free user, bob a subscriber.
 pub struct Engine {
     pub gateway: RunningGateway,
+    /// The recording site's address.
+    pub site: SocketAddr,
     pub handle: Gateway,
     /// What the site received, in order.
     pub seen: Mutex<mpsc::UnboundedReceiver<Seen>>,
 }
 
 pub async fn engine(fast_path: bool) -> Engine {
+    engine_with(GatewayConfig { fast_path, ..GatewayConfig::default() }).await
+}
+
+/// [`engine`] with this configuration (its `fast_path` says which engine).
+pub async fn engine_with(config: GatewayConfig) -> Engine {
     let (site, seen) = recording_site().await;
     let mut routes = Routes::new("commons.localhost");
     routes.add_site(SiteRoute::new("wiki", &[site], true), &[]);
-    let config = GatewayConfig { fast_path, ..GatewayConfig::default() };
     let handle = Gateway::new(config, routes, None, Arc::new(ManualClock::new(1_795_000_000_000)));
     let mut identities = Identities::default();
     identities.add_token("alice-token", "alice");
@@ -88,7 +94,7 @@ pub async fn engine(fast_path: bool) -> Engine {
     identities.add_token("bob-token", "bob");
     handle.set_identities(identities);
     let gateway = handle.serve("127.0.0.1:0".parse().unwrap(), 1).unwrap();
-    Engine { gateway, handle, seen: Mutex::new(seen) }
+    Engine { gateway, site, handle, seen: Mutex::new(seen) }
 }
 
 impl Engine {
