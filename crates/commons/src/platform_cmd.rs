@@ -283,7 +283,7 @@ pub fn site(command: SiteCommand, store_args: &StoreArgs) -> anyhow::Result<()> 
             println!("site {id} saved; running gateways pick it up within a second");
         }
         SiteCommand::Remove { id } => {
-            if !store.remove_site(&id)? {
+            if !store.remove_site(&id, now_ms())? {
                 return Err(BadInput(format!("there is no site {id:?}")).into());
             }
             println!("site {id} removed");

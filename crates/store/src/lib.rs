@@ -42,7 +42,7 @@ use ledger::{AppendOutcome, Block, Ledger, LedgerConfig, Rejection, Signer, Tran
 use backend::Backend;
 pub use key::load_or_create_key;
 pub use people::{AccountRecord, SessionRecord};
-pub use platform::{ProjectRecord, SiteRecord, TokenRecord};
+pub use platform::{ProjectRecord, SetAsideRecord, SiteRecord, TokenRecord};
 pub use runtime::{DeploymentRecord, HistoryEntry, NodeRecord, ResourceTotals};
 
 /// Where a store lives.
