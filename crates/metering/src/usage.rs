@@ -64,7 +64,7 @@ impl Usage {
             }
             Event::Call { period, user, site, service, minute, service_ms } => {
                 // The caller's direct use in the call's minute: every call
-                // row has the direct row of its user and site (docs/economics.md §2.3).
+                // row has the direct row of its user and site (docs/economics.md §2.5).
                 let caller =
                     self.direct.entry(DirectKey { period, user: user.clone(), site: site.clone() }).or_default();
                 if minute != 0 && caller.minutes.insert(minute) == Insert::TooLate {

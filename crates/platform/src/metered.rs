@@ -18,7 +18,7 @@ use store::Store;
 use crate::BadInput;
 
 /// A metered row a settlement could not use, and where its money went
-/// instead (docs/economics.md §4.5). Such a row is treated as absent: a
+/// instead (docs/economics.md §2.5). Such a row is treated as absent: a
 /// subscriber's fee is split over their other usage, or goes to the general
 /// fund if none is left; a site keeps the share it would have split with a
 /// service it could not be paid for calling.
