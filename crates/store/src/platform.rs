@@ -228,6 +228,22 @@ impl Store {
         })
     }
 
+    /// Records the platform domain `commons up` serves: the names under it
+    /// are its sites', which no custom host may claim.
+    pub fn set_domain(&mut self, domain: &str) -> Result<(), StoreError> {
+        self.backend.transaction(|tx| {
+            tx.execute("DELETE FROM platform_meta WHERE key = 'domain'", &[])?;
+            tx.execute("INSERT INTO platform_meta (key, value) VALUES ('domain', $1)", &[Param::Text(domain)])?;
+            Ok(())
+        })
+    }
+
+    /// The platform domain last recorded by [`Store::set_domain`], if any.
+    pub fn domain(&mut self) -> Result<Option<String>, StoreError> {
+        let rows = self.backend.read(|tx| tx.query("SELECT value FROM platform_meta WHERE key = 'domain'", &[]))?;
+        rows.first().map(|row| row.text(0)).transpose()
+    }
+
     /// Changes whenever sites, projects, accounts, tokens or subscriptions
     /// change: what the gateway polls.
     pub fn registry_version(&mut self) -> Result<u64, StoreError> {
