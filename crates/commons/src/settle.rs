@@ -98,6 +98,9 @@ pub fn run(args: Args, store_args: &StoreArgs) -> anyhow::Result<()> {
             after_block: &mut after_block,
         };
         let (settlement, _) = record::record_period_with(&mut store, scenario, recording)?;
+        for site in platform::metered::forget_settled_removed_sites(&mut store)? {
+            eprintln!("removed site {site} forgotten: every period it was used in is settled");
+        }
         let ledger = store.ledger();
         eprintln!(
             "recorded period {} on the ledger at {}: height {}, {} transfers, NAV {} cents per CC",

@@ -322,6 +322,24 @@ fn a_site_removed_after_it_was_used_is_still_paid_for_the_month() {
     let again = on(data, &["site", "remove", "chat"]);
     assert_eq!(again.status.code(), Some(2), "removed once");
     drop(platform);
+
+    // Once every period that names it is settled on the ledger, the record
+    // goes; a removed site an unsettled period still names stays.
+    add_site(data, "old", common::free_port());
+    let mut usage = metering::Usage::default();
+    let (user, site) = ("alice".to_owned(), "old".to_owned());
+    let earlier = commons_core::Period::parse("2026-01").unwrap();
+    usage.record(&metering::Event::Direct { period: earlier, user, site, minute: 29_000_000, service_ms: 1 });
+    let location = store::Location::new(Some(data.to_owned()), None);
+    store::Store::open(&location).unwrap().record_usage(&usage, &metering::wal::Checkpoint::default()).unwrap();
+    ok_on(data, &["site", "remove", "old"]);
+    let recorded = on(data, &["settle", "--period", &period, "--ledger"]);
+    assert!(recorded.status.success(), "{}", String::from_utf8_lossy(&recorded.stderr));
+    let stderr = String::from_utf8_lossy(&recorded.stderr);
+    assert!(stderr.contains("removed site chat forgotten: every period it was used in is settled"), "{stderr}");
+    let kept: Vec<String> =
+        store::Store::open(&location).unwrap().sites_ever().unwrap().into_iter().map(|s| s.id).collect();
+    assert_eq!(kept, ["old"]);
 }
 
 #[test]

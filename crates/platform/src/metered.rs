@@ -125,6 +125,23 @@ pub fn scenario(store: &mut Store, period: Period) -> anyhow::Result<(Scenario, 
     Ok((Scenario { params, registry, activity }, set_aside))
 }
 
+/// Deletes the records of removed sites no unsettled period can need: the
+/// period each was removed in is settled on the ledger, and so is every
+/// period whose usage names it. Returns the sites forgotten.
+pub fn forget_settled_removed_sites(store: &mut Store) -> anyhow::Result<Vec<String>> {
+    let mut forgotten = Vec::new();
+    for (site, removed_ms) in store.removed_sites()? {
+        let removed_in = Period::from_days_since_epoch((removed_ms / 86_400_000) as i64);
+        let periods = store.periods_naming(&site)?;
+        let ledger = store.ledger();
+        if ledger.is_settled(removed_in) && periods.iter().all(|p| ledger.is_settled(*p)) {
+            store.forget_removed_site(&site)?;
+            forgotten.push(site);
+        }
+    }
+    Ok(forgotten)
+}
+
 /// The platform's settlement parameters for `period` (the defaults of
 /// docs/economics.md §2): among them the developer-share floor.
 pub fn params(period: Period) -> anyhow::Result<Params> {

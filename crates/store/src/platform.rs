@@ -143,6 +143,44 @@ impl Store {
         })
     }
 
+    /// The removed sites still on record, with when each was removed.
+    pub fn removed_sites(&mut self) -> Result<Vec<(String, u64)>, StoreError> {
+        let rows = self
+            .backend
+            .read(|tx| tx.query("SELECT id, removed_ms FROM sites WHERE removed_ms <> 0 ORDER BY id", &[]))?;
+        rows.iter().map(|r| Ok((r.text(0)?, r.u64(1)?))).collect()
+    }
+
+    /// The periods whose metered usage names `site`, as the used site, the
+    /// caller or the called service.
+    pub fn periods_naming(&mut self, site: &str) -> Result<Vec<Period>, StoreError> {
+        let rows = self.backend.read(|tx| {
+            tx.query(
+                "SELECT period FROM usage_direct WHERE site = $1 UNION SELECT period FROM usage_calls WHERE site = $1 OR service = $1",
+                &[Param::Text(site)],
+            )
+        })?;
+        let mut periods = rows
+            .iter()
+            .map(|row| {
+                let text = row.text(0)?;
+                Period::parse(&text).map_err(|e| row.corrupt(0, format!("period {text:?}: {e}")))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        periods.sort();
+        Ok(periods)
+    }
+
+    /// Deletes the record of a removed site (a live one is kept); whether
+    /// there was one.
+    pub fn forget_removed_site(&mut self, id: &str) -> Result<bool, StoreError> {
+        self.backend.transaction(|tx| {
+            let forgotten = tx.execute("DELETE FROM sites WHERE id = $1 AND removed_ms <> 0", &[Param::Text(id)])? > 0;
+            bump_registry(tx)?;
+            Ok(forgotten)
+        })
+    }
+
     /// The sites that are live: what the gateway routes.
     pub fn sites(&mut self) -> Result<Vec<SiteRecord>, StoreError> {
         self.read_sites(false)

@@ -57,9 +57,31 @@ fn sites_are_stored_replaced_and_removed_and_each_change_bumps_the_version() {
         // The removed site's record stays for settlement, its routes gone.
         let kept = SiteRecord { instances: vec![], custom_hosts: vec![], ..chat.clone() };
         assert_eq!(store.sites_ever().unwrap(), vec![kept, wiki.clone()], "{}", s.name);
+        assert_eq!(store.removed_sites().unwrap(), vec![("chat".to_owned(), 1_000)], "{}", s.name);
+        let mut usage = Usage::default();
+        for (period, site) in [("2026-10", "wiki"), ("2026-11", "chat")] {
+            let period = Period::parse(period).unwrap();
+            usage.record(&Event::Direct { period, user: "u".into(), site: site.into(), minute: 5, service_ms: 1 });
+        }
+        let called = Event::Call {
+            period: Period::parse("2026-09").unwrap(),
+            user: "u".into(),
+            site: "wiki".into(),
+            service: "chat".into(),
+            minute: 5,
+            service_ms: 1,
+        };
+        usage.record(&called);
+        store.record_usage(&usage, &Checkpoint::default()).unwrap();
+        let periods: Vec<String> = store.periods_naming("chat").unwrap().iter().map(|p| p.to_string()).collect();
+        assert_eq!(periods, ["2026-09", "2026-11"], "{}", s.name);
+        assert!(!store.forget_removed_site("wiki").unwrap(), "{}: a live site is not forgotten", s.name);
         // Added again, it is live again.
         store.put_site(&chat).unwrap();
-        assert_eq!(store.sites().unwrap(), vec![chat, wiki], "{}", s.name);
+        assert_eq!(store.sites().unwrap(), vec![chat.clone(), wiki.clone()], "{}", s.name);
+        assert!(store.remove_site("chat", 3_000).unwrap());
+        assert!(store.forget_removed_site("chat").unwrap());
+        assert_eq!(store.sites_ever().unwrap(), vec![wiki], "{}", s.name);
     }
 }
 
