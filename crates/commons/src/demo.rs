@@ -304,7 +304,11 @@ async fn run_demo(
     steps.next(&format!("settling {period} from the metered usage onto the ledger"));
     let (settlement, scenario_summary, paid_total) = store
         .call(move |store| -> anyhow::Result<_> {
-            let scenario = platform::metered::scenario(store, period)?;
+            let (scenario, set_aside) = platform::metered::scenario(store, period)?;
+            for row in &set_aside {
+                eprintln!("      set aside: {} — {} — {}", row.row, row.reason, row.outcome);
+            }
+            store.put_set_aside(period, &set_aside)?;
             let paid: u64 = (0..scenario.activity.n_subscribers())
                 .map(|u| scenario.activity.paid(SubscriberIx::from_index(u)).get())
                 .sum();

@@ -133,14 +133,6 @@ pub fn random_password() -> String {
 }
 
 /// Custom host names: letters, digits, `.` and `-`.
-fn check_hosts(hosts: &[String]) -> Result<(), BadInput> {
-    match hosts.iter().find(|h| h.is_empty() || !h.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-'))
-    {
-        Some(host) => Err(BadInput(format!("--host {host:?} is not a host name"))),
-        None => Ok(()),
-    }
-}
-
 /// Names of people and projects: letters, digits, `.`, `_` and `-`.
 pub fn check_name(name: &str) -> Result<(), String> {
     if !runtime::is_name(name) {
@@ -274,7 +266,8 @@ pub fn site(command: SiteCommand, store_args: &StoreArgs) -> anyhow::Result<()> 
             {
                 return Err(BadInput(format!("health path {path:?} must start with / and hold no spaces")).into());
             }
-            check_hosts(&hosts)?;
+            platform::hosts::check_site_id(&id)?;
+            let (hosts, claimed) = platform::hosts::claim(&mut store, &id, &hosts)?;
             if let Some(prefix) = premium_prefixes.iter().find(|p| !p.starts_with('/')) {
                 return Err(BadInput(format!("premium prefix {prefix:?} must start with /")).into());
             }
@@ -300,10 +293,11 @@ pub fn site(command: SiteCommand, store_args: &StoreArgs) -> anyhow::Result<()> 
                 sites.push(spec);
             })?;
             store.put_site(&record)?;
+            platform::hosts::record_claims(&mut store, &id, &claimed, now_ms())?;
             println!("site {id} saved; running gateways pick it up within a second");
         }
         SiteCommand::Remove { id } => {
-            if !store.remove_site(&id)? {
+            if !store.remove_site(&id, now_ms())? {
                 return Err(BadInput(format!("there is no site {id:?}")).into());
             }
             println!("site {id} removed");
@@ -602,8 +596,9 @@ pub fn deploy(args: DeployArgs, store_args: &StoreArgs) -> anyhow::Result<()> {
     let app = std::fs::canonicalize(&args.app).map_err(|e| BadInput(format!("{}: {e}", args.app.display())))?;
     let manifest =
         runtime::Manifest::load(&app.join("commons.toml")).map_err(|e| BadInput(format!("the app is refused: {e}")))?;
-    check_hosts(&args.hosts)?;
+    platform::hosts::check_site_id(&args.site)?;
     let mut store = Store::open(&store_args.location())?;
+    let (hosts, claimed) = platform::hosts::claim(&mut store, &args.site, &args.hosts)?;
     let request = store::DeploymentRecord {
         site: args.site.clone(),
         app_dir: app.display().to_string(),
@@ -612,13 +607,14 @@ pub fn deploy(args: DeployArgs, store_args: &StoreArgs) -> anyhow::Result<()> {
         provider_share_bps: args.provider_share_bps,
         developer_share_bps: args.developer_share_bps,
         anonymous: args.anonymous,
-        hosts: args.hosts.iter().map(|h| h.to_ascii_lowercase()).collect(),
+        hosts,
         generation: 0,
         state: DeploymentState::Pending,
         detail: String::new(),
     };
     platform::deploy::check(&mut store, &request, &manifest)?;
     let generation = store.request_deployment(&request)?;
+    platform::hosts::record_claims(&mut store, &args.site, &claimed, now_ms())?;
     println!("deploying {} {} as site {} on {}", manifest.name, manifest.version, args.site, args.nodes.join(", "));
     if args.no_wait {
         return Ok(());

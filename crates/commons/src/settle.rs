@@ -46,15 +46,21 @@ pub struct Args {
 }
 
 pub fn run(args: Args, store_args: &StoreArgs) -> anyhow::Result<()> {
-    let (scenario, mut store) = match (&args.scenario, &args.period) {
-        (Some(path), _) => (load(path)?, None),
+    // From the store, the rows it could not use are reported (None: a
+    // scenario file, whose every row must be valid).
+    let (scenario, set_aside, mut store) = match (&args.scenario, &args.period) {
+        (Some(path), _) => (load(path)?, None, None),
         (None, Some(period)) => {
             let period = Period::parse(period).map_err(|e| BadInput(format!("--period: {e}")))?;
             let mut store = Store::open(&store_args.location())?;
-            (platform::metered::scenario(&mut store, period)?, Some(store))
+            let (scenario, set_aside) = platform::metered::scenario(&mut store, period)?;
+            (scenario, Some(set_aside), Some(store))
         }
         (None, None) => unreachable!("clap requires --scenario or --period"),
     };
+    for row in set_aside.iter().flatten() {
+        eprintln!("warning: set aside: {} — {} — {}", row.row, row.reason, row.outcome);
+    }
     let summary = Summary {
         period: scenario.params.period(),
         n_subscribers: scenario.activity.n_subscribers(),
@@ -81,12 +87,20 @@ pub fn run(args: Args, store_args: &StoreArgs) -> anyhow::Result<()> {
                 pause_for_the_crash_test(height);
             }
         };
+        // Kept with the period, the settlement on the ledger being the one
+        // that pays (a rerun records the same).
+        if let Some(set_aside) = &set_aside {
+            store.put_set_aside(summary.period, set_aside)?;
+        }
         let recording = record::Recording {
             batch_transfers: args.test_batch_transfers,
             contract: &ProjectAccount,
             after_block: &mut after_block,
         };
         let (settlement, _) = record::record_period_with(&mut store, scenario, recording)?;
+        for site in platform::metered::forget_settled_removed_sites(&mut store)? {
+            eprintln!("removed site {site} forgotten: every period it was used in is settled");
+        }
         let ledger = store.ledger();
         eprintln!(
             "recorded period {} on the ledger at {}: height {}, {} transfers, NAV {} cents per CC",
@@ -105,9 +119,10 @@ pub fn run(args: Args, store_args: &StoreArgs) -> anyhow::Result<()> {
     }
     let mut out = std::io::stdout().lock();
     if args.json {
-        writeln!(out, "{}", json(&settlement)).context("writing to stdout")?;
+        writeln!(out, "{}", json(&settlement, set_aside.as_deref())).context("writing to stdout")?;
     } else {
-        write_table(&mut out, &summary, &settlement).context("writing to stdout")?;
+        write_table(&mut out, &summary, &settlement, set_aside.as_deref().unwrap_or_default())
+            .context("writing to stdout")?;
     }
     Ok(())
 }
@@ -146,11 +161,18 @@ fn current_period() -> Period {
     Period::from_days_since_epoch((seconds / 86_400) as i64)
 }
 
-fn json(settlement: &Settlement) -> String {
+fn json(settlement: &Settlement, set_aside: Option<&[platform::metered::SetAside]>) -> String {
     let accounts: serde_json::Map<String, serde_json::Value> =
         settlement.accounts.iter().map(|(account, amount)| (account.to_string(), amount.get().into())).collect();
     let total: Micros = settlement.accounts.values().copied().sum();
-    let value = serde_json::json!({ "accounts": accounts, "total": total.get() });
+    let mut value = serde_json::json!({ "accounts": accounts, "total": total.get() });
+    if let Some(set_aside) = set_aside {
+        let rows: Vec<serde_json::Value> = set_aside
+            .iter()
+            .map(|r| serde_json::json!({ "row": r.row, "reason": r.reason, "outcome": r.outcome }))
+            .collect();
+        value["set_aside"] = rows.into();
+    }
     serde_json::to_string_pretty(&value).expect("a JSON value serializes")
 }
 
@@ -163,7 +185,12 @@ struct Summary {
     n_projects: usize,
 }
 
-fn write_table(out: &mut impl Write, summary: &Summary, settlement: &Settlement) -> std::io::Result<()> {
+fn write_table(
+    out: &mut impl Write,
+    summary: &Summary,
+    settlement: &Settlement,
+    set_aside: &[platform::metered::SetAside],
+) -> std::io::Result<()> {
     writeln!(
         out,
         "period {}: {} subscribers, {} usage rows, {} sites, {} projects",
@@ -184,7 +211,15 @@ fn write_table(out: &mut impl Write, summary: &Summary, settlement: &Settlement)
         "minted {} µCC, allocated {} µCC: {verdict}",
         grouped(settlement.minted.get()),
         grouped(allocated.get())
-    )
+    )?;
+    if !set_aside.is_empty() {
+        writeln!(out)?;
+        writeln!(out, "{} metered rows set aside:", set_aside.len())?;
+        for row in set_aside {
+            writeln!(out, "  {} — {} — {}", row.row, row.reason, row.outcome)?;
+        }
+    }
+    Ok(())
 }
 
 /// `1234567` as `1,234,567`.

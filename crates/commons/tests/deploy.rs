@@ -186,7 +186,7 @@ fn apps_deploy_update_under_traffic_restart_after_a_crash_and_go_away() {
 
     let history = String::from_utf8_lossy(&run(&data, &["history"]).stdout).into_owned();
     let actions: Vec<&str> = history.lines().map(|l| l.split_whitespace().nth(2).unwrap_or("")).collect();
-    assert_eq!(actions, ["deploy", "fail", "update", "remove"], "{history}");
+    assert_eq!(actions, ["claim-host", "deploy", "fail", "update", "remove"], "{history}");
     child.kill().unwrap();
     child.wait().unwrap();
 }

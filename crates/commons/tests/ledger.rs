@@ -276,6 +276,8 @@ fn record_the_worked_example(place: &Place) {
         user: "alice".into(),
         site: "chat".into(),
         service: "search".into(),
+        // In one of chat's minutes: the call's direct use is counted once.
+        minute: 29_000_105,
         service_ms: 100,
     });
     // Bob used the sites too, on the free tier: metered, paying nobody.

@@ -89,3 +89,323 @@ fn bad_scenarios_exit_2_with_the_error_and_print_nothing() {
         "{stderr}"
     );
 }
+
+// What the platform recorded always settles: a running `commons up`, sites
+// that misbehave, and `commons settle --period` over what was metered.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Write as _};
+use std::net::{SocketAddr, TcpListener};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+/// A running `commons up` over `data`, flushing usage often.
+struct Platform {
+    child: std::process::Child,
+    listen: SocketAddr,
+}
+
+impl Platform {
+    fn up(data: &Path, internal: SocketAddr) -> Platform {
+        std::fs::write(data.join("commons.toml"), "flush_ms = 20\n").unwrap();
+        let (listen, control) = (common::free_port(), common::free_port());
+        let mut child = common::commons()
+            .arg("--data")
+            .arg(data)
+            .args(["up", "--listen", &listen.to_string(), "--control-listen", &control.to_string()])
+            .args(["--internal-listen", &internal.to_string()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        common::wait_healthy(control, &mut child);
+        Platform { child, listen }
+    }
+}
+
+impl Drop for Platform {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn on(data: &Path, args: &[&str]) -> Output {
+    common::commons().arg("--data").arg(data).args(args).output().unwrap()
+}
+
+fn ok_on(data: &Path, args: &[&str]) -> String {
+    let output = on(data, args);
+    assert!(output.status.success(), "{args:?}: {}", String::from_utf8_lossy(&output.stderr));
+    String::from_utf8(output.stdout).unwrap()
+}
+
+/// What a site does with a request.
+#[derive(Clone)]
+enum Behaviour {
+    /// Answers `ok`.
+    Answer,
+    /// Calls the service at this host through the internal listener with
+    /// the request's provenance, then answers with the call's status.
+    Call(String),
+    /// Calls the service at this host, then drops the connection unanswered.
+    CallThenFail(String),
+}
+
+/// A site's upstream on its own port.
+fn site(internal: SocketAddr, behaviour: Behaviour) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let behaviour = behaviour.clone();
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut provenance = String::new();
+                let mut line = String::new();
+                loop {
+                    line.clear();
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                        return;
+                    }
+                    if let Some(v) = line.to_ascii_lowercase().strip_prefix("x-commons-provenance:") {
+                        provenance = v.trim().to_owned();
+                    }
+                    if line == "\r\n" {
+                        break;
+                    }
+                }
+                let call = |host: &str| {
+                    let answer = common::http(internal, "GET", host, "/", &[("X-Commons-Provenance", &provenance)], "");
+                    answer.status
+                };
+                let mut stream = stream;
+                match behaviour {
+                    Behaviour::Answer => {
+                        let _ =
+                            stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok");
+                    }
+                    Behaviour::Call(host) => {
+                        let status = call(&host).to_string();
+                        let _ = stream.write_all(
+                            format!("HTTP/1.1 200 OK\r\ncontent-length: 3\r\nconnection: close\r\n\r\n{status}")
+                                .as_bytes(),
+                        );
+                    }
+                    Behaviour::CallThenFail(host) => {
+                        call(&host);
+                        let _ = stream.shutdown(std::net::Shutdown::Both);
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// A data directory with alice subscribed for `period` and holding a token,
+/// and the project every site runs.
+fn platform_with_alice(dir: &Path, period: &str) -> String {
+    ok_on(dir, &["project", "add", "app"]);
+    ok_on(dir, &["subscribe", "alice", "--cents", "1000", "--period", period]);
+    ok_on(dir, &["token", "add", "alice"]).trim().to_owned()
+}
+
+fn add_site(data: &Path, id: &str, upstream: SocketAddr) {
+    let operator = format!("op-{id}");
+    let upstream = upstream.to_string();
+    ok_on(
+        data,
+        &["site", "add", id, "--upstream", &upstream, "--operator", &operator, "--project", "app", "--provider", "pat"],
+    );
+}
+
+/// The metered usage of `period` once `ready` says it holds what is waited for.
+fn usage_once(data: &Path, period: &str, ready: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let usage: serde_json::Value =
+            serde_json::from_str(&ok_on(data, &["usage", "--json", "--period", period])).unwrap();
+        if ready(&usage) {
+            return usage;
+        }
+        assert!(Instant::now() < deadline, "the usage did not arrive: {usage}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn this_period() -> String {
+    let days = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() / 86_400;
+    commons_core::Period::from_days_since_epoch(days as i64).to_string()
+}
+
+/// `commons settle --period` succeeds, and what it printed as JSON.
+fn settled(data: &Path, period: &str) -> serde_json::Value {
+    let json = ok_on(data, &["settle", "--period", period, "--json"]);
+    let value: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let sum: u64 = value["accounts"].as_object().unwrap().values().map(|v| v.as_u64().unwrap()).sum();
+    assert_eq!(value["total"].as_u64(), Some(sum), "{value}");
+    value
+}
+
+fn bearer(token: &str) -> String {
+    format!("Bearer {token}")
+}
+
+#[test]
+fn a_site_calling_itself_through_the_internal_listener_is_refused_and_the_month_settles() {
+    let dir = tempfile::tempdir().unwrap();
+    let (data, period) = (dir.path(), this_period());
+    let token = platform_with_alice(data, &period);
+    let internal = common::free_port();
+    add_site(data, "chat", site(internal, Behaviour::Call("chat.commons.localhost".into())));
+    let platform = Platform::up(data, internal);
+
+    let answer =
+        common::http(platform.listen, "GET", "chat.commons.localhost", "/", &[("Authorization", &bearer(&token))], "");
+    let usage = usage_once(data, &period, |u| u["usage"].as_array().is_some_and(|rows| !rows.is_empty()));
+    let settlement = settled(data, &period);
+    assert_eq!(settlement["accounts"]["operator:op-chat"].as_u64(), Some(5_266_800), "{settlement}");
+    assert_eq!((answer.status, answer.body.as_str()), (200, "400"), "the call to itself is refused");
+    assert_eq!(usage["calls"], serde_json::json!([]), "no call was metered: {usage}");
+    drop(platform);
+}
+
+#[test]
+fn a_site_that_calls_a_service_and_then_fails_settles_with_the_call() {
+    let dir = tempfile::tempdir().unwrap();
+    let (data, period) = (dir.path(), this_period());
+    let token = platform_with_alice(data, &period);
+    let internal = common::free_port();
+    add_site(data, "chat", site(internal, Behaviour::CallThenFail("search.commons.localhost".into())));
+    add_site(data, "search", site(internal, Behaviour::Answer));
+    let platform = Platform::up(data, internal);
+
+    let answer =
+        common::http(platform.listen, "GET", "chat.commons.localhost", "/", &[("Authorization", &bearer(&token))], "");
+    assert_eq!(answer.status, 502, "{}", answer.body);
+    let usage = usage_once(data, &period, |u| u["calls"].as_array().is_some_and(|rows| !rows.is_empty()));
+    assert_eq!(usage["calls"][0]["site"], "chat", "{usage}");
+    let settlement = settled(data, &period);
+    let paid = |account: &str| settlement["accounts"][account].as_u64().unwrap_or(0);
+    assert!(paid("general-fund") < 9_900_000, "alice's fee reached the sites she used: {settlement}");
+    assert!(paid("operator:op-chat") + paid("operator:op-search") > 0, "{settlement}");
+    drop(platform);
+}
+
+#[test]
+fn a_site_removed_after_it_was_used_is_still_paid_for_the_month() {
+    let dir = tempfile::tempdir().unwrap();
+    let (data, period) = (dir.path(), this_period());
+    let token = platform_with_alice(data, &period);
+    let internal = common::free_port();
+    add_site(data, "chat", site(internal, Behaviour::Answer));
+    let platform = Platform::up(data, internal);
+
+    let answer =
+        common::http(platform.listen, "GET", "chat.commons.localhost", "/", &[("Authorization", &bearer(&token))], "");
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    usage_once(data, &period, |u| u["usage"].as_array().is_some_and(|rows| !rows.is_empty()));
+    ok_on(data, &["site", "remove", "chat"]);
+    assert!(!ok_on(data, &["site", "list"]).contains("chat"), "a removed site is not listed");
+    let gone = Instant::now() + Duration::from_secs(10);
+    while common::http(platform.listen, "GET", "chat.commons.localhost", "/", &[("Authorization", &bearer(&token))], "")
+        .status
+        != 404
+    {
+        assert!(Instant::now() < gone, "a removed site is still routed");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let settlement = settled(data, &period);
+    assert_eq!(settlement["accounts"]["operator:op-chat"].as_u64(), Some(5_266_800), "{settlement}");
+    let again = on(data, &["site", "remove", "chat"]);
+    assert_eq!(again.status.code(), Some(2), "removed once");
+    drop(platform);
+
+    // Once every period that names it is settled on the ledger, the record
+    // goes; a removed site an unsettled period still names stays.
+    add_site(data, "old", common::free_port());
+    let mut usage = metering::Usage::default();
+    let (user, site) = ("alice".to_owned(), "old".to_owned());
+    let earlier = commons_core::Period::parse("2026-01").unwrap();
+    usage.record(&metering::Event::Direct { period: earlier, user, site, minute: 29_000_000, service_ms: 1 });
+    let location = store::Location::new(Some(data.to_owned()), None);
+    store::Store::open(&location).unwrap().record_usage(&usage, &metering::wal::Checkpoint::default()).unwrap();
+    ok_on(data, &["site", "remove", "old"]);
+    let recorded = on(data, &["settle", "--period", &period, "--ledger"]);
+    assert!(recorded.status.success(), "{}", String::from_utf8_lossy(&recorded.stderr));
+    let stderr = String::from_utf8_lossy(&recorded.stderr);
+    assert!(stderr.contains("removed site chat forgotten: every period it was used in is settled"), "{stderr}");
+    let kept: Vec<String> =
+        store::Store::open(&location).unwrap().sites_ever().unwrap().into_iter().map(|s| s.id).collect();
+    assert_eq!(kept, ["old"]);
+}
+
+#[test]
+fn rows_that_cannot_be_paid_are_set_aside_reported_and_kept_and_the_rest_settles() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path();
+    let period = "2026-11";
+    platform_with_alice(data, period);
+    ok_on(data, &["subscribe", "bob", "--cents", "1000", "--period", period]);
+    add_site(data, "chat", common::free_port());
+    add_site(data, "search", common::free_port());
+    // What older code (or a damaged log) may have left in the store.
+    let p = commons_core::Period::parse(period).unwrap();
+    let mut usage = metering::Usage::default();
+    for (user, site) in [("alice", "chat"), ("alice", "ghost"), ("bob", "ghost")] {
+        usage.record(&metering::Event::Direct {
+            period: p,
+            user: user.into(),
+            site: site.into(),
+            minute: 29_000_000,
+            service_ms: 10,
+        });
+    }
+    for (site, service) in [("chat", "chat"), ("chat", "ghost"), ("search", "chat")] {
+        let key = metering::CallKey { period: p, user: "alice".into(), site: site.into(), service: service.into() };
+        usage.calls.insert(key, 40);
+    }
+    let location = store::Location::new(Some(data.to_owned()), None);
+    store::Store::open(&location).unwrap().record_usage(&usage, &metering::wal::Checkpoint::default()).unwrap();
+
+    let settlement = settled(data, period);
+    let paid = |account: &str| settlement["accounts"][account].as_u64().unwrap_or(0);
+    // Alice's fee goes by her one valid row; Bob's, with none, to the general fund.
+    assert_eq!(paid("general-fund"), 495_000 + 9_900_000, "{settlement}");
+    assert_eq!(paid("operator:op-chat"), 5_266_800, "{settlement}");
+    assert_eq!(paid("operator:op-search"), 0, "{settlement}");
+    let rows: Vec<String> = settlement["set_aside"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            format!(
+                "{} — {} — {}",
+                r["row"].as_str().unwrap(),
+                r["reason"].as_str().unwrap(),
+                r["outcome"].as_str().unwrap()
+            )
+        })
+        .collect();
+    expect![[r#"
+        [
+            "usage row (2026-11, site ghost, user alice) — site \"ghost\" has no record, not even as a removed site — not charged: alice's fee is split over their other usage",
+            "usage row (2026-11, site ghost, user bob) — site \"ghost\" has no record, not even as a removed site — bob's fee went to the general fund: no other usage of theirs is valid",
+            "call row (2026-11, site chat calling chat, user alice) — site \"chat\" called itself — not charged: chat keeps its share",
+            "call row (2026-11, site chat calling ghost, user alice) — site \"ghost\" has no record, not even as a removed site — not charged: chat keeps the share it would have split",
+            "call row (2026-11, site search calling chat, user alice) — alice has no direct use of search to split with the service — not charged: nothing was split",
+        ]
+    "#]].assert_debug_eq(&rows);
+    let table = ok_on(data, &["settle", "--period", period]);
+    assert!(table.contains("5 metered rows set aside:"), "{table}");
+
+    // On the ledger, the report is kept with the period, and the ledger verifies.
+    ok_on(data, &["settle", "--period", period, "--ledger"]);
+    let kept = store::Store::open(&location).unwrap().set_aside(p).unwrap();
+    assert_eq!(kept.iter().map(|r| format!("{} — {} — {}", r.row, r.reason, r.outcome)).collect::<Vec<_>>(), rows);
+    let export = dir.path().join("ledger.jsonl");
+    ok_on(data, &["ledger", "export", "--out", export.to_str().unwrap()]);
+    assert!(ok_on(data, &["ledger", "verify", export.to_str().unwrap()]).contains("verifies: "));
+}

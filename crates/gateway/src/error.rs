@@ -38,6 +38,11 @@ pub enum GatewayError {
     /// A call on the internal listener without valid provenance.
     #[error("{0}")]
     Provenance(ProvenanceError),
+    /// A site calling itself on the internal listener: a call pays another
+    /// service for its part of a request, and a site's own work is paid by
+    /// the request itself, so the gateway neither serves nor meters it.
+    #[error("site {0:?} cannot call itself through the internal listener; it can do the work itself")]
+    SelfCall(String),
     /// The body is larger than the gateway accepts.
     #[error("the request body is larger than {0} bytes")]
     BodyTooLarge(u64),
@@ -57,9 +62,10 @@ impl GatewayError {
     pub fn status(&self) -> StatusCode {
         match self {
             GatewayError::UnknownHost(_) => StatusCode::NOT_FOUND,
-            GatewayError::NoHost | GatewayError::HostRepeated | GatewayError::AmbiguousPath { .. } => {
-                StatusCode::BAD_REQUEST
-            }
+            GatewayError::NoHost
+            | GatewayError::HostRepeated
+            | GatewayError::AmbiguousPath { .. }
+            | GatewayError::SelfCall(_) => StatusCode::BAD_REQUEST,
             GatewayError::LoginRequired | GatewayError::Provenance(_) => StatusCode::UNAUTHORIZED,
             GatewayError::RateLimited { .. } | GatewayError::TooManyInFlight => StatusCode::TOO_MANY_REQUESTS,
             GatewayError::PremiumOnly { .. } => StatusCode::PAYMENT_REQUIRED,
@@ -79,7 +85,7 @@ impl GatewayError {
             | GatewayError::AmbiguousPath { .. }
             | GatewayError::BodyTooLarge(_) => ("your request", false),
             GatewayError::LoginRequired => ("your request (log in first)", true),
-            GatewayError::Provenance(_) => ("the calling site", false),
+            GatewayError::Provenance(_) | GatewayError::SelfCall(_) => ("the calling site", false),
             GatewayError::RateLimited { .. } | GatewayError::TooManyInFlight => {
                 ("your request (free-tier limit)", true)
             }
@@ -104,6 +110,7 @@ impl GatewayError {
             | GatewayError::TooManyInFlight
             | GatewayError::PremiumOnly { .. }
             | GatewayError::Provenance(_)
+            | GatewayError::SelfCall(_)
             | GatewayError::BodyTooLarge(_) => "downstream",
         }
     }

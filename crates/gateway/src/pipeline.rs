@@ -302,6 +302,9 @@ impl Pipeline {
                 (identity, None)
             }
             Listener::Internal => match self.provenance.verify(facts.provenance, self.clock.now_ms()) {
+                Ok(origin) if origin.site == route.site => {
+                    return Err(Answer::Refused(GatewayError::SelfCall(origin.site)));
+                }
                 Ok(origin) => {
                     let identity = Arc::new(Identity { user: origin.user.clone(), premium: origin.premium });
                     (Some(identity), Some(origin))
@@ -385,6 +388,7 @@ impl Pipeline {
                 user: origin.user.clone(),
                 site: origin.site.clone(),
                 service: admitted.route.site.clone(),
+                minute: (now / 60_000) as u32,
                 service_ms,
             },
         };

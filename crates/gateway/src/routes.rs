@@ -115,12 +115,26 @@ impl Routes {
         Routes { domain: domain.to_ascii_lowercase(), ..Routes::default() }
     }
 
-    pub fn add_site(&mut self, route: SiteRoute, custom_hosts: &[&str]) {
+    /// Adds a site with its custom hosts; returns the hosts it was not given:
+    /// the platform domain and names under it (the platform's and its
+    /// sites' own), and a host another site has already. A host never
+    /// routes to two sites, whatever the store says.
+    pub fn add_site(&mut self, route: SiteRoute, custom_hosts: &[&str]) -> Vec<String> {
         let route = Arc::new(route);
+        let mut refused = Vec::new();
         for host in custom_hosts {
-            self.custom_hosts.insert(host.to_ascii_lowercase(), route.clone());
+            let host = normalize(host).into_owned();
+            let under_domain =
+                host == self.domain || host.strip_suffix(self.domain.as_str()).is_some_and(|rest| rest.ends_with('.'));
+            let taken = self.custom_hosts.get(&host).is_some_and(|other| other.site != route.site);
+            if under_domain || taken {
+                refused.push(host);
+            } else {
+                self.custom_hosts.insert(host, route.clone());
+            }
         }
         self.sites.insert(route.site.clone(), route);
+        refused
     }
 
     pub fn sites(&self) -> impl Iterator<Item = &Arc<SiteRoute>> {
@@ -198,7 +212,37 @@ fn normalize(host: &str) -> std::borrow::Cow<'_, str> {
 
 #[cfg(test)]
 mod tests {
-    use super::normalize;
+    use super::{Routes, SiteRoute, normalize};
+
+    #[test]
+    fn a_host_routes_to_one_site_and_never_shadows_the_platform_or_its_sites() {
+        let mut routes = Routes::new("commons.localhost");
+        assert!(routes.add_site(SiteRoute::new("notes", &[], false), &["Notes.Example.org."]).is_empty());
+        let refused = routes.add_site(
+            SiteRoute::new("evil", &[], false),
+            &[
+                "notes.example.org",
+                "notes.commons.localhost",
+                "commons.localhost.",
+                "www.commons.localhost",
+                "evil.org",
+            ],
+        );
+        assert_eq!(
+            refused,
+            ["notes.example.org", "notes.commons.localhost", "commons.localhost", "www.commons.localhost"]
+        );
+        for (host, site) in [
+            ("notes.example.org", "notes"),
+            ("NOTES.example.org.:443", "notes"),
+            ("notes.commons.localhost", "notes"),
+            ("evil.org", "evil"),
+        ] {
+            assert_eq!(routes.resolve(host).map(|r| r.site.as_str()), Some(site), "{host}");
+        }
+        assert!(routes.resolve("www.commons.localhost").is_none());
+        assert!(routes.is_platform("commons.localhost"));
+    }
 
     #[test]
     fn a_host_is_compared_without_its_port_trailing_dot_or_case() {

@@ -13,8 +13,12 @@ pub enum Event {
     /// served in `service_ms`.
     Direct { period: Period, user: String, site: String, minute: u32, service_ms: u64 },
     /// `site` called `service` for `user` (with a verified provenance
-    /// token), and `service` spent `service_ms` on it.
-    Call { period: Period, user: String, site: String, service: String, service_ms: u64 },
+    /// token) in `minute`, and `service` spent `service_ms` on it. The call
+    /// is also a direct use of `site` by `user` in that minute (a site only
+    /// calls for the user of a request it is serving), so it counts that
+    /// minute for `site` even if `site` then never answers. Minute 0 (a
+    /// record older than the field) counts no minute.
+    Call { period: Period, user: String, site: String, service: String, minute: u32, service_ms: u64 },
 }
 
 /// A record that cannot be read.
@@ -41,8 +45,8 @@ impl Event {
             Event::Direct { period, user, site, minute, service_ms } => {
                 (0u8, period, user, site, "", *minute, *service_ms)
             }
-            Event::Call { period, user, site, service, service_ms } => {
-                (1u8, period, user, site, service.as_str(), 0, *service_ms)
+            Event::Call { period, user, site, service, minute, service_ms } => {
+                (1u8, period, user, site, service.as_str(), *minute, *service_ms)
             }
         };
         out.push(tag);
@@ -99,7 +103,7 @@ impl Event {
         }
         let event = match tag {
             0 => Event::Direct { period, user, site, minute, service_ms },
-            1 => Event::Call { period, user, site, service: third, service_ms },
+            1 => Event::Call { period, user, site, service: third, minute, service_ms },
             _ => return Err(EventError::Malformed("unknown event kind")),
         };
         Ok((event, 8 + len))

@@ -62,7 +62,14 @@ impl Usage {
                 entry.requests += 1;
                 entry.service_ms = entry.service_ms.saturating_add(service_ms);
             }
-            Event::Call { period, user, site, service, service_ms } => {
+            Event::Call { period, user, site, service, minute, service_ms } => {
+                // The caller's direct use in the call's minute: every call
+                // row has the direct row of its user and site (docs/economics.md §2.5).
+                let caller =
+                    self.direct.entry(DirectKey { period, user: user.clone(), site: site.clone() }).or_default();
+                if minute != 0 && caller.minutes.insert(minute) == Insert::TooLate {
+                    self.too_late += 1;
+                }
                 let key = CallKey { period, user, site, service };
                 let entry = self.calls.entry(key).or_default();
                 *entry = entry.saturating_add(service_ms);

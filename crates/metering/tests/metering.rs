@@ -54,10 +54,36 @@ fn calls_add_up_service_time_per_caller_and_callee() {
             user: "alice".into(),
             site: "chat".into(),
             service: "search".into(),
+            minute: 100,
             service_ms: ms,
         });
     }
     assert_eq!(usage.calls.values().copied().collect::<Vec<_>>(), vec![150]);
+}
+
+#[test]
+fn a_call_is_a_direct_use_of_the_caller_in_its_minute_even_if_the_caller_never_answers() {
+    let call = |minute| Event::Call {
+        period: period(),
+        user: "alice".into(),
+        site: "chat".into(),
+        service: "search".into(),
+        minute,
+        service_ms: 5,
+    };
+    let mut usage = Usage::default();
+    usage.record(&call(100));
+    let caller = usage.direct[&DirectKey { period: period(), user: "alice".into(), site: "chat".into() }];
+    assert_eq!((caller.minutes.count(), caller.requests, caller.service_ms), (1, 0, 0));
+    // With the caller's own answer in the same minute, the minute counts once.
+    usage.record(&direct("alice", "chat", 100, 30));
+    usage.record(&call(101));
+    assert_eq!(minutes_of(&usage, "alice", "chat"), 2);
+    assert_eq!(usage.direct.len(), 1, "the service's own direct use is not invented");
+    // A record older than the minute field counts no minute, but the row is there.
+    let mut old = Usage::default();
+    old.record(&call(0));
+    assert_eq!(minutes_of(&old, "alice", "chat"), 0);
 }
 
 proptest! {

@@ -355,7 +355,7 @@ fn carry_out(
             Ok(false)
         }
         Action::Withdraw { site } => {
-            store.remove_site(site)?;
+            store.remove_site(site, now_ms())?;
             store.record_history(now_ms(), "remove", site, "stopped and unpublished")?;
             Ok(true)
         }

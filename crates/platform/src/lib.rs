@@ -28,6 +28,7 @@
 mod control_api;
 mod control_loop;
 pub mod deploy;
+pub mod hosts;
 pub mod metered;
 pub mod record;
 mod registry;

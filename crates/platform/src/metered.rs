@@ -10,16 +10,26 @@
 use commons_core::{Cents, Period};
 use scenario::Scenario;
 use settlement::{
-    ActivityBuilder, CallRow, DepSpec, Params, ParamsSpec, ProjectSpec, ProviderSpec, Registry, SiteSpec, UsageRow,
+    ActivityBuilder, CallRow, DepSpec, Params, ParamsSpec, ProjectSpec, ProviderSpec, Registry, SiteIx, SiteSpec,
+    SubscriberIx, UsageRow,
 };
 use store::Store;
 
 use crate::BadInput;
 
-/// The scenario of `period` from `store`. Usage of users who did not
-/// subscribe is metered but pays nobody (their tier is free), so it is
-/// left out.
-pub fn scenario(store: &mut Store, period: Period) -> anyhow::Result<Scenario> {
+/// A metered row a settlement could not use, and where its money went
+/// instead (docs/economics.md §2.5). Such a row is treated as absent: a
+/// subscriber's fee is split over their other usage, or goes to the general
+/// fund if none is left; a site keeps the share it would have split with a
+/// service it could not be paid for calling.
+pub type SetAside = store::SetAsideRecord;
+
+/// The scenario of `period` from `store`, and the rows set aside. Usage of
+/// users who did not subscribe is metered but pays nobody (their tier is
+/// free), so it is left out. A row that names a site with no record (not
+/// even a removed one), a site calling itself, or a call with no direct use
+/// of the calling site is set aside rather than stopping the period.
+pub fn scenario(store: &mut Store, period: Period) -> anyhow::Result<(Scenario, Vec<SetAside>)> {
     let params = params(period)?;
     let (projects, mut sites) = registry_specs(store)?;
     // Providers are paid by what their machines gave each site in the
@@ -46,39 +56,90 @@ pub fn scenario(store: &mut Store, period: Period) -> anyhow::Result<Scenario> {
             .add_subscription(user, Cents::new(*paid), tag as u64)
             .map_err(|e| BadInput(format!("subscription of {user}: {e}")))?;
     }
-    let site = |id: &str| {
-        registry.site_ix(id).ok_or_else(|| {
-            BadInput(format!("usage in {period} names site {id:?}, which is not registered: add it back to settle"))
-        })
-    };
+    let mut set_aside = Vec::new();
+    let unknown = |id: &str| format!("site {id:?} has no record, not even as a removed site");
+    // Direct use: a row naming a site with no record is set aside.
     let mut rows = Vec::new();
+    let mut set_aside_users = Vec::new();
     for (tag, (key, direct)) in usage.direct.iter().enumerate() {
-        if let Some(user) = activity.subscriber(&key.user) {
-            rows.push(UsageRow {
+        let Some(user) = activity.subscriber(&key.user) else { continue };
+        match registry.site_ix(&key.site) {
+            Some(site) => rows.push(UsageRow {
                 user,
-                site: site(&key.site)?,
+                site,
                 active_minutes: u64::from(direct.minutes.count()),
                 service_ms: direct.service_ms,
                 tag: tag as u64,
-            });
+            }),
+            None => {
+                set_aside_users.push((set_aside.len(), key.user.clone()));
+                set_aside.push(SetAside {
+                    row: format!("usage row ({period}, site {}, user {})", key.site, key.user),
+                    reason: unknown(&key.site),
+                    outcome: String::new(),
+                });
+            }
+        }
+    }
+    // A subscriber whose set-aside use was all they had pays the general
+    // fund, as one with no usage does; otherwise their other usage shares it.
+    for (at, user) in set_aside_users {
+        let ix = activity.subscriber(&user).expect("a subscriber");
+        let other = rows.iter().any(|r| r.user == ix && r.active_minutes > 0);
+        set_aside[at].outcome = if other {
+            format!("not charged: {user}'s fee is split over their other usage")
+        } else {
+            format!("{user}'s fee went to the general fund: no other usage of theirs is valid")
+        };
+    }
+    let used: std::collections::BTreeSet<(SubscriberIx, SiteIx)> = rows.iter().map(|r| (r.user, r.site)).collect();
+    let mut calls = Vec::new();
+    for (tag, (key, ms)) in usage.calls.iter().enumerate() {
+        let Some(user) = activity.subscriber(&key.user) else { continue };
+        let row = format!("call row ({period}, site {} calling {}, user {})", key.site, key.service, key.user);
+        let (site, service) = (registry.site_ix(&key.site), registry.site_ix(&key.service));
+        let problem = match (site, service) {
+            (None, _) => Some((unknown(&key.site), "not charged: the calling site is not paid".to_owned())),
+            (Some(_), None) => {
+                Some((unknown(&key.service), format!("not charged: {} keeps the share it would have split", key.site)))
+            }
+            (Some(site), Some(service)) if site == service => Some((
+                format!("site {:?} called itself", key.site),
+                format!("not charged: {} keeps its share", key.site),
+            )),
+            (Some(site), Some(_)) if !used.contains(&(user, site)) => Some((
+                format!("{} has no direct use of {} to split with the service", key.user, key.site),
+                "not charged: nothing was split".to_owned(),
+            )),
+            (Some(_), Some(_)) => None,
+        };
+        match (problem, site, service) {
+            (Some((reason, outcome)), _, _) => set_aside.push(SetAside { row, reason, outcome }),
+            (None, Some(site), Some(service)) => calls.push(CallRow { user, site, service, ms: *ms, tag: tag as u64 }),
+            (None, _, _) => unreachable!("a call with both sites known has no problem or is kept"),
         }
     }
     activity.add_usage(rows);
-    let mut calls = Vec::new();
-    for (tag, (key, ms)) in usage.calls.iter().enumerate() {
-        if let Some(user) = activity.subscriber(&key.user) {
-            calls.push(CallRow {
-                user,
-                site: site(&key.site)?,
-                service: site(&key.service)?,
-                ms: *ms,
-                tag: tag as u64,
-            });
-        }
-    }
     activity.add_calls(calls);
     let activity = activity.finish().map_err(|e| BadInput(format!("usage of {period}: {e}")))?;
-    Ok(Scenario { params, registry, activity })
+    Ok((Scenario { params, registry, activity }, set_aside))
+}
+
+/// Deletes the records of removed sites no unsettled period can need: the
+/// period each was removed in is settled on the ledger, and so is every
+/// period whose usage names it. Returns the sites forgotten.
+pub fn forget_settled_removed_sites(store: &mut Store) -> anyhow::Result<Vec<String>> {
+    let mut forgotten = Vec::new();
+    for (site, removed_ms) in store.removed_sites()? {
+        let removed_in = Period::from_days_since_epoch((removed_ms / 86_400_000) as i64);
+        let periods = store.periods_naming(&site)?;
+        let ledger = store.ledger();
+        if ledger.is_settled(removed_in) && periods.iter().all(|p| ledger.is_settled(*p)) {
+            store.forget_removed_site(&site)?;
+            forgotten.push(site);
+        }
+    }
+    Ok(forgotten)
 }
 
 /// The platform's settlement parameters for `period` (the defaults of
@@ -111,7 +172,7 @@ pub fn check_registry(
 /// declared provider weights.
 pub fn registry_specs(store: &mut Store) -> anyhow::Result<(Vec<ProjectSpec>, Vec<SiteSpec>)> {
     let projects = store.projects()?.into_iter().map(project_spec).collect();
-    let sites = store.sites()?.into_iter().map(|s| site_spec(&s)).collect();
+    let sites = store.sites_ever()?.into_iter().map(|s| site_spec(&s)).collect();
     Ok((projects, sites))
 }
 

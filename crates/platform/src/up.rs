@@ -74,6 +74,8 @@ impl Platform {
         } else {
             None
         };
+        // What the host claims of `site add` and `deploy` are checked against.
+        store.set_domain(&settings.domain)?;
         let (routes, identities, version) = load_registry(&mut store, &settings.domain)?;
         let sessions = stored_sessions(&mut store)?;
         let store = StoreHandle::spawn(store)?;
@@ -151,7 +153,16 @@ impl Platform {
     /// for its outcome: `Ok` with what runs, or the failure as [`BadInput`].
     pub async fn deploy(&self, d: DeploymentRecord, timeout: Duration) -> anyhow::Result<String> {
         let site = d.site.clone();
-        let generation = self.store.call(move |s| s.request_deployment(&d)).await?;
+        let generation = self
+            .store
+            .call(move |s| -> anyhow::Result<u64> {
+                crate::hosts::check_site_id(&d.site)?;
+                let (hosts, claimed) = crate::hosts::claim(s, &d.site, &d.hosts)?;
+                let generation = s.request_deployment(&DeploymentRecord { hosts, ..d.clone() })?;
+                crate::hosts::record_claims(s, &d.site, &claimed, crate::now_ms())?;
+                Ok(generation)
+            })
+            .await?;
         wait_for_outcome(&self.store, &site, generation, timeout).await
     }
 

@@ -190,6 +190,22 @@ const MIGRATIONS: &[Migration] = &[
     ALTER TABLE api_tokens ADD COLUMN created_ms BIGINT NOT NULL DEFAULT 0;
 ",
     ),
+    // A removed site is kept as a record, marked with when (0: live), so
+    // that the periods it was used in still settle; and what a settlement
+    // recorded on the ledger set aside, per period.
+    Migration::Sql(
+        "
+    ALTER TABLE sites ADD COLUMN removed_ms BIGINT NOT NULL DEFAULT 0;
+    CREATE TABLE settlement_set_aside (
+        period TEXT NOT NULL,
+        seq BIGINT NOT NULL,
+        row_text TEXT NOT NULL,
+        reason TEXT NOT NULL,
+        outcome TEXT NOT NULL,
+        PRIMARY KEY (period, seq)
+    );
+",
+    ),
 ];
 
 /// The number of the last migration: the schema version a store opened by

@@ -44,7 +44,7 @@ use ledger::{AppendOutcome, Block, Ledger, LedgerConfig, Rejection, Signer, Tran
 use backend::Backend;
 pub use key::{GatewaySecrets, load_gateway_secrets, load_or_create_key};
 pub use people::{AccountRecord, SessionRecord};
-pub use platform::{ProjectRecord, SiteRecord, TOKENS_PER_USER_MAX, TokenRecord};
+pub use platform::{ProjectRecord, SetAsideRecord, SiteRecord, TOKENS_PER_USER_MAX, TokenRecord};
 pub use runtime::{DeploymentRecord, HistoryEntry, NodeRecord, ResourceTotals};
 
 /// Where a store lives.

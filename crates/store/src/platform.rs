@@ -53,6 +53,15 @@ pub struct ProjectRecord {
     pub repository: String,
 }
 
+/// A metered row a settlement could not use: which, why, and where its
+/// money went instead.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SetAsideRecord {
+    pub row: String,
+    pub reason: String,
+    pub outcome: String,
+}
+
 /// An API token's owner, by the token's SHA-256 (tokens themselves are
 /// never stored).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -131,19 +140,83 @@ impl Store {
         })
     }
 
-    /// Removes a site (and its lists); whether there was one.
-    pub fn remove_site(&mut self, id: &str) -> Result<bool, StoreError> {
+    /// Removes a site at `at_ms`; whether there was one. It is no longer
+    /// routed or listed ([`Store::sites`]) and its instances and hosts are
+    /// let go, but its record stays, with its operator, project, shares and
+    /// providers, for the settlement of the periods it was used in
+    /// ([`Store::sites_ever`]). Adding the id again replaces it.
+    pub fn remove_site(&mut self, id: &str, at_ms: u64) -> Result<bool, StoreError> {
         self.backend.transaction(|tx| {
-            let removed = tx.execute("DELETE FROM sites WHERE id = $1", &[Param::Text(id)])? > 0;
+            let removed = tx.execute(
+                // SQLite numbers parameters in order of appearance.
+                "UPDATE sites SET removed_ms = $1 WHERE id = $2 AND removed_ms = 0",
+                &[int_param(at_ms.max(1), "time")?, Param::Text(id)],
+            )? > 0;
+            if removed {
+                lists::SITE_INSTANCES.put(tx, id, std::iter::empty::<&str>())?;
+                lists::SITE_HOSTS.put(tx, id, std::iter::empty::<&str>())?;
+            }
             bump_registry(tx)?;
             Ok(removed)
         })
     }
 
+    /// The removed sites still on record, with when each was removed.
+    pub fn removed_sites(&mut self) -> Result<Vec<(String, u64)>, StoreError> {
+        let rows = self
+            .backend
+            .read(|tx| tx.query("SELECT id, removed_ms FROM sites WHERE removed_ms <> 0 ORDER BY id", &[]))?;
+        rows.iter().map(|r| Ok((r.text(0)?, r.u64(1)?))).collect()
+    }
+
+    /// The periods whose metered usage names `site`, as the used site, the
+    /// caller or the called service.
+    pub fn periods_naming(&mut self, site: &str) -> Result<Vec<Period>, StoreError> {
+        let rows = self.backend.read(|tx| {
+            tx.query(
+                "SELECT period FROM usage_direct WHERE site = $1 UNION SELECT period FROM usage_calls WHERE site = $1 OR service = $1",
+                &[Param::Text(site)],
+            )
+        })?;
+        let mut periods = rows
+            .iter()
+            .map(|row| {
+                let text = row.text(0)?;
+                Period::parse(&text).map_err(|e| row.corrupt(0, format!("period {text:?}: {e}")))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        periods.sort();
+        Ok(periods)
+    }
+
+    /// Deletes the record of a removed site (a live one is kept); whether
+    /// there was one.
+    pub fn forget_removed_site(&mut self, id: &str) -> Result<bool, StoreError> {
+        self.backend.transaction(|tx| {
+            let forgotten = tx.execute("DELETE FROM sites WHERE id = $1 AND removed_ms <> 0", &[Param::Text(id)])? > 0;
+            bump_registry(tx)?;
+            Ok(forgotten)
+        })
+    }
+
+    /// The sites that are live: what the gateway routes.
     pub fn sites(&mut self) -> Result<Vec<SiteRecord>, StoreError> {
+        self.read_sites(false)
+    }
+
+    /// Every site with a record, removed ones too: what a settlement pays.
+    pub fn sites_ever(&mut self) -> Result<Vec<SiteRecord>, StoreError> {
+        self.read_sites(true)
+    }
+
+    fn read_sites(&mut self, removed_too: bool) -> Result<Vec<SiteRecord>, StoreError> {
         self.backend.read(|tx| {
             let rows = tx.query(
-                "SELECT id, anonymous, free_requests_per_minute, free_concurrent_requests, operator, project, provider_share_bps, developer_share_bps, health_path FROM sites ORDER BY id",
+                if removed_too {
+                    "SELECT id, anonymous, free_requests_per_minute, free_concurrent_requests, operator, project, provider_share_bps, developer_share_bps, health_path FROM sites ORDER BY id"
+                } else {
+                    "SELECT id, anonymous, free_requests_per_minute, free_concurrent_requests, operator, project, provider_share_bps, developer_share_bps, health_path FROM sites WHERE removed_ms = 0 ORDER BY id"
+                },
                 &[],
             )?;
             let mut instances = lists::SITE_INSTANCES.read_all(tx)?;
@@ -211,6 +284,22 @@ impl Store {
         })
     }
 
+    /// Records the platform domain `commons up` serves: the names under it
+    /// are its sites', which no custom host may claim.
+    pub fn set_domain(&mut self, domain: &str) -> Result<(), StoreError> {
+        self.backend.transaction(|tx| {
+            tx.execute("DELETE FROM platform_meta WHERE key = 'domain'", &[])?;
+            tx.execute("INSERT INTO platform_meta (key, value) VALUES ('domain', $1)", &[Param::Text(domain)])?;
+            Ok(())
+        })
+    }
+
+    /// The platform domain last recorded by [`Store::set_domain`], if any.
+    pub fn domain(&mut self) -> Result<Option<String>, StoreError> {
+        let rows = self.backend.read(|tx| tx.query("SELECT value FROM platform_meta WHERE key = 'domain'", &[]))?;
+        rows.first().map(|row| row.text(0)).transpose()
+    }
+
     /// Changes whenever sites, projects, accounts, tokens or subscriptions
     /// change: what the gateway polls.
     pub fn registry_version(&mut self) -> Result<u64, StoreError> {
@@ -263,6 +352,40 @@ impl Store {
             }
             Ok(revoked)
         })
+    }
+
+    /// Records what the settlement of `period` set aside, replacing what
+    /// was recorded for it before (a rerun of the same settlement).
+    pub fn put_set_aside(&mut self, period: Period, rows: &[SetAsideRecord]) -> Result<(), StoreError> {
+        let label = period.to_string();
+        self.backend.transaction(|tx| {
+            tx.execute("DELETE FROM settlement_set_aside WHERE period = $1", &[Param::Text(&label)])?;
+            for (seq, row) in (1u64..).zip(rows) {
+                tx.execute(
+                    "INSERT INTO settlement_set_aside (period, seq, row_text, reason, outcome) VALUES ($1, $2, $3, $4, $5)",
+                    &[
+                        Param::Text(&label),
+                        int_param(seq, "set-aside row number")?,
+                        Param::Text(&row.row),
+                        Param::Text(&row.reason),
+                        Param::Text(&row.outcome),
+                    ],
+                )?;
+            }
+            Ok(())
+        })
+    }
+
+    /// What the settlement of `period` recorded as set aside, in order.
+    pub fn set_aside(&mut self, period: Period) -> Result<Vec<SetAsideRecord>, StoreError> {
+        let label = period.to_string();
+        let rows = self.backend.read(|tx| {
+            tx.query(
+                "SELECT row_text, reason, outcome FROM settlement_set_aside WHERE period = $1 ORDER BY seq",
+                &[Param::Text(&label)],
+            )
+        })?;
+        rows.iter().map(|r| Ok(SetAsideRecord { row: r.text(0)?, reason: r.text(1)?, outcome: r.text(2)? })).collect()
     }
 
     /// The write-ahead-log checkpoint the stored usage covers.

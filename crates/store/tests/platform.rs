@@ -7,7 +7,8 @@ use commons_core::token_sha256;
 use metering::wal::Checkpoint;
 use metering::{DirectKey, Event, Usage};
 use store::{
-    AccountRecord, DeploymentRecord, NodeRecord, ProjectRecord, ResourceTotals, SessionRecord, SiteRecord, Store,
+    AccountRecord, DeploymentRecord, NodeRecord, ProjectRecord, ResourceTotals, SessionRecord, SetAsideRecord,
+    SiteRecord, Store,
 };
 
 #[test]
@@ -49,10 +50,38 @@ fn sites_are_stored_replaced_and_removed_and_each_change_bumps_the_version() {
         store.put_site(&chat).unwrap();
         assert_eq!(store.sites().unwrap()[0], chat, "{}", s.name);
         assert_eq!(store.sites().unwrap()[1], wiki, "{}", s.name);
-        assert!(store.remove_site("chat").unwrap());
-        assert!(!store.remove_site("chat").unwrap());
-        assert_eq!(store.sites().unwrap(), vec![wiki], "{}", s.name);
+        assert!(store.remove_site("chat", 1_000).unwrap());
+        assert!(!store.remove_site("chat", 2_000).unwrap());
+        assert_eq!(store.sites().unwrap(), vec![wiki.clone()], "{}", s.name);
         assert_eq!(store.registry_version().unwrap(), v0 + 4, "{}", s.name);
+        // The removed site's record stays for settlement, its routes gone.
+        let kept = SiteRecord { instances: vec![], custom_hosts: vec![], ..chat.clone() };
+        assert_eq!(store.sites_ever().unwrap(), vec![kept, wiki.clone()], "{}", s.name);
+        assert_eq!(store.removed_sites().unwrap(), vec![("chat".to_owned(), 1_000)], "{}", s.name);
+        let mut usage = Usage::default();
+        for (period, site) in [("2026-10", "wiki"), ("2026-11", "chat")] {
+            let period = Period::parse(period).unwrap();
+            usage.record(&Event::Direct { period, user: "u".into(), site: site.into(), minute: 5, service_ms: 1 });
+        }
+        let called = Event::Call {
+            period: Period::parse("2026-09").unwrap(),
+            user: "u".into(),
+            site: "wiki".into(),
+            service: "chat".into(),
+            minute: 5,
+            service_ms: 1,
+        };
+        usage.record(&called);
+        store.record_usage(&usage, &Checkpoint::default()).unwrap();
+        let periods: Vec<String> = store.periods_naming("chat").unwrap().iter().map(|p| p.to_string()).collect();
+        assert_eq!(periods, ["2026-09", "2026-11"], "{}", s.name);
+        assert!(!store.forget_removed_site("wiki").unwrap(), "{}: a live site is not forgotten", s.name);
+        // Added again, it is live again.
+        store.put_site(&chat).unwrap();
+        assert_eq!(store.sites().unwrap(), vec![chat.clone(), wiki.clone()], "{}", s.name);
+        assert!(store.remove_site("chat", 3_000).unwrap());
+        assert!(store.forget_removed_site("chat").unwrap());
+        assert_eq!(store.sites_ever().unwrap(), vec![wiki], "{}", s.name);
     }
 }
 
@@ -210,6 +239,7 @@ fn flushed_usage_adds_up_exactly_across_flushes_and_keeps_the_checkpoint() {
             user: "alice".into(),
             site: "wiki".into(),
             service: "search".into(),
+            minute: 101,
             service_ms: 7,
         });
         let mut checkpoint = Checkpoint::default();
@@ -225,6 +255,7 @@ fn flushed_usage_adds_up_exactly_across_flushes_and_keeps_the_checkpoint() {
             user: "alice".into(),
             site: "wiki".into(),
             service: "search".into(),
+            minute: 103,
             service_ms: 5,
         });
         let mut later = Checkpoint::default();
@@ -353,7 +384,7 @@ fn writing_a_record_again_replaces_its_lists_and_removing_it_leaves_none_behind(
         };
         store.put_site(&short).unwrap();
         assert_eq!(store.sites().unwrap(), vec![short.clone()], "{}", s.name);
-        store.remove_site("wiki").unwrap();
+        store.remove_site("wiki", 1_000).unwrap();
         let bare = SiteRecord { instances: vec![], premium_prefixes: vec![], providers: vec![], ..short };
         store.put_site(&bare).unwrap();
         assert_eq!(store.sites().unwrap(), vec![bare], "{}: the removed site's lists are gone", s.name);
@@ -402,5 +433,23 @@ fn a_site_deployed_again_after_its_removal_gets_a_new_generation() {
             "generation {again} after {first}: an agent could take an old instance for it ({})",
             s.name
         );
+    }
+}
+
+#[test]
+fn a_periods_set_aside_rows_are_kept_in_order_and_replaced_by_a_rerun() {
+    let period = Period::parse("2026-11").unwrap();
+    let row = |n: u32| SetAsideRecord {
+        row: format!("usage row (2026-11, site s{n}, user u)"),
+        reason: "site has no record".into(),
+        outcome: "u's fee went to the general fund".into(),
+    };
+    for s in common::stores() {
+        let mut store = Store::open(&s.location).unwrap();
+        store.put_set_aside(period, &[row(2), row(1)]).unwrap();
+        assert_eq!(store.set_aside(period).unwrap(), vec![row(2), row(1)], "{}", s.name);
+        store.put_set_aside(period, &[row(3)]).unwrap();
+        assert_eq!(store.set_aside(period).unwrap(), vec![row(3)], "{}", s.name);
+        assert!(store.set_aside(Period::parse("2026-12").unwrap()).unwrap().is_empty(), "{}", s.name);
     }
 }
