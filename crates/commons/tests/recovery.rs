@@ -217,8 +217,8 @@ fn finished_state(place: &Place) -> Finished {
     let export = place.dir.path().join("ledger.jsonl");
     ok(commons(Some(place), &["ledger", "export", "--out", export.to_str().unwrap()]));
     let verified = ok(commons(None, &["ledger", "verify", export.to_str().unwrap()]));
-    assert!(verified.contains("periods settled: 2026-11"), "{}: {verified}", place.name);
-    let summary = verified.split(", signed by").next().unwrap().rsplit(": ").next().unwrap().to_owned();
+    assert!(verified.contains("periods settled once: 2026-11"), "{}: {verified}", place.name);
+    let summary = verified.split("; head").next().unwrap().rsplit(": ").next().unwrap().to_owned();
     let blocks = std::fs::read_to_string(&export)
         .unwrap()
         .lines()
