@@ -43,7 +43,7 @@ use backend::Backend;
 pub use key::load_or_create_key;
 pub use people::{AccountRecord, SessionRecord};
 pub use platform::{ProjectRecord, SiteRecord, TokenRecord};
-pub use runtime::{DeploymentRecord, HistoryEntry, NodeRecord, ResourceTotals};
+pub use runtime::{DeploymentRecord, HistoryEntry, NODE_CORES_DEFAULT, NodeRecord, NodeReports, ResourceTotals};
 
 /// Where a store lives.
 #[derive(Clone, Debug)]
