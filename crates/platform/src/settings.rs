@@ -44,6 +44,7 @@ pub struct ConfigFile {
     control_names: Option<Vec<String>>,
     control_connections_max: Option<usize>,
     internal_url: Option<String>,
+    internal_connections_max: Option<usize>,
 }
 
 /// The gateway workers' nice value unless configured.
@@ -104,6 +105,11 @@ impl Settings {
                 Some(other) => {
                     return Err(BadInput(format!("public_scheme {other:?} must be \"http\" or \"https\"")).into());
                 }
+            },
+            internal_connections_max: match file.internal_connections_max {
+                None => defaults.internal_connections_max,
+                Some(0) => return Err(BadInput("internal_connections_max must be at least 1".into()).into()),
+                Some(n) => n,
             },
             ..defaults
         };
