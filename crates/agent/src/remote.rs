@@ -14,10 +14,10 @@ use control::Assignment;
 use crate::bundle::{self, BUNDLE_BYTES_MAX};
 use crate::client::{Client, ClientError};
 use crate::node::{NodeAgent, Source};
-use crate::tls::JoinToken;
 use crate::protocol::{
     PROTOCOL_VERSION, ReportedFailure, ReportedInstance, ReportedUsage, SYNC_BYTES_MAX, SyncRequest, SyncResponse,
 };
+use crate::tls::JoinToken;
 
 /// How often the agent syncs.
 pub const SYNC_EVERY: Duration = Duration::from_millis(500);
@@ -70,7 +70,9 @@ impl Remote {
             match self.sync_once().await {
                 Ok(()) => {}
                 Err(
-                    e @ (JoinError::Refused(..) | JoinError::Protocol(..) | JoinError::Client(ClientError::NotPinned(_))),
+                    e @ (JoinError::Refused(..)
+                    | JoinError::Protocol(..)
+                    | JoinError::Client(ClientError::NotPinned(_))),
                 ) => return Err(e),
                 Err(e) => tracing::warn!(error = %e, "cannot sync with the control plane; retrying"),
             }

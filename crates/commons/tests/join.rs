@@ -156,7 +156,9 @@ fn a_site_on_a_node_that_disappears_is_rescheduled_onto_another() {
     // in the seconds since its last report: refused and counted. What it
     // could have used is recorded.
     let claim = |cpu_ms: u64| {
-        format!(r#"{{"protocol":2,"instances":[],"failures":[],"usage":[{{"site":"search","cpu_ms":{cpu_ms},"memory_mib_s":0}}]}}"#)
+        format!(
+            r#"{{"protocol":2,"instances":[],"failures":[],"usage":[{{"site":"search","cpu_ms":{cpu_ms},"memory_mib_s":0}}]}}"#
+        )
     };
     let before = paid("pat").unwrap_or(0);
     let (status, body) = sync(secrets[0], &claim(9_000_000_000_000)).unwrap();

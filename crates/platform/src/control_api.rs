@@ -229,9 +229,8 @@ impl ControlApi {
                     .get(&(node.id.clone(), site.to_owned()))
                     .is_some_and(|at| now.saturating_sub(*at) <= USAGE_GRACE_MS)
             };
-            let is_assigned = |site: &str, generation: u64| {
-                assigned.iter().any(|a| a.site == site && a.generation == generation)
-            };
+            let is_assigned =
+                |site: &str, generation: u64| assigned.iter().any(|a| a.site == site && a.generation == generation);
             let mut instances = Vec::new();
             for i in sync.instances {
                 if is_assigned(&i.site, i.generation) {
@@ -295,7 +294,8 @@ impl ControlApi {
             tracing::warn!(node = %node.id, refused = refused.len(), first = %refused[0], "parts of a node's report refused");
         }
         if accepted_usage.is_some() || !refused.is_empty() {
-            let (period, provider, id, count) = (current_period(), node.provider.clone(), node.id.clone(), refused.len());
+            let (period, provider, id, count) =
+                (current_period(), node.provider.clone(), node.id.clone(), refused.len());
             let at = accepted_usage.is_some().then_some(wall);
             let recorded = self
                 .store

@@ -194,7 +194,10 @@ pub fn copy_dir(from: &Path, to: &Path) -> std::io::Result<()> {
         } else {
             return Err(std::io::Error::new(
                 std::io::ErrorKind::InvalidInput,
-                format!("{} is not a regular file or a directory (a symbolic link?): apps are copied without them", entry.path().display()),
+                format!(
+                    "{} is not a regular file or a directory (a symbolic link?): apps are copied without them",
+                    entry.path().display()
+                ),
             ));
         }
     }
