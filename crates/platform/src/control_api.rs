@@ -206,6 +206,9 @@ impl ControlApi {
             Err(e) => return text(500, format!("{e}\n")),
         };
         let wall = crate::now_ms();
+        // Every sync, not only one with usage: a node's first report covers
+        // the time since it first came.
+        let first_sync = *lock(&self.first_sync).entry(node.id.clone()).or_insert(wall);
         // Told to the node in the answer, and counted for the operator.
         let mut refused: Vec<String> = Vec::new();
         let accepted_usage: Option<Vec<_>>;
@@ -258,11 +261,7 @@ impl ControlApi {
             }
             // What it reports it used is bounded by what it has: its cores
             // and its memory over the time since its last accepted report.
-            let since = if reports.usage_at_ms > 0 {
-                reports.usage_at_ms
-            } else {
-                *lock(&self.first_sync).entry(node.id.clone()).or_insert(wall)
-            };
+            let since = if reports.usage_at_ms > 0 { reports.usage_at_ms } else { first_sync };
             let (cpu_max, memory_max) =
                 control::capacity::usage_bound(reports.cores, node.capacity_mb, wall.saturating_sub(since));
             let cpu: u64 = usage.iter().map(|u| u.cpu_ms).fold(0, u64::saturating_add);
