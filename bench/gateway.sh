@@ -145,4 +145,4 @@ print("gateway / nginx per round: " + ", ".join(f"{r:.2f}" for r in rounds)
 cost = [100 * (1 - a / b) for a, b in zip(on, off)]
 print(f"metering's cost per round: median {statistics.median(cost):.1f} %")
 PY
-curl -s http://127.0.0.1:9213/metrics | grep -E "^commons_(metering_events|gateway_responses)_total" || true
+curl -sk https://127.0.0.1:9213/metrics | grep -E "^commons_(metering_events|gateway_responses)_total" || true

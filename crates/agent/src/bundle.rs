@@ -23,6 +23,14 @@ pub enum BundleError {
     Mismatch { expected: String, actual: String },
     #[error("the bundle entry {0:?} would land outside its directory")]
     Escapes(String),
+    #[error(
+        "{0} is a symbolic link: an app ships only its own regular files and directories (copy what it points to into the app instead)"
+    )]
+    Symlink(PathBuf),
+    #[error("{0} is not a regular file or a directory: an app ships only those")]
+    NotAFile(PathBuf),
+    #[error("the bundle entry {0:?} is a {1}: a bundle holds only regular files")]
+    NotRegular(String, String),
     #[error("the bundle is malformed: {0}")]
     Malformed(String),
 }
@@ -39,8 +47,16 @@ pub fn id_of(bytes: &[u8]) -> String {
     blake3::hash(bytes).to_hex().to_string()
 }
 
+/// Refuses `dir` unless it holds only regular files and directories, in
+/// all at most [`APP_BYTES_MAX`] bytes: what [`pack`] would refuse, said
+/// before a deployment is recorded. A symbolic link is never followed.
+pub fn check(dir: &Path) -> Result<(), BundleError> {
+    collect(dir, dir, &mut Vec::new(), &mut 0)
+}
+
 /// Packs the files under `dir` (regular files and directories; symbolic
-/// links and the like are refused, so a bundle holds only the app).
+/// links, which are never followed, and the like are refused, so a bundle
+/// holds only the app).
 pub fn pack(dir: &Path) -> Result<Bundle, BundleError> {
     let mut files = Vec::new();
     let mut total = 0;
@@ -80,9 +96,11 @@ pub fn unpack(bytes: &[u8], expected: &str, into: &Path) -> Result<(), BundleErr
         let mut entry = entry.map_err(|e| BundleError::Malformed(e.to_string()))?;
         let path = entry.path().map_err(|e| BundleError::Malformed(e.to_string()))?.into_owned();
         let shown = path.display().to_string();
-        if entry.header().entry_type() != tar::EntryType::Regular
-            || path.components().any(|c| !matches!(c, std::path::Component::Normal(_)))
-        {
+        let kind = entry.header().entry_type();
+        if kind != tar::EntryType::Regular {
+            return Err(BundleError::NotRegular(shown, format!("{kind:?}").to_lowercase()));
+        }
+        if path.components().any(|c| !matches!(c, std::path::Component::Normal(_))) {
             return Err(BundleError::Escapes(shown));
         }
         total = total.saturating_add(entry.size());
@@ -105,7 +123,11 @@ fn collect(root: &Path, dir: &Path, files: &mut Vec<(String, PathBuf)>, total: &
     for entry in std::fs::read_dir(dir).map_err(io)? {
         let entry = entry.map_err(io)?;
         let path = entry.path();
+        // The entry itself, never what a link points to.
         let kind = entry.file_type().map_err(io)?;
+        if kind.is_symlink() {
+            return Err(BundleError::Symlink(path));
+        }
         if kind.is_dir() {
             collect(root, &path, files, total)?;
         } else if kind.is_file() {
@@ -116,7 +138,7 @@ fn collect(root: &Path, dir: &Path, files: &mut Vec<(String, PathBuf)>, total: &
             let relative = path.strip_prefix(root).map_err(|e| BundleError::Malformed(e.to_string()))?;
             files.push((relative.to_string_lossy().into_owned(), path));
         } else {
-            return Err(BundleError::Escapes(path.display().to_string()));
+            return Err(BundleError::NotAFile(path));
         }
     }
     Ok(())

@@ -6,7 +6,7 @@
 //! and reports what it runs, what failed and what its instances used. The
 //! control plane's own machine drives one per local node in process; an
 //! agent on another machine ([`remote::run`]) syncs with the control
-//! listener over the versioned [`protocol`], and receives each app once per
+//! listener over the versioned [`protocol`] (TLS, pinned: [`tls`]), and receives each app once per
 //! generation as a content-addressed, compressed [`bundle`].
 //!
 //! # Invariants
@@ -30,5 +30,6 @@ pub mod client;
 mod node;
 pub mod protocol;
 pub mod remote;
+pub mod tls;
 
 pub use node::{InstanceLog, NodeAgent, Source, Usage, newest_logs};

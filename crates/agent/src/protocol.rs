@@ -70,6 +70,11 @@ pub struct SyncResponse {
     pub node: String,
     pub env: Vec<(String, String)>,
     pub assignments: Vec<WireAssignment>,
+    /// What of the sync was refused, and why: claims about what this node
+    /// was not given, resource use it could not have had. Not to be sent
+    /// again.
+    #[serde(default)]
+    pub refused: Vec<String>,
 }
 
 impl SyncRequest {

@@ -1,5 +1,6 @@
 //! `commons node --join URL --token T`: the agent of a node on another
-//! machine. Every half second it reports to the control listener and
+//! machine. Every half second it reports to the control listener (over
+//! TLS, pinned to the CA the token names) and
 //! applies the answer; an app's bundle is fetched once per id, checked
 //! against it, and unpacked under `DIR/apps/<id>/`.
 
@@ -16,6 +17,7 @@ use crate::node::{NodeAgent, Source};
 use crate::protocol::{
     PROTOCOL_VERSION, ReportedFailure, ReportedInstance, ReportedUsage, SYNC_BYTES_MAX, SyncRequest, SyncResponse,
 };
+use crate::tls::JoinToken;
 
 /// How often the agent syncs.
 pub const SYNC_EVERY: Duration = Duration::from_millis(500);
@@ -33,15 +35,16 @@ pub enum JoinError {
 }
 
 /// Runs the agent until `stop` resolves, then stops its instances. Errors
-/// only when the control plane refuses this agent (its token or version).
+/// only when the control plane refuses this agent (its token or version),
+/// or when the peer is not the control plane the token pins.
 pub async fn run(
     url: &str,
-    token: &str,
+    token: &JoinToken,
     dir: &Path,
     stop: impl std::future::Future<Output = ()>,
 ) -> Result<(), JoinError> {
-    let client = Client::new(url)?;
-    let mut remote = Remote { client, token: token.to_owned(), dir: dir.to_owned(), agent: None, syncs: 0 };
+    let client = Client::new(url, token.pin)?;
+    let mut remote = Remote { client, token: token.secret.clone(), dir: dir.to_owned(), agent: None, syncs: 0 };
     let result = tokio::select! {
         result = remote.sync_forever() => result,
         () = stop => Ok(()),
@@ -66,7 +69,11 @@ impl Remote {
         loop {
             match self.sync_once().await {
                 Ok(()) => {}
-                Err(e @ (JoinError::Refused(..) | JoinError::Protocol(..))) => return Err(e),
+                Err(
+                    e @ (JoinError::Refused(..)
+                    | JoinError::Protocol(..)
+                    | JoinError::Client(ClientError::NotPinned(_))),
+                ) => return Err(e),
                 Err(e) => tracing::warn!(error = %e, "cannot sync with the control plane; retrying"),
             }
             tokio::time::sleep(SYNC_EVERY).await;
@@ -133,6 +140,9 @@ impl Remote {
         }
         let response: SyncResponse = serde_json::from_slice(&answer.body)
             .map_err(|e| JoinError::Protocol(self.client.base().to_owned(), format!("a malformed answer: {e}")))?;
+        for why in &response.refused {
+            tracing::warn!(refused = %why, "the control plane refused part of this node's report");
+        }
         let agent = match &self.agent {
             Some(agent) => agent.clone(),
             None => {

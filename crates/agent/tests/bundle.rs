@@ -48,3 +48,43 @@ fn an_entry_that_climbs_out_of_its_directory_is_refused() {
     assert!(matches!(refused, Err(BundleError::Escapes(_))), "{refused:?}");
     assert!(!root.path().join("escape").exists());
 }
+
+#[test]
+fn a_symbolic_link_to_a_secret_outside_the_app_is_refused_naming_it_and_never_followed() {
+    let root = tempfile::tempdir().unwrap();
+    std::fs::write(root.path().join("node.key"), "the node's secret").unwrap();
+    let app = root.path().join("app");
+    std::fs::create_dir_all(app.join("static")).unwrap();
+    std::fs::write(app.join("commons.toml"), "name = \"x\"\n").unwrap();
+    let link = app.join("static/key.txt");
+    std::os::unix::fs::symlink(root.path().join("node.key"), &link).unwrap();
+    for refused in [pack(&app).map(drop), agent::bundle::check(&app)] {
+        match refused {
+            Err(BundleError::Symlink(path)) => assert_eq!(path, link),
+            other => panic!("a symbolic link was not refused as one: {other:?}"),
+        }
+    }
+    let message = agent::bundle::check(&app).unwrap_err().to_string();
+    assert!(message.contains("static/key.txt") && message.contains("symbolic link"), "{message}");
+    // The copy onto a node of this machine refuses it too.
+    let copied = runtime::copy_dir(&app, &root.path().join("copy"));
+    assert!(copied.unwrap_err().to_string().contains("key.txt"));
+    assert!(!root.path().join("copy/static/key.txt").exists(), "the secret was not copied");
+}
+
+#[test]
+fn a_bundle_entry_that_is_a_link_is_refused_and_nothing_lands() {
+    for kind in [tar::EntryType::Symlink, tar::EntryType::Link] {
+        let mut tar = tar::Builder::new(flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default()));
+        let mut header = tar::Header::new_gnu();
+        header.set_size(0);
+        header.set_entry_type(kind);
+        header.set_link_name("/etc/passwd").unwrap();
+        tar.append_data(&mut header, "passwd", &[][..]).unwrap();
+        let bytes = tar.into_inner().unwrap().finish().unwrap();
+        let out = tempfile::tempdir().unwrap();
+        let refused = unpack(&bytes, &agent::bundle::id_of(&bytes), out.path());
+        assert!(matches!(&refused, Err(BundleError::NotRegular(name, _)) if name == "passwd"), "{refused:?}");
+        assert!(std::fs::symlink_metadata(out.path().join("passwd")).is_err(), "no link was made");
+    }
+}

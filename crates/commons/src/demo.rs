@@ -118,7 +118,7 @@ async fn demo(dir: PathBuf, requests: u32, keep_running: bool) -> anyhow::Result
             dir.display()
         );
         eprintln!("  internal  http://{}", platform.internal);
-        eprintln!("  metrics   http://{}/metrics", platform.control);
+        eprintln!("  metrics   https://{}/metrics", platform.control);
         eprintln!(
             "  data      {}  (commons --data {} ledger balances | history | usage …)",
             dir.display(),

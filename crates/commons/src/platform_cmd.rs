@@ -188,7 +188,7 @@ pub struct NodeArgs {
     #[command(subcommand)]
     command: Option<NodeCommand>,
     /// Run this machine's agent for a node of the control plane at URL
-    /// (its control listener, e.g. http://10.0.0.1:8081)
+    /// (its control listener, e.g. https://10.0.0.1:8081)
     #[arg(long, value_name = "URL", requires = "token")]
     join: Option<String>,
     /// The node's join token (from `commons node token NODE`)
@@ -210,6 +210,10 @@ pub enum NodeCommand {
         /// Memory it offers, in MiB
         #[arg(long, default_value_t = 4096)]
         capacity_mb: u64,
+        /// Its CPU cores: a joined node's reported CPU time is refused
+        /// beyond cores × the wall time since its last accepted report
+        #[arg(long, default_value_t = store::NODE_CORES_DEFAULT)]
+        cores: u64,
     },
     /// List the nodes
     List,
@@ -547,30 +551,40 @@ pub fn node(args: NodeArgs, store_args: &StoreArgs) -> anyhow::Result<()> {
         NodeCommand::Token { id } => {
             let mut secret = [0u8; 24];
             getrandom::fill(&mut secret).map_err(|e| anyhow::anyhow!("no randomness: {e}"))?;
-            let token = format!("ocn_{}", hex::encode(secret));
-            if !store.set_join_token(&id, &commons_core::token_sha256(&token))? {
+            let secret = format!("ocn_{}", hex::encode(secret));
+            // The token pins the control plane's CA, made now if need be.
+            let ca = platform::tls::ControlCa::load_or_create(&store_args.location().data_dir)?;
+            if !store.set_join_token(&id, &commons_core::token_sha256(&secret))? {
                 return Err(BadInput(format!("there is no node {id:?}; add it first")).into());
             }
+            let token = agent::tls::JoinToken { secret, pin: ca.pin() };
             println!("{token}");
             eprintln!(
-                "on the node's machine: commons node --join http://<this machine's control listener> --token {token}"
+                "on the node's machine: commons node --join https://<this machine's control listener> --token {token}"
             );
         }
-        NodeCommand::Add { id, provider, location, capacity_mb } => {
+        NodeCommand::Add { id, provider, location, capacity_mb, cores } => {
             check_name(&id).map_err(|e| BadInput(format!("node {e}")))?;
             check_name(&provider).map_err(|e| BadInput(format!("provider {e}")))?;
+            if cores == 0 {
+                return Err(BadInput("--cores must be at least 1".into()).into());
+            }
             store.put_node(&store::NodeRecord { id: id.clone(), provider, location, capacity_mb, remote: false })?;
+            store.set_node_cores(&id, cores)?;
             println!("node {id} registered");
         }
         NodeCommand::List => {
             for node in store.nodes()? {
+                let reports = store.node_reports(&node.id)?;
                 println!(
-                    "{}  provider {}  {}  {} MiB  {}",
+                    "{}  provider {}  {}  {} MiB  {} cores  {}  refused {}",
                     node.id,
                     node.provider,
                     node.location,
                     node.capacity_mb,
-                    if node.remote { "joined" } else { "this machine" }
+                    reports.cores,
+                    if node.remote { "joined" } else { "this machine" },
+                    reports.refused
                 );
             }
         }
@@ -669,15 +683,18 @@ pub fn logs(args: LogsArgs, store_args: &StoreArgs) -> anyhow::Result<()> {
 /// `commons node --join URL --token T`: runs this machine's agent for the
 /// node the token is for, until Ctrl-C.
 fn run_joined_agent(url: &str, token: &str, dir: &std::path::Path) -> anyhow::Result<()> {
-    agent::client::Client::new(url).map_err(|e| BadInput(format!("--join {url:?}: {e}")))?;
+    let token: agent::tls::JoinToken = token.parse().map_err(|e| BadInput(format!("--token: {e}")))?;
+    agent::client::Client::new(url, token.pin).map_err(|e| BadInput(format!("--join {url:?}: {e}")))?;
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     runtime.block_on(async move {
         let stop = async {
             let _ = crate::stop_signal().await;
             eprintln!("stopping this node's apps");
         };
-        agent::remote::run(url, token, dir, stop).await.map_err(|e| match e {
-            e @ (agent::remote::JoinError::Refused(..) | agent::remote::JoinError::Protocol(..)) => {
+        agent::remote::run(url, &token, dir, stop).await.map_err(|e| match e {
+            e @ (agent::remote::JoinError::Refused(..)
+            | agent::remote::JoinError::Protocol(..)
+            | agent::remote::JoinError::Client(agent::client::ClientError::NotPinned(_))) => {
                 BadInput(e.to_string()).into()
             }
             e => anyhow::Error::from(e),

@@ -20,7 +20,7 @@ pub struct Args {
     /// Where sites call other services with provenance [default 127.0.0.1:8082]
     #[arg(long, env = "COMMONS_INTERNAL_LISTEN")]
     internal_listen: Option<SocketAddr>,
-    /// Where /metrics and /healthz are served [default 127.0.0.1:8081]
+    /// Where /metrics, /healthz and joined nodes are served, over HTTPS [default 127.0.0.1:8081]
     #[arg(long, env = "COMMONS_CONTROL_LISTEN")]
     control_listen: Option<SocketAddr>,
     /// The platform domain: site S answers at S.<domain> [default commons.localhost]
@@ -53,7 +53,7 @@ pub fn run(args: Args, store_args: &StoreArgs) -> anyhow::Result<()> {
         eprintln!("  gateway  http://{listen}  (site S answers at http://S.{domain}:{})", listen.port());
         eprintln!("  login    http://{domain}:{}/login", listen.port());
         eprintln!("  internal http://{}  (sites call services here with X-Commons-Provenance)", platform.internal);
-        eprintln!("  metrics  http://{}/metrics", platform.control);
+        eprintln!("  metrics  https://{}/metrics", platform.control);
         eprintln!("  store    {}", location.describe());
         eprintln!("  metering {}", if platform.meter.is_some() { "on" } else { "off" });
         eprintln!("Stop with Ctrl-C.");

@@ -1,14 +1,16 @@
-//! Two node agents joined to one control plane, on one machine in separate
-//! directories: a site deployed onto one moves to the other when its node
-//! disappears.
+//! Two node agents joined to one control plane over TLS, on one machine in
+//! separate directories: a site deployed onto one moves to the other when
+//! its node disappears. Neither can speak for the other, claim more than
+//! it has, or be talked to by another control plane.
 
 mod common;
 
+use std::io::{Read, Write};
 use std::path::Path;
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{commons, http, processes_under, up_with_control};
+use common::{commons, control_pin, control_request, free_port, http, processes_under, up_with};
 
 fn run(data: &Path, args: &[&str]) -> std::process::Output {
     commons().arg("--data").arg(data).args(args).output().unwrap()
@@ -18,7 +20,7 @@ fn join(dir: &Path, control: std::net::SocketAddr, token: &str) -> Child {
     commons()
         .arg("--data")
         .arg(dir)
-        .args(["node", "--join", &format!("http://{control}"), "--token", token])
+        .args(["node", "--join", &format!("https://{control}"), "--token", token])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -32,28 +34,64 @@ fn a_site_on_a_node_that_disappears_is_rescheduled_onto_another() {
     std::fs::create_dir_all(&data).unwrap();
     let mut tokens = Vec::new();
     for (node, provider) in [("pat-far", "pat"), ("pia-far", "pia")] {
-        assert!(run(&data, &["node", "add", node, "--provider", provider]).status.success());
+        assert!(run(&data, &["node", "add", node, "--provider", provider, "--cores", "2"]).status.success());
         let out = run(&data, &["node", "token", node]);
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         tokens.push(String::from_utf8(out.stdout).unwrap().trim().to_owned());
     }
-    let bad = run(&data, &["node", "--join", "http://127.0.0.1:1", "--token"]);
+    let bad = run(&data, &["node", "--join", "https://127.0.0.1:1", "--token"]);
     assert_eq!(bad.status.code(), Some(2), "--token needs a value");
+    let pin = control_pin(&data);
+    let (_, fingerprint) = tokens[0].split_once('.').expect("a token is SECRET.FINGERPRINT");
+    assert_eq!(fingerprint, pin.to_string(), "the token pins the control plane's CA");
+    let secrets: Vec<&str> = tokens.iter().map(|t| t.split_once('.').unwrap().0).collect();
 
-    let (mut control_plane, listen, control) = up_with_control(&data);
+    // The internal listener takes every address, and joined nodes are told
+    // the one the operator says they reach it at.
+    let internal_url = "http://192.0.2.10:8082";
+    std::fs::write(data.join("commons.toml"), format!("internal_url = \"{internal_url}\"\n")).unwrap();
+    let (mut control_plane, listen, control) = up_with(&data, &format!("0.0.0.0:{}", free_port().port()), &[]);
+    let mut plain = std::net::TcpStream::connect(control).unwrap();
+    plain.write_all(b"GET /healthz HTTP/1.1\r\nHost: control\r\n\r\n").unwrap();
+    let mut said = Vec::new();
+    let _ = plain.read_to_end(&mut said);
+    assert!(!said.starts_with(b"HTTP/"), "plain HTTP gets no answer: {:?}", String::from_utf8_lossy(&said));
+
     let (dir_a, dir_b) = (dir.path().join("machine-a"), dir.path().join("machine-b"));
     let mut agent_a = join(&dir_a, control, &tokens[0]);
     let mut agent_b = join(&dir_b, control, &tokens[1]);
     let forged = commons()
         .arg("--data")
         .arg(dir.path().join("machine-c"))
-        .args(["node", "--join", &format!("http://{control}"), "--token", "ocn_forged"])
+        .args(["node", "--join", &format!("https://{control}"), "--token", &format!("ocn_forged.{pin}")])
         .output()
         .unwrap();
     assert_eq!(forged.status.code(), Some(2), "a forged token is refused");
     assert!(String::from_utf8_lossy(&forged.stderr).contains("refused the token"));
+    // An agent whose token names another CA (the control plane it was
+    // given is not the one answering: someone in between) will not talk.
+    let elsewhere = agent::tls::Pin::of(b"another control plane's CA");
+    let mitm = commons()
+        .arg("--data")
+        .arg(dir.path().join("machine-d"))
+        .args(["node", "--join", &format!("https://{control}"), "--token", &format!("{}.{elsewhere}", secrets[1])])
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&mitm.stderr);
+    assert_eq!(mitm.status.code(), Some(2), "{said}");
+    assert!(said.contains("refusing to talk to it"), "{said}");
 
     let app = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/apps/search");
+    // A link in the app to the control plane's key is never shipped.
+    let linked = dir.path().join("linked-app");
+    runtime::copy_dir(Path::new(app), &linked).unwrap();
+    std::os::unix::fs::symlink(data.join("node.key"), linked.join("key.txt")).unwrap();
+    let args = ["deploy", "linked", "--operator", "sam", "--node", "pat-far", "--app", linked.to_str().unwrap()];
+    let refused = run(&data, &args);
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(2), "{said}");
+    assert!(said.contains("key.txt is a symbolic link"), "{said}");
+
     assert!(run(&data, &["node", "add", "here-1", "--provider", "pat"]).status.success());
     let mixed =
         run(&data, &["deploy", "search", "--operator", "sam", "--node", "here-1", "--node", "pia-far", "--app", app]);
@@ -63,6 +101,12 @@ fn a_site_on_a_node_that_disappears_is_rescheduled_onto_another() {
     assert!(String::from_utf8_lossy(&deployed.stdout).contains("running: search 1.0.0 on pat-far"));
     assert_eq!(processes_under(&dir_a).len(), 1, "the instance runs on machine a");
     assert!(processes_under(&dir_b).is_empty());
+    let environ = std::fs::read(format!("/proc/{}/environ", processes_under(&dir_a)[0])).unwrap();
+    let wanted = format!("COMMONS_INTERNAL_URL={internal_url}");
+    assert!(
+        environ.split(|b| *b == 0).any(|var| var == wanted.as_bytes()),
+        "the joined node's instance is told the internal URL it can reach"
+    );
     let host = format!("search.commons.localhost:{}", listen.port());
     let token = String::from_utf8(run(&data, &["token", "add", "zoe"]).stdout).unwrap();
     let auth = format!("Bearer {}", token.trim());
@@ -73,19 +117,68 @@ fn a_site_on_a_node_that_disappears_is_rescheduled_onto_another() {
     }
     assert_eq!(answer().status, 200);
 
-    // A node lies about the sites it ran, to be paid for them: pia-far was
-    // never given search, so its claim is dropped.
-    let forged =
-        r#"{"protocol":2,"instances":[],"failures":[],"usage":[{"site":"search","cpu_ms":1000000,"memory_mib_s":0}]}"#;
-    let bearer = format!("Bearer {}", tokens[1]);
-    let claim = http(control, "POST", "control", "/agent/v2/sync", &[("Authorization", &bearer)], forged);
-    assert_eq!(claim.status, 200, "{}", claim.body);
-    let days = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() / 86_400;
-    let period = commons_core::Period::from_days_since_epoch(days as i64).to_string();
-    let usage = String::from_utf8(run(&data, &["usage", "--json", "--period", &period]).stdout).unwrap();
-    let usage: serde_json::Value = serde_json::from_str(&usage).unwrap();
-    let paid_pia = usage["resources"].as_array().unwrap().iter().any(|r| r["provider"] == "pia");
-    assert!(!paid_pia, "a node was paid for a site it never ran: {usage}");
+    // A node lies about what others run, to be paid for them or to fail
+    // them: pia-far was never given search. Every part is refused, counted,
+    // and the node is told.
+    let generation = 1;
+    let forged = format!(
+        r#"{{"protocol":2,"instances":[{{"site":"search","generation":{generation},"port":1,"healthy":true}}],"failures":[{{"site":"search","generation":{generation},"detail":"forged"}}],"usage":[{{"site":"search","cpu_ms":1000000,"memory_mib_s":0}}]}}"#
+    );
+    let sync = |secret: &str, body: &str| control_request(control, pin, "POST", "/agent/v2/sync", secret, Some(body));
+    let (status, body) = sync(secrets[1], &forged).unwrap();
+    assert_eq!(status, 200, "{body}");
+    let answer_of: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(answer_of["refused"].as_array().map(Vec::len), Some(3), "{body}");
+    assert!(answer_of["env"].to_string().contains(internal_url), "{body}");
+    let period = {
+        let days = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() / 86_400;
+        commons_core::Period::from_days_since_epoch(days as i64).to_string()
+    };
+    let usage = || -> serde_json::Value {
+        serde_json::from_slice(&run(&data, &["usage", "--json", "--period", &period]).stdout).unwrap()
+    };
+    let paid = |provider: &str| -> Option<u64> {
+        let usage = usage();
+        let rows = usage["resources"].as_array().unwrap().clone();
+        rows.iter().find(|r| r["provider"] == provider).map(|r| r["cpu_ms"].as_u64().unwrap())
+    };
+    assert_eq!(paid("pia"), None, "a node was paid for a site it never ran: {}", usage());
+    let nodes = String::from_utf8_lossy(&run(&data, &["node", "list"]).stdout).into_owned();
+    assert!(nodes.lines().any(|l| l.starts_with("pia-far") && l.ends_with("refused 3")), "{nodes}");
+    assert!(nodes.lines().any(|l| l.starts_with("pat-far") && l.ends_with("refused 0")), "{nodes}");
+    let sites = String::from_utf8_lossy(&run(&data, &["site", "list"]).stdout).into_owned();
+    assert!(sites.contains("search"), "search is still published: {sites}");
+    let history = String::from_utf8_lossy(&run(&data, &["history"]).stdout).into_owned();
+    assert!(!history.contains("forged"), "another node's deployment was failed: {history}");
+    assert_eq!(answer().status, 200);
+
+    // pat-far runs search, but no node of 2 cores used 9×10¹² ms of CPU
+    // in the seconds since its last report: refused and counted. What it
+    // could have used is recorded.
+    let claim = |cpu_ms: u64| {
+        format!(
+            r#"{{"protocol":2,"instances":[],"failures":[],"usage":[{{"site":"search","cpu_ms":{cpu_ms},"memory_mib_s":0}}]}}"#
+        )
+    };
+    let before = paid("pat").unwrap_or(0);
+    let (status, body) = sync(secrets[0], &claim(9_000_000_000_000)).unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("could use since the last accepted report"), "{body}");
+    assert!(paid("pat").unwrap_or(0) < 9_000_000_000_000, "{}", usage());
+    let nodes = String::from_utf8_lossy(&run(&data, &["node", "list"]).stdout).into_owned();
+    assert!(nodes.lines().any(|l| l.starts_with("pat-far") && l.ends_with("refused 1")), "{nodes}");
+    let (status, body) = sync(secrets[0], &claim(700)).unwrap();
+    assert_eq!(status, 200, "{body}");
+    let answer_of: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(answer_of["refused"], serde_json::json!([]), "a plausible report is taken: {body}");
+    assert!(paid("pat").unwrap() >= before + 700, "{}", usage());
+    // The forged syncs stood for the nodes' reports a moment: the agents'
+    // next ones put the routes back.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while answer().status != 200 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(answer().status, 200);
 
     // Machine a disappears, with its apps.
     agent_a.kill().unwrap();

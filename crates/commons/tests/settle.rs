@@ -119,7 +119,7 @@ impl Platform {
             .stderr(std::process::Stdio::null())
             .spawn()
             .unwrap();
-        common::wait_healthy(control, &mut child);
+        common::wait_healthy(data, control, &mut child);
         Platform { child, listen }
     }
 }

@@ -20,3 +20,14 @@ pub fn free_memory_mb(node: &NodeSpec, deployments: &[DeploymentSpec], except: O
 pub fn booked_mb(node: &NodeSpec, deployments: &[DeploymentSpec]) -> u64 {
     deployments.iter().filter(|d| d.nodes.contains(&node.id)).map(|d| d.memory_mb).fold(0, u64::saturating_add)
 }
+
+/// Slack on a resource report's window: clocks and sampling are not exact.
+pub const USAGE_SLACK_MS: u64 = 5_000;
+
+/// The most a node of `cores` cores and `capacity_mb` MiB could have used
+/// in `window_ms` of wall time (plus [`USAGE_SLACK_MS`]): CPU milliseconds
+/// and MiB·s. A report over either is not believed.
+pub fn usage_bound(cores: u64, capacity_mb: u64, window_ms: u64) -> (u64, u64) {
+    let window = window_ms.saturating_add(USAGE_SLACK_MS);
+    (cores.saturating_mul(window), capacity_mb.saturating_mul(window) / 1000)
+}

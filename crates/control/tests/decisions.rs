@@ -146,3 +146,11 @@ fn only_a_node_given_a_generation_may_fail_it() {
     control.observe("a", 0, report(vec![]));
     assert_eq!(control.decide(0, &nodes, &desired), vec![], "b runs no wiki: its word changes nothing");
 }
+
+#[test]
+fn a_node_could_have_used_at_most_its_cores_and_memory_over_the_window_with_slack() {
+    use control::capacity::{USAGE_SLACK_MS, usage_bound};
+    assert_eq!(usage_bound(4, 2048, 10_000), (4 * (10_000 + USAGE_SLACK_MS), 2048 * (10_000 + USAGE_SLACK_MS) / 1000));
+    assert_eq!(usage_bound(2, 1024, u64::MAX), (u64::MAX, u64::MAX / 1000), "saturates, never wraps");
+    assert!(usage_bound(64, 1 << 20, 3_600_000).0 < 9_000_000_000_000, "9×10¹² ms is out of any node's reach");
+}

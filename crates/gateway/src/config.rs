@@ -36,6 +36,9 @@ pub struct GatewayConfig {
     /// default). Off, the general (hyper) engine serves every connection:
     /// for tests that send the same request through both engines.
     pub fast_path: bool,
+    /// Connections the internal listener serves at once; more are closed
+    /// as they come.
+    pub internal_connections_max: usize,
 }
 
 impl Default for GatewayConfig {
@@ -51,6 +54,7 @@ impl Default for GatewayConfig {
             public_scheme: "http".to_owned(),
             worker_priority: None,
             fast_path: true,
+            internal_connections_max: 256,
         }
     }
 }

@@ -14,6 +14,9 @@ pub fn check(store: &mut Store, d: &DeploymentRecord, manifest: &Manifest) -> an
     if d.nodes.is_empty() {
         return Err(BadInput("a site needs at least one node (--node)".into()).into());
     }
+    // What cannot be shipped is refused now: a symbolic link (to a key,
+    // say) is never followed, nor shipped.
+    agent::bundle::check(std::path::Path::new(&d.app_dir)).map_err(|e| BadInput(format!("the app is refused: {e}")))?;
     let known = store.nodes()?;
     if let Some(unknown) = d.nodes.iter().find(|n| !known.iter().any(|k| k.id == **n)) {
         return Err(BadInput(format!("there is no node {unknown:?}; register it with `commons node add`")).into());

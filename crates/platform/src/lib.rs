@@ -35,6 +35,7 @@ mod registry;
 mod sessions;
 mod settings;
 mod store_handle;
+pub mod tls;
 mod up;
 
 pub use control_loop::{app_memory_mb, deployment_spec};

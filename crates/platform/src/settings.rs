@@ -41,6 +41,10 @@ pub struct ConfigFile {
     workers: Option<usize>,
     priority: Option<i32>,
     public_scheme: Option<String>,
+    control_names: Option<Vec<String>>,
+    control_connections_max: Option<usize>,
+    internal_url: Option<String>,
+    internal_connections_max: Option<usize>,
 }
 
 /// The gateway workers' nice value unless configured.
@@ -58,6 +62,14 @@ pub struct Settings {
     pub health_checks: Duration,
     pub workers: usize,
     pub gateway: GatewayConfig,
+    /// Host names and addresses joined nodes reach the control listener
+    /// at, beside its own address: its certificate is made for them.
+    pub control_names: Vec<String>,
+    /// Connections the control listener serves at once; more are closed.
+    pub control_connections_max: usize,
+    /// The internal listener's URL as joined nodes reach it, when it is
+    /// not the address it listens on.
+    pub internal_url: Option<String>,
 }
 
 impl Settings {
@@ -94,6 +106,11 @@ impl Settings {
                     return Err(BadInput(format!("public_scheme {other:?} must be \"http\" or \"https\"")).into());
                 }
             },
+            internal_connections_max: match file.internal_connections_max {
+                None => defaults.internal_connections_max,
+                Some(0) => return Err(BadInput("internal_connections_max must be at least 1".into()).into()),
+                Some(n) => n,
+            },
             ..defaults
         };
         settings.listen = args.listen.or(file.listen).unwrap_or(settings.listen);
@@ -104,6 +121,29 @@ impl Settings {
         settings.flush = Duration::from_millis(file.flush_ms.unwrap_or(2_000).max(10));
         settings.health_checks = Duration::from_millis(file.health_check_ms.unwrap_or(2_000).max(10));
         settings.workers = file.workers.unwrap_or(settings.workers).clamp(1, gateway::WORKERS_MAX);
+        settings.control_names = file.control_names.unwrap_or_default();
+        settings.control_connections_max = match file.control_connections_max {
+            None => settings.control_connections_max,
+            Some(0) => return Err(BadInput("control_connections_max must be at least 1".into()).into()),
+            Some(n) => n,
+        };
+        settings.internal_url = match file.internal_url {
+            None => None,
+            Some(url) => {
+                let authority = url.strip_prefix("http://").map(|a| a.trim_end_matches('/'));
+                match authority {
+                    Some(a) if a.parse::<hyper::http::uri::Authority>().is_ok_and(|a| a.port_u16().is_some()) => {
+                        Some(format!("http://{a}"))
+                    }
+                    _ => {
+                        return Err(BadInput(format!(
+                            "internal_url {url:?} must be http://HOST:PORT, the internal listener as joined nodes reach it"
+                        ))
+                        .into());
+                    }
+                }
+            }
+        };
         Ok(settings)
     }
 }
@@ -125,6 +165,9 @@ impl Default for Settings {
             health_checks: Duration::from_secs(2),
             workers: cores,
             gateway: GatewayConfig::default(),
+            control_names: Vec::new(),
+            control_connections_max: 256,
+            internal_url: None,
         }
     }
 }

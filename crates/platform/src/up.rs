@@ -103,12 +103,51 @@ impl Platform {
             ("COMMONS_INTERNAL_URL".to_owned(), format!("http://{}", running_internal.addr)),
             ("COMMONS_DOMAIN".to_owned(), settings.domain.clone()),
         ];
+        // Joined nodes need an internal URL they can reach: configured, or
+        // the address they reached the control plane at when the internal
+        // listener takes every address; else (loopback) only this machine
+        // can use it.
+        let internal = match &settings.internal_url {
+            Some(url) => control_api::InternalUrl::Configured(url.clone()),
+            None if running_internal.addr.ip().is_unspecified() => {
+                control_api::InternalUrl::AsReached(running_internal.addr.port())
+            }
+            None => {
+                if running_internal.addr.ip().is_loopback() {
+                    tracing::info!(
+                        "the internal listener is on loopback: apps on joined nodes cannot call services; set internal_url"
+                    );
+                }
+                control_api::InternalUrl::Bound(format!("http://{}", running_internal.addr))
+            }
+        };
+        let ca = crate::tls::ControlCa::load_or_create(data_dir)?;
+        let mut names = vec!["localhost".to_owned(), "127.0.0.1".to_owned(), "::1".to_owned()];
+        if !control.ip().is_unspecified() {
+            names.push(control.ip().to_string());
+        }
+        for name in &settings.control_names {
+            if !names.contains(name) {
+                names.push(name.clone());
+            }
+        }
+        let limits = control_api::Limits {
+            tls: ca.server_config(&names).map_err(|e| BadInput(format!("control_names: {e:#}")))?,
+            header_timeout: settings.gateway.header_read_timeout,
+            connections_max: settings.control_connections_max,
+        };
         let shared = Arc::new(Mutex::new(Shared::new()));
         let locals = Arc::new(tokio::sync::Mutex::new(LocalAgents::new(data_dir, env.clone())));
         let reloader = Reloader::new(store.clone(), gateway.clone(), &settings.domain);
-        let api =
-            control_api::ControlApi { gateway: gateway.clone(), store: store.clone(), shared: shared.clone(), env };
-        let mut tasks = vec![tokio::spawn(control_api::serve(control_listener, api))];
+        let api = control_api::ControlApi {
+            gateway: gateway.clone(),
+            store: store.clone(),
+            shared: shared.clone(),
+            env,
+            internal,
+            first_sync: Arc::default(),
+        };
+        let mut tasks = vec![tokio::spawn(control_api::serve(control_listener, api, limits))];
         let flushing = Arc::new(tokio::sync::Mutex::new(()));
         let checker = gateway.clone();
         let every = settings.health_checks;

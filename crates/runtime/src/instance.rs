@@ -178,16 +178,27 @@ async fn install(spec: &InstanceSpec) -> Result<(), InstanceError> {
     Ok(())
 }
 
-/// Copies the directory `from` into `to` (created), recursively.
+/// Copies the directory `from` into `to` (created), recursively: regular
+/// files and directories only. A symbolic link (or anything else) is
+/// refused, naming it, and never followed.
 pub fn copy_dir(from: &Path, to: &Path) -> std::io::Result<()> {
     std::fs::create_dir_all(to)?;
     for entry in std::fs::read_dir(from)? {
         let entry = entry?;
         let target = to.join(entry.file_name());
-        if entry.file_type()?.is_dir() {
+        let kind = entry.file_type()?;
+        if kind.is_dir() {
             copy_dir(&entry.path(), &target)?;
-        } else {
+        } else if kind.is_file() {
             std::fs::copy(entry.path(), target)?;
+        } else {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!(
+                    "{} is not a regular file or a directory (a symbolic link?): apps are copied without them",
+                    entry.path().display()
+                ),
+            ));
         }
     }
     Ok(())

@@ -206,6 +206,19 @@ const MIGRATIONS: &[Migration] = &[
     );
 ",
     ),
+    // What the control plane keeps about a joined node's reports: the
+    // cores that bound its CPU claims, what it had refused, and when its
+    // last resource report was accepted.
+    Migration::Sql(
+        "
+    CREATE TABLE node_reports (
+        node TEXT PRIMARY KEY,
+        cores BIGINT NOT NULL,
+        refused BIGINT NOT NULL,
+        usage_at_ms BIGINT NOT NULL
+    );
+",
+    ),
 ];
 
 /// The number of the last migration: the schema version a store opened by

@@ -45,7 +45,7 @@ use backend::Backend;
 pub use key::{GatewaySecrets, load_gateway_secrets, load_or_create_key};
 pub use people::{AccountRecord, SessionRecord};
 pub use platform::{ProjectRecord, SetAsideRecord, SiteRecord, TOKENS_PER_USER_MAX, TokenRecord};
-pub use runtime::{DeploymentRecord, HistoryEntry, NodeRecord, ResourceTotals};
+pub use runtime::{DeploymentRecord, HistoryEntry, NODE_CORES_DEFAULT, NodeRecord, NodeReports, ResourceTotals};
 
 /// Where a store lives.
 #[derive(Clone, Debug)]

@@ -21,6 +21,27 @@ pub struct NodeRecord {
     pub remote: bool,
 }
 
+/// What the control plane keeps about a node's reports.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NodeReports {
+    /// The node's cores: its CPU time is at most cores × wall time.
+    pub cores: u64,
+    /// Items of its reports refused: claims for what it was not given,
+    /// resource use it could not have had.
+    pub refused: u64,
+    /// When its last resource report was accepted (wall clock, ms; 0: never).
+    pub usage_at_ms: u64,
+}
+
+/// Cores assumed for a node registered without `--cores`.
+pub const NODE_CORES_DEFAULT: u64 = 2;
+
+impl Default for NodeReports {
+    fn default() -> NodeReports {
+        NodeReports { cores: NODE_CORES_DEFAULT, refused: 0, usage_at_ms: 0 }
+    }
+}
+
 /// One entry of the public history: who did what to which site.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HistoryEntry {
@@ -221,6 +242,52 @@ impl Store {
         })?;
         let Some(id) = rows.first().map(|r| r.text(0)).transpose()? else { return Ok(None) };
         Ok(self.nodes()?.into_iter().find(|n| n.id == id))
+    }
+
+    /// What the control plane keeps about `node`'s reports (defaults for a
+    /// node never reported about).
+    pub fn node_reports(&mut self, node: &str) -> Result<NodeReports, StoreError> {
+        let rows = self.backend.transaction(|tx| {
+            tx.query("SELECT cores, refused, usage_at_ms FROM node_reports WHERE node = $1", &[Param::Text(node)])
+        })?;
+        match rows.first() {
+            None => Ok(NodeReports::default()),
+            Some(r) => Ok(NodeReports { cores: r.u64(0)?, refused: r.u64(1)?, usage_at_ms: r.u64(2)? }),
+        }
+    }
+
+    /// Sets the cores of `node`, which bound the CPU time it may report.
+    pub fn set_node_cores(&mut self, node: &str, cores: u64) -> Result<(), StoreError> {
+        let mut reports = self.node_reports(node)?;
+        reports.cores = cores;
+        self.put_node_reports(node, reports)
+    }
+
+    /// Counts `refused` more items of `node`'s reports refused, and, when
+    /// given, the time its resource report was last accepted.
+    pub fn note_reports(&mut self, node: &str, refused: u64, usage_at_ms: Option<u64>) -> Result<(), StoreError> {
+        let mut reports = self.node_reports(node)?;
+        reports.refused = reports.refused.saturating_add(refused);
+        if let Some(at) = usage_at_ms {
+            reports.usage_at_ms = at;
+        }
+        self.put_node_reports(node, reports)
+    }
+
+    fn put_node_reports(&mut self, node: &str, r: NodeReports) -> Result<(), StoreError> {
+        self.backend.transaction(|tx| {
+            tx.execute("DELETE FROM node_reports WHERE node = $1", &[Param::Text(node)])?;
+            tx.execute(
+                "INSERT INTO node_reports (node, cores, refused, usage_at_ms) VALUES ($1, $2, $3, $4)",
+                &[
+                    Param::Text(node),
+                    int_param(r.cores, "cores")?,
+                    int_param(r.refused, "refused reports")?,
+                    int_param(r.usage_at_ms, "time")?,
+                ],
+            )?;
+            Ok(())
+        })
     }
 
     /// Appends to the public history; returns the entry's number.

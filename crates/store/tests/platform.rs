@@ -453,3 +453,27 @@ fn a_periods_set_aside_rows_are_kept_in_order_and_replaced_by_a_rerun() {
         assert!(store.set_aside(Period::parse("2026-12").unwrap()).unwrap().is_empty(), "{}", s.name);
     }
 }
+
+#[test]
+fn a_nodes_cores_refusals_and_last_accepted_report_are_kept_and_survive_its_re_registration() {
+    for s in common::stores() {
+        let mut store = Store::open(&s.location).unwrap();
+        assert_eq!(store.node_reports("far").unwrap(), store::NodeReports::default(), "defaults for a node never seen");
+        let far = NodeRecord {
+            id: "far".into(),
+            provider: "pat".into(),
+            location: String::new(),
+            capacity_mb: 1024,
+            remote: false,
+        };
+        store.put_node(&far).unwrap();
+        store.set_node_cores("far", 8).unwrap();
+        store.note_reports("far", 3, None).unwrap();
+        store.note_reports("far", 1, Some(1_700_000_000_000)).unwrap();
+        store.put_node(&far).unwrap();
+        let kept = store::NodeReports { cores: 8, refused: 4, usage_at_ms: 1_700_000_000_000 };
+        assert_eq!(store.node_reports("far").unwrap(), kept);
+        drop(store);
+        assert_eq!(Store::open(&s.location).unwrap().node_reports("far").unwrap(), kept, "{}", s.name);
+    }
+}

@@ -53,18 +53,47 @@ pub fn upstream() -> SocketAddr {
     addr
 }
 
-pub fn wait_healthy(control: SocketAddr, child: &mut Child) {
+/// The fingerprint of the control plane's CA in `data`, once it is there.
+pub fn control_pin(data: &std::path::Path) -> agent::tls::Pin {
+    let path = data.join("control-ca").join("ca.der");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Ok(der) = std::fs::read(&path) {
+            return agent::tls::Pin::of(&der);
+        }
+        assert!(Instant::now() < deadline, "no CA at {}", path.display());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// One request to the control listener at `control` over TLS, pinned to
+/// `pin`: the status and body, or why there was none.
+pub fn control_request(
+    control: SocketAddr,
+    pin: agent::tls::Pin,
+    method: &str,
+    path: &str,
+    bearer: &str,
+    body: Option<&str>,
+) -> Result<(u16, String), String> {
+    let client = agent::client::Client::new(&format!("https://{control}"), pin).map_err(|e| e.to_string())?;
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let method = hyper::Method::from_bytes(method.as_bytes()).unwrap();
+    let body = body.map(|b| b.as_bytes().to_vec());
+    let answer = runtime.block_on(client.send(method, path, bearer, body, 1 << 20)).map_err(|e| e.to_string())?;
+    Ok((answer.status, String::from_utf8_lossy(&answer.body).into_owned()))
+}
+
+pub fn wait_healthy(data: &std::path::Path, control: SocketAddr, child: &mut Child) {
     let deadline = Instant::now() + Duration::from_secs(20);
     while Instant::now() < deadline {
         if let Some(status) = child.try_wait().unwrap() {
             panic!("commons up exited early: {status}");
         }
-        if let Ok(mut stream) = TcpStream::connect(control) {
-            let _ = stream.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n");
-            let mut answer = [0u8; 12];
-            if stream.read_exact(&mut answer).is_ok() && answer.starts_with(b"HTTP/1.1 200") {
-                return;
-            }
+        if data.join("control-ca").join("ca.der").exists()
+            && matches!(control_request(control, control_pin(data), "GET", "/healthz", "", None), Ok((200, _)))
+        {
+            return;
         }
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -78,17 +107,24 @@ pub fn up(data: &std::path::Path) -> (Child, SocketAddr) {
 
 /// [`up`], also giving the control listener's address.
 pub fn up_with_control(data: &std::path::Path) -> (Child, SocketAddr, SocketAddr) {
+    up_with(data, &free_port().to_string(), &[])
+}
+
+/// `commons up` with its internal listener on `internal` and `args` more,
+/// once healthy: the process, the public and the control listener.
+pub fn up_with(data: &std::path::Path, internal: &str, args: &[&str]) -> (Child, SocketAddr, SocketAddr) {
     let (listen, control) = (free_port(), free_port());
     let mut child = commons()
         .arg("--data")
         .arg(data)
         .args(["up", "--listen", &listen.to_string(), "--control-listen", &control.to_string()])
-        .args(["--internal-listen", &free_port().to_string()])
+        .args(["--internal-listen", internal])
+        .args(args)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    wait_healthy(control, &mut child);
+    wait_healthy(data, control, &mut child);
     (child, listen, control)
 }
 
