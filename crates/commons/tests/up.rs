@@ -30,20 +30,29 @@ fn add_account(data: &std::path::Path, user: &str, password: &str) -> std::proce
 /// follows the handoff to `next`'s site: its session cookie.
 fn log_in(listen: std::net::SocketAddr, password: &str, next: &str) -> String {
     let platform = format!("commons.localhost:{}", listen.port());
+    let site_host = next.strip_prefix("http://").unwrap().split('/').next().unwrap();
+    // The site's host gives the browser its state first: a handoff code
+    // is redeemed only in the browser holding it.
+    let path = &next[next.find(site_host).unwrap() + site_host.len()..];
+    let start_path = format!("/.commons/login?next={}", form_urlencoded::byte_serialize(path.as_bytes()).collect::<String>());
+    let start = http(listen, "GET", site_host, &start_path, &[("Accept", "text/html")], "");
+    assert_eq!(start.status, 303, "{}", start.body);
+    let state_cookie = format!("commons_state={}", start.cookie("commons_state").expect("a state cookie"));
+    let to_login = start.header("location").unwrap();
+    let state = to_login.split("&state=").nth(1).expect("the state's hash").to_owned();
     let page = http(listen, "GET", &platform, "/login", &[("Accept", "text/html")], "");
     let bound = format!("commons_login={}", page.cookie("commons_login").expect("the form's cookie"));
     let token = page.body.split("name=\"csrf\" value=\"").nth(1).unwrap().split('"').next().unwrap().to_owned();
     let form = form_urlencoded::Serializer::new(String::new())
-        .extend_pairs([("user", "alice"), ("password", password), ("next", next), ("csrf", &token)])
+        .extend_pairs([("user", "alice"), ("password", password), ("next", next), ("state", &state), ("csrf", &token)])
         .finish();
     let headers = [("Content-Type", "application/x-www-form-urlencoded"), ("Cookie", &bound)];
     let logged_in = http(listen, "POST", &platform, "/login", &headers, &form);
     assert_eq!(logged_in.status, 303, "{}", logged_in.body);
     assert!(logged_in.cookie("commons_session").is_some());
     let handoff = logged_in.header("location").unwrap();
-    let site_host = next.strip_prefix("http://").unwrap().split('/').next().unwrap();
     let path = handoff.strip_prefix(&format!("http://{site_host}")).expect("to the site");
-    let handed = http(listen, "GET", site_host, path, &[("Accept", "text/html")], "");
+    let handed = http(listen, "GET", site_host, path, &[("Accept", "text/html"), ("Cookie", &state_cookie)], "");
     assert_eq!(handed.status, 303, "{}", handed.body);
     format!("commons_site={}", handed.cookie("commons_site").unwrap())
 }
@@ -156,6 +165,9 @@ fn a_login_on_the_platform_reaches_the_site_and_outlives_a_restart() {
     let first = http(listen, "GET", &site_host, "/notes", &browser, "");
     assert_eq!(first.status, 303);
     let login = first.header("location").unwrap();
+    assert!(login.starts_with(&format!("http://{site_host}/.commons/login?next=")), "{login}");
+    let start = http(listen, "GET", &site_host, "/.commons/login?next=%2Fnotes", &browser, "");
+    let login = start.header("location").unwrap();
     assert!(login.starts_with(&format!("http://{platform}/login?next=")), "{login}");
 
     let next = format!("http://wiki.commons.localhost:{}/notes", listen.port());
