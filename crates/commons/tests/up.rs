@@ -34,7 +34,8 @@ fn log_in(listen: std::net::SocketAddr, password: &str, next: &str) -> String {
     // The site's host gives the browser its state first: a handoff code
     // is redeemed only in the browser holding it.
     let path = &next[next.find(site_host).unwrap() + site_host.len()..];
-    let start_path = format!("/.commons/login?next={}", form_urlencoded::byte_serialize(path.as_bytes()).collect::<String>());
+    let start_path =
+        format!("/.commons/login?next={}", form_urlencoded::byte_serialize(path.as_bytes()).collect::<String>());
     let start = http(listen, "GET", site_host, &start_path, &[("Accept", "text/html")], "");
     assert_eq!(start.status, 303, "{}", start.body);
     let state_cookie = format!("commons_state={}", start.cookie("commons_state").expect("a state cookie"));
@@ -133,6 +134,61 @@ fn revoked_tokens_and_sessions_stop_working_at_a_running_gateway() {
     run(data, &["session", "revoke", "alice", "--all"]).unwrap();
     assert_eq!(eventually(401, || http(listen, "GET", &host, "/", &[("Cookie", &again)], "").status), 401);
     assert_eq!(run(data, &["session", "list", "alice"]).unwrap(), "");
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
+/// A user revokes their own token and sessions on the platform's
+/// `/sessions` page, in the store the CLI uses.
+#[test]
+fn users_revoke_their_own_tokens_and_sessions_on_the_platform() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path();
+    let site = upstream();
+    ok(commons().arg("--data").arg(data).args(["project", "add", "wiki"]));
+    ok(commons().arg("--data").arg(data).args(["site", "add", "wiki", "--upstream", &site.to_string()]).args([
+        "--operator",
+        "olga",
+        "--project",
+        "wiki",
+        "--provider",
+        "pat",
+    ]));
+    assert!(add_account(data, "alice", "alice-password-1").status.success());
+    let token = run(data, &["token", "add", "alice"]).unwrap().trim().to_owned();
+    let (mut child, listen) = up(data);
+    let host = format!("wiki.commons.localhost:{}", listen.port());
+    let platform = format!("commons.localhost:{}", listen.port());
+    let bearer =
+        |token: &str| http(listen, "GET", &host, "/", &[("Authorization", &format!("Bearer {token}"))], "").status;
+    assert_eq!(bearer(&token), 200);
+    let site_cookie = log_in(listen, "alice-password-1", &format!("http://{host}/"));
+
+    // Logged in on the platform itself.
+    let page = http(listen, "GET", &platform, "/login", &[("Accept", "text/html")], "");
+    let bound = format!("commons_login={}", page.cookie("commons_login").unwrap());
+    let csrf = page.body.split("name=\"csrf\" value=\"").nth(1).unwrap().split('"').next().unwrap().to_owned();
+    let form = format!("user=alice&password=alice-password-1&next=%2F&csrf={csrf}");
+    let form_headers = [("Content-Type", "application/x-www-form-urlencoded"), ("Cookie", &bound)];
+    let logged_in = http(listen, "POST", &platform, "/login", &form_headers, &form);
+    let session = format!("commons_session={}", logged_in.cookie("commons_session").unwrap());
+
+    let listing = http(listen, "GET", &platform, "/sessions", &[("Cookie", &session)], "");
+    assert_eq!(listing.status, 200, "{}", listing.body);
+    let id = commons_core::token_sha256(&token);
+    assert!(listing.body.contains(&format!("<code>{}</code>", &id[..8])), "{}", listing.body);
+    assert!(listing.body.contains("(this one)") && listing.body.contains("</code> wiki"), "{}", listing.body);
+    let csrf = listing.body.split("name=\"csrf\" value=\"").nth(1).unwrap().split('"').next().unwrap().to_owned();
+    let post = [("Content-Type", "application/x-www-form-urlencoded"), ("Cookie", &session)];
+    let revoked = http(listen, "POST", &platform, "/sessions", &post, &format!("revoke=token&id={id}&csrf={csrf}"));
+    assert_eq!(revoked.status, 303, "{}", revoked.body);
+    assert_eq!(bearer(&token), 401, "at once");
+    assert_eq!(run(data, &["token", "list", "alice"]).unwrap(), "", "and in the store");
+    let others = http(listen, "POST", &platform, "/sessions", &post, &format!("revoke=others&id=&csrf={csrf}"));
+    assert_eq!(others.status, 303, "{}", others.body);
+    assert_eq!(http(listen, "GET", &host, "/", &[("Cookie", &site_cookie)], "").status, 401);
+    let listed = run(data, &["session", "list", "alice"]).unwrap();
+    assert_eq!(listed.lines().count(), 1, "the platform session alone: {listed}");
     child.kill().unwrap();
     child.wait().unwrap();
 }

@@ -111,6 +111,15 @@ impl Identities {
         }
     }
 
+    /// Forgets the token with this SHA-256 (in hex) if it is `user`'s.
+    pub(crate) fn remove_token_sha256(&mut self, sha256_hex: &str, user: &str) {
+        if let Some(hash) = hex::decode(sha256_hex).ok().and_then(|b| <[u8; 32]>::try_from(b).ok())
+            && self.tokens.get(&hash).is_some_and(|owner| owner == user)
+        {
+            self.tokens.remove(&hash);
+        }
+    }
+
     fn add_token_hash(&mut self, hash: [u8; 32], user: &str) {
         if !self.users.contains_key(user) {
             self.add_user(user, false);
@@ -189,6 +198,32 @@ pub trait SessionStore: Send + Sync {
     fn save(&self, session: &StoredSession) -> Result<(), String>;
     /// Ends every session of `user`.
     fn end(&self, user: &str) -> Result<(), String>;
+    /// Ends `user`'s session with this token hash (in hex), as
+    /// `commons session revoke` does. By default it cannot.
+    fn revoke_session(&self, user: &str, token_sha256: &str) -> Result<(), String> {
+        let _ = (user, token_sha256);
+        Err("this store cannot revoke one session".into())
+    }
+    /// `user`'s API tokens, as `commons token list` shows them (none by
+    /// default).
+    fn tokens_of(&self, user: &str) -> Result<Vec<StoredToken>, String> {
+        let _ = user;
+        Ok(Vec::new())
+    }
+    /// Revokes `user`'s API token with this hash (in hex), as `commons
+    /// token revoke` does; false if they have none such.
+    fn revoke_token(&self, user: &str, token_sha256: &str) -> Result<bool, String> {
+        let _ = (user, token_sha256);
+        Err("this store cannot revoke tokens".into())
+    }
+}
+
+/// An API token as its user sees it on the platform's `/sessions` page.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredToken {
+    /// Its SHA-256, in hex.
+    pub token_sha256: String,
+    pub created_ms: u64,
 }
 
 /// A live session, and when the gateway took it (see [`Sessions::mark`]).
@@ -279,6 +314,32 @@ impl Sessions {
             .write()
             .unwrap_or_else(|e| e.into_inner())
             .retain(|live| live.session.user != user && live.session.expires_ms > now_ms);
+    }
+
+    /// `user`'s sessions live at `now_ms`, oldest first.
+    pub(crate) fn of_user(&self, user: &str, now_ms: u64) -> Vec<StoredSession> {
+        let table = self.table.read().unwrap_or_else(|e| e.into_inner());
+        let mut sessions: Vec<StoredSession> = table
+            .by_user
+            .get(user)
+            .into_iter()
+            .flatten()
+            .filter_map(|t| table.by_token.get(t))
+            .filter(|l| l.session.expires_ms > now_ms)
+            .map(|l| l.session.clone())
+            .collect();
+        sessions.sort_by_key(|s| (s.created_ms, s.token_sha256));
+        sessions
+    }
+
+    /// Ends `user`'s session `token_sha256`; whether they had it.
+    pub(crate) fn end_one(&self, user: &str, token_sha256: &[u8; 32]) -> bool {
+        let mut table = self.table.write().unwrap_or_else(|e| e.into_inner());
+        if table.by_token.get(token_sha256).is_none_or(|l| l.session.user != user) {
+            return false;
+        }
+        table.remove(token_sha256);
+        true
     }
 
     /// Forgets the sessions expired at `now_ms`.

@@ -130,6 +130,14 @@ impl Portal {
                 }
             }
             (&Method::POST, "/login") => self.log_in(pipeline, request, peer, &host, now).await,
+            (&Method::GET, "/sessions") => match (user, session) {
+                (Some(user), Some(token)) => self.sessions_page(pipeline, &user, &token).await,
+                _ => redirect("/login?next=%2Fsessions", Vec::new()),
+            },
+            (&Method::POST, "/sessions") => match (user, session) {
+                (Some(user), Some(token)) => self.revoke(pipeline, request, &user, &token).await,
+                _ => page(StatusCode::FORBIDDEN, "Refused", "<p>Log in first.</p>"),
+            },
             (&Method::POST, "/logout") => {
                 if let Some(user) = user {
                     self.end_sessions(pipeline, &user).await;
@@ -370,6 +378,136 @@ impl Portal {
         }
     }
 
+    /// `GET /sessions`: the user's sessions and API tokens, each with a
+    /// button that revokes it.
+    async fn sessions_page(&self, pipeline: &Pipeline, user: &str, current: &str) -> Response<Body> {
+        let now = pipeline.clock.now_ms();
+        let csrf = account_csrf(current);
+        let current = sha256(current);
+        let button = |what: &str, id: &str, label: &str| {
+            format!(
+                "<form method=\"post\" action=\"/sessions\"><input type=\"hidden\" name=\"revoke\" value=\"{what}\">\
+                 <input type=\"hidden\" name=\"id\" value=\"{id}\"><input type=\"hidden\" name=\"csrf\" value=\"{csrf}\">\
+                 <button>{label}</button></form>"
+            )
+        };
+        let mut sessions = String::new();
+        for session in pipeline.sessions.of_user(user, now) {
+            let id = hex::encode(session.token_sha256);
+            let this = session.token_sha256 == current;
+            sessions.push_str(&format!(
+                "<li><code>{}</code> {}: since {}, until {}{}</li>",
+                &id[..8],
+                escape(session.site.as_deref().unwrap_or("the platform")),
+                utc(session.created_ms),
+                utc(session.expires_ms),
+                if this { " <b>(this one)</b>".to_owned() } else { button("session", &id, "Revoke") }
+            ));
+        }
+        let tokens = match self.session_store.clone() {
+            None => Ok(Vec::new()),
+            Some(store) => {
+                let user = user.to_owned();
+                tokio::task::spawn_blocking(move || store.tokens_of(&user)).await.unwrap_or_else(|e| Err(e.to_string()))
+            }
+        };
+        let tokens = match tokens {
+            Ok(tokens) if tokens.is_empty() => "<p>None.</p>".to_owned(),
+            Ok(tokens) => tokens
+                .iter()
+                .filter(|t| t.token_sha256.len() >= 8 && t.token_sha256.bytes().all(|b| b.is_ascii_hexdigit()))
+                .map(|t| {
+                    format!(
+                        "<li><code>{}</code>: since {}{}</li>",
+                        &t.token_sha256[..8],
+                        utc(t.created_ms),
+                        button("token", &t.token_sha256, "Revoke")
+                    )
+                })
+                .collect(),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot list tokens");
+                "<p>Tokens cannot be listed right now.</p>".to_owned()
+            }
+        };
+        page(
+            StatusCode::OK,
+            "Your sessions",
+            &format!(
+                "<h2>Sessions</h2><ul>{sessions}</ul>{}<h2>API tokens</h2><ul>{tokens}</ul>",
+                button("others", "", "Revoke all other sessions")
+            ),
+        )
+    }
+
+    /// `POST /sessions`: revokes one of the user's sessions, all but this
+    /// one, or one of their API tokens; in the store first, then live.
+    async fn revoke(
+        &self,
+        pipeline: &Pipeline,
+        request: Request<Incoming>,
+        user: &str,
+        current: &str,
+    ) -> Response<Body> {
+        let form = match Limited::new(request.into_body(), FORM_LIMIT_BYTES).collect().await {
+            Ok(body) => form_urlencoded::parse(&body.to_bytes()).into_owned().collect::<HashMap<String, String>>(),
+            Err(_) => return page(StatusCode::PAYLOAD_TOO_LARGE, "Refused", "<p>The form is too large.</p>"),
+        };
+        if !same(&account_csrf(current), form.get("csrf").map(String::as_str).unwrap_or("")) {
+            return page(StatusCode::FORBIDDEN, "Refused", "<p>This form was not sent from your sessions page.</p>");
+        }
+        let id = form.get("id").cloned().unwrap_or_default();
+        let current = sha256(current);
+        let ended: Vec<[u8; 32]> = match form.get("revoke").map(String::as_str) {
+            Some("others") => pipeline
+                .sessions
+                .of_user(user, pipeline.clock.now_ms())
+                .into_iter()
+                .map(|s| s.token_sha256)
+                .filter(|t| *t != current)
+                .collect(),
+            Some("session") => state_hash(&id).into_iter().collect(),
+            Some("token") => {
+                if let Some(store) = self.session_store.clone() {
+                    let (owner, hash) = (user.to_owned(), id.clone());
+                    let revoked = tokio::task::spawn_blocking(move || store.revoke_token(&owner, &hash)).await;
+                    if let Err(e) = revoked.map_err(|e| e.to_string()).and_then(|r| r) {
+                        tracing::warn!(error = %e, "cannot revoke a token");
+                        return page(
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            "Try again",
+                            "<p>Tokens cannot be revoked right now.</p>",
+                        );
+                    }
+                }
+                let mut identities = (**pipeline.identities.load()).clone();
+                identities.remove_token_sha256(&id, user);
+                pipeline.identities.store(Arc::new(identities));
+                return redirect("/sessions", Vec::new());
+            }
+            _ => return page(StatusCode::BAD_REQUEST, "Refused", "<p>Nothing to revoke.</p>"),
+        };
+        for token in ended {
+            if !pipeline.sessions.of_user(user, 0).iter().any(|s| s.token_sha256 == token) {
+                continue;
+            }
+            if let Some(store) = self.session_store.clone() {
+                let (owner, hash) = (user.to_owned(), hex::encode(token));
+                let revoked = tokio::task::spawn_blocking(move || store.revoke_session(&owner, &hash)).await;
+                if let Err(e) = revoked.map_err(|e| e.to_string()).and_then(|r| r) {
+                    tracing::warn!(error = %e, "cannot revoke a session");
+                    return page(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "Try again",
+                        "<p>Sessions cannot be revoked right now.</p>",
+                    );
+                }
+            }
+            pipeline.sessions.end_one(user, &token);
+        }
+        redirect("/sessions", Vec::new())
+    }
+
     /// Keeps a new session: in the session store first (if any), then live.
     async fn keep_session(&self, pipeline: &Pipeline, session: StoredSession) -> Result<(), String> {
         if let Some(store) = self.session_store.clone() {
@@ -398,7 +536,31 @@ fn is_premium(pipeline: &Pipeline, user: &str) -> bool {
     pipeline.identities.load().user(user).is_some_and(|i| i.premium)
 }
 
-const LOGOUT_FORM: &str = "<form method=\"post\" action=\"/logout\"><button>Log out everywhere</button></form>";
+const LOGOUT_FORM: &str = "<p><a href=\"/sessions\">Your sessions and tokens</a></p>\
+    <form method=\"post\" action=\"/logout\"><button>Log out everywhere</button></form>";
+
+/// The token the `/sessions` page's forms carry: derived from the
+/// platform session, which only its browser holds (the cookie is
+/// `HttpOnly`), so another page cannot know it.
+fn account_csrf(session: &str) -> String {
+    hex::encode(sha256(&format!("commons account form {session}")))
+}
+
+/// A time in milliseconds since the epoch as a UTC date and minute.
+fn utc(ms: u64) -> String {
+    let secs = ms / 1000;
+    let (days, rem) = ((secs / 86_400) as i64, secs % 86_400);
+    // Howard Hinnant's civil_from_days.
+    let z = days + 719_468;
+    let (era, doe) = (z.div_euclid(146_097), z.rem_euclid(146_097));
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!("{year:04}-{month:02}-{day:02} {:02}:{:02} UTC", rem / 3600, rem % 3600 / 60)
+}
 
 /// The login form, with its token, bound to its cookie (the one the
 /// browser has, if it is well formed; else a new one).
@@ -609,6 +771,13 @@ fn local_path(next: Option<&str>) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn times_are_shown_as_utc_dates() {
+        assert_eq!(utc(0), "1970-01-01 00:00 UTC");
+        assert_eq!(utc(951_782_400_000 + 3_723_000), "2000-02-29 01:02 UTC");
+        assert_eq!(utc(1_795_000_000_000), "2026-11-18 11:06 UTC");
+    }
 
     #[test]
     fn a_handoff_only_ever_goes_to_a_path_on_the_same_host() {

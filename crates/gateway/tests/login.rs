@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use gateway::{
     Gateway, GatewayConfig, Identities, ManualClock, Routes, RunningGateway, SessionStore, SiteRoute, StoredSession,
-    hash_password,
+    StoredToken, hash_password,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpSocket};
@@ -43,9 +43,9 @@ async fn site() -> SocketAddr {
     addr
 }
 
-/// Sessions as a store would keep them.
+/// Sessions as a store would keep them, and alice's API token.
 #[derive(Default)]
-struct Kept(Mutex<Vec<StoredSession>>);
+struct Kept(Mutex<Vec<StoredSession>>, Mutex<Vec<(String, StoredToken)>>);
 
 impl SessionStore for Kept {
     fn save(&self, session: &StoredSession) -> Result<(), String> {
@@ -57,7 +57,29 @@ impl SessionStore for Kept {
         self.0.lock().unwrap().retain(|s| s.user != user);
         Ok(())
     }
+
+    fn revoke_session(&self, user: &str, token_sha256: &str) -> Result<(), String> {
+        self.0.lock().unwrap().retain(|s| s.user != user || hex(&s.token_sha256) != token_sha256);
+        Ok(())
+    }
+
+    fn tokens_of(&self, user: &str) -> Result<Vec<StoredToken>, String> {
+        Ok(self.1.lock().unwrap().iter().filter(|(u, _)| u == user).map(|(_, t)| t.clone()).collect())
+    }
+
+    fn revoke_token(&self, user: &str, token_sha256: &str) -> Result<bool, String> {
+        let mut tokens = self.1.lock().unwrap();
+        let before = tokens.len();
+        tokens.retain(|(u, t)| u != user || t.token_sha256 != token_sha256);
+        Ok(tokens.len() < before)
+    }
 }
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+const ALICE_TOKEN: &str = "alice-api-token";
 
 struct Setup {
     running: RunningGateway,
@@ -99,6 +121,11 @@ async fn setup(config: GatewayConfig) -> Setup {
     let mut identities = Identities::default();
     identities.add_password("alice", &hash_password("alice's password").unwrap());
     identities.add_user("mallory", false);
+    identities.add_token(ALICE_TOKEN, "alice");
+    kept.1
+        .lock()
+        .unwrap()
+        .push(("alice".into(), StoredToken { token_sha256: hex(&sha256(ALICE_TOKEN)), created_ms: NOW_MS }));
     gateway.set_identities(identities);
     let running = gateway.serve("127.0.0.1:0".parse().unwrap(), 1).unwrap();
     Setup { running, kept, clock, prefix }
@@ -597,4 +624,78 @@ async fn with_every_password_check_busy_a_login_waits_unchecked() {
         assert_eq!(log_in(&s, address(n), "a guess", "/").await.status, 503, "{n}");
     }
     assert!(s.kept.0.lock().unwrap().is_empty());
+}
+
+/// The csrf token of alice's `/sessions` page, read from it.
+async fn sessions_page(s: &Setup, cookie: &str) -> (Reply, String) {
+    let page = send(s, HOME, "GET", PLATFORM, "/sessions", &[("cookie", cookie)], "").await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    let csrf = page.body.split("name=\"csrf\" value=\"").nth(1).and_then(|t| t.split('"').next()).unwrap_or("");
+    let csrf = csrf.to_owned();
+    (page, csrf)
+}
+
+#[tokio::test]
+async fn users_list_and_revoke_their_own_sessions_and_tokens() {
+    let s = setup(GatewayConfig::default()).await;
+    let notes = "notes.commons.localhost:8080";
+    let bearer = format!("Bearer {ALICE_TOKEN}");
+    assert_eq!(send(&s, HOME, "GET", notes, "/", &[("authorization", &bearer)], "").await.status, 200);
+    let on_notes = format!("commons_site={ALICE_ON_NOTES}");
+    assert_eq!(send(&s, HOME, "GET", notes, "/", &[("cookie", &on_notes)], "").await.status, 200);
+
+    let (page, csrf) = sessions_page(&s, ALICE_COOKIE).await;
+    let this = hex(&sha256(ALICE_SESSION));
+    let other = hex(&sha256(ALICE_ON_NOTES));
+    let token = hex(&sha256(ALICE_TOKEN));
+    assert!(page.body.contains(&format!("<code>{}</code> the platform", &this[..8])), "{}", page.body);
+    assert!(page.body.contains("(this one)") && page.body.contains(&format!("<code>{}</code> notes", &other[..8])));
+    assert!(page.body.contains(&format!("<code>{}</code>: since 2026-11-18", &token[..8])), "{}", page.body);
+    assert!(!page.body.contains(&hex(&sha256(MALLORY_SESSION))[..8]), "nobody else's");
+    assert!(page.body.contains("Revoke all other sessions"));
+
+    // Forged: from another site's page, or without the page's token.
+    let body = format!("revoke=token&id={token}&csrf={csrf}");
+    let forged: &[(&str, Vec<(&str, &str)>, String)] = &[
+        ("cross-site", vec![FORM, ("cookie", ALICE_COOKIE), ("sec-fetch-site", "cross-site")], body.clone()),
+        ("a foreign origin", vec![FORM, ("cookie", ALICE_COOKIE), ("origin", "http://evil.example")], body.clone()),
+        ("no token", vec![FORM, ("cookie", ALICE_COOKIE)], format!("revoke=token&id={token}")),
+        (
+            "another token",
+            vec![FORM, ("cookie", ALICE_COOKIE)],
+            format!("revoke=token&id={token}&csrf={}", "0".repeat(64)),
+        ),
+        ("no session", vec![FORM], body.clone()),
+    ];
+    for (what, headers, body) in forged {
+        let reply = send(&s, HOME, "POST", PLATFORM, "/sessions", headers, body).await;
+        assert_eq!(reply.status, 403, "{what}: {}", reply.body);
+    }
+    assert_eq!(send(&s, HOME, "GET", notes, "/", &[("authorization", &bearer)], "").await.status, 200, "still good");
+
+    // Revoked from the page: the token gets 401 at once, and is gone from the store.
+    let reply = send(&s, HOME, "POST", PLATFORM, "/sessions", &[FORM, ("cookie", ALICE_COOKIE)], &body).await;
+    assert_eq!((reply.status, reply.header("location")), (303, Some("/sessions")), "{}", reply.body);
+    assert_eq!(send(&s, HOME, "GET", notes, "/", &[("authorization", &bearer)], "").await.status, 401);
+    assert!(s.kept.1.lock().unwrap().is_empty());
+
+    // One session: only her own.
+    let mallorys = hex(&sha256(MALLORY_ON_NOTES));
+    let body = format!("revoke=session&id={mallorys}&csrf={csrf}");
+    assert_eq!(
+        send(&s, HOME, "POST", PLATFORM, "/sessions", &[FORM, ("cookie", ALICE_COOKIE)], &body).await.status,
+        303
+    );
+    let mallory = format!("commons_site={MALLORY_ON_NOTES}");
+    assert_eq!(send(&s, HOME, "GET", notes, "/", &[("cookie", &mallory)], "").await.status, 200, "not hers");
+
+    // All other sessions: the site session ends, this one stays.
+    let body = format!("revoke=others&id=&csrf={csrf}");
+    let reply = send(&s, HOME, "POST", PLATFORM, "/sessions", &[FORM, ("cookie", ALICE_COOKIE)], &body).await;
+    assert_eq!(reply.status, 303, "{}", reply.body);
+    assert_eq!(send(&s, HOME, "GET", notes, "/", &[("cookie", &on_notes)], "").await.status, 401);
+    let (page, _) = sessions_page(&s, ALICE_COOKIE).await;
+    assert!(page.body.contains("(this one)") && !page.body.contains(&other[..8]), "{}", page.body);
+    // Mallory's are his own.
+    assert_eq!(send(&s, HOME, "GET", notes, "/", &[("cookie", &mallory)], "").await.status, 200);
 }
