@@ -422,6 +422,12 @@ async fn browser_login(platform: &Platform, passwords: &str) -> anyhow::Result<S
     let password = passwords.lines().find_map(|l| l.strip_prefix("carol ")).context("carol's password")?;
     let first = http(gateway, "GET", &site, "/", &[("Accept", "text/html")], "").await?;
     let next = format!("http://{site}/");
+    // The site's host gives the browser a state first: a handoff code is
+    // redeemed only in the browser holding it.
+    let start = http(gateway, "GET", &site, "/.commons/login?next=%2F", &[("Accept", "text/html")], "").await?;
+    let state_cookie = format!("commons_state={}", start.set_cookie("commons_state").context("a state cookie")?);
+    let to_login = start.header("location").unwrap_or_default();
+    let state = to_login.split("&state=").nth(1).context("the login page's state")?.to_owned();
     // The form's token, bound to its cookie: a login is only ever posted
     // from the platform's own form.
     let page = http(gateway, "GET", &platform_host, "/login", &[("Accept", "text/html")], "").await?;
@@ -432,6 +438,7 @@ async fn browser_login(platform: &Platform, passwords: &str) -> anyhow::Result<S
             ("user", "carol"),
             ("password", password),
             ("next", next.as_str()),
+            ("state", state.as_str()),
             ("csrf", token.context("the login form's token")?),
         ])
         .finish();
@@ -446,7 +453,7 @@ async fn browser_login(platform: &Platform, passwords: &str) -> anyhow::Result<S
     .await?;
     let handoff = login.header("location").unwrap_or_default();
     let path = handoff.strip_prefix(&format!("http://{site}")).context("the login hands off to the site")?;
-    let handed = http(gateway, "GET", &site, path, &[], "").await?;
+    let handed = http(gateway, "GET", &site, path, &[("Cookie", &state_cookie)], "").await?;
     let cookie = handed.set_cookie("commons_site").context("a site session")?;
     let page = http(gateway, "GET", &site, "/", &[("Cookie", &format!("commons_site={cookie}"))], "").await?;
     Ok(format!(

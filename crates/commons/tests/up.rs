@@ -30,20 +30,30 @@ fn add_account(data: &std::path::Path, user: &str, password: &str) -> std::proce
 /// follows the handoff to `next`'s site: its session cookie.
 fn log_in(listen: std::net::SocketAddr, password: &str, next: &str) -> String {
     let platform = format!("commons.localhost:{}", listen.port());
+    let site_host = next.strip_prefix("http://").unwrap().split('/').next().unwrap();
+    // The site's host gives the browser its state first: a handoff code
+    // is redeemed only in the browser holding it.
+    let path = &next[next.find(site_host).unwrap() + site_host.len()..];
+    let start_path =
+        format!("/.commons/login?next={}", form_urlencoded::byte_serialize(path.as_bytes()).collect::<String>());
+    let start = http(listen, "GET", site_host, &start_path, &[("Accept", "text/html")], "");
+    assert_eq!(start.status, 303, "{}", start.body);
+    let state_cookie = format!("commons_state={}", start.cookie("commons_state").expect("a state cookie"));
+    let to_login = start.header("location").unwrap();
+    let state = to_login.split("&state=").nth(1).expect("the state's hash").to_owned();
     let page = http(listen, "GET", &platform, "/login", &[("Accept", "text/html")], "");
     let bound = format!("commons_login={}", page.cookie("commons_login").expect("the form's cookie"));
     let token = page.body.split("name=\"csrf\" value=\"").nth(1).unwrap().split('"').next().unwrap().to_owned();
     let form = form_urlencoded::Serializer::new(String::new())
-        .extend_pairs([("user", "alice"), ("password", password), ("next", next), ("csrf", &token)])
+        .extend_pairs([("user", "alice"), ("password", password), ("next", next), ("state", &state), ("csrf", &token)])
         .finish();
     let headers = [("Content-Type", "application/x-www-form-urlencoded"), ("Cookie", &bound)];
     let logged_in = http(listen, "POST", &platform, "/login", &headers, &form);
     assert_eq!(logged_in.status, 303, "{}", logged_in.body);
     assert!(logged_in.cookie("commons_session").is_some());
     let handoff = logged_in.header("location").unwrap();
-    let site_host = next.strip_prefix("http://").unwrap().split('/').next().unwrap();
     let path = handoff.strip_prefix(&format!("http://{site_host}")).expect("to the site");
-    let handed = http(listen, "GET", site_host, path, &[("Accept", "text/html")], "");
+    let handed = http(listen, "GET", site_host, path, &[("Accept", "text/html"), ("Cookie", &state_cookie)], "");
     assert_eq!(handed.status, 303, "{}", handed.body);
     format!("commons_site={}", handed.cookie("commons_site").unwrap())
 }
@@ -128,6 +138,61 @@ fn revoked_tokens_and_sessions_stop_working_at_a_running_gateway() {
     child.wait().unwrap();
 }
 
+/// A user revokes their own token and sessions on the platform's
+/// `/sessions` page, in the store the CLI uses.
+#[test]
+fn users_revoke_their_own_tokens_and_sessions_on_the_platform() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path();
+    let site = upstream();
+    ok(commons().arg("--data").arg(data).args(["project", "add", "wiki"]));
+    ok(commons().arg("--data").arg(data).args(["site", "add", "wiki", "--upstream", &site.to_string()]).args([
+        "--operator",
+        "olga",
+        "--project",
+        "wiki",
+        "--provider",
+        "pat",
+    ]));
+    assert!(add_account(data, "alice", "alice-password-1").status.success());
+    let token = run(data, &["token", "add", "alice"]).unwrap().trim().to_owned();
+    let (mut child, listen) = up(data);
+    let host = format!("wiki.commons.localhost:{}", listen.port());
+    let platform = format!("commons.localhost:{}", listen.port());
+    let bearer =
+        |token: &str| http(listen, "GET", &host, "/", &[("Authorization", &format!("Bearer {token}"))], "").status;
+    assert_eq!(bearer(&token), 200);
+    let site_cookie = log_in(listen, "alice-password-1", &format!("http://{host}/"));
+
+    // Logged in on the platform itself.
+    let page = http(listen, "GET", &platform, "/login", &[("Accept", "text/html")], "");
+    let bound = format!("commons_login={}", page.cookie("commons_login").unwrap());
+    let csrf = page.body.split("name=\"csrf\" value=\"").nth(1).unwrap().split('"').next().unwrap().to_owned();
+    let form = format!("user=alice&password=alice-password-1&next=%2F&csrf={csrf}");
+    let form_headers = [("Content-Type", "application/x-www-form-urlencoded"), ("Cookie", &bound)];
+    let logged_in = http(listen, "POST", &platform, "/login", &form_headers, &form);
+    let session = format!("commons_session={}", logged_in.cookie("commons_session").unwrap());
+
+    let listing = http(listen, "GET", &platform, "/sessions", &[("Cookie", &session)], "");
+    assert_eq!(listing.status, 200, "{}", listing.body);
+    let id = commons_core::token_sha256(&token);
+    assert!(listing.body.contains(&format!("<code>{}</code>", &id[..8])), "{}", listing.body);
+    assert!(listing.body.contains("(this one)") && listing.body.contains("</code> wiki"), "{}", listing.body);
+    let csrf = listing.body.split("name=\"csrf\" value=\"").nth(1).unwrap().split('"').next().unwrap().to_owned();
+    let post = [("Content-Type", "application/x-www-form-urlencoded"), ("Cookie", &session)];
+    let revoked = http(listen, "POST", &platform, "/sessions", &post, &format!("revoke=token&id={id}&csrf={csrf}"));
+    assert_eq!(revoked.status, 303, "{}", revoked.body);
+    assert_eq!(bearer(&token), 401, "at once");
+    assert_eq!(run(data, &["token", "list", "alice"]).unwrap(), "", "and in the store");
+    let others = http(listen, "POST", &platform, "/sessions", &post, &format!("revoke=others&id=&csrf={csrf}"));
+    assert_eq!(others.status, 303, "{}", others.body);
+    assert_eq!(http(listen, "GET", &host, "/", &[("Cookie", &site_cookie)], "").status, 401);
+    let listed = run(data, &["session", "list", "alice"]).unwrap();
+    assert_eq!(listed.lines().count(), 1, "the platform session alone: {listed}");
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
 #[test]
 fn a_login_on_the_platform_reaches_the_site_and_outlives_a_restart() {
     let dir = tempfile::tempdir().unwrap();
@@ -156,6 +221,9 @@ fn a_login_on_the_platform_reaches_the_site_and_outlives_a_restart() {
     let first = http(listen, "GET", &site_host, "/notes", &browser, "");
     assert_eq!(first.status, 303);
     let login = first.header("location").unwrap();
+    assert!(login.starts_with(&format!("http://{site_host}/.commons/login?next=")), "{login}");
+    let start = http(listen, "GET", &site_host, "/.commons/login?next=%2Fnotes", &browser, "");
+    let login = start.header("location").unwrap();
     assert!(login.starts_with(&format!("http://{platform}/login?next=")), "{login}");
 
     let next = format!("http://wiki.commons.localhost:{}/notes", listen.port());

@@ -39,6 +39,10 @@ pub struct GatewayConfig {
     /// Connections the internal listener serves at once; more are closed
     /// as they come.
     pub internal_connections_max: usize,
+    /// Password checks (Argon2id, 19 MiB each) run at once: by default
+    /// the available cores. A login that finds none free within a short
+    /// wait is answered 503 with `Retry-After`, before any check starts.
+    pub password_checks_max: usize,
 }
 
 impl Default for GatewayConfig {
@@ -55,6 +59,7 @@ impl Default for GatewayConfig {
             worker_priority: None,
             fast_path: true,
             internal_connections_max: 256,
+            password_checks_max: std::thread::available_parallelism().map_or(1, |n| n.get()),
         }
     }
 }

@@ -6,6 +6,7 @@
 //! and sessions by SHA-256 (they are long random strings), passwords by
 //! Argon2id (they are not).
 
+use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, RwLock};
 
 use argon2::Argon2;
@@ -18,6 +19,57 @@ use sha2::{Digest, Sha256};
 pub(crate) const PLATFORM_COOKIE: &str = "commons_session";
 /// The cookie of a session handed to one site, on that site's host.
 pub(crate) const SITE_COOKIE: &str = "commons_site";
+/// The cookie the login form's token is bound to.
+pub(crate) const FORM_COOKIE: &str = "commons_login";
+/// The cookie a site's host sets before it sends a browser to log in: a
+/// handoff code is redeemed only by the browser that holds it.
+pub(crate) const STATE_COOKIE: &str = "commons_state";
+
+/// The names of the gateway's cookies as it sets and reads them: under
+/// https with the `__Host-` prefix, so that a browser refuses the same
+/// name set by a sibling host with `Domain=` (or without `Secure`, or on
+/// a narrower `Path`); over plain HTTP (development) as they are.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct CookieNames {
+    pub(crate) platform: &'static str,
+    pub(crate) site: &'static str,
+    pub(crate) form: &'static str,
+    pub(crate) state: &'static str,
+}
+
+/// Every name a gateway cookie may have, in either scheme.
+const GATEWAY_COOKIES: [&str; 8] = [
+    PLATFORM_COOKIE,
+    SITE_COOKIE,
+    FORM_COOKIE,
+    STATE_COOKIE,
+    "__Host-commons_session",
+    "__Host-commons_site",
+    "__Host-commons_login",
+    "__Host-commons_state",
+];
+
+impl CookieNames {
+    pub(crate) fn new(https: bool) -> CookieNames {
+        match https {
+            true => CookieNames {
+                platform: GATEWAY_COOKIES[4],
+                site: GATEWAY_COOKIES[5],
+                form: GATEWAY_COOKIES[6],
+                state: GATEWAY_COOKIES[7],
+            },
+            false => {
+                CookieNames { platform: PLATFORM_COOKIE, site: SITE_COOKIE, form: FORM_COOKIE, state: STATE_COOKIE }
+            }
+        }
+    }
+}
+
+/// Whether a cookie name (any case) is one of the gateway's, in either
+/// scheme: no site sets one, and none reaches a site.
+pub(crate) fn is_gateway_cookie_name(name: &[u8]) -> bool {
+    GATEWAY_COOKIES.iter().any(|ours| ours.len() == name.len() && name.eq_ignore_ascii_case(ours.as_bytes()))
+}
 /// How long a handoff code may wait to be used.
 pub(crate) const HANDOFF_LIFETIME_MS: u64 = 60_000;
 
@@ -56,6 +108,15 @@ impl Identities {
     pub fn add_token_sha256(&mut self, sha256_hex: &str, user: &str) {
         if let Some(hash) = hex::decode(sha256_hex).ok().and_then(|b| <[u8; 32]>::try_from(b).ok()) {
             self.add_token_hash(hash, user);
+        }
+    }
+
+    /// Forgets the token with this SHA-256 (in hex) if it is `user`'s.
+    pub(crate) fn remove_token_sha256(&mut self, sha256_hex: &str, user: &str) {
+        if let Some(hash) = hex::decode(sha256_hex).ok().and_then(|b| <[u8; 32]>::try_from(b).ok())
+            && self.tokens.get(&hash).is_some_and(|owner| owner == user)
+        {
+            self.tokens.remove(&hash);
         }
     }
 
@@ -137,6 +198,32 @@ pub trait SessionStore: Send + Sync {
     fn save(&self, session: &StoredSession) -> Result<(), String>;
     /// Ends every session of `user`.
     fn end(&self, user: &str) -> Result<(), String>;
+    /// Ends `user`'s session with this token hash (in hex), as
+    /// `commons session revoke` does. By default it cannot.
+    fn revoke_session(&self, user: &str, token_sha256: &str) -> Result<(), String> {
+        let _ = (user, token_sha256);
+        Err("this store cannot revoke one session".into())
+    }
+    /// `user`'s API tokens, as `commons token list` shows them (none by
+    /// default).
+    fn tokens_of(&self, user: &str) -> Result<Vec<StoredToken>, String> {
+        let _ = user;
+        Ok(Vec::new())
+    }
+    /// Revokes `user`'s API token with this hash (in hex), as `commons
+    /// token revoke` does; false if they have none such.
+    fn revoke_token(&self, user: &str, token_sha256: &str) -> Result<bool, String> {
+        let _ = (user, token_sha256);
+        Err("this store cannot revoke tokens".into())
+    }
+}
+
+/// An API token as its user sees it on the platform's `/sessions` page.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredToken {
+    /// Its SHA-256, in hex.
+    pub token_sha256: String,
+    pub created_ms: u64,
 }
 
 /// A live session, and when the gateway took it (see [`Sessions::mark`]).
@@ -229,6 +316,32 @@ impl Sessions {
             .retain(|live| live.session.user != user && live.session.expires_ms > now_ms);
     }
 
+    /// `user`'s sessions live at `now_ms`, oldest first.
+    pub(crate) fn of_user(&self, user: &str, now_ms: u64) -> Vec<StoredSession> {
+        let table = self.table.read().unwrap_or_else(|e| e.into_inner());
+        let mut sessions: Vec<StoredSession> = table
+            .by_user
+            .get(user)
+            .into_iter()
+            .flatten()
+            .filter_map(|t| table.by_token.get(t))
+            .filter(|l| l.session.expires_ms > now_ms)
+            .map(|l| l.session.clone())
+            .collect();
+        sessions.sort_by_key(|s| (s.created_ms, s.token_sha256));
+        sessions
+    }
+
+    /// Ends `user`'s session `token_sha256`; whether they had it.
+    pub(crate) fn end_one(&self, user: &str, token_sha256: &[u8; 32]) -> bool {
+        let mut table = self.table.write().unwrap_or_else(|e| e.into_inner());
+        if table.by_token.get(token_sha256).is_none_or(|l| l.session.user != user) {
+            return false;
+        }
+        table.remove(token_sha256);
+        true
+    }
+
     /// Forgets the sessions expired at `now_ms`.
     pub(crate) fn purge(&self, now_ms: u64) {
         self.table.write().unwrap_or_else(|e| e.into_inner()).retain(|live| live.session.expires_ms > now_ms);
@@ -260,40 +373,108 @@ impl Sessions {
 struct Handoff {
     user: String,
     site: String,
+    /// The SHA-256 of the state cookie of the browser it was issued for
+    /// (set on the site's host before the browser went to log in): only
+    /// that browser redeems it.
+    state: [u8; 32],
     /// When the code stops working.
     code_expires_ms: u64,
     /// When the session it gives ends (with the platform session).
     session_expires_ms: u64,
 }
 
+/// Most codes one user may have waiting; a new one drops their oldest.
+pub(crate) const HANDOFFS_PER_USER_MAX: usize = 8;
+/// Most codes waiting in all; a new one drops the oldest.
+pub(crate) const HANDOFFS_MAX: usize = 1 << 16;
+
+#[derive(Default)]
+struct Pending {
+    by_code: HashMap<[u8; 32], Handoff>,
+    /// Codes as they were issued, with when they expire: all live equally
+    /// long, so the oldest expire first. It may still hold codes redeemed
+    /// or dropped since (skipped as they come up).
+    queue: VecDeque<([u8; 32], u64)>,
+    /// Each user's waiting codes, oldest first.
+    by_user: HashMap<String, VecDeque<[u8; 32]>>,
+}
+
+impl Pending {
+    fn remove(&mut self, code: &[u8; 32]) -> Option<Handoff> {
+        let handoff = self.by_code.remove(code)?;
+        if let Some(codes) = self.by_user.get_mut(&handoff.user) {
+            codes.retain(|c| c != code);
+            if codes.is_empty() {
+                self.by_user.remove(&handoff.user);
+            }
+        }
+        Some(handoff)
+    }
+}
+
+/// The codes waiting to be redeemed: at most [`HANDOFFS_PER_USER_MAX`] per
+/// user and [`HANDOFFS_MAX`] in all, expired from the front of a queue.
 #[derive(Default)]
 pub(crate) struct Handoffs {
-    pending: Mutex<HashMap<[u8; 32], Handoff>>,
+    pending: Mutex<Pending>,
 }
 
 impl Handoffs {
-    /// A new code for `user` on `site`.
-    pub(crate) fn issue(&self, user: &str, site: &str, session_expires_ms: u64, now_ms: u64) -> String {
+    /// A new code for `user` on `site`, for the browser whose state cookie
+    /// has SHA-256 `state`.
+    pub(crate) fn issue(
+        &self,
+        user: &str,
+        site: &str,
+        state: [u8; 32],
+        session_expires_ms: u64,
+        now_ms: u64,
+    ) -> String {
         let code = random_token();
-        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
-        pending.retain(|_, h| h.code_expires_ms > now_ms);
-        pending.insert(
-            sha256(&code),
-            Handoff {
-                user: user.to_owned(),
-                site: site.to_owned(),
-                code_expires_ms: now_ms + HANDOFF_LIFETIME_MS,
-                session_expires_ms,
-            },
+        let hash = sha256(&code);
+        let mut guard = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        let pending = &mut *guard;
+        while let Some(&(oldest, expires_ms)) = pending.queue.front() {
+            if expires_ms > now_ms && pending.by_code.len() < HANDOFFS_MAX && pending.by_code.contains_key(&oldest) {
+                break;
+            }
+            pending.queue.pop_front();
+            pending.remove(&oldest);
+        }
+        if pending.queue.len() >= 2 * HANDOFFS_MAX {
+            let Pending { by_code, queue, .. } = &mut *pending;
+            queue.retain(|(code, _)| by_code.contains_key(code));
+        }
+        let codes = pending.by_user.entry(user.to_owned()).or_default();
+        if codes.len() >= HANDOFFS_PER_USER_MAX
+            && let Some(oldest) = codes.pop_front()
+        {
+            pending.by_code.remove(&oldest);
+        }
+        codes.push_back(hash);
+        let code_expires_ms = now_ms + HANDOFF_LIFETIME_MS;
+        pending.queue.push_back((hash, code_expires_ms));
+        pending.by_code.insert(
+            hash,
+            Handoff { user: user.to_owned(), site: site.to_owned(), state, code_expires_ms, session_expires_ms },
         );
         code
     }
 
-    /// Uses up `code` for `site`: the user and when their session ends. A
-    /// code works once, on the site it was issued for, until it expires.
-    pub(crate) fn redeem(&self, code: &str, site: &str, now_ms: u64) -> Option<(String, u64)> {
+    /// Uses up `code` for `site`, in a browser holding `state` (its state
+    /// cookie): the user and when their session ends. A code works once,
+    /// on the site it was issued for, in the browser it was issued for,
+    /// until it expires.
+    pub(crate) fn redeem(&self, code: &str, site: &str, state: Option<&str>, now_ms: u64) -> Option<(String, u64)> {
         let handoff = self.pending.lock().unwrap_or_else(|e| e.into_inner()).remove(&sha256(code))?;
-        (handoff.site == site && handoff.code_expires_ms > now_ms).then_some((handoff.user, handoff.session_expires_ms))
+        let same_browser = state.is_some_and(|state| sha256(state) == handoff.state);
+        (handoff.site == site && handoff.code_expires_ms > now_ms && same_browser)
+            .then_some((handoff.user, handoff.session_expires_ms))
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.pending.lock().unwrap().by_code.len()
     }
 }
 
@@ -308,25 +489,58 @@ pub(crate) fn sha256(text: &str) -> [u8; 32] {
     Sha256::digest(text.as_bytes()).into()
 }
 
-/// The value of cookie `name`, if the request sent it.
+/// The value of cookie `name`, if the request sent it once (see
+/// [`cookie_in`]).
 pub(crate) fn cookie<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
     cookie_in(headers.get_all(COOKIE).iter().filter_map(|v| v.to_str().ok()), name)
 }
 
-/// The value of cookie `name` in these `Cookie` header values.
+/// The value of cookie `name` in these `Cookie` header values, if it is
+/// there once. Twice, one of them was planted (by a sibling host's
+/// `Domain=` cookie on a longer `Path`, which browsers send first): the
+/// request has none, rather than whichever came first.
 pub(crate) fn cookie_in<'h>(values: impl Iterator<Item = &'h str>, name: &str) -> Option<&'h str> {
-    values
-        .flat_map(|v| v.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find_map(|(key, value)| (key == name).then_some(value))
+    let mut found = Seen::None;
+    for (key, value) in values.flat_map(|v| v.split(';')).filter_map(|pair| pair.trim().split_once('=')) {
+        if key == name {
+            found.see(value);
+        }
+    }
+    found.once()
+}
+
+/// A cookie as a request's `Cookie` lines hold it: absent, once, or more
+/// than once (then it counts as absent).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) enum Seen<'h> {
+    #[default]
+    None,
+    Once(&'h str),
+    Repeated,
+}
+
+impl<'h> Seen<'h> {
+    pub(crate) fn see(&mut self, value: &'h str) {
+        *self = match self {
+            Seen::None => Seen::Once(value),
+            _ => Seen::Repeated,
+        };
+    }
+
+    pub(crate) fn once(self) -> Option<&'h str> {
+        match self {
+            Seen::Once(value) => Some(value),
+            _ => None,
+        }
+    }
 }
 
 /// Whether a `name=value` pair of a `Cookie` line is one of the gateway's
-/// cookies (which no site ever sees).
+/// cookies (which no site ever sees), in either scheme's spelling.
 pub(crate) fn is_session_cookie(pair: &[u8]) -> bool {
     let pair = pair.trim_ascii();
     let key = pair.iter().position(|&b| b == b'=').map_or(pair, |at| &pair[..at]);
-    key == SITE_COOKIE.as_bytes() || key == PLATFORM_COOKIE.as_bytes()
+    is_gateway_cookie_name(key.trim_ascii())
 }
 
 #[cfg(test)]
@@ -348,15 +562,45 @@ mod tests {
     }
 
     #[test]
-    fn handoff_codes_work_once_on_their_site_until_they_expire() {
+    fn handoff_codes_work_once_on_their_site_in_their_browser_until_they_expire() {
         let handoffs = Handoffs::default();
-        let code = handoffs.issue("alice", "wiki", 9_000_000, 1_000);
-        assert_eq!(handoffs.redeem(&code, "chat", 1_001), None, "another site");
-        let code = handoffs.issue("alice", "wiki", 9_000_000, 1_000);
-        assert_eq!(handoffs.redeem(&code, "wiki", 1_001), Some(("alice".into(), 9_000_000)));
-        assert_eq!(handoffs.redeem(&code, "wiki", 1_002), None, "used");
-        let code = handoffs.issue("alice", "wiki", 9_000_000, 1_000);
-        assert_eq!(handoffs.redeem(&code, "wiki", 1_000 + HANDOFF_LIFETIME_MS), None, "expired");
+        let state = sha256("alice's browser");
+        let ours = Some("alice's browser");
+        let code = handoffs.issue("alice", "wiki", state, 9_000_000, 1_000);
+        assert_eq!(handoffs.redeem(&code, "chat", ours, 1_001), None, "another site");
+        let code = handoffs.issue("alice", "wiki", state, 9_000_000, 1_000);
+        assert_eq!(handoffs.redeem(&code, "wiki", ours, 1_001), Some(("alice".into(), 9_000_000)));
+        assert_eq!(handoffs.redeem(&code, "wiki", ours, 1_002), None, "used");
+        let code = handoffs.issue("alice", "wiki", state, 9_000_000, 1_000);
+        assert_eq!(handoffs.redeem(&code, "wiki", ours, 1_000 + HANDOFF_LIFETIME_MS), None, "expired");
+        for other in [None, Some("another browser"), Some("")] {
+            let code = handoffs.issue("alice", "wiki", state, 9_000_000, 1_000);
+            assert_eq!(handoffs.redeem(&code, "wiki", other, 1_001), None, "{other:?}");
+        }
+    }
+
+    #[test]
+    fn handoff_codes_are_capped_per_user_and_in_all_and_expire_in_order() {
+        let handoffs = Handoffs::default();
+        let (state, ours) = (sha256("s"), Some("s"));
+        let first = handoffs.issue("alice", "wiki", state, 9_000_000, 1_000);
+        let rest: Vec<String> =
+            (0..HANDOFFS_PER_USER_MAX).map(|_| handoffs.issue("alice", "wiki", state, 9_000_000, 1_000)).collect();
+        assert_eq!(handoffs.len(), HANDOFFS_PER_USER_MAX, "a user's oldest goes");
+        assert_eq!(handoffs.redeem(&first, "wiki", ours, 1_001), None);
+        for code in &rest {
+            assert!(handoffs.redeem(code, "wiki", ours, 1_001).is_some());
+        }
+
+        let first = handoffs.issue("u0", "wiki", state, 9_000_000, 2_000);
+        for n in 1..=HANDOFFS_MAX {
+            handoffs.issue(&format!("u{n}"), "wiki", state, 9_000_000, 2_000);
+        }
+        assert_eq!(handoffs.len(), HANDOFFS_MAX, "the oldest of anyone's goes");
+        assert_eq!(handoffs.redeem(&first, "wiki", ours, 2_001), None);
+        let late = handoffs.issue("bob", "wiki", state, 9_000_000, 2_000 + HANDOFF_LIFETIME_MS);
+        assert_eq!(handoffs.len(), 1, "the expired are gone");
+        assert!(handoffs.redeem(&late, "wiki", ours, 2_001 + HANDOFF_LIFETIME_MS).is_some());
     }
 
     fn session(n: u8, user: &str, created_ms: u64) -> StoredSession {
@@ -402,7 +646,18 @@ mod tests {
         headers.append(COOKIE, HeaderValue::from_static("commons_session=def;lang=en"));
         assert_eq!(cookie(&headers, SITE_COOKIE), Some("abc"));
         assert_eq!(cookie(&headers, PLATFORM_COOKIE), Some("def"));
-        for ours in [&b" commons_site=abc"[..], b"commons_session=", b"commons_site"] {
+        // Twice (one planted by a sibling host): none.
+        headers.append(COOKIE, HeaderValue::from_static("commons_site=planted"));
+        assert_eq!(cookie(&headers, SITE_COOKIE), None);
+        assert_eq!(cookie(&headers, PLATFORM_COOKIE), Some("def"));
+        for ours in [
+            &b" commons_site=abc"[..],
+            b"commons_session=",
+            b"commons_site",
+            b"__Host-commons_site=abc",
+            b"__Host-commons_session=def",
+            b"commons_state=1",
+        ] {
             assert!(is_session_cookie(ours), "{ours:?}");
         }
         for theirs in [&b"theme=dark"[..], b"commons_site_x=1", b"x=commons_site"] {

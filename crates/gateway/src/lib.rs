@@ -58,7 +58,7 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::GatewayConfig;
 pub use error::GatewayError;
 pub use identity::{
-    Identities, Identity, SESSIONS_MAX, SESSIONS_PER_USER_MAX, SessionStore, StoredSession, hash_password,
+    Identities, Identity, SESSIONS_MAX, SESSIONS_PER_USER_MAX, SessionStore, StoredSession, StoredToken, hash_password,
 };
 pub use limits::TierPolicy;
 pub use metrics::Metrics;

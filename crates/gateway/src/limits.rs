@@ -147,15 +147,19 @@ const GUARDED_ACCOUNTS_MAX: usize = 1 << 16;
 /// not held to the budget at all, so an attacker cannot keep a user out of
 /// where they usually log in.
 pub(crate) struct LoginGuard {
-    accounts: Mutex<HashMap<String, Guarded>>,
+    accounts: Mutex<Accounts>,
 }
 
+/// The two tables apart: anyone can add budgets by naming new users, so
+/// budgets are evicted freely; only a right password adds known
+/// addresses, which are evicted only for other known addresses (the
+/// account whose last login is oldest goes first).
 #[derive(Default)]
-struct Guarded {
-    /// When the budget is whole again.
-    full_at_ms: u64,
-    /// Addresses it logged in from, with when they are forgotten.
-    known: Vec<(String, u64)>,
+struct Accounts {
+    /// When each account's budget is whole again.
+    budgets: HashMap<String, u64>,
+    /// Addresses each account logged in from, with when they are forgotten.
+    known: HashMap<String, Vec<(String, u64)>>,
 }
 
 /// An attempt let through; tell the guard how it went.
@@ -165,7 +169,7 @@ pub(crate) struct Attempt {
 
 impl LoginGuard {
     pub(crate) fn new() -> LoginGuard {
-        LoginGuard { accounts: Mutex::new(HashMap::new()) }
+        LoginGuard { accounts: Mutex::new(Accounts::default()) }
     }
 
     /// Lets an attempt on `user` from `address` through, charging the
@@ -173,25 +177,28 @@ impl LoginGuard {
     /// seconds to wait.
     pub(crate) fn attempt(&self, user: &str, address: &str, now_ms: u64) -> Result<Attempt, u64> {
         let mut accounts = self.accounts.lock().unwrap_or_else(|e| e.into_inner());
-        if !accounts.contains_key(user) && accounts.len() >= GUARDED_ACCOUNTS_MAX {
-            accounts.retain(|_, a| a.full_at_ms > now_ms || !a.known.is_empty());
-            if accounts.len() >= GUARDED_ACCOUNTS_MAX
-                && let Some(least) = accounts.iter().min_by_key(|(_, a)| a.full_at_ms).map(|(u, _)| u.clone())
-            {
-                accounts.remove(&least);
+        if let Some(known) = accounts.known.get_mut(user) {
+            known.retain(|(_, until)| *until > now_ms);
+            if known.iter().any(|(known, _)| known == address) {
+                return Ok(Attempt { charged: false });
             }
         }
-        let account = accounts.entry(user.to_owned()).or_default();
-        account.known.retain(|(_, until)| *until > now_ms);
-        if account.known.iter().any(|(known, _)| known == address) {
-            return Ok(Attempt { charged: false });
+        let budgets = &mut accounts.budgets;
+        if !budgets.contains_key(user) && budgets.len() >= GUARDED_ACCOUNTS_MAX {
+            budgets.retain(|_, full_at| *full_at > now_ms);
+            if budgets.len() >= GUARDED_ACCOUNTS_MAX
+                && let Some(least) = budgets.iter().min_by_key(|(_, full_at)| **full_at).map(|(u, _)| u.clone())
+            {
+                budgets.remove(&least);
+            }
         }
-        let full_at = account.full_at_ms.max(now_ms) + ACCOUNT_FAILURE_REFILL_MS;
+        let full_at_ms = budgets.entry(user.to_owned()).or_default();
+        let full_at = (*full_at_ms).max(now_ms) + ACCOUNT_FAILURE_REFILL_MS;
         let allowed = ACCOUNT_FAILURES_BURST * ACCOUNT_FAILURE_REFILL_MS;
         if full_at - now_ms > allowed {
             return Err((full_at - now_ms - allowed).div_ceil(1000));
         }
-        account.full_at_ms = full_at;
+        *full_at_ms = full_at;
         Ok(Attempt { charged: true })
     }
 
@@ -199,15 +206,32 @@ impl LoginGuard {
     /// and `address` is known from now on.
     pub(crate) fn succeeded(&self, user: &str, address: &str, attempt: Attempt, now_ms: u64) {
         let mut accounts = self.accounts.lock().unwrap_or_else(|e| e.into_inner());
-        let Some(account) = accounts.get_mut(user) else { return };
-        if attempt.charged {
-            account.full_at_ms = account.full_at_ms.saturating_sub(ACCOUNT_FAILURE_REFILL_MS);
+        if attempt.charged
+            && let Some(full_at_ms) = accounts.budgets.get_mut(user)
+        {
+            *full_at_ms = full_at_ms.saturating_sub(ACCOUNT_FAILURE_REFILL_MS);
         }
-        account.known.retain(|(known, _)| known != address);
-        if account.known.len() >= KNOWN_ADDRESSES_MAX {
-            account.known.remove(0);
+        let known = &mut accounts.known;
+        if !known.contains_key(user) && known.len() >= GUARDED_ACCOUNTS_MAX {
+            known.retain(|_, addresses| {
+                addresses.retain(|(_, until)| *until > now_ms);
+                !addresses.is_empty()
+            });
+            if known.len() >= GUARDED_ACCOUNTS_MAX
+                && let Some(least) = known
+                    .iter()
+                    .min_by_key(|(_, addresses)| addresses.iter().map(|(_, until)| *until).max())
+                    .map(|(u, _)| u.clone())
+            {
+                known.remove(&least);
+            }
         }
-        account.known.push((address.to_owned(), now_ms + KNOWN_ADDRESS_MS));
+        let addresses = known.entry(user.to_owned()).or_default();
+        addresses.retain(|(known, _)| known != address);
+        if addresses.len() >= KNOWN_ADDRESSES_MAX {
+            addresses.remove(0);
+        }
+        addresses.push((address.to_owned(), now_ms + KNOWN_ADDRESS_MS));
     }
 }
 
@@ -251,5 +275,22 @@ mod tests {
         assert!(guard.attempt("alice", "home", 0).is_ok(), "a known address");
         assert!(guard.attempt("alice", "cafe", ACCOUNT_FAILURE_REFILL_MS).is_ok(), "one more after the refill");
         assert!(guard.attempt("alice", "cafe", ACCOUNT_FAILURE_REFILL_MS).is_err());
+    }
+
+    #[test]
+    fn new_user_names_past_the_table_do_not_wipe_a_users_known_addresses() {
+        let guard = LoginGuard::new();
+        let ok = guard.attempt("alice", "home", 0).unwrap();
+        guard.succeeded("alice", "home", ok, 0);
+        for n in 0..GUARDED_ACCOUNTS_MAX + 16 {
+            assert!(guard.attempt(&format!("sprayed{n}"), "bot", 0).is_ok());
+        }
+        for n in 0..ACCOUNT_FAILURES_BURST {
+            assert!(guard.attempt("alice", &format!("bot{n}"), 0).is_ok(), "{n}");
+        }
+        assert!(guard.attempt("alice", "bot", 0).is_err(), "alice's budget is spent");
+        assert!(guard.attempt("alice", "home", 0).is_ok(), "home is still known");
+        let accounts = guard.accounts.lock().unwrap();
+        assert!(accounts.budgets.len() <= GUARDED_ACCOUNTS_MAX && accounts.known.len() == 1);
     }
 }

@@ -2,19 +2,25 @@
 //! redirect handoff that carries a session to each site.
 //!
 //! 1. A browser asks a site that needs a login without a site session; the
-//!    gateway redirects it to `http://<domain>/login?next=<url>`.
+//!    gateway redirects it to the site's `/.commons/login?next=<path>`,
+//!    which sets a random state cookie on the site's host (host-only) and
+//!    redirects to `http://<domain>/login?next=<url>&state=<its SHA-256>`.
 //! 2. The login page checks the password (Argon2id, off the event loop),
 //!    sets the platform session cookie on the platform domain and
-//!    redirects to `<site>/.commons/handoff?code=<one-time code>&next=<path>`.
-//!    A browser that already has a platform session skips the form.
+//!    redirects to `<site>/.commons/handoff?code=<one-time code>&next=<path>`,
+//!    the code bound to `state`. A browser that already has a platform
+//!    session skips the form. With no `state` (a browser that came to the
+//!    login page by itself) it goes to the site's `/.commons/login` first.
 //!    The handoff's origin is never taken from `next`: it is the public
 //!    scheme, one of the hosts the platform serves for that site, and the
 //!    port the platform itself was reached on; `next` gives only the site
 //!    and a path (see [`next_page`]). A `next` that is no site's page is
 //!    a page of the platform, or its home page.
 //! 3. The gateway, on the site's host, redeems the code (once, within a
-//!    minute, for that site only), sets a session cookie for that host only
-//!    and redirects to the page first asked for.
+//!    minute, for that site only, and only in a browser whose state cookie
+//!    hashes to the code's `state`: an attacker's own code sent to a victim
+//!    logs nobody in), sets a session cookie for that host only and
+//!    redirects to the page first asked for.
 //!
 //! No app ever sees a password, a session or a code: the cookies are removed
 //! before a request is passed on (by the pipeline), and `/.commons/` paths
@@ -48,15 +54,11 @@ use hyper::{Method, Request, Response, StatusCode, Uri};
 
 use crate::body::{Body, full};
 use crate::error::html_escape as escape;
-use crate::identity::{
-    Handoffs, PLATFORM_COOKIE, SITE_COOKIE, SessionStore, StoredSession, cookie, random_token, sha256, verify_password,
-};
+use crate::identity::{Handoffs, SessionStore, StoredSession, cookie, random_token, sha256, verify_password};
 use crate::limits::{LoginGuard, Refusal, TierPolicy, attempts_key};
 use crate::pipeline::Pipeline;
 use crate::routes::{Routes, SiteRoute};
 
-/// The cookie the login form's token is bound to.
-const FORM_COOKIE: &str = "commons_login";
 /// How long a login form may wait to be sent.
 const FORM_LIFETIME_S: u64 = 3600;
 
@@ -73,18 +75,26 @@ pub(crate) struct Portal {
     handoffs: Handoffs,
     session_store: Option<Arc<dyn SessionStore>>,
     guard: LoginGuard,
+    /// One permit per password check that may run at once.
+    checks: Arc<tokio::sync::Semaphore>,
 }
 
+/// How long a login waits for a password check to be free.
+const CHECK_WAIT: std::time::Duration = std::time::Duration::from_millis(250);
+
 impl Portal {
-    pub(crate) fn new(session_store: Option<Arc<dyn SessionStore>>) -> Portal {
-        Portal { handoffs: Handoffs::default(), session_store, guard: LoginGuard::new() }
+    /// `checks`: how many password checks may run at once
+    /// ([`crate::GatewayConfig::password_checks_max`]).
+    pub(crate) fn new(session_store: Option<Arc<dyn SessionStore>>, checks: usize) -> Portal {
+        let checks = Arc::new(tokio::sync::Semaphore::new(checks));
+        Portal { handoffs: Handoffs::default(), session_store, guard: LoginGuard::new(), checks }
     }
 
     /// A request to the platform domain itself: its pages.
     pub(crate) async fn platform(&self, pipeline: &Pipeline, request: Request<Incoming>, peer: &str) -> Response<Body> {
         let now = pipeline.clock.now_ms();
         let query = query(request.uri());
-        let session = cookie(request.headers(), PLATFORM_COOKIE).map(str::to_owned);
+        let session = cookie(request.headers(), pipeline.cookies.platform).map(str::to_owned);
         let user = session.as_deref().and_then(|token| pipeline.sessions.user(token, None, now));
         let host = host_of(&request).to_owned();
         if request.method() == Method::POST && from_elsewhere(pipeline, request.headers(), &host) {
@@ -110,20 +120,29 @@ impl Portal {
             },
             (&Method::GET, "/login") => {
                 let next = query.get("next").map(String::as_str).unwrap_or("");
+                let state = query.get("state").map(String::as_str).unwrap_or("");
                 match (user, session) {
                     (Some(user), Some(token)) => {
                         let expires = pipeline.sessions.expiry(&token).unwrap_or(now);
-                        self.hand_off(pipeline, &user, expires, next, &host, Vec::new())
+                        self.hand_off(pipeline, &user, expires, next, state, &host, Vec::new())
                     }
-                    _ => login_form(pipeline, request.headers(), StatusCode::OK, next, None),
+                    _ => login_form(pipeline, request.headers(), StatusCode::OK, next, state, None),
                 }
             }
             (&Method::POST, "/login") => self.log_in(pipeline, request, peer, &host, now).await,
+            (&Method::GET, "/sessions") => match (user, session) {
+                (Some(user), Some(token)) => self.sessions_page(pipeline, &user, &token).await,
+                _ => redirect("/login?next=%2Fsessions", Vec::new()),
+            },
+            (&Method::POST, "/sessions") => match (user, session) {
+                (Some(user), Some(token)) => self.revoke(pipeline, request, &user, &token).await,
+                _ => page(StatusCode::FORBIDDEN, "Refused", "<p>Log in first.</p>"),
+            },
             (&Method::POST, "/logout") => {
                 if let Some(user) = user {
                     self.end_sessions(pipeline, &user).await;
                 }
-                redirect("/login", vec![expire_cookie(pipeline, PLATFORM_COOKIE)])
+                redirect("/login", vec![expire_cookie(pipeline, pipeline.cookies.platform)])
             }
             (&Method::GET, "/subscribe") => page(
                 StatusCode::OK,
@@ -155,15 +174,17 @@ impl Portal {
                     &headers,
                     StatusCode::PAYLOAD_TOO_LARGE,
                     "",
+                    "",
                     Some("The form is too large."),
                 );
             }
         };
         let next = form.get("next").cloned().unwrap_or_default();
+        let state = form.get("state").cloned().unwrap_or_default();
         let sent = form.get("csrf").map(String::as_str).unwrap_or("");
-        if !cookie(&headers, FORM_COOKIE).is_some_and(|bound| !bound.is_empty() && same(bound, sent)) {
+        if !cookie(&headers, pipeline.cookies.form).is_some_and(|bound| !bound.is_empty() && same(bound, sent)) {
             let again = "This form has expired, or was not sent from the login page. Please log in again.";
-            return login_form(pipeline, &headers, StatusCode::FORBIDDEN, &next, Some(again));
+            return login_form(pipeline, &headers, StatusCode::FORBIDDEN, &next, &state, Some(again));
         }
         let user = form.get("user").cloned().unwrap_or_default();
         let wait = |retry_after_s: u64| {
@@ -172,6 +193,7 @@ impl Portal {
                 &headers,
                 StatusCode::TOO_MANY_REQUESTS,
                 &next,
+                &state,
                 Some("Too many attempts; please wait."),
             );
             response.headers_mut().insert(hyper::header::RETRY_AFTER, retry_after_s.into());
@@ -181,13 +203,32 @@ impl Portal {
         if let Err(Refusal::Rate { retry_after_s }) = pipeline.limiter.admit(&LOGIN_ATTEMPTS, "", &peer, now) {
             return wait(retry_after_s);
         }
+        // Each check holds 19 MiB and a core: as many at once as there
+        // are cores, whatever the user names (an unknown one is checked
+        // against a decoy). None free soon: try again, nothing charged.
+        let Ok(Ok(permit)) = tokio::time::timeout(CHECK_WAIT, self.checks.clone().acquire_owned()).await else {
+            let mut response = login_form(
+                pipeline,
+                &headers,
+                StatusCode::SERVICE_UNAVAILABLE,
+                &next,
+                &state,
+                Some("Too many logins at once; please try again in a moment."),
+            );
+            response.headers_mut().insert(hyper::header::RETRY_AFTER, 1u64.into());
+            return response;
+        };
         let attempt = match self.guard.attempt(&user, &peer, now) {
             Ok(attempt) => attempt,
             Err(retry_after_s) => return wait(retry_after_s),
         };
         let hash = pipeline.identities.load().password_hash(&user).map(str::to_owned);
         let password = form.get("password").cloned().unwrap_or_default();
-        let valid = tokio::task::spawn_blocking(move || verify_password(&password, hash.as_deref())).await;
+        let valid = tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            verify_password(&password, hash.as_deref())
+        })
+        .await;
         if !valid.unwrap_or(false) {
             pipeline.metrics.login(false);
             return login_form(
@@ -195,6 +236,7 @@ impl Portal {
                 &headers,
                 StatusCode::UNAUTHORIZED,
                 &next,
+                &state,
                 Some("Wrong user name or password."),
             );
         }
@@ -213,20 +255,26 @@ impl Portal {
             return page(StatusCode::SERVICE_UNAVAILABLE, "Try again", "<p>Sessions cannot be kept right now.</p>");
         }
         pipeline.metrics.login(true);
-        let set = set_cookie(pipeline, PLATFORM_COOKIE, &token, pipeline.config.session_lifetime.as_secs(), "Lax");
-        self.hand_off(pipeline, &user, expires, &next, host, vec![set])
+        let set =
+            set_cookie(pipeline, pipeline.cookies.platform, &token, pipeline.config.session_lifetime.as_secs(), "Lax");
+        self.hand_off(pipeline, &user, expires, &next, &state, host, vec![set])
     }
 
     /// Redirects a logged-in user to `next`: to a site's page through a
     /// one-time code on an origin the platform serves for that site (the
     /// port is the one the platform was reached on, `host`'s), else to a
-    /// page of the platform.
+    /// page of the platform. The code is bound to `state` (the SHA-256, in
+    /// hex, of the state cookie the site's host set in this browser); with
+    /// none, the browser goes to the site's `/.commons/login` first, which
+    /// sets one and sends it back here.
+    #[allow(clippy::too_many_arguments)]
     fn hand_off(
         &self,
         pipeline: &Pipeline,
         user: &str,
         expires_ms: u64,
         next: &str,
+        state: &str,
         host: &str,
         cookies: Vec<String>,
     ) -> Response<Body> {
@@ -234,14 +282,13 @@ impl Portal {
             Next::Platform(path) => return redirect(path, cookies),
             Next::Site { route, host, path } => (route, host, path),
         };
-        let code = self.handoffs.issue(user, &route.site, expires_ms, pipeline.clock.now_ms());
         let port = port_of(host).map_or(String::new(), |port| format!(":{port}"));
-        let location = format!(
-            "{}://{site_host}{port}/.commons/handoff?code={code}&next={}",
-            pipeline.config.public_scheme,
-            encode(path)
-        );
-        redirect(&location, cookies)
+        let origin = format!("{}://{site_host}{port}", pipeline.config.public_scheme);
+        let Some(state) = state_hash(state) else {
+            return redirect(&format!("{origin}/.commons/login?next={}", encode(path)), cookies);
+        };
+        let code = self.handoffs.issue(user, &route.site, state, expires_ms, pipeline.clock.now_ms());
+        redirect(&format!("{origin}/.commons/handoff?code={code}&next={}", encode(path)), cookies)
     }
 
     /// A request on a site's host under `/.commons/`: the gateway's own.
@@ -260,14 +307,30 @@ impl Portal {
         }
         match request.uri().path() {
             "/.commons/handoff" => {
+                // Another site's page sending the browser here with a code
+                // (of its own user's): refused. From the platform (a
+                // sibling of its sites) a browser says `same-site`; to a
+                // custom host it says `cross-site`, and the state cookie
+                // alone binds the code.
+                let cross_site =
+                    request.headers().get_all("sec-fetch-site").iter().any(|v| v.as_bytes() == b"cross-site");
+                if cross_site && pipeline.routes.load().is_under_domain(host) {
+                    return page(
+                        StatusCode::FORBIDDEN,
+                        "Refused",
+                        "<p>This login link was not sent by the platform.</p>",
+                    );
+                }
                 let code = query.get("code").map(String::as_str).unwrap_or("");
-                let Some((user, expires)) = self.handoffs.redeem(code, &route.site, now) else {
+                let state = cookie(request.headers(), pipeline.cookies.state);
+                let Some((user, expires)) = self.handoffs.redeem(code, &route.site, state, now) else {
                     return page(
                         StatusCode::BAD_REQUEST,
                         "This login link has expired",
                         &format!(
-                            "<p>It was used already, or is too old. <a href=\"{}\">Log in again</a>.</p>",
-                            login_url("/")
+                            "<p>It was used already, is too old, or was meant for another browser. \
+                             <a href=\"{}\">Log in again</a>.</p>",
+                            "/.commons/login?next=%2F"
                         ),
                     );
                 };
@@ -287,23 +350,162 @@ impl Portal {
                         "<p>Sessions cannot be kept right now.</p>",
                     );
                 }
-                let set = set_cookie(pipeline, SITE_COOKIE, &token, expires.saturating_sub(now) / 1000, "Lax");
+                let set =
+                    set_cookie(pipeline, pipeline.cookies.site, &token, expires.saturating_sub(now) / 1000, "Lax");
                 redirect(local_path(query.get("next").map(String::as_str)), vec![set])
             }
             "/.commons/login" => {
+                // The state a handoff code to this host will be bound to:
+                // the browser's, if it has one already (another tab may be
+                // logging in), else a new one.
+                let state = match cookie(request.headers(), pipeline.cookies.state) {
+                    Some(state) if is_token(state) => state.to_owned(),
+                    _ => random_token(),
+                };
                 let next = local_path(query.get("next").map(String::as_str));
-                redirect(&login_url(next), Vec::new())
+                let set = set_cookie(pipeline, pipeline.cookies.state, &state, FORM_LIFETIME_S, "Lax");
+                redirect(&format!("{}&state={}", login_url(next), hex::encode(sha256(&state))), vec![set])
             }
             "/.commons/logout" if request.method() == Method::POST => {
-                if let Some(user) = cookie(request.headers(), SITE_COOKIE)
+                if let Some(user) = cookie(request.headers(), pipeline.cookies.site)
                     .and_then(|t| pipeline.sessions.user(t, Some(&route.site), now))
                 {
                     self.end_sessions(pipeline, &user).await;
                 }
-                redirect("/", vec![expire_cookie(pipeline, SITE_COOKIE)])
+                redirect("/", vec![expire_cookie(pipeline, pipeline.cookies.site)])
             }
             _ => page(StatusCode::NOT_FOUND, "Not found", "<p>There is no such page.</p>"),
         }
+    }
+
+    /// `GET /sessions`: the user's sessions and API tokens, each with a
+    /// button that revokes it.
+    async fn sessions_page(&self, pipeline: &Pipeline, user: &str, current: &str) -> Response<Body> {
+        let now = pipeline.clock.now_ms();
+        let csrf = account_csrf(current);
+        let current = sha256(current);
+        let button = |what: &str, id: &str, label: &str| {
+            format!(
+                "<form method=\"post\" action=\"/sessions\"><input type=\"hidden\" name=\"revoke\" value=\"{what}\">\
+                 <input type=\"hidden\" name=\"id\" value=\"{id}\"><input type=\"hidden\" name=\"csrf\" value=\"{csrf}\">\
+                 <button>{label}</button></form>"
+            )
+        };
+        let mut sessions = String::new();
+        for session in pipeline.sessions.of_user(user, now) {
+            let id = hex::encode(session.token_sha256);
+            let this = session.token_sha256 == current;
+            sessions.push_str(&format!(
+                "<li><code>{}</code> {}: since {}, until {}{}</li>",
+                &id[..8],
+                escape(session.site.as_deref().unwrap_or("the platform")),
+                utc(session.created_ms),
+                utc(session.expires_ms),
+                if this { " <b>(this one)</b>".to_owned() } else { button("session", &id, "Revoke") }
+            ));
+        }
+        let tokens = match self.session_store.clone() {
+            None => Ok(Vec::new()),
+            Some(store) => {
+                let user = user.to_owned();
+                tokio::task::spawn_blocking(move || store.tokens_of(&user)).await.unwrap_or_else(|e| Err(e.to_string()))
+            }
+        };
+        let tokens = match tokens {
+            Ok(tokens) if tokens.is_empty() => "<p>None.</p>".to_owned(),
+            Ok(tokens) => tokens
+                .iter()
+                .filter(|t| t.token_sha256.len() >= 8 && t.token_sha256.bytes().all(|b| b.is_ascii_hexdigit()))
+                .map(|t| {
+                    format!(
+                        "<li><code>{}</code>: since {}{}</li>",
+                        &t.token_sha256[..8],
+                        utc(t.created_ms),
+                        button("token", &t.token_sha256, "Revoke")
+                    )
+                })
+                .collect(),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot list tokens");
+                "<p>Tokens cannot be listed right now.</p>".to_owned()
+            }
+        };
+        page(
+            StatusCode::OK,
+            "Your sessions",
+            &format!(
+                "<h2>Sessions</h2><ul>{sessions}</ul>{}<h2>API tokens</h2><ul>{tokens}</ul>",
+                button("others", "", "Revoke all other sessions")
+            ),
+        )
+    }
+
+    /// `POST /sessions`: revokes one of the user's sessions, all but this
+    /// one, or one of their API tokens; in the store first, then live.
+    async fn revoke(
+        &self,
+        pipeline: &Pipeline,
+        request: Request<Incoming>,
+        user: &str,
+        current: &str,
+    ) -> Response<Body> {
+        let form = match Limited::new(request.into_body(), FORM_LIMIT_BYTES).collect().await {
+            Ok(body) => form_urlencoded::parse(&body.to_bytes()).into_owned().collect::<HashMap<String, String>>(),
+            Err(_) => return page(StatusCode::PAYLOAD_TOO_LARGE, "Refused", "<p>The form is too large.</p>"),
+        };
+        if !same(&account_csrf(current), form.get("csrf").map(String::as_str).unwrap_or("")) {
+            return page(StatusCode::FORBIDDEN, "Refused", "<p>This form was not sent from your sessions page.</p>");
+        }
+        let id = form.get("id").cloned().unwrap_or_default();
+        let current = sha256(current);
+        let ended: Vec<[u8; 32]> = match form.get("revoke").map(String::as_str) {
+            Some("others") => pipeline
+                .sessions
+                .of_user(user, pipeline.clock.now_ms())
+                .into_iter()
+                .map(|s| s.token_sha256)
+                .filter(|t| *t != current)
+                .collect(),
+            Some("session") => state_hash(&id).into_iter().collect(),
+            Some("token") => {
+                if let Some(store) = self.session_store.clone() {
+                    let (owner, hash) = (user.to_owned(), id.clone());
+                    let revoked = tokio::task::spawn_blocking(move || store.revoke_token(&owner, &hash)).await;
+                    if let Err(e) = revoked.map_err(|e| e.to_string()).and_then(|r| r) {
+                        tracing::warn!(error = %e, "cannot revoke a token");
+                        return page(
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            "Try again",
+                            "<p>Tokens cannot be revoked right now.</p>",
+                        );
+                    }
+                }
+                let mut identities = (**pipeline.identities.load()).clone();
+                identities.remove_token_sha256(&id, user);
+                pipeline.identities.store(Arc::new(identities));
+                return redirect("/sessions", Vec::new());
+            }
+            _ => return page(StatusCode::BAD_REQUEST, "Refused", "<p>Nothing to revoke.</p>"),
+        };
+        for token in ended {
+            if !pipeline.sessions.of_user(user, 0).iter().any(|s| s.token_sha256 == token) {
+                continue;
+            }
+            if let Some(store) = self.session_store.clone() {
+                let (owner, hash) = (user.to_owned(), hex::encode(token));
+                let revoked = tokio::task::spawn_blocking(move || store.revoke_session(&owner, &hash)).await;
+                if let Err(e) = revoked.map_err(|e| e.to_string()).and_then(|r| r) {
+                    tracing::warn!(error = %e, "cannot revoke a session");
+                    return page(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "Try again",
+                        "<p>Sessions cannot be revoked right now.</p>",
+                    );
+                }
+            }
+            pipeline.sessions.end_one(user, &token);
+        }
+        redirect("/sessions", Vec::new())
     }
 
     /// Keeps a new session: in the session store first (if any), then live.
@@ -334,7 +536,31 @@ fn is_premium(pipeline: &Pipeline, user: &str) -> bool {
     pipeline.identities.load().user(user).is_some_and(|i| i.premium)
 }
 
-const LOGOUT_FORM: &str = "<form method=\"post\" action=\"/logout\"><button>Log out everywhere</button></form>";
+const LOGOUT_FORM: &str = "<p><a href=\"/sessions\">Your sessions and tokens</a></p>\
+    <form method=\"post\" action=\"/logout\"><button>Log out everywhere</button></form>";
+
+/// The token the `/sessions` page's forms carry: derived from the
+/// platform session, which only its browser holds (the cookie is
+/// `HttpOnly`), so another page cannot know it.
+fn account_csrf(session: &str) -> String {
+    hex::encode(sha256(&format!("commons account form {session}")))
+}
+
+/// A time in milliseconds since the epoch as a UTC date and minute.
+fn utc(ms: u64) -> String {
+    let secs = ms / 1000;
+    let (days, rem) = ((secs / 86_400) as i64, secs % 86_400);
+    // Howard Hinnant's civil_from_days.
+    let z = days + 719_468;
+    let (era, doe) = (z.div_euclid(146_097), z.rem_euclid(146_097));
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!("{year:04}-{month:02}-{day:02} {:02}:{:02} UTC", rem / 3600, rem % 3600 / 60)
+}
 
 /// The login form, with its token, bound to its cookie (the one the
 /// browser has, if it is well formed; else a new one).
@@ -343,12 +569,14 @@ fn login_form(
     headers: &hyper::HeaderMap,
     status: StatusCode,
     next: &str,
+    state: &str,
     error: Option<&str>,
 ) -> Response<Body> {
-    let token = match cookie(headers, FORM_COOKIE) {
-        Some(token) if token.len() == 64 && token.bytes().all(|b| b.is_ascii_hexdigit()) => token.to_owned(),
+    let token = match cookie(headers, pipeline.cookies.form) {
+        Some(token) if is_token(token) => token.to_owned(),
         _ => random_token(),
     };
+    let state = if is_token(state) { state } else { "" };
     let error = error.map_or(String::new(), |e| format!("<p class=\"error\">{}</p>", escape(e)));
     let mut response = page(
         status,
@@ -358,13 +586,18 @@ fn login_form(
              <label>User <input name=\"user\" autocomplete=\"username\" required autofocus></label>\
              <label>Password <input name=\"password\" type=\"password\" autocomplete=\"current-password\" required></label>\
              <input type=\"hidden\" name=\"next\" value=\"{}\">\
+             <input type=\"hidden\" name=\"state\" value=\"{state}\">\
              <input type=\"hidden\" name=\"csrf\" value=\"{token}\">\
              <button>Log in</button></form>\
              <p>One account for every site. Sites never see your password.</p>",
             escape(next)
         ),
     );
-    let set = set_cookie(pipeline, FORM_COOKIE, &token, FORM_LIFETIME_S, "Strict").replace("Path=/;", "Path=/login;");
+    // Over http on the login page only; a `__Host-` cookie must have `Path=/`.
+    let mut set = set_cookie(pipeline, pipeline.cookies.form, &token, FORM_LIFETIME_S, "Strict");
+    if pipeline.config.public_scheme != "https" {
+        set = set.replace("Path=/;", "Path=/login;");
+    }
     if let Ok(value) = HeaderValue::from_str(&set) {
         response.headers_mut().append(SET_COOKIE, value);
     }
@@ -406,8 +639,9 @@ pub(crate) fn redirect(location: &str, cookies: Vec<String>) -> Response<Body> {
     response
 }
 
-/// A `Set-Cookie` value: `HttpOnly` always, `Secure` when the public
-/// scheme is https.
+/// A `Set-Cookie` value: host-only, `Path=/`, `HttpOnly` always, `Secure`
+/// when the public scheme is https (when the names carry `__Host-`, which
+/// asks exactly that of them).
 fn set_cookie(pipeline: &Pipeline, name: &str, value: &str, max_age_s: u64, same_site: &str) -> String {
     let secure = if pipeline.config.public_scheme == "https" { "; Secure" } else { "" };
     format!("{name}={value}; Path=/; Max-Age={max_age_s}; HttpOnly; SameSite={same_site}{secure}")
@@ -429,6 +663,19 @@ fn from_elsewhere(pipeline: &Pipeline, headers: &hyper::HeaderMap, host: &str) -
     let origin =
         headers.get_all(hyper::header::ORIGIN).iter().any(|v| !v.as_bytes().eq_ignore_ascii_case(ours.as_bytes()));
     fetch_site || origin
+}
+
+/// Whether `text` is what [`random_token`] gives: 64 hex digits.
+fn is_token(text: &str) -> bool {
+    text.len() == 64 && text.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// A handoff's `state` (the SHA-256 of a state cookie, in hex) as bytes.
+fn state_hash(state: &str) -> Option<[u8; 32]> {
+    if !is_token(state) {
+        return None;
+    }
+    hex::decode(state).ok().and_then(|bytes| <[u8; 32]>::try_from(bytes).ok())
 }
 
 /// Compares two tokens in time that does not depend on where they differ.
@@ -524,6 +771,13 @@ fn local_path(next: Option<&str>) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn times_are_shown_as_utc_dates() {
+        assert_eq!(utc(0), "1970-01-01 00:00 UTC");
+        assert_eq!(utc(951_782_400_000 + 3_723_000), "2000-02-29 01:02 UTC");
+        assert_eq!(utc(1_795_000_000_000), "2026-11-18 11:06 UTC");
+    }
 
     #[test]
     fn a_handoff_only_ever_goes_to_a_path_on_the_same_host() {

@@ -53,7 +53,8 @@ use crate::clock::Clock;
 use crate::config::GatewayConfig;
 use crate::error::GatewayError;
 use crate::identity::{
-    Identities, Identity, PLATFORM_COOKIE, SITE_COOKIE, Sessions, StoredSession, cookie_in, is_session_cookie,
+    CookieNames, Identities, Identity, SITE_COOKIE, Seen, Sessions, StoredSession, is_gateway_cookie_name,
+    is_session_cookie,
 };
 use crate::limits::{InFlight, Limiter, Refusal, TierPolicy};
 use crate::metrics::Metrics;
@@ -74,6 +75,8 @@ pub(crate) struct Pipeline {
     pub(crate) limiter: Limiter,
     provenance: Provenance,
     pub(crate) sessions: Sessions,
+    /// The gateway's cookies as the public scheme names them.
+    pub(crate) cookies: CookieNames,
 }
 
 /// Which listener a request came in on.
@@ -109,8 +112,9 @@ pub(crate) struct Facts<'h> {
     pub(crate) path: &'h str,
     /// The first `Authorization`.
     pub(crate) authorization: Option<&'h str>,
-    /// The gateway's site session cookie, if sent.
-    pub(crate) site_cookie: Option<&'h str>,
+    /// The gateway's site session cookie as sent: plain (over http) and
+    /// `__Host-` (over https). Sent twice, it counts as not sent.
+    pub(crate) site_cookie: [Seen<'h>; 2],
     /// A browser's page load (a login redirect helps it).
     pub(crate) wants_html: bool,
     /// The length the body declares: plain digits, every line agreeing.
@@ -231,7 +235,9 @@ impl Pipeline {
             live.insert(session, clock.now_ms());
         }
         let provenance = Provenance::new(&config.provenance_secret, clock.now_ms() << 16);
+        let cookies = CookieNames::new(config.public_scheme == "https");
         Pipeline {
+            cookies,
             config,
             routes: ArcSwap::from_pointee(routes),
             identities: ArcSwap::from_pointee(Identities::default()),
@@ -286,16 +292,20 @@ impl Pipeline {
                 let identity: Option<Arc<Identity>> =
                     match facts.authorization.and_then(|value| value.strip_prefix("Bearer ")) {
                         Some(token) => memo.token_identity(&identities, token.trim()),
-                        None => facts
-                            .site_cookie
+                        None => facts.site_cookie[usize::from(self.config.public_scheme == "https")]
+                            .once()
                             .and_then(|token| self.sessions.user(token, Some(&route.site), self.clock.now_ms()))
                             .and_then(|user| identities.user(&user).cloned()),
                     };
                 if identity.is_none() && !route.anonymous {
                     if facts.wants_html {
-                        let routes = self.routes.load();
+                        // To the site's own `/.commons/login`, which sets
+                        // the browser's state cookie before it goes on to
+                        // the platform's login page.
                         let host = facts.host.unwrap_or("");
-                        return Err(Answer::Redirect(routes.login_url(&self.config.public_scheme, host, facts.path)));
+                        let next: String = form_urlencoded::byte_serialize(facts.path.as_bytes()).collect();
+                        let scheme = &self.config.public_scheme;
+                        return Err(Answer::Redirect(format!("{scheme}://{host}/.commons/login?next={next}")));
                     }
                     return Err(Answer::Refused(GatewayError::LoginRequired));
                 }
@@ -317,7 +327,7 @@ impl Pipeline {
         };
         let premium = identity.as_ref().is_some_and(|i| i.premium);
         if !premium && premium_only(&route.policy, facts.path) {
-            let subscribe_url = format!("http://{}/subscribe", self.routes.load().domain());
+            let subscribe_url = format!("{}://{}/subscribe", self.config.public_scheme, self.routes.load().domain());
             return Err(Answer::Refused(GatewayError::PremiumOnly { subscribe_url }));
         }
         // Subscribers get the premium limits of every site: none. Calls
@@ -437,8 +447,13 @@ impl<'h> Facts<'h> {
                     facts.authorization.get_or_insert(value);
                 }
                 Kind::Cookie => {
-                    if facts.site_cookie.is_none() {
-                        facts.site_cookie = cookie_in(std::iter::once(value), SITE_COOKIE);
+                    let secure = CookieNames::new(true).site;
+                    for (key, value) in value.split(';').filter_map(|pair| pair.trim().split_once('=')) {
+                        if key == SITE_COOKIE {
+                            facts.site_cookie[0].see(value);
+                        } else if key == secure {
+                            facts.site_cookie[1].see(value);
+                        }
                     }
                 }
                 Kind::Accept => html |= value.contains("text/html"),
@@ -718,8 +733,17 @@ fn kind(name: &str) -> Kind {
         _ => Kind::Other,
     };
     // Every name below begins with one of these letters.
-    if known != Kind::Other || name.len() < 6 || !matches!(name[0] | 0x20, b'x' | b'f' | b'c' | b't') {
+    if known != Kind::Other
+        || name.len() < 6
+        || !matches!(name[0] | 0x20, b'x' | b'f' | b'c' | b't' | b'k' | b'p' | b'h')
+    {
         return known;
+    }
+    // A framing or hop-by-hop name spelled with another separator
+    // (`Content_Length`, `transfer.encoding`): an app server that folds
+    // `_` into `-` would frame by it, or take it as hop-by-hop. Dropped.
+    if FOLDED_AWAY.iter().any(|p| p.len() == name.len() && folded_prefix(name, p)) {
+        return Kind::HopByHop;
     }
     if folded_prefix(name, b"x-commons-") {
         return Kind::Commons;
@@ -731,6 +755,17 @@ fn kind(name: &str) -> Kind {
     }
     Kind::Other
 }
+
+/// The framing and hop-by-hop names with a separator in them: in any
+/// other spelling of it they are not passed on.
+const FOLDED_AWAY: [&[u8]; 6] = [
+    b"content-length",
+    b"transfer-encoding",
+    b"keep-alive",
+    b"proxy-authorization",
+    b"proxy-authenticate",
+    b"http2-settings",
+];
 
 /// The headers, beyond `x-forwarded*`, that proxies set and frameworks
 /// trust for the client's address, the scheme, the host or the URL asked.
@@ -792,7 +827,7 @@ fn site_cookie(value: &[u8], secure: bool) -> SiteCookie {
     let mut parts = value.split(|&b| b == b';');
     let pair = parts.next().unwrap_or_default();
     let name = pair.split(|&b| b == b'=').next().unwrap_or_default().trim_ascii();
-    if name.eq_ignore_ascii_case(SITE_COOKIE.as_bytes()) || name.eq_ignore_ascii_case(PLATFORM_COOKIE.as_bytes()) {
+    if is_gateway_cookie_name(name) {
         return SiteCookie::Dropped;
     }
     let (mut domain, mut marked_secure, mut root) = (false, false, false);
@@ -945,6 +980,14 @@ mod tests {
             ("x-hosts", Kind::Other),
             ("Set-Cookie", Kind::SetCookie),
             ("HTTP2-Settings", Kind::HopByHop),
+            ("Content_Length", Kind::HopByHop),
+            ("content.length", Kind::HopByHop),
+            ("Transfer_Encoding", Kind::HopByHop),
+            ("Keep_Alive", Kind::HopByHop),
+            ("proxy_authorization", Kind::HopByHop),
+            ("HTTP2_Settings", Kind::HopByHop),
+            ("Content-Lengthy", Kind::Other),
+            ("Content-Type", Kind::Other),
             ("Accept-Language", Kind::Other),
             ("", Kind::Other),
         ] {
@@ -986,6 +1029,7 @@ mod tests {
         check(&["a=1", "b=2"], &["a=1; b=2"]);
         check(&["theme=dark; commons_site=abc", "commons_session=def;lang=en"], &["theme=dark; lang=en"]);
         check(&["commons_site=abc"], &[]);
+        check(&["__Host-commons_site=abc; a=1", "__Host-commons_session=def"], &["a=1"]);
         check(&[], &[]);
     }
 

@@ -127,8 +127,9 @@ impl Gateway {
         session_store: Option<Arc<dyn SessionStore>>,
         sessions: Vec<StoredSession>,
     ) -> Gateway {
+        let checks = config.password_checks_max;
         let pipeline = Arc::new(Pipeline::new(config, routes, meter, clock, sessions));
-        let portal = Arc::new(Portal::new(session_store));
+        let portal = Arc::new(Portal::new(session_store, checks));
         Gateway { shared: Arc::new(Shared { pipeline, portal, pools: Pools::default() }) }
     }
 

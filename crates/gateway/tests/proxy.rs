@@ -360,6 +360,14 @@ async fn premium_only_routes_answer_402_with_a_link_to_subscribe() {
 }
 
 #[tokio::test]
+async fn the_link_to_subscribe_is_on_the_public_scheme() {
+    let s = setup(GatewayConfig { public_scheme: "https".into(), ..GatewayConfig::default() }).await;
+    let (status, response, body) = get(&s, "tiered.commons.localhost", "/pro/report", &[]).await;
+    assert_eq!(status, StatusCode::PAYMENT_REQUIRED, "{body}");
+    assert_eq!(response["link"], "https://commons.localhost/subscribe");
+}
+
+#[tokio::test]
 async fn free_users_may_have_one_request_in_flight() {
     let s = setup(GatewayConfig::default()).await;
     let alice = [("authorization", "Bearer alice-token")];
@@ -459,15 +467,26 @@ async fn a_browser_logs_in_on_the_platform_and_its_session_is_handed_to_the_site
     let s = setup(GatewayConfig::default()).await;
     let html = ("accept", "text/html,application/xhtml+xml");
 
-    // A page of a site that needs a login sends the browser to the platform.
+    // A page of a site that needs a login sends the browser to the site's
+    // login, which gives it a state and sends it on to the platform.
     let (status, headers, _) = get(&s, "chat.commons.localhost:8080", "/page?x=1", &[html]).await;
     assert_eq!(status, StatusCode::SEE_OTHER);
+    let (start, query) = location(&headers);
+    assert_eq!(start, "http://chat.commons.localhost:8080/.commons/login");
+    assert_eq!(query["next"], "/page?x=1");
+    let (status, headers, _) =
+        get(&s, "chat.commons.localhost:8080", "/.commons/login?next=%2Fpage%3Fx%3D1", &[html]).await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    let state_cookie = format!("commons_state={}", set_cookie(&headers, "commons_state").expect("a state"));
     let (login, query) = location(&headers);
     assert_eq!(login, "http://commons.localhost:8080/login");
     assert_eq!(query["next"], "http://chat.commons.localhost:8080/page?x=1");
-    let (status, headers, form) = get(&s, "commons.localhost:8080", "/login?next=x", &[html]).await;
+    let state = query["state"].clone();
+    let (status, headers, form) =
+        get(&s, "commons.localhost:8080", &format!("/login?next=x&state={state}"), &[html]).await;
     assert_eq!(status, StatusCode::OK);
     assert!(form.contains("type=\"password\"") && form.contains("name=\"next\" value=\"x\""), "{form}");
+    assert!(form.contains(&format!("name=\"state\" value=\"{state}\"")), "{form}");
     let form_cookie = format!("commons_login={}", set_cookie(&headers, "commons_login").expect("the form's cookie"));
     let token = form.split("name=\"csrf\" value=\"").nth(1).unwrap().split('"').next().unwrap().to_owned();
 
@@ -476,7 +495,13 @@ async fn a_browser_logs_in_on_the_platform_and_its_session_is_handed_to_the_site
         let next = "http://chat.commons.localhost:8080/page?x=1";
         Bytes::from(
             form_urlencoded::Serializer::new(String::new())
-                .extend_pairs([("user", "alice"), ("password", password), ("next", next), ("csrf", &token)])
+                .extend_pairs([
+                    ("user", "alice"),
+                    ("password", password),
+                    ("next", next),
+                    ("state", &state),
+                    ("csrf", &token),
+                ])
                 .finish(),
         )
     };
@@ -496,11 +521,13 @@ async fn a_browser_logs_in_on_the_platform_and_its_session_is_handed_to_the_site
     let handoff_path = format!("/.commons/handoff?code={}&next=%2Fpage%3Fx%3D1", query["code"]);
 
     // The site's host turns the code into a session for that site only.
-    let (status, headers, _) = get(&s, "chat.commons.localhost:8080", &handoff_path, &[html]).await;
+    let (status, headers, _) =
+        get(&s, "chat.commons.localhost:8080", &handoff_path, &[html, ("cookie", &state_cookie)]).await;
     assert_eq!(status, StatusCode::SEE_OTHER);
     assert_eq!(headers["location"], "/page?x=1");
     let site_session = set_cookie(&headers, "commons_site").expect("a site session");
-    let (status, _, _) = get(&s, "chat.commons.localhost:8080", &handoff_path, &[html]).await;
+    let (status, _, _) =
+        get(&s, "chat.commons.localhost:8080", &handoff_path, &[html, ("cookie", &state_cookie)]).await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "a code works once");
     let (status, _, _) = get(&s, "chat.commons.localhost", "/.commons/handoff?code=forged", &[html]).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
@@ -520,7 +547,8 @@ async fn a_browser_logs_in_on_the_platform_and_its_session_is_handed_to_the_site
 
     // Logged in on the platform, the next site needs no password.
     let platform_cookie = format!("commons_session={platform_session}");
-    let next = "/login?next=http%3A%2F%2Fwiki.commons.localhost%3A8080%2F";
+    let next = format!("/login?next=http%3A%2F%2Fwiki.commons.localhost%3A8080%2F&state={state}");
+    let next = next.as_str();
     let (status, headers, _) = get(&s, "commons.localhost:8080", next, &[("cookie", &platform_cookie)]).await;
     assert_eq!(status, StatusCode::SEE_OTHER);
     assert_eq!(location(&headers).0, "http://wiki.commons.localhost:8080/.commons/handoff");

@@ -1,6 +1,6 @@
 //! Login sessions kept in the store, so that they outlive restarts.
 
-use gateway::{SessionStore, StoredSession};
+use gateway::{SessionStore, StoredSession, StoredToken};
 use store::{SessionRecord, Store};
 
 use crate::{StoreHandle, now_ms};
@@ -25,6 +25,29 @@ impl SessionStore for StoredSessions {
     fn end(&self, user: &str) -> Result<(), String> {
         let user = user.to_owned();
         self.0.call_blocking(move |store| store.remove_sessions(&user).map(drop).map_err(|e| e.to_string()))
+    }
+
+    fn revoke_session(&self, user: &str, token_sha256: &str) -> Result<(), String> {
+        let (user, hash) = (user.to_owned(), token_sha256.to_owned());
+        self.0
+            .call_blocking(move |store| store.revoke_sessions(&user, Some(&hash)).map(drop).map_err(|e| e.to_string()))
+    }
+
+    fn tokens_of(&self, user: &str) -> Result<Vec<StoredToken>, String> {
+        let user = user.to_owned();
+        self.0.call_blocking(move |store| {
+            let tokens = store.tokens().map_err(|e| e.to_string())?;
+            Ok(tokens
+                .into_iter()
+                .filter(|t| t.user == user)
+                .map(|t| StoredToken { token_sha256: t.token_sha256, created_ms: t.created_ms })
+                .collect())
+        })
+    }
+
+    fn revoke_token(&self, user: &str, token_sha256: &str) -> Result<bool, String> {
+        let (user, hash) = (user.to_owned(), token_sha256.to_owned());
+        self.0.call_blocking(move |store| store.revoke_token(&user, &hash).map_err(|e| e.to_string()))
     }
 }
 
