@@ -53,6 +53,19 @@ impl Period {
         Period { year: year.clamp(0, 9999) as u16, month: month as u8 }
     }
 
+    /// The days from 1970-01-01 (UTC) to the period's first day: Howard
+    /// Hinnant's `days_from_civil`, the inverse of
+    /// [`Period::from_days_since_epoch`].
+    pub fn first_day_since_epoch(self) -> i64 {
+        let (month, year) = (i64::from(self.month), i64::from(self.year) - i64::from(self.month <= 2));
+        let era = year.div_euclid(400);
+        let yoe = year.rem_euclid(400);
+        let mp = if month > 2 { month - 3 } else { month + 9 };
+        let doy = (153 * mp + 2) / 5;
+        let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+        era * 146_097 + doe - 719_468
+    }
+
     pub fn year(self) -> u16 {
         self.year
     }
@@ -83,6 +96,19 @@ mod tests {
     fn malformed_labels_are_refused() {
         for label in ["2026-13", "2026-00", "2026-1", "26-11", "2026/11", "2026-1x", "", "२०२६-11"] {
             assert!(Period::parse(label).is_err(), "{label}");
+        }
+    }
+
+    #[test]
+    fn a_period_starts_on_its_first_day() {
+        assert_eq!(Period::parse("1970-01").unwrap().first_day_since_epoch(), 0);
+        assert_eq!(Period::parse("2026-12").unwrap().first_day_since_epoch(), 20_788);
+        assert_eq!(Period::parse("2000-03").unwrap().first_day_since_epoch(), 11_017);
+        for days in [0, 59, 60, 11_016, 20_787, 20_788, 40_000] {
+            let p = Period::from_days_since_epoch(days);
+            assert!(p.first_day_since_epoch() <= days);
+            assert_eq!(Period::from_days_since_epoch(p.first_day_since_epoch()), p);
+            assert_ne!(Period::from_days_since_epoch(p.first_day_since_epoch() - 1), p);
         }
     }
 

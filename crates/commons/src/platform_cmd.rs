@@ -271,6 +271,9 @@ pub fn site(command: SiteCommand, store_args: &StoreArgs) -> anyhow::Result<()> 
                 return Err(BadInput(format!("health path {path:?} must start with / and hold no spaces")).into());
             }
             platform::hosts::check_site_id(&id)?;
+            if let Some(why) = store.kept_removed_site(&id)? {
+                return Err(BadInput(why).into());
+            }
             let (hosts, claimed) = platform::hosts::claim(&mut store, &id, &hosts)?;
             if let Some(prefix) = premium_prefixes.iter().find(|p| !p.starts_with('/')) {
                 return Err(BadInput(format!("premium prefix {prefix:?} must start with /")).into());

@@ -8,6 +8,8 @@ mod common;
 use std::io::{Read, Write};
 use std::path::Path;
 use std::process::{Child, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::{commons, control_pin, control_request, free_port, http, processes_under, up_with};
@@ -206,4 +208,143 @@ fn a_site_on_a_node_that_disappears_is_rescheduled_onto_another() {
         // SAFETY: kill(2) on the test's own apps.
         unsafe { libc::kill(pid, libc::SIGKILL) };
     }
+}
+
+fn wall_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64
+}
+
+/// A node speaking the agent protocol by hand (a fake agent, over real
+/// TLS sockets): what it was given bounds what it may say, fetch and claim.
+#[test]
+fn a_joined_node_claims_only_what_it_could_have_used_once_and_fetches_only_its_own_bundles() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("control");
+    std::fs::create_dir_all(&data).unwrap();
+    let mut secrets = Vec::new();
+    for node in ["far", "other"] {
+        assert!(run(&data, &["node", "add", node, "--provider", node, "--cores", "2"]).status.success());
+        let out = run(&data, &["node", "token", node]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let token = String::from_utf8(out.stdout).unwrap();
+        secrets.push(token.trim().split_once('.').unwrap().0.to_owned());
+    }
+    let (mut control_plane, _listen, control) = up_with(&data, &free_port().to_string(), &[]);
+    let pin = control_pin(&data);
+    let sync = move |secret: &str, body: &str| -> serde_json::Value {
+        let (status, body) = control_request(control, pin, "POST", "/agent/v2/sync", secret, Some(body)).unwrap();
+        assert_eq!(status, 200, "{body}");
+        serde_json::from_str(&body).unwrap()
+    };
+    let report = |instances: &str, usage: &str| {
+        format!(r#"{{"protocol":2,"instances":[{instances}],"failures":[],"usage":[{usage}]}}"#)
+    };
+
+    // The fake agent of "far": it syncs every 200 ms, and once given
+    // search, reports it running on an upstream of its own (no usage).
+    let app_port = common::upstream().port();
+    let started = Arc::new(Mutex::new(None::<(u64, String)>));
+    let stop = Arc::new(AtomicBool::new(false));
+    let before_first = wall_ms();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let answer = control_request(control, pin, "POST", "/agent/v2/sync", &secrets[0], Some(&report("", "")));
+        if matches!(answer, Ok((200, _))) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{answer:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let after_first = wall_ms();
+    let agent = {
+        let (secret, started, stop) = (secrets[0].clone(), started.clone(), stop.clone());
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::SeqCst) {
+                let running = started.lock().unwrap().is_some();
+                let instance = format!(r#"{{"site":"search","generation":1,"port":{app_port},"healthy":true}}"#);
+                let answer = sync(&secret, &report(if running { instance.as_str() } else { "" }, ""));
+                let given = answer["assignments"].as_array().unwrap().iter().find(|a| a["site"] == "search").cloned();
+                if let Some(given) = given
+                    && !running
+                {
+                    *started.lock().unwrap() = Some((wall_ms(), given["bundle"].as_str().unwrap().to_owned()));
+                }
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        })
+    };
+    let app = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/apps/search");
+    let deployed = run(&data, &["deploy", "search", "--operator", "sam", "--node", "far", "--app", app]);
+    assert!(deployed.status.success(), "{}", String::from_utf8_lossy(&deployed.stderr));
+    let (given_by, bundle) = started.lock().unwrap().clone().expect("search was given to far");
+
+    // Its bundle is served to far, and to no other node, as if it did not exist.
+    let fetch = |secret: &str, id: &str| {
+        control_request(control, pin, "GET", &format!("/agent/v2/bundles/{id}"), secret, None).unwrap().0
+    };
+    assert_eq!(fetch(&secrets[0], &bundle), 200);
+    assert_eq!(fetch(&secrets[1], &bundle), 404, "another node's bundle");
+    assert_eq!(fetch(&secrets[1], &"0".repeat(64)), 404, "no bundle: the same answer");
+
+    // An instance and a failure of a generation of search far was never
+    // given are refused, and counted, though far holds search.
+    let bogus = r#"{"protocol":2,"instances":[{"site":"search","generation":7,"port":1,"healthy":true}],"failures":[{"site":"search","generation":7,"detail":"forged"}],"usage":[]}"#;
+    let answer = sync(&secrets[0], bogus);
+    let refused = answer["refused"].to_string();
+    assert_eq!(answer["refused"].as_array().map(Vec::len), Some(2), "{refused}");
+    assert!(refused.contains("generation 7"), "{refused}");
+    let nodes = String::from_utf8_lossy(&run(&data, &["node", "list"]).stdout).into_owned();
+    assert!(nodes.lines().any(|l| l.starts_with("far") && l.ends_with("refused 2")), "{nodes}");
+
+    let period = {
+        let days = wall_ms() / 86_400_000;
+        commons_core::Period::from_days_since_epoch(days as i64).to_string()
+    };
+    let recorded = || -> (u64, u64) {
+        let usage: serde_json::Value =
+            serde_json::from_slice(&run(&data, &["usage", "--json", "--period", &period]).stdout).unwrap();
+        let rows = usage["resources"].as_array().unwrap().clone();
+        rows.iter()
+            .find(|r| r["provider"] == "far")
+            .map_or((0, 0), |r| (r["cpu_ms"].as_u64().unwrap(), r["memory_mib_s"].as_u64().unwrap()))
+    };
+    // search books 256 MiB of far's 4096: holding all 4096 since far first
+    // synced is more than it was given.
+    let slack = 5_000; // control::capacity::USAGE_SLACK_MS
+    let capacity = 4096 * (wall_ms() - after_first + slack) / 1000;
+    let answer =
+        sync(&secrets[0], &report("", &format!(r#"{{"site":"search","cpu_ms":0,"memory_mib_s":{capacity}}}"#)));
+    assert!(answer["refused"].to_string().contains("booked 256 MiB"), "{answer}");
+    assert_eq!(recorded(), (0, 0), "a site's booking bounds its memory");
+
+    // Sixteen syncs at once, each claiming all far's 2 cores could have
+    // given search since it was given: one is taken, the others refused.
+    let claim = 2 * (wall_ms() - given_by + slack);
+    assert!(given_by >= before_first);
+    let body = report("", &format!(r#"{{"site":"search","cpu_ms":{claim},"memory_mib_s":0}}"#));
+    let barrier = Arc::new(std::sync::Barrier::new(16));
+    let at_once: Vec<_> = (0..16)
+        .map(|_| {
+            let (secret, body, barrier) = (secrets[0].clone(), body.clone(), barrier.clone());
+            std::thread::spawn(move || {
+                barrier.wait();
+                sync(&secret, &body)
+            })
+        })
+        .collect();
+    let answers: Vec<serde_json::Value> = at_once.into_iter().map(|t| t.join().unwrap()).collect();
+    let taken = answers.iter().filter(|a| a["refused"] == serde_json::json!([])).count();
+    assert_eq!(taken, 1, "{answers:?}");
+    assert_eq!(recorded(), (claim, 0), "what was credited is one claim's worth");
+
+    // The metrics are this machine's (and a joined node's) to read.
+    let (status, _) = control_request(control, pin, "GET", "/metrics", "", None).unwrap();
+    assert_eq!(status, 200, "from loopback, as bench/gateway.sh reads them");
+    let (status, _) = control_request(control, pin, "GET", "/metrics", &secrets[0], None).unwrap();
+    assert_eq!(status, 200, "with a join token");
+
+    stop.store(true, Ordering::SeqCst);
+    agent.join().unwrap();
+    control_plane.kill().unwrap();
+    control_plane.wait().unwrap();
 }

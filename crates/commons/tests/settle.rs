@@ -317,8 +317,30 @@ fn a_site_removed_after_it_was_used_is_still_paid_for_the_month() {
         assert!(Instant::now() < gone, "a removed site is still routed");
         std::thread::sleep(Duration::from_millis(50));
     }
+    // Its id is not taken again while the period needs its record: the
+    // month's pay would go to the new site's operator.
+    let upstream = common::free_port().to_string();
+    let thief = [
+        "site",
+        "add",
+        "chat",
+        "--upstream",
+        upstream.as_str(),
+        "--operator",
+        "op-thief",
+        "--project",
+        "app",
+        "--provider",
+        "pat",
+    ];
+    let taken = on(data, &thief);
+    let said = String::from_utf8_lossy(&taken.stderr);
+    assert_eq!(taken.status.code(), Some(2), "{said}");
+    let kept = format!("its record is kept until period {period} is settled; choose another id or settle first");
+    assert!(said.contains("site chat was removed on ") && said.contains(&kept), "{said}");
     let settlement = settled(data, &period);
     assert_eq!(settlement["accounts"]["operator:op-chat"].as_u64(), Some(5_266_800), "{settlement}");
+    assert_eq!(settlement["accounts"]["operator:op-thief"].as_u64(), None, "{settlement}");
     let again = on(data, &["site", "remove", "chat"]);
     assert_eq!(again.status.code(), Some(2), "removed once");
     drop(platform);
@@ -340,6 +362,30 @@ fn a_site_removed_after_it_was_used_is_still_paid_for_the_month() {
     let kept: Vec<String> =
         store::Store::open(&location).unwrap().sites_ever().unwrap().into_iter().map(|s| s.id).collect();
     assert_eq!(kept, ["old"]);
+    // Settled, chat's id is free again; old's is not, by site add or deploy.
+    add_site(data, "chat", common::free_port());
+    let old = [
+        "site",
+        "add",
+        "old",
+        "--upstream",
+        upstream.as_str(),
+        "--operator",
+        "op-thief",
+        "--project",
+        "app",
+        "--provider",
+        "pat",
+    ];
+    let taken = on(data, &old);
+    let said = String::from_utf8_lossy(&taken.stderr);
+    assert_eq!(taken.status.code(), Some(2), "{said}");
+    assert!(said.contains("its record is kept until period 2026-01 is settled"), "{said}");
+    let app = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/apps/search");
+    let deployed = on(data, &["deploy", "old", "--operator", "op-thief", "--node", "anywhere", "--app", app]);
+    let said = String::from_utf8_lossy(&deployed.stderr);
+    assert_eq!(deployed.status.code(), Some(2), "{said}");
+    assert!(said.contains("site old was removed on "), "{said}");
 }
 
 #[test]
@@ -368,7 +414,12 @@ fn rows_that_cannot_be_paid_are_set_aside_reported_and_kept_and_the_rest_settles
         usage.calls.insert(key, 40);
     }
     let location = store::Location::new(Some(data.to_owned()), None);
-    store::Store::open(&location).unwrap().record_usage(&usage, &metering::wal::Checkpoint::default()).unwrap();
+    let mut store = store::Store::open(&location).unwrap();
+    store.record_usage(&usage, &metering::wal::Checkpoint::default()).unwrap();
+    // A node's resource use of a site with no record: no site pays its provider.
+    let ghostly = store::ResourceTotals { cpu_ms: 300, memory_mib_s: 20 };
+    store.add_resource_usage(p, "ghost", "pat", ghostly).unwrap();
+    drop(store);
 
     let settlement = settled(data, period);
     let paid = |account: &str| settlement["accounts"][account].as_u64().unwrap_or(0);
@@ -396,10 +447,11 @@ fn rows_that_cannot_be_paid_are_set_aside_reported_and_kept_and_the_rest_settles
             "call row (2026-11, site chat calling chat, user alice) — site \"chat\" called itself — not charged: chat keeps its share",
             "call row (2026-11, site chat calling ghost, user alice) — site \"ghost\" has no record, not even as a removed site — not charged: chat keeps the share it would have split",
             "call row (2026-11, site search calling chat, user alice) — alice has no direct use of search to split with the service — not charged: nothing was split",
+            "resource row (2026-11, site ghost, provider pat: 300 CPU ms, 20 MiB·s) — site \"ghost\" has no record, not even as a removed site — not paid: pat's share of a site with no record is not paid; nobody is charged",
         ]
     "#]].assert_debug_eq(&rows);
     let table = ok_on(data, &["settle", "--period", period]);
-    assert!(table.contains("5 metered rows set aside:"), "{table}");
+    assert!(table.contains("6 metered rows set aside:"), "{table}");
 
     // On the ledger, the report is kept with the period, and the ledger verifies.
     ok_on(data, &["settle", "--period", period, "--ledger"]);

@@ -154,3 +154,81 @@ fn a_node_could_have_used_at_most_its_cores_and_memory_over_the_window_with_slac
     assert_eq!(usage_bound(2, 1024, u64::MAX), (u64::MAX, u64::MAX / 1000), "saturates, never wraps");
     assert!(usage_bound(64, 1 << 20, 3_600_000).0 < 9_000_000_000_000, "9×10¹² ms is out of any node's reach");
 }
+
+mod usage_reports {
+    use control::capacity::{NodeBound, SiteClaim, USAGE_SLACK_MS, check_usage};
+
+    const DAY_MS: u64 = 86_400_000;
+    /// 2026-12-01T00:00Z.
+    const DECEMBER: u64 = 20_788 * DAY_MS;
+
+    fn node(since_ms: u64) -> NodeBound {
+        NodeBound { cores: 2, capacity_mb: 4096, since_ms, period_start_ms: DECEMBER }
+    }
+
+    fn claim(site: &str, given_since_ms: u64, booked_mb: u64, cpu_ms: u64, memory_mib_s: u64) -> SiteClaim {
+        SiteClaim { site: site.into(), given_since_ms, booked_mb, cpu_ms, memory_mib_s }
+    }
+
+    #[test]
+    fn a_node_silent_all_last_period_reports_nothing_of_it_in_this_one() {
+        // Last accepted report on 1 November; the next comes a second into December.
+        let (since, wall) = (DECEMBER - 30 * DAY_MS, DECEMBER + 1_000);
+        let november = claim("notes", since, 4096, 2 * 30 * DAY_MS, 0);
+        assert!(check_usage(&node(since), &[november], wall).is_err(), "30 days × 2 cores recorded in December");
+        let memory = claim("notes", since, 4096, 0, 4096 * 30 * 86_400);
+        assert!(check_usage(&node(since), &[memory], wall).is_err());
+        let december = claim("notes", since, 4096, 2 * (1_000 + USAGE_SLACK_MS), 0);
+        assert!(check_usage(&node(since), &[december], wall).is_ok(), "what fits in December is taken");
+    }
+
+    #[test]
+    fn a_site_holds_at_most_its_booked_memory() {
+        let (since, wall) = (DECEMBER + DAY_MS, DECEMBER + DAY_MS + 10_000);
+        let window_s = (10_000 + USAGE_SLACK_MS) / 1000;
+        let capacity = claim("notes", since, 64, 0, 4096 * window_s);
+        assert!(check_usage(&node(since), &[capacity], wall).is_err(), "a 64 MiB booking claimed the node's capacity");
+        let booked = claim("notes", since, 64, 0, 64 * window_s);
+        assert!(check_usage(&node(since), &[booked], wall).is_ok());
+    }
+
+    #[test]
+    fn a_site_used_nothing_before_it_was_given_to_the_node() {
+        let (since, wall) = (DECEMBER + DAY_MS, DECEMBER + DAY_MS + 3_600_000);
+        let given = wall - 1_000;
+        let hour = claim("notes", given, 4096, 2 * 3_600_000, 0);
+        assert!(check_usage(&node(since), &[hour], wall).is_err(), "an hour of a site given a second ago");
+        let second = claim("notes", given, 4096, 2 * (1_000 + USAGE_SLACK_MS), 0);
+        assert!(check_usage(&node(since), &[second], wall).is_ok());
+    }
+
+    #[test]
+    fn the_node_sums_stay_within_its_cores_and_capacity() {
+        let (since, wall) = (DECEMBER + DAY_MS, DECEMBER + DAY_MS + 10_000);
+        let full = 2 * (10_000 + USAGE_SLACK_MS);
+        let each = [claim("notes", since, 4096, full, 0), claim("wiki", since, 4096, full, 0)];
+        assert!(check_usage(&node(since), &each[..1], wall).is_ok(), "each alone could be");
+        assert!(check_usage(&node(since), &each, wall).is_err(), "both together could not");
+        let memory = (10_000 + USAGE_SLACK_MS) / 1000 * 3000;
+        let each = [claim("notes", since, 3000, 0, memory), claim("wiki", since, 3000, 0, memory)];
+        assert!(check_usage(&node(since), &each, wall).is_err(), "6000 MiB held on a node of 4096");
+    }
+
+    #[test]
+    fn a_window_and_its_slack_are_credited_once() {
+        let (since, wall) = (DECEMBER + DAY_MS, DECEMBER + DAY_MS + 10_000);
+        let full = claim("notes", since, 4096, 2 * (10_000 + USAGE_SLACK_MS), 0);
+        let until = check_usage(&node(since), std::slice::from_ref(&full), wall).unwrap();
+        assert_eq!(until, wall + USAGE_SLACK_MS, "credited to the end of the slack");
+        // The same claim again, and even the slack alone, at once: refused.
+        assert!(check_usage(&node(until), std::slice::from_ref(&full), wall).is_err());
+        let slack = claim("notes", since, 4096, 2 * USAGE_SLACK_MS, 0);
+        assert!(check_usage(&node(until), std::slice::from_ref(&slack), wall).is_err(), "the slack is not given again");
+        // A light report is credited only for what it accounts for: the
+        // next window starts at the wall time, not later.
+        let light = claim("notes", since, 4096, 2, 0);
+        assert_eq!(check_usage(&node(since), &[light], wall), Ok(wall));
+        // Ten seconds on, ten seconds more may be reported.
+        assert!(check_usage(&node(until), &[claim("notes", since, 4096, 2 * 10_000, 0)], wall + 10_000).is_ok());
+    }
+}

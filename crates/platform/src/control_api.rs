@@ -9,10 +9,14 @@
 //! beyond are closed as they arrive.
 //!
 //! A sync is authenticated by its token (the node it names), recorded
-//! (resource use for the node's provider), observed by `control`, and
-//! answered with the node's assignments: each with the id of its app's
-//! bundle, packed once per generation and served by id.
+//! (resource use for the node's provider, within what the node could have
+//! used: `control::capacity::check_usage`, checked and recorded as one
+//! step), observed by `control`, and answered with the node's assignments:
+//! each with the id of its app's bundle, packed once per generation and
+//! served by id to the nodes it is assigned to. `/metrics` is served to
+//! loopback peers or with a join token.
 
+use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -21,13 +25,14 @@ use agent::bundle;
 use agent::protocol::{PROTOCOL_VERSION, SYNC_BYTES_MAX, SyncRequest, SyncResponse, WireAssignment};
 use bytes::Bytes;
 use commons_core::token_sha256;
+use control::capacity::{NodeBound, SiteClaim};
 use control::{Failure, InstanceReport, Report};
 use gateway::Gateway;
 use http_body_util::{BodyExt, Full};
 use store::{NodeRecord, ResourceTotals};
 use tokio::net::TcpListener;
 
-use crate::control_loop::{Shared, lock};
+use crate::control_loop::{Given, Shared, lock};
 use crate::{StoreHandle, current_period};
 
 /// Back-off after a failed accept (out of file descriptors, say), so a
@@ -35,6 +40,9 @@ use crate::{StoreHandle, current_period};
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 /// How long after a site leaves a node that node's usage of it is taken.
 const USAGE_GRACE_MS: u64 = 60_000;
+/// How often a resource report is checked again when others of its node
+/// were recorded while it was being checked.
+const USAGE_ATTEMPTS: usize = 4;
 /// How long a sync's body may take to arrive once its head has.
 const BODY_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -134,7 +142,58 @@ pub(crate) async fn serve(listener: TcpListener, api: ControlApi, limits: Limits
     }
 }
 
+/// Whether `/metrics` is served to `peer` without a join token: only on
+/// this machine (loopback, also as an IPv4-mapped IPv6 address).
+fn metrics_open_to(peer: IpAddr) -> bool {
+    peer.to_canonical().is_loopback()
+}
+
 impl ControlApi {
+    /// Takes a node's resource report if it could have used that much
+    /// (`control::capacity::check_usage`), checked and recorded against
+    /// its last accepted one as one step: of reports checked against the
+    /// same one, only the first is recorded, and the others are checked
+    /// again against it. What is not believed goes to `refused`.
+    async fn take_usage(
+        &self,
+        node: &NodeRecord,
+        first_sync: u64,
+        claims: &[SiteClaim],
+        refused: &mut Vec<String>,
+    ) -> Result<(), store::StoreError> {
+        let period = current_period();
+        let period_start_ms = u64::try_from(period.first_day_since_epoch()).unwrap_or(0).saturating_mul(86_400_000);
+        let used: Vec<(String, ResourceTotals)> = claims
+            .iter()
+            .map(|c| (c.site.clone(), ResourceTotals { cpu_ms: c.cpu_ms, memory_mib_s: c.memory_mib_s }))
+            .collect();
+        for _ in 0..USAGE_ATTEMPTS {
+            let id = node.id.clone();
+            let reports = self.store.call(move |s| s.node_reports(&id)).await?;
+            let since = if reports.usage_at_ms > 0 { reports.usage_at_ms } else { first_sync };
+            let bound =
+                NodeBound { cores: reports.cores, capacity_mb: node.capacity_mb, since_ms: since, period_start_ms };
+            let until = match control::capacity::check_usage(&bound, claims, crate::now_ms()) {
+                Ok(until) => until,
+                Err(why) => {
+                    refused.extend(why);
+                    return Ok(());
+                }
+            };
+            let (id, provider, used) = (node.id.clone(), node.provider.clone(), used.clone());
+            let checked = reports.usage_at_ms;
+            if self.store.call(move |s| s.accept_resource_usage(&id, checked, until, period, &provider, &used)).await? {
+                return Ok(());
+            }
+        }
+        refused.extend(
+            claims
+                .iter()
+                .map(|c| format!("resource use of {}: other reports of this node kept coming at once", c.site)),
+        );
+        Ok(())
+    }
+
     async fn answer(
         &self,
         request: hyper::Request<hyper::body::Incoming>,
@@ -144,7 +203,7 @@ impl ControlApi {
         let path = request.uri().path().to_owned();
         let post = request.method() == hyper::Method::POST;
         match path.as_str() {
-            "/metrics" => text(200, self.gateway.metrics()),
+            "/metrics" => self.metrics(&request, peer).await,
             "/healthz" => text(200, "ok\n"),
             "/agent/v2/sync" if post => self.sync(request, peer, local).await,
             "/agent/v1/sync" => text(
@@ -158,6 +217,15 @@ impl ControlApi {
                 _ => text(404, "not found\n"),
             },
         }
+    }
+
+    /// The gateway's metrics, to this machine or a joined node: the
+    /// listener faces the network, and they tell who uses what.
+    async fn metrics(&self, request: &hyper::Request<hyper::body::Incoming>, peer: IpAddr) -> Answer {
+        if !metrics_open_to(peer) && self.node_of(request).await.is_err() {
+            return text(401, "/metrics is served to this machine, or with a node's join token\n");
+        }
+        text(200, self.gateway.metrics())
     }
 
     async fn node_of(&self, request: &hyper::Request<hyper::body::Incoming>) -> Result<NodeRecord, Answer> {
@@ -200,18 +268,13 @@ impl ControlApi {
         if let Err(e) = sync.check() {
             return text(400, e + "\n");
         }
-        let id = node.id.clone();
-        let reports = match self.store.call(move |s| s.node_reports(&id)).await {
-            Ok(reports) => reports,
-            Err(e) => return text(500, format!("{e}\n")),
-        };
         let wall = crate::now_ms();
         // Every sync, not only one with usage: a node's first report covers
         // the time since it first came.
         let first_sync = *lock(&self.first_sync).entry(node.id.clone()).or_insert(wall);
         // Told to the node in the answer, and counted for the operator.
         let mut refused: Vec<String> = Vec::new();
-        let accepted_usage: Option<Vec<_>>;
+        let mut claims: Vec<SiteClaim> = Vec::new();
         let (assigned, unpacked) = {
             let mut shared = lock(&self.shared);
             let Some(assigned) = shared.assignments.as_ref().map(|all| all.get(&node.id).cloned().unwrap_or_default())
@@ -219,17 +282,40 @@ impl ControlApi {
                 return text(503, "the control plane is starting; sync again\n");
             };
             let now = shared.now();
+            let mut booked: HashMap<&str, u64> = HashMap::new();
             for a in &assigned {
-                shared.assigned_at.insert((node.id.clone(), a.site.clone()), now);
+                let app = shared.apps.get(&(a.site.clone(), a.generation));
+                let memory = app.and_then(|app| app.manifest.as_ref().ok()).map_or(0, |m| m.resources.memory_mb);
+                let site = booked.entry(a.site.as_str()).or_default();
+                *site = site.saturating_add(memory);
+            }
+            for a in &assigned {
+                let key = (node.id.clone(), a.site.clone());
+                // A site given anew after its grace ran out begins a new stay.
+                let stays = shared.given.get(&key).is_some_and(|g| now.saturating_sub(g.last) <= USAGE_GRACE_MS);
+                if !stays {
+                    let fresh = Given { since_wall_ms: wall, last: now, booked_mb: 0, generations: HashMap::new() };
+                    shared.given.insert(key.clone(), fresh);
+                }
+                let given = shared.given.get_mut(&key).expect("just inserted");
+                given.last = now;
+                given.booked_mb = booked.get(a.site.as_str()).copied().unwrap_or(0);
+                given.generations.insert(a.generation, now);
             }
             // A node speaks only for what it was given, in every part of a
             // sync: what it runs, what failed, what was used. What it was
             // given until a moment ago (USAGE_GRACE_MS) is still its own
-            // to finish reporting; anything else is refused and counted.
+            // to finish reporting (an old generation draining is left out,
+            // quietly); anything else is refused and counted.
             let given = |site: &str| {
                 shared
-                    .assigned_at
+                    .given
                     .get(&(node.id.clone(), site.to_owned()))
+                    .filter(|g| now.saturating_sub(g.last) <= USAGE_GRACE_MS)
+            };
+            let draining = |site: &str, generation: u64| {
+                given(site)
+                    .and_then(|g| g.generations.get(&generation))
                     .is_some_and(|at| now.saturating_sub(*at) <= USAGE_GRACE_MS)
             };
             let is_assigned =
@@ -243,7 +329,7 @@ impl ControlApi {
                         addr: (peer, i.port).into(),
                         healthy: i.healthy,
                     });
-                } else if !given(&i.site) {
+                } else if !draining(&i.site, i.generation) {
                     refused.push(format!("instance of {} generation {}: not given to this node", i.site, i.generation));
                 }
             }
@@ -251,34 +337,30 @@ impl ControlApi {
             for f in sync.failures {
                 if is_assigned(&f.site, f.generation) {
                     failures.push(Failure { site: f.site, generation: f.generation, detail: f.detail });
-                } else if !given(&f.site) {
+                } else if !draining(&f.site, f.generation) {
                     refused.push(format!("failure of {} generation {}: not given to this node", f.site, f.generation));
                 }
             }
-            let (usage, foreign): (Vec<_>, Vec<_>) = sync.usage.into_iter().partition(|u| given(&u.site));
-            for u in &foreign {
-                refused.push(format!("resource use of {}: not given to this node", u.site));
-            }
-            // What it reports it used is bounded by what it has: its cores
-            // and its memory over the time since its last accepted report.
-            let since = if reports.usage_at_ms > 0 { reports.usage_at_ms } else { first_sync };
-            let (cpu_max, memory_max) =
-                control::capacity::usage_bound(reports.cores, node.capacity_mb, wall.saturating_sub(since));
-            let cpu: u64 = usage.iter().map(|u| u.cpu_ms).fold(0, u64::saturating_add);
-            let memory: u64 = usage.iter().map(|u| u.memory_mib_s).fold(0, u64::saturating_add);
-            accepted_usage = if usage.is_empty() {
-                None
-            } else if cpu > cpu_max || memory > memory_max {
-                for u in &usage {
-                    refused.push(format!(
-                        "resource use of {}: {} CPU ms and {} MiB·s in all is more than {} cores and {} MiB could use since the last accepted report (at most {cpu_max} ms and {memory_max} MiB·s)",
-                        u.site, cpu, memory, reports.cores, node.capacity_mb
-                    ));
+            for u in sync.usage {
+                let Some(g) = given(&u.site) else {
+                    refused.push(format!("resource use of {}: not given to this node", u.site));
+                    continue;
+                };
+                // A site named twice is one claim: its bound holds for the sum.
+                match claims.iter_mut().find(|c| c.site == u.site) {
+                    Some(c) => {
+                        c.cpu_ms = c.cpu_ms.saturating_add(u.cpu_ms);
+                        c.memory_mib_s = c.memory_mib_s.saturating_add(u.memory_mib_s);
+                    }
+                    None => claims.push(SiteClaim {
+                        given_since_ms: g.since_wall_ms,
+                        booked_mb: g.booked_mb,
+                        site: u.site,
+                        cpu_ms: u.cpu_ms,
+                        memory_mib_s: u.memory_mib_s,
+                    }),
                 }
-                None
-            } else {
-                Some(usage)
-            };
+            }
             shared.control.observe(&node.id, now, Report { instances, failures });
             let unpacked: Vec<(String, u64, std::path::PathBuf)> = assigned
                 .iter()
@@ -289,24 +371,15 @@ impl ControlApi {
                 .collect();
             (assigned, unpacked)
         };
+        if !claims.is_empty()
+            && let Err(e) = self.take_usage(&node, first_sync, &claims, &mut refused).await
+        {
+            return text(500, format!("{e}\n"));
+        }
         if !refused.is_empty() {
             tracing::warn!(node = %node.id, refused = refused.len(), first = %refused[0], "parts of a node's report refused");
-        }
-        if accepted_usage.is_some() || !refused.is_empty() {
-            let (period, provider, id, count) =
-                (current_period(), node.provider.clone(), node.id.clone(), refused.len());
-            let at = accepted_usage.is_some().then_some(wall);
-            let recorded = self
-                .store
-                .call(move |s| {
-                    for u in accepted_usage.into_iter().flatten() {
-                        let totals = ResourceTotals { cpu_ms: u.cpu_ms, memory_mib_s: u.memory_mib_s };
-                        s.add_resource_usage(period, &u.site, &provider, totals)?;
-                    }
-                    s.note_reports(&id, count as u64, at)
-                })
-                .await;
-            if let Err(e) = recorded {
+            let (id, count) = (node.id.clone(), refused.len() as u64);
+            if let Err(e) = self.store.call(move |s| s.note_reports(&id, count, None)).await {
                 return text(500, format!("{e}\n"));
             }
         }
@@ -344,13 +417,37 @@ impl ControlApi {
         (200, "application/json", Bytes::from(serde_json::to_vec(&response).expect("a sync answer serializes")))
     }
 
+    /// A bundle, to a node it is assigned to: any other id, whether a
+    /// bundle of another node's site or none at all, is 404 alike.
     async fn bundle(&self, request: &hyper::Request<hyper::body::Incoming>, id: &str) -> Answer {
-        if let Err(answer) = self.node_of(request).await {
-            return answer;
-        }
-        match lock(&self.shared).bundles.get(id) {
+        let node = match self.node_of(request).await {
+            Ok(node) => node,
+            Err(answer) => return answer,
+        };
+        let shared = lock(&self.shared);
+        let assigned = shared.assignments.as_ref().and_then(|all| all.get(&node.id)).is_some_and(|assigned| {
+            assigned.iter().any(|a| {
+                shared.apps.get(&(a.site.clone(), a.generation)).and_then(|app| app.bundle.as_deref()) == Some(id)
+            })
+        });
+        match shared.bundles.get(id).filter(|_| assigned) {
             Some(bytes) => (200, "application/gzip", bytes.clone()),
             None => text(404, format!("no bundle {id}\n")),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::metrics_open_to;
+
+    #[test]
+    fn metrics_are_open_only_to_this_machine() {
+        for peer in ["127.0.0.1", "127.8.9.10", "::1", "::ffff:127.0.0.1"] {
+            assert!(metrics_open_to(peer.parse().unwrap()), "{peer}");
+        }
+        for peer in ["192.0.2.2", "10.0.0.1", "0.0.0.0", "::", "fd00::2", "::ffff:192.0.2.2", "::ffff:0.0.0.0"] {
+            assert!(!metrics_open_to(peer.parse().unwrap()), "{peer} needs a join token");
         }
     }
 }

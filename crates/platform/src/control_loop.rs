@@ -32,6 +32,21 @@ pub(crate) struct App {
     pub bundle: Option<String>,
 }
 
+/// A site as given to a joined node.
+#[derive(Clone, Debug)]
+pub(crate) struct Given {
+    /// When this stay of the site on the node began (wall clock, ms): the
+    /// node ran nothing of it before, so it reports no use of it before.
+    pub since_wall_ms: u64,
+    /// When it was last given ([`Shared::now`]).
+    pub last: u64,
+    /// The memory booked for it on the node (MiB, its generations' sum), as
+    /// last given.
+    pub booked_mb: u64,
+    /// Its generations given, with when each was last ([`Shared::now`]).
+    pub generations: HashMap<u64, u64>,
+}
+
 /// What the control loop and the agent protocol share. Never held across
 /// an await.
 pub(crate) struct Shared {
@@ -44,9 +59,9 @@ pub(crate) struct Shared {
     pub bundles: HashMap<String, bytes::Bytes>,
     /// When the control plane started: its clock for `control` (monotonic).
     pub started: Instant,
-    /// When each (joined node, site) was last assigned: the node's usage of
-    /// that site is taken only then, and for a grace period after.
-    pub assigned_at: HashMap<(String, String), u64>,
+    /// Each site as given to each joined node, by (node, site): the node
+    /// speaks of it only while it is given, and for a grace period after.
+    pub given: HashMap<(String, String), Given>,
     /// Decided, not yet carried out (a store write failed): done first in
     /// the next round, in order. `control` remembers what it decided, so a
     /// decision is never dropped.
@@ -69,7 +84,7 @@ impl Shared {
             apps: HashMap::new(),
             bundles: HashMap::new(),
             started: Instant::now(),
-            assigned_at: HashMap::new(),
+            given: HashMap::new(),
             pending: Vec::new(),
             reload_needed: false,
             assignments: None,

@@ -17,6 +17,10 @@ pub fn check(store: &mut Store, d: &DeploymentRecord, manifest: &Manifest) -> an
     // What cannot be shipped is refused now: a symbolic link (to a key,
     // say) is never followed, nor shipped.
     agent::bundle::check(std::path::Path::new(&d.app_dir)).map_err(|e| BadInput(format!("the app is refused: {e}")))?;
+    // A removed site's id is not taken while a period needs its record.
+    if let Some(why) = store.kept_removed_site(&d.site)? {
+        return Err(BadInput(why).into());
+    }
     let known = store.nodes()?;
     if let Some(unknown) = d.nodes.iter().find(|n| !known.iter().any(|k| k.id == **n)) {
         return Err(BadInput(format!("there is no node {unknown:?}; register it with `commons node add`")).into());

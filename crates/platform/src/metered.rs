@@ -27,8 +27,9 @@ pub type SetAside = store::SetAsideRecord;
 /// The scenario of `period` from `store`, and the rows set aside. Usage of
 /// users who did not subscribe is metered but pays nobody (their tier is
 /// free), so it is left out. A row that names a site with no record (not
-/// even a removed one), a site calling itself, or a call with no direct use
-/// of the calling site is set aside rather than stopping the period.
+/// even a removed one: a usage, call or resource row), a site calling
+/// itself, or a call with no direct use of the calling site is set aside
+/// rather than stopping the period.
 pub fn scenario(store: &mut Store, period: Period) -> anyhow::Result<(Scenario, Vec<SetAside>)> {
     let params = params(period)?;
     let (projects, mut sites) = registry_specs(store)?;
@@ -36,17 +37,33 @@ pub fn scenario(store: &mut Store, period: Period) -> anyhow::Result<(Scenario, 
     // period, as the node agents metered it: CPU milliseconds plus MiB-seconds
     // of resident memory (a CPU-second weighs as much as holding 1 GiB for a
     // second). A site with no metered resources keeps its declared weights.
+    let resources = store.resource_usage(period)?;
     let mut metered: std::collections::BTreeMap<String, Vec<ProviderSpec>> = Default::default();
-    for (site, provider, used) in store.resource_usage(period)? {
+    for (site, provider, used) in &resources {
         // saturating: a weight, not money.
         let resource_weight = used.cpu_ms.saturating_add(used.memory_mib_s).max(1);
-        metered.entry(site).or_default().push(ProviderSpec { provider, resource_weight });
+        metered.entry(site.clone()).or_default().push(ProviderSpec { provider: provider.clone(), resource_weight });
     }
     for site in &mut sites {
         if let Some(providers) = metered.remove(&site.id) {
             site.providers = providers;
         }
     }
+    let unknown = |id: &str| format!("site {id:?} has no record, not even as a removed site");
+    // What is left names a site with no record: no site to pay its
+    // providers from, so it is set aside, reported after the usage rows.
+    let resources_set_aside: Vec<SetAside> = resources
+        .iter()
+        .filter(|(site, _, _)| metered.contains_key(site))
+        .map(|(site, provider, used)| SetAside {
+            row: format!(
+                "resource row ({period}, site {site}, provider {provider}: {} CPU ms, {} MiB·s)",
+                used.cpu_ms, used.memory_mib_s
+            ),
+            reason: unknown(site),
+            outcome: format!("not paid: {provider}'s share of a site with no record is not paid; nobody is charged"),
+        })
+        .collect();
     let registry = registry(&params, &projects, &sites)?;
     let subscriptions = store.subscriptions(period)?;
     let usage = store.usage(period)?;
@@ -57,7 +74,6 @@ pub fn scenario(store: &mut Store, period: Period) -> anyhow::Result<(Scenario, 
             .map_err(|e| BadInput(format!("subscription of {user}: {e}")))?;
     }
     let mut set_aside = Vec::new();
-    let unknown = |id: &str| format!("site {id:?} has no record, not even as a removed site");
     // Direct use: a row naming a site with no record is set aside.
     let mut rows = Vec::new();
     let mut set_aside_users = Vec::new();
@@ -119,6 +135,7 @@ pub fn scenario(store: &mut Store, period: Period) -> anyhow::Result<(Scenario, 
             (None, _, _) => unreachable!("a call with both sites known has no problem or is kept"),
         }
     }
+    set_aside.extend(resources_set_aside);
     activity.add_usage(rows);
     activity.add_calls(calls);
     let activity = activity.finish().map_err(|e| BadInput(format!("usage of {period}: {e}")))?;

@@ -118,6 +118,10 @@ pub enum StoreError {
     /// The ledger refused the batch.
     #[error(transparent)]
     Rejected(#[from] Rejection),
+    /// A site id whose removed record is kept for an unsettled period:
+    /// taking it again would hand that period's pay to the new site.
+    #[error("{0}")]
+    SiteKept(String),
 }
 
 /// An open store: the database, the ledger read back from it, and this

@@ -111,8 +111,13 @@ fn registry_version_in(tx: &mut Tx<'_>) -> Result<u64, StoreError> {
 }
 
 impl Store {
-    /// Adds or replaces a site, with its lists, in one transaction.
+    /// Adds or replaces a site, with its lists, in one transaction. A
+    /// removed site's record an unsettled period still needs is never
+    /// replaced ([`Store::kept_removed_site`]): [`StoreError::SiteKept`].
     pub fn put_site(&mut self, site: &SiteRecord) -> Result<(), StoreError> {
+        if let Some(why) = self.kept_removed_site(&site.id)? {
+            return Err(StoreError::SiteKept(why));
+        }
         let instances: Vec<String> = site.instances.iter().map(|a| a.to_string()).collect();
         // No limit is stored as -1.
         let limit = |l: Option<u32>| l.map_or(-1, i64::from);
@@ -144,7 +149,8 @@ impl Store {
     /// routed or listed ([`Store::sites`]) and its instances and hosts are
     /// let go, but its record stays, with its operator, project, shares and
     /// providers, for the settlement of the periods it was used in
-    /// ([`Store::sites_ever`]). Adding the id again replaces it.
+    /// ([`Store::sites_ever`]). The id is not taken again until no
+    /// unsettled period needs the record ([`Store::kept_removed_site`]).
     pub fn remove_site(&mut self, id: &str, at_ms: u64) -> Result<bool, StoreError> {
         self.backend.transaction(|tx| {
             let removed = tx.execute(
@@ -161,6 +167,33 @@ impl Store {
         })
     }
 
+    /// Why `id` cannot be taken by a new site, if it cannot: its removed
+    /// record is kept for the settlement of a period not yet settled on the
+    /// ledger (the one it was removed in, or one whose usage names it).
+    /// A removed record no unsettled period needs may be replaced.
+    pub fn kept_removed_site(&mut self, id: &str) -> Result<Option<String>, StoreError> {
+        let rows = self.backend.read(|tx| {
+            tx.query("SELECT removed_ms FROM sites WHERE id = $1 AND removed_ms <> 0", &[Param::Text(id)])
+        })?;
+        let Some(removed_ms) = rows.first().map(|r| r.u64(0)).transpose()? else { return Ok(None) };
+        let days = (removed_ms / 86_400_000) as i64;
+        let mut periods = self.periods_naming(id)?;
+        periods.push(Period::from_days_since_epoch(days));
+        periods.sort();
+        periods.dedup();
+        periods.retain(|p| !self.ledger.is_settled(*p));
+        if periods.is_empty() {
+            return Ok(None);
+        }
+        let names: Vec<String> = periods.iter().map(|p| p.to_string()).collect();
+        let (noun, verb) = if names.len() == 1 { ("period", "is") } else { ("periods", "are") };
+        Ok(Some(format!(
+            "site {id} was removed on {}; its record is kept until {noun} {} {verb} settled; choose another id or settle first",
+            civil_date(days),
+            names.join(", ")
+        )))
+    }
+
     /// The removed sites still on record, with when each was removed.
     pub fn removed_sites(&mut self) -> Result<Vec<(String, u64)>, StoreError> {
         let rows = self
@@ -170,11 +203,11 @@ impl Store {
     }
 
     /// The periods whose metered usage names `site`, as the used site, the
-    /// caller or the called service.
+    /// caller or the called service, or whose resource use does.
     pub fn periods_naming(&mut self, site: &str) -> Result<Vec<Period>, StoreError> {
         let rows = self.backend.read(|tx| {
             tx.query(
-                "SELECT period FROM usage_direct WHERE site = $1 UNION SELECT period FROM usage_calls WHERE site = $1 OR service = $1",
+                "SELECT period FROM usage_direct WHERE site = $1 UNION SELECT period FROM usage_calls WHERE site = $1 OR service = $1 UNION SELECT period FROM resource_usage WHERE site = $1",
                 &[Param::Text(site)],
             )
         })?;
@@ -505,4 +538,19 @@ fn stored_checkpoint(tx: &mut Tx<'_>) -> Result<Checkpoint, StoreError> {
         checkpoint.flushed.insert(row.u32(0)?, row.u64(1)?);
     }
     Ok(checkpoint)
+}
+
+/// `YYYY-MM-DD` of a day counted from 1970-01-01 (UTC): Howard Hinnant's
+/// `civil_from_days`.
+fn civil_date(days: i64) -> String {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!("{year:04}-{month:02}-{day:02}")
 }

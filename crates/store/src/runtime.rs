@@ -6,7 +6,7 @@
 use commons_core::{DeploymentState, Period};
 
 use crate::lists;
-use crate::sql::{Param, int_param};
+use crate::sql::{Param, Tx, int_param};
 use crate::{Store, StoreError};
 
 /// A machine a cloud provider contributes.
@@ -29,7 +29,9 @@ pub struct NodeReports {
     /// Items of its reports refused: claims for what it was not given,
     /// resource use it could not have had.
     pub refused: u64,
-    /// When its last resource report was accepted (wall clock, ms; 0: never).
+    /// Where the window of its next resource report starts (wall clock,
+    /// ms; 0: no report accepted yet): the end of the time its last
+    /// accepted one was credited for, at most 5 s after it came.
     pub usage_at_ms: u64,
 }
 
@@ -247,46 +249,28 @@ impl Store {
     /// What the control plane keeps about `node`'s reports (defaults for a
     /// node never reported about).
     pub fn node_reports(&mut self, node: &str) -> Result<NodeReports, StoreError> {
-        let rows = self.backend.transaction(|tx| {
-            tx.query("SELECT cores, refused, usage_at_ms FROM node_reports WHERE node = $1", &[Param::Text(node)])
-        })?;
-        match rows.first() {
-            None => Ok(NodeReports::default()),
-            Some(r) => Ok(NodeReports { cores: r.u64(0)?, refused: r.u64(1)?, usage_at_ms: r.u64(2)? }),
-        }
+        self.backend.transaction(|tx| node_reports_in(tx, node))
     }
 
     /// Sets the cores of `node`, which bound the CPU time it may report.
     pub fn set_node_cores(&mut self, node: &str, cores: u64) -> Result<(), StoreError> {
-        let mut reports = self.node_reports(node)?;
-        reports.cores = cores;
-        self.put_node_reports(node, reports)
+        self.backend.transaction(|tx| {
+            let mut reports = node_reports_in(tx, node)?;
+            reports.cores = cores;
+            put_node_reports_in(tx, node, reports)
+        })
     }
 
     /// Counts `refused` more items of `node`'s reports refused, and, when
     /// given, the time its resource report was last accepted.
     pub fn note_reports(&mut self, node: &str, refused: u64, usage_at_ms: Option<u64>) -> Result<(), StoreError> {
-        let mut reports = self.node_reports(node)?;
-        reports.refused = reports.refused.saturating_add(refused);
-        if let Some(at) = usage_at_ms {
-            reports.usage_at_ms = at;
-        }
-        self.put_node_reports(node, reports)
-    }
-
-    fn put_node_reports(&mut self, node: &str, r: NodeReports) -> Result<(), StoreError> {
         self.backend.transaction(|tx| {
-            tx.execute("DELETE FROM node_reports WHERE node = $1", &[Param::Text(node)])?;
-            tx.execute(
-                "INSERT INTO node_reports (node, cores, refused, usage_at_ms) VALUES ($1, $2, $3, $4)",
-                &[
-                    Param::Text(node),
-                    int_param(r.cores, "cores")?,
-                    int_param(r.refused, "refused reports")?,
-                    int_param(r.usage_at_ms, "time")?,
-                ],
-            )?;
-            Ok(())
+            let mut reports = node_reports_in(tx, node)?;
+            reports.refused = reports.refused.saturating_add(refused);
+            if let Some(at) = usage_at_ms {
+                reports.usage_at_ms = at;
+            }
+            put_node_reports_in(tx, node, reports)
         })
     }
 
@@ -337,25 +321,35 @@ impl Store {
         provider: &str,
         used: ResourceTotals,
     ) -> Result<(), StoreError> {
-        let label = period.to_string();
+        self.backend.transaction(|tx| add_resource_usage_in(tx, period, site, provider, used))
+    }
+
+    /// Records a node's accepted resource report, in one transaction, only
+    /// if the node's last accepted report is still the one it was checked
+    /// against (`usage_at_ms` is `checked_at_ms`): adds what each site used
+    /// on `provider`'s machines in `period` and moves `usage_at_ms` to
+    /// `until_ms`. False, and nothing written, when another report was
+    /// accepted meanwhile: check again against that one.
+    pub fn accept_resource_usage(
+        &mut self,
+        node: &str,
+        checked_at_ms: u64,
+        until_ms: u64,
+        period: Period,
+        provider: &str,
+        used: &[(String, ResourceTotals)],
+    ) -> Result<bool, StoreError> {
         self.backend.transaction(|tx| {
-            let params = [Param::Text(&label), Param::Text(site), Param::Text(provider)];
-            let rows = tx.query(
-                "SELECT cpu_ms, memory_mib_s FROM resource_usage WHERE period = $1 AND site = $2 AND provider = $3",
-                &params,
-            )?;
-            let (cpu, memory) = match rows.first() {
-                None => (0, 0),
-                Some(row) => (row.u64(0)?, row.u64(1)?),
-            };
-            tx.execute("DELETE FROM resource_usage WHERE period = $1 AND site = $2 AND provider = $3", &params)?;
-            // Saturating: resource use weighs the providers' split, it is not money.
-            let total = |a: u64, b: u64| Param::Int(a.saturating_add(b).min(i64::MAX as u64) as i64);
-            tx.execute(
-                "INSERT INTO resource_usage (period, site, provider, cpu_ms, memory_mib_s) VALUES ($1, $2, $3, $4, $5)",
-                &[params[0], params[1], params[2], total(cpu, used.cpu_ms), total(memory, used.memory_mib_s)],
-            )?;
-            Ok(())
+            let mut reports = node_reports_in(tx, node)?;
+            if reports.usage_at_ms != checked_at_ms {
+                return Ok(false);
+            }
+            for (site, totals) in used {
+                add_resource_usage_in(tx, period, site, provider, *totals)?;
+            }
+            reports.usage_at_ms = until_ms;
+            put_node_reports_in(tx, node, reports)?;
+            Ok(true)
         })
     }
 
@@ -372,4 +366,54 @@ impl Store {
             .map(|r| Ok((r.text(0)?, r.text(1)?, ResourceTotals { cpu_ms: r.u64(2)?, memory_mib_s: r.u64(3)? })))
             .collect()
     }
+}
+
+fn node_reports_in(tx: &mut Tx<'_>, node: &str) -> Result<NodeReports, StoreError> {
+    let rows =
+        tx.query("SELECT cores, refused, usage_at_ms FROM node_reports WHERE node = $1", &[Param::Text(node)])?;
+    match rows.first() {
+        None => Ok(NodeReports::default()),
+        Some(r) => Ok(NodeReports { cores: r.u64(0)?, refused: r.u64(1)?, usage_at_ms: r.u64(2)? }),
+    }
+}
+
+fn put_node_reports_in(tx: &mut Tx<'_>, node: &str, r: NodeReports) -> Result<(), StoreError> {
+    tx.execute("DELETE FROM node_reports WHERE node = $1", &[Param::Text(node)])?;
+    tx.execute(
+        "INSERT INTO node_reports (node, cores, refused, usage_at_ms) VALUES ($1, $2, $3, $4)",
+        &[
+            Param::Text(node),
+            int_param(r.cores, "cores")?,
+            int_param(r.refused, "refused reports")?,
+            int_param(r.usage_at_ms, "time")?,
+        ],
+    )?;
+    Ok(())
+}
+
+fn add_resource_usage_in(
+    tx: &mut Tx<'_>,
+    period: Period,
+    site: &str,
+    provider: &str,
+    used: ResourceTotals,
+) -> Result<(), StoreError> {
+    let label = period.to_string();
+    let params = [Param::Text(&label), Param::Text(site), Param::Text(provider)];
+    let rows = tx.query(
+        "SELECT cpu_ms, memory_mib_s FROM resource_usage WHERE period = $1 AND site = $2 AND provider = $3",
+        &params,
+    )?;
+    let (cpu, memory) = match rows.first() {
+        None => (0, 0),
+        Some(row) => (row.u64(0)?, row.u64(1)?),
+    };
+    tx.execute("DELETE FROM resource_usage WHERE period = $1 AND site = $2 AND provider = $3", &params)?;
+    // Saturating: resource use weighs the providers' split, it is not money.
+    let total = |a: u64, b: u64| Param::Int(a.saturating_add(b).min(i64::MAX as u64) as i64);
+    tx.execute(
+        "INSERT INTO resource_usage (period, site, provider, cpu_ms, memory_mib_s) VALUES ($1, $2, $3, $4, $5)",
+        &[params[0], params[1], params[2], total(cpu, used.cpu_ms), total(memory, used.memory_mib_s)],
+    )?;
+    Ok(())
 }

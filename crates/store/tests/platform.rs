@@ -73,10 +73,19 @@ fn sites_are_stored_replaced_and_removed_and_each_change_bumps_the_version() {
         };
         usage.record(&called);
         store.record_usage(&usage, &Checkpoint::default()).unwrap();
+        // Resource use names it too: its providers are paid by it.
+        let december = Period::parse("2026-12").unwrap();
+        store.add_resource_usage(december, "chat", "pat", ResourceTotals { cpu_ms: 1, memory_mib_s: 1 }).unwrap();
         let periods: Vec<String> = store.periods_naming("chat").unwrap().iter().map(|p| p.to_string()).collect();
-        assert_eq!(periods, ["2026-09", "2026-11"], "{}", s.name);
+        assert_eq!(periods, ["2026-09", "2026-11", "2026-12"], "{}", s.name);
         assert!(!store.forget_removed_site("wiki").unwrap(), "{}: a live site is not forgotten", s.name);
-        // Added again, it is live again.
+        // Its id is not taken again while an unsettled period needs the record.
+        let refused = store.put_site(&chat).unwrap_err();
+        let why = "site chat was removed on 1970-01-01; its record is kept until periods 1970-01, 2026-09, 2026-11, 2026-12 are settled; choose another id or settle first";
+        assert!(matches!(&refused, store::StoreError::SiteKept(said) if said == why), "{}: {refused}", s.name);
+        assert_eq!(store.sites_ever().unwrap()[0].operator, chat.operator);
+        // Forgotten, it may be added again, and is live again.
+        assert!(store.forget_removed_site("chat").unwrap());
         store.put_site(&chat).unwrap();
         assert_eq!(store.sites().unwrap(), vec![chat.clone(), wiki.clone()], "{}", s.name);
         assert!(store.remove_site("chat", 3_000).unwrap());
@@ -385,6 +394,10 @@ fn writing_a_record_again_replaces_its_lists_and_removing_it_leaves_none_behind(
         store.put_site(&short).unwrap();
         assert_eq!(store.sites().unwrap(), vec![short.clone()], "{}", s.name);
         store.remove_site("wiki", 1_000).unwrap();
+        // Its id is taken again once its record is forgotten (the period
+        // it was removed in is not settled, so not before).
+        assert!(matches!(store.put_site(&short), Err(store::StoreError::SiteKept(_))), "{}", s.name);
+        assert!(store.forget_removed_site("wiki").unwrap());
         let bare = SiteRecord { instances: vec![], premium_prefixes: vec![], providers: vec![], ..short };
         store.put_site(&bare).unwrap();
         assert_eq!(store.sites().unwrap(), vec![bare], "{}: the removed site's lists are gone", s.name);
@@ -475,5 +488,23 @@ fn a_nodes_cores_refusals_and_last_accepted_report_are_kept_and_survive_its_re_r
         assert_eq!(store.node_reports("far").unwrap(), kept);
         drop(store);
         assert_eq!(Store::open(&s.location).unwrap().node_reports("far").unwrap(), kept, "{}", s.name);
+    }
+}
+
+#[test]
+fn a_resource_report_is_recorded_only_against_the_report_it_was_checked_after() {
+    for s in common::stores() {
+        let mut store = Store::open(&s.location).unwrap();
+        let period = Period::parse("2026-12").unwrap();
+        let used = vec![("search".to_owned(), ResourceTotals { cpu_ms: 700, memory_mib_s: 5 })];
+        // Two syncs checked against the same last report (none): the first
+        // is recorded and moves it, the second finds it moved.
+        assert!(store.accept_resource_usage("far", 0, 1_000, period, "pat", &used).unwrap(), "{}", s.name);
+        assert!(!store.accept_resource_usage("far", 0, 2_000, period, "pat", &used).unwrap(), "{}", s.name);
+        assert_eq!(store.node_reports("far").unwrap().usage_at_ms, 1_000);
+        let recorded = store.resource_usage(period).unwrap();
+        assert_eq!(recorded, vec![("search".into(), "pat".into(), ResourceTotals { cpu_ms: 700, memory_mib_s: 5 })]);
+        assert!(store.accept_resource_usage("far", 1_000, 2_000, period, "pat", &used).unwrap());
+        assert_eq!(store.resource_usage(period).unwrap()[0].2, ResourceTotals { cpu_ms: 1_400, memory_mib_s: 10 });
     }
 }
