@@ -26,6 +26,21 @@ fn add_account(data: &std::path::Path, user: &str, password: &str) -> std::proce
     child.wait_with_output().unwrap()
 }
 
+/// Registers site `wiki` (at `site`) and alice's account, as each test here
+/// begins.
+fn wiki_with_alice(data: &std::path::Path, site: std::net::SocketAddr) {
+    ok(commons().arg("--data").arg(data).args(["project", "add", "wiki"]));
+    ok(commons().arg("--data").arg(data).args(["site", "add", "wiki", "--upstream", &site.to_string()]).args([
+        "--operator",
+        "olga",
+        "--project",
+        "wiki",
+        "--provider",
+        "pat",
+    ]));
+    assert!(add_account(data, "alice", "alice-password-1").status.success());
+}
+
 /// Logs alice in through the platform's form as a browser does, and
 /// follows the handoff to `next`'s site: its session cookie.
 fn log_in(listen: std::net::SocketAddr, password: &str, next: &str) -> String {
@@ -85,16 +100,7 @@ fn revoked_tokens_and_sessions_stop_working_at_a_running_gateway() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path();
     let site = upstream();
-    ok(commons().arg("--data").arg(data).args(["project", "add", "wiki"]));
-    ok(commons().arg("--data").arg(data).args(["site", "add", "wiki", "--upstream", &site.to_string()]).args([
-        "--operator",
-        "olga",
-        "--project",
-        "wiki",
-        "--provider",
-        "pat",
-    ]));
-    assert!(add_account(data, "alice", "alice-password-1").status.success());
+    wiki_with_alice(data, site);
     let token = run(data, &["token", "add", "alice"]).unwrap().trim().to_owned();
     let other = run(data, &["token", "add", "alice"]).unwrap().trim().to_owned();
     let (mut child, listen) = up(data);
@@ -145,16 +151,7 @@ fn users_revoke_their_own_tokens_and_sessions_on_the_platform() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path();
     let site = upstream();
-    ok(commons().arg("--data").arg(data).args(["project", "add", "wiki"]));
-    ok(commons().arg("--data").arg(data).args(["site", "add", "wiki", "--upstream", &site.to_string()]).args([
-        "--operator",
-        "olga",
-        "--project",
-        "wiki",
-        "--provider",
-        "pat",
-    ]));
-    assert!(add_account(data, "alice", "alice-password-1").status.success());
+    wiki_with_alice(data, site);
     let token = run(data, &["token", "add", "alice"]).unwrap().trim().to_owned();
     let (mut child, listen) = up(data);
     let host = format!("wiki.commons.localhost:{}", listen.port());
@@ -198,16 +195,7 @@ fn a_login_on_the_platform_reaches_the_site_and_outlives_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path();
     let site = upstream();
-    ok(commons().arg("--data").arg(data).args(["project", "add", "wiki"]));
-    ok(commons().arg("--data").arg(data).args(["site", "add", "wiki", "--upstream", &site.to_string()]).args([
-        "--operator",
-        "olga",
-        "--project",
-        "wiki",
-        "--provider",
-        "pat",
-    ]));
-    assert!(add_account(data, "alice", "alice-password-1").status.success());
+    wiki_with_alice(data, site);
     let short = add_account(data, "bob", "short");
     assert_eq!(short.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&short.stderr).contains("at least 8 characters"));
@@ -274,16 +262,7 @@ fn pseudonyms_come_from_a_gateway_key_of_their_own_and_outlive_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path();
     let (site, seen) = recording_upstream();
-    ok(commons().arg("--data").arg(data).args(["project", "add", "wiki"]));
-    ok(commons().arg("--data").arg(data).args(["site", "add", "wiki", "--upstream", &site.to_string()]).args([
-        "--operator",
-        "olga",
-        "--project",
-        "wiki",
-        "--provider",
-        "pat",
-    ]));
-    assert!(add_account(data, "alice", "alice-password-1").status.success());
+    wiki_with_alice(data, site);
     let token = commons().arg("--data").arg(data).args(["token", "add", "alice"]).output().unwrap();
     let bearer = format!("Bearer {}", String::from_utf8(token.stdout).unwrap().trim());
 
