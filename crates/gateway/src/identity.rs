@@ -492,7 +492,9 @@ pub(crate) fn sha256(text: &str) -> [u8; 32] {
 /// The value of cookie `name`, if the request sent it once (see
 /// [`cookie_in`]).
 pub(crate) fn cookie<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
-    cookie_in(headers.get_all(COOKIE).iter().filter_map(|v| v.to_str().ok()), name)
+    // UTF-8, not only visible ASCII: a sibling's cookie with a non-ASCII
+    // name must not hide the whole line.
+    cookie_in(headers.get_all(COOKIE).iter().filter_map(|v| std::str::from_utf8(v.as_bytes()).ok()), name)
 }
 
 /// The value of cookie `name` in these `Cookie` header values, if it is
@@ -501,7 +503,10 @@ pub(crate) fn cookie<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> 
 /// request has none, rather than whichever came first.
 pub(crate) fn cookie_in<'h>(values: impl Iterator<Item = &'h str>, name: &str) -> Option<&'h str> {
     let mut found = Seen::None;
-    for (key, value) in values.flat_map(|v| v.split(';')).filter_map(|pair| pair.trim().split_once('=')) {
+    // Only ASCII whitespace is trimmed, as browsers do: `str::trim` would
+    // make "\u{a0}__Host-commons_site", a name any sibling may set with
+    // `Domain=`, into the gateway's own.
+    for (key, value) in values.flat_map(|v| v.split(';')).filter_map(|pair| pair.trim_ascii().split_once('=')) {
         if key == name {
             found.see(value);
         }

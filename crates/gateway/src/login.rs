@@ -307,20 +307,11 @@ impl Portal {
         }
         match request.uri().path() {
             "/.commons/handoff" => {
-                // Another site's page sending the browser here with a code
-                // (of its own user's): refused. From the platform (a
-                // sibling of its sites) a browser says `same-site`; to a
-                // custom host it says `cross-site`, and the state cookie
-                // alone binds the code.
-                let cross_site =
-                    request.headers().get_all("sec-fetch-site").iter().any(|v| v.as_bytes() == b"cross-site");
-                if cross_site && pipeline.routes.load().is_under_domain(host) {
-                    return page(
-                        StatusCode::FORBIDDEN,
-                        "Refused",
-                        "<p>This login link was not sent by the platform.</p>",
-                    );
-                }
+                // Whoever sent the browser here, the code is redeemed only
+                // with the state cookie it was issued for. (Not refused by
+                // `Sec-Fetch-Site`: a browser says `cross-site` for every
+                // login begun from a link elsewhere, and for every handoff
+                // once the domain is on the Public Suffix List.)
                 let code = query.get("code").map(String::as_str).unwrap_or("");
                 let state = cookie(request.headers(), pipeline.cookies.state);
                 let Some((user, expires)) = self.handoffs.redeem(code, &route.site, state, now) else {
@@ -480,9 +471,13 @@ impl Portal {
                         );
                     }
                 }
-                let mut identities = (**pipeline.identities.load()).clone();
-                identities.remove_token_sha256(&id, user);
-                pipeline.identities.store(Arc::new(identities));
+                // Read-copy-update: a registry reload that lands meanwhile
+                // is kept, not overwritten by an older copy.
+                pipeline.identities.rcu(|current| {
+                    let mut identities = (**current).clone();
+                    identities.remove_token_sha256(&id, user);
+                    identities
+                });
                 return redirect("/sessions", Vec::new());
             }
             _ => return page(StatusCode::BAD_REQUEST, "Refused", "<p>Nothing to revoke.</p>"),

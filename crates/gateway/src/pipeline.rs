@@ -448,7 +448,8 @@ impl<'h> Facts<'h> {
                 }
                 Kind::Cookie => {
                     let secure = CookieNames::new(true).site;
-                    for (key, value) in value.split(';').filter_map(|pair| pair.trim().split_once('=')) {
+                    // ASCII whitespace only (see `identity::cookie_in`).
+                    for (key, value) in value.split(';').filter_map(|pair| pair.trim_ascii().split_once('=')) {
                         if key == SITE_COOKIE {
                             facts.site_cookie[0].see(value);
                         } else if key == secure {

@@ -163,12 +163,6 @@ impl Routes {
         normalize(host) == self.domain
     }
 
-    /// Whether a Host header names a host under the platform domain (a
-    /// sibling of the platform, not a custom host).
-    pub(crate) fn is_under_domain(&self, host: &str) -> bool {
-        normalize(host).strip_suffix(self.domain.as_str()).is_some_and(|name| name.len() > 1 && name.ends_with('.'))
-    }
-
     /// The platform's login page, coming back to `path` on `host` after
     /// (the platform domain on the port the client used for `host`).
     pub(crate) fn login_url(&self, scheme: &str, host: &str, path: &str) -> String {

@@ -294,7 +294,8 @@ impl ControlApi {
                 // A site given anew after its grace ran out begins a new stay.
                 let stays = shared.given.get(&key).is_some_and(|g| now.saturating_sub(g.last) <= USAGE_GRACE_MS);
                 if !stays {
-                    let fresh = Given { since_wall_ms: wall, last: now, booked_mb: 0, generations: HashMap::new() };
+                    let since_wall_ms = stay_since(shared.given.get(&key), a.generation, now, wall);
+                    let fresh = Given { since_wall_ms, last: now, booked_mb: 0, generations: HashMap::new() };
                     shared.given.insert(key.clone(), fresh);
                 }
                 let given = shared.given.get_mut(&key).expect("just inserted");
@@ -437,9 +438,40 @@ impl ControlApi {
     }
 }
 
+/// Since when a node may have run a site whose stay begins now (`now`: the
+/// control plane's clock, ms since it started; `wall`: ms since the epoch):
+/// - the generation it was given before a lapse (the node was silent past
+///   the grace, or its syncs failed): since that stay began, as it may have
+///   run it all along;
+/// - right after the control plane started, whatever it was given before
+///   the restart may be running: no start of the site's own (0), so that
+///   the node's last accepted report and the period bound the claim;
+/// - else from now.
+fn stay_since(before: Option<&Given>, generation: u64, now: u64, wall: u64) -> u64 {
+    match before {
+        Some(old) if old.generations.contains_key(&generation) => old.since_wall_ms,
+        _ if now <= USAGE_GRACE_MS => 0,
+        _ => wall,
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use super::metrics_open_to;
+    use std::collections::HashMap;
+
+    use super::{Given, USAGE_GRACE_MS, metrics_open_to, stay_since};
+
+    #[test]
+    fn a_stay_begun_after_a_lapse_or_a_restart_keeps_what_the_node_may_have_run() {
+        let wall = 1_800_000_000_000;
+        let before =
+            Given { since_wall_ms: wall - 3_600_000, last: 0, booked_mb: 256, generations: HashMap::from([(4, 0)]) };
+        let late = USAGE_GRACE_MS * 10;
+        assert_eq!(stay_since(Some(&before), 4, late, wall), wall - 3_600_000, "the same generation after a lapse");
+        assert_eq!(stay_since(Some(&before), 5, late, wall), wall, "a new generation is given from now");
+        assert_eq!(stay_since(None, 4, late, wall), wall, "a site given anew");
+        assert_eq!(stay_since(None, 4, 1_000, wall), 0, "right after a restart");
+    }
 
     #[test]
     fn metrics_are_open_only_to_this_machine() {
