@@ -25,12 +25,18 @@ fn closed_by_peer(stream: &mut impl Read) -> bool {
 /// `commons up` with `config`: its data, process, control listener, CA
 /// and internal listener.
 fn start(config: &str) -> (tempfile::TempDir, Child, SocketAddr, agent::tls::Pin, SocketAddr) {
+    let (dir, child, _, control, pin, internal) = start_all(config);
+    (dir, child, control, pin, internal)
+}
+
+/// `start`, with the public listener too.
+fn start_all(config: &str) -> (tempfile::TempDir, Child, SocketAddr, SocketAddr, agent::tls::Pin, SocketAddr) {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("commons.toml"), config).unwrap();
     let internal = free_port();
-    let (child, _, control) = up_with(dir.path(), &internal.to_string(), &[]);
+    let (child, public, control) = up_with(dir.path(), &internal.to_string(), &[]);
     let pin = control_pin(dir.path());
-    (dir, child, control, pin, internal)
+    (dir, child, public, control, pin, internal)
 }
 
 /// What the internal listener answers a request for no site: its
@@ -105,5 +111,21 @@ fn connections_beyond_the_cap_are_refused_until_one_closes() {
         std::thread::sleep(Duration::from_millis(50));
     }
     assert_eq!(control_request(control, pin, "GET", "/healthz", "", None).unwrap().0, 200, "served again");
+    stop(child);
+}
+
+#[test]
+fn the_public_listener_closes_connections_beyond_its_cap_until_one_closes() {
+    // One worker, so that the held connections are accepted before the next.
+    let (_dir, child, public, ..) = start_all("public_connections_max = 2\nworkers = 1\n");
+    assert!(internal_answer(public).starts_with("HTTP/1.1 "));
+    let held: Vec<TcpStream> = (0..2).map(|_| TcpStream::connect(public).unwrap()).collect();
+    assert_eq!(internal_answer(public), "", "a third public connection was served");
+    drop(held);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while internal_answer(public).is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(internal_answer(public).starts_with("HTTP/1.1 "), "served again");
     stop(child);
 }

@@ -39,6 +39,11 @@ pub struct GatewayConfig {
     /// Connections the internal listener serves at once; more are closed
     /// as they come.
     pub internal_connections_max: usize,
+    /// Connections the public listener serves at once, all its workers
+    /// together; more are closed as they come (with the header timeout,
+    /// what keeps a flood of idle connections from taking every file
+    /// descriptor).
+    pub public_connections_max: usize,
     /// Password checks (Argon2id, 19 MiB each) run at once: by default
     /// the available cores. A login that finds none free within a short
     /// wait is answered 503 with `Retry-After`, before any check starts.
@@ -59,6 +64,7 @@ impl Default for GatewayConfig {
             worker_priority: None,
             fast_path: true,
             internal_connections_max: 256,
+            public_connections_max: 16_384,
             password_checks_max: std::thread::available_parallelism().map_or(1, |n| n.get()),
         }
     }

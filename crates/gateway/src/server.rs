@@ -303,14 +303,16 @@ async fn accept_loop(
             _ = stopped.changed() => break,
         };
         let open = Open { balance: balance.clone(), worker: me };
-        // The internal listener serves at most so many at once: one more
-        // is closed (counted as open until `open` drops).
-        if kind == Listener::Internal {
-            let serving: usize = (0..balance.open.workers()).map(|w| balance.open.of(w)).sum();
-            if serving > shared.pipeline.config.internal_connections_max {
-                tracing::warn!(%peer, "the internal listener is serving as many connections as it may; closing one");
-                continue;
-            }
+        // Each listener serves at most so many at once: one more is closed
+        // (counted as open until `open` drops).
+        let max = match kind {
+            Listener::Public => shared.pipeline.config.public_connections_max,
+            Listener::Internal => shared.pipeline.config.internal_connections_max,
+        };
+        let serving: usize = (0..balance.open.workers()).map(|w| balance.open.of(w)).sum();
+        if serving > max {
+            tracing::warn!(%peer, listener = kind.label(), "serving as many connections as it may; closing one");
+            continue;
         }
         let _ = stream.set_nodelay(true);
         let (shared, client, pool, mut stopped) = (shared.clone(), client.clone(), pool.clone(), stopped.clone());

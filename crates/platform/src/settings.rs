@@ -45,6 +45,7 @@ pub struct ConfigFile {
     control_connections_max: Option<usize>,
     internal_url: Option<String>,
     internal_connections_max: Option<usize>,
+    public_connections_max: Option<usize>,
 }
 
 /// The gateway workers' nice value unless configured.
@@ -109,6 +110,11 @@ impl Settings {
             internal_connections_max: match file.internal_connections_max {
                 None => defaults.internal_connections_max,
                 Some(0) => return Err(BadInput("internal_connections_max must be at least 1".into()).into()),
+                Some(n) => n,
+            },
+            public_connections_max: match file.public_connections_max {
+                None => defaults.public_connections_max,
+                Some(0) => return Err(BadInput("public_connections_max must be at least 1".into()).into()),
                 Some(n) => n,
             },
             ..defaults
