@@ -23,7 +23,7 @@ mod split;
 pub use account::Account;
 pub use amount::{Bps, BpsError, Cents, MICROS_PER_CC, Micros};
 pub use deployment::DeploymentState;
-pub use period::{Period, PeriodError};
+pub use period::{Period, PeriodError, civil_from_days};
 pub use rng::SplitMix64;
 pub use split::{Splitter, cut, split};
 

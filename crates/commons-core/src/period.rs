@@ -38,18 +38,8 @@ impl Period {
     }
 
     /// The month containing a day counted from 1970-01-01 (UTC).
-    ///
-    /// Howard Hinnant's `civil_from_days`, so that the caller reads the clock
-    /// and this crate stays free of it.
     pub fn from_days_since_epoch(days: i64) -> Period {
-        let z = days + 719_468;
-        let era = z.div_euclid(146_097);
-        let doe = z.rem_euclid(146_097);
-        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-        let mp = (5 * doy + 2) / 153;
-        let month = if mp < 10 { mp + 3 } else { mp - 9 };
-        let year = yoe + era * 400 + i64::from(month <= 2);
+        let (year, month, _) = civil_from_days(days);
         Period { year: year.clamp(0, 9999) as u16, month: month as u8 }
     }
 
@@ -79,6 +69,21 @@ impl fmt::Display for Period {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{:04}-{:02}", self.year, self.month)
     }
+}
+
+/// The (year, month, day) of a day counted from 1970-01-01 (UTC): Howard
+/// Hinnant's `civil_from_days`, so that callers read the clock and this
+/// crate stays free of it.
+pub fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    (yoe + era * 400 + i64::from(month <= 2), month as u32, day as u32)
 }
 
 #[cfg(test)]
