@@ -155,11 +155,12 @@ async fn install(spec: &InstanceSpec) -> Result<(), InstanceError> {
     copy_dir(&spec.source, &app).map_err(io)?;
     for step in &spec.manifest.install {
         let log = open_log(&spec.dir).map_err(io)?;
-        let status = Command::new("sh")
+        let mut command = Command::new("sh");
+        app_env(&mut command, spec);
+        let status = command
             .arg("-c")
             .arg(step)
             .current_dir(&app)
-            .envs(spec.env.iter().cloned())
             .stdin(std::process::Stdio::null())
             .stdout(log.try_clone().map_err(io)?)
             .stderr(log)
@@ -216,17 +217,61 @@ pub fn log_tail(dir: &Path) -> String {
     if tail.is_empty() { "(the log is empty)".to_owned() } else { tail }
 }
 
+/// What an app may take from the platform's environment: where programs
+/// are, where home is, the locale and zone, and how this machine reaches
+/// the outside and trusts TLS (proxies, CA bundles), which install steps
+/// need to fetch packages. Nothing else: the platform's own variables
+/// (database URLs, credentials, `COMMONS_*` settings) are never an app's.
+pub const INHERITED_ENV: &[&str] = &[
+    "PATH",
+    "HOME",
+    "LANG",
+    "LANGUAGE",
+    "LC_ALL",
+    "LC_CTYPE",
+    "TZ",
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "NO_PROXY",
+    "http_proxy",
+    "https_proxy",
+    "no_proxy",
+    "SSL_CERT_FILE",
+    "SSL_CERT_DIR",
+    "REQUESTS_CA_BUNDLE",
+    "NODE_EXTRA_CA_CERTS",
+];
+
+/// Prefixes of the package managers' own settings (pip's, npm's), which
+/// say where this machine's registries are and how to trust them.
+pub const INHERITED_ENV_PREFIXES: &[&str] = &["PIP_", "npm_config_", "NPM_CONFIG_"];
+
+/// An app's environment, for its install steps and its process alike:
+/// cleared, then [`INHERITED_ENV`] from the platform's, then `PORT`,
+/// `COMMONS_SITE` and what the manifest and the platform give
+/// (`spec.env`).
+fn app_env(command: &mut Command, spec: &InstanceSpec) {
+    command.env_clear();
+    for (name, value) in std::env::vars_os() {
+        let inherited = name.to_str().is_some_and(|name| {
+            INHERITED_ENV.contains(&name) || INHERITED_ENV_PREFIXES.iter().any(|prefix| name.starts_with(prefix))
+        });
+        if inherited {
+            command.env(name, value);
+        }
+    }
+    command.env("PORT", spec.port.to_string()).env("COMMONS_SITE", &spec.site).envs(spec.env.iter().cloned());
+}
+
 /// Starts the app's process in its own process group, with its limits.
 async fn spawn(spec: &InstanceSpec) -> std::io::Result<Child> {
     let log = open_log(&spec.dir)?;
     let mut command = Command::new("sh");
+    app_env(&mut command, spec);
     command
         .arg("-c")
         .arg(&spec.manifest.run)
         .current_dir(spec.dir.join("app"))
-        .env("PORT", spec.port.to_string())
-        .env("COMMONS_SITE", &spec.site)
-        .envs(spec.env.iter().cloned())
         .stdin(std::process::Stdio::null())
         .stdout(log.try_clone()?)
         .stderr(log)

@@ -23,5 +23,8 @@
 mod instance;
 mod manifest;
 
-pub use instance::{Instance, InstanceError, InstanceSpec, ResourceUse, copy_dir, log_path, log_tail, probe};
+pub use instance::{
+    INHERITED_ENV, INHERITED_ENV_PREFIXES, Instance, InstanceError, InstanceSpec, ResourceUse, copy_dir, log_path,
+    log_tail, probe,
+};
 pub use manifest::{Health, Manifest, ManifestError, OSI_APPROVED, Resources, Tier, check_license, is_name};

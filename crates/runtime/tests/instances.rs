@@ -92,6 +92,38 @@ async fn a_failing_install_step_fails_the_deploy_with_its_output() {
     }
 }
 
+/// The platform's environment (database URLs, credentials, its own
+/// settings) is not an app's: its install steps and its process see only
+/// `runtime::INHERITED_ENV` (and its prefixes), `PORT`, `COMMONS_SITE` and what they are given.
+#[tokio::test]
+async fn an_app_and_its_install_steps_never_see_the_platforms_environment() {
+    // SAFETY: set before any instance of this test runs; other tests in this
+    // binary read nothing of these names.
+    unsafe {
+        std::env::set_var("COMMONS_TEST_DATABASE_URL", "postgres://platform:secret@127.0.0.1/commons");
+        std::env::set_var("AWS_SECRET_ACCESS_KEY", "platform-secret");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut spec = spec("search", dir.path());
+    spec.manifest.install = vec!["env > ../install-env.txt".into()];
+    spec.manifest.run = format!("env > ../run-env.txt; {}", spec.manifest.run);
+    spec.env = vec![("COMMONS_INTERNAL_URL".into(), "http://127.0.0.1:9".into())];
+    let instance = Instance::start(spec).await.unwrap();
+    for file in ["install-env.txt", "run-env.txt"] {
+        let env = std::fs::read_to_string(dir.path().join("search").join(file)).unwrap();
+        let names: Vec<&str> = env.lines().filter_map(|l| l.split_once('=')).map(|(name, _)| name).collect();
+        assert!(!env.contains("secret"), "{file}: {env}");
+        for name in &names {
+            let expected = runtime::INHERITED_ENV.contains(name)
+                || runtime::INHERITED_ENV_PREFIXES.iter().any(|prefix| name.starts_with(prefix))
+                || ["PORT", "COMMONS_SITE", "COMMONS_INTERNAL_URL", "PWD", "SHLVL", "_", "OLDPWD"].contains(name);
+            assert!(expected, "{file}: {name} is not an app's");
+        }
+        assert!(names.contains(&"PATH") && names.contains(&"COMMONS_INTERNAL_URL"), "{file}: {env}");
+    }
+    instance.stop().await;
+}
+
 #[tokio::test]
 async fn a_port_already_taken_fails_the_start() {
     let dir = tempfile::tempdir().unwrap();
