@@ -13,6 +13,11 @@ use runtime::{Instance, InstanceSpec, Manifest};
 /// flight before it is stopped (the gateway was moved off it first).
 const DRAIN: Duration = Duration::from_secs(1);
 
+/// Directories of a site's instances that no longer run, kept on each node
+/// (the newest generations: their logs, and a quick way back): older ones
+/// are removed once an instance stops or a start ends.
+pub const KEEP_STOPPED: usize = 3;
+
 /// Where an assignment's app files are on this machine.
 #[derive(Clone, Debug)]
 pub enum Source {
@@ -100,9 +105,11 @@ impl NodeAgent {
         let stopped = !stopping.is_empty();
         for (site, instance) in stopping {
             self.keep_usage(&site, &instance);
+            let agent = self.clone();
             tokio::spawn(async move {
                 tokio::time::sleep(DRAIN).await;
                 instance.stop().await;
+                agent.prune(&site).await;
             });
         }
         stopped
@@ -202,17 +209,55 @@ impl NodeAgent {
 
     async fn start(self: Arc<Self>, a: Assignment, source: Source, env: Vec<(String, String)>, token: u64) {
         let outcome = self.start_instance(&a, &source, env).await;
-        let mut slots = self.slots.lock().await;
-        let slot = slots.get_mut(&(a.site.clone(), a.generation)).filter(|slot| slot.token == token);
-        match (slot, outcome) {
-            (Some(slot), Ok(instance)) => slot.instance = Some(instance),
-            (Some(slot), Err(detail)) => slot.failed = Some(detail),
-            (None, Ok(instance)) => {
+        let unassigned = {
+            let mut slots = self.slots.lock().await;
+            let slot = slots.get_mut(&(a.site.clone(), a.generation)).filter(|slot| slot.token == token);
+            match (slot, outcome) {
+                (Some(slot), Ok(instance)) => {
+                    slot.instance = Some(instance);
+                    None
+                }
+                (Some(slot), Err(detail)) => {
+                    slot.failed = Some(detail);
+                    None
+                }
                 // Unassigned while it started.
-                drop(slots);
-                instance.stop().await;
+                (None, Ok(instance)) => Some(instance),
+                (None, Err(_)) => None,
             }
-            (None, Err(_)) => {}
+        };
+        if let Some(instance) = unassigned {
+            instance.stop().await;
+        }
+        self.prune(&a.site).await;
+    }
+
+    /// Removes the directories of `site`'s instances that are neither
+    /// assigned (running, starting, or failed and still reported) nor among
+    /// the newest [`KEEP_STOPPED`] of the others.
+    async fn prune(&self, site: &str) {
+        let assigned: Vec<u64> = self.slots.lock().await.keys().filter(|(s, _)| s == site).map(|(_, g)| *g).collect();
+        let site_dir = self.dir.join(site);
+        let removed = tokio::task::spawn_blocking(move || {
+            let Ok(entries) = std::fs::read_dir(&site_dir) else { return Ok(()) };
+            // `<version>-<generation>`: a version may hold '-', a generation not.
+            let mut stopped: Vec<(u64, PathBuf)> = entries
+                .flatten()
+                .filter_map(|e| {
+                    let generation: u64 = e.file_name().to_str()?.rsplit_once('-')?.1.parse().ok()?;
+                    let dir = e.file_type().ok()?.is_dir();
+                    (dir && !assigned.contains(&generation)).then(|| (generation, e.path()))
+                })
+                .collect();
+            stopped.sort_by(|a, b| b.0.cmp(&a.0));
+            for (_, dir) in stopped.into_iter().skip(KEEP_STOPPED) {
+                std::fs::remove_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+            }
+            Ok::<(), String>(())
+        })
+        .await;
+        if let Ok(Err(e)) = removed {
+            tracing::warn!(node = %self.node, site, error = %e, "cannot remove an old instance's directory");
         }
     }
 

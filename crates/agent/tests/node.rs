@@ -41,3 +41,39 @@ async fn usage_given_back_goes_with_the_next_report() {
     assert_eq!(usage, BTreeMap::from([("wiki".to_owned(), Usage { cpu_ms: 8, memory_mib_s: 9 })]));
     assert!(agent.take_usage().await.is_empty(), "taken once");
 }
+
+#[tokio::test]
+async fn old_instance_directories_are_removed_but_the_assigned_and_the_newest_stopped_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let agent = NodeAgent::new("n1", dir.path());
+    let site = dir.path().join("wiki");
+    for generation in [1, 2, 3, 4, 5, 6] {
+        std::fs::create_dir_all(site.join(format!("1.0.0-rc-{generation}")).join("app")).unwrap();
+    }
+    std::fs::write(site.join("not-an-instance"), "kept").unwrap();
+    // Generation 2 is assigned again and 7 is new; both fail to start (no
+    // manifest), and each start's end prunes.
+    let app = dir.path().join("empty-app");
+    std::fs::create_dir_all(&app).unwrap();
+    let assigned = [2, 7].map(|generation| (Assignment { site: "wiki".into(), generation }, Source::Dir(app.clone())));
+    agent.apply(assigned.to_vec(), &[]).await;
+    let left = || {
+        let mut names: Vec<String> =
+            std::fs::read_dir(&site).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+        names.sort();
+        names
+    };
+    let want = ["1.0.0-rc-2", "1.0.0-rc-4", "1.0.0-rc-5", "1.0.0-rc-6", "not-an-instance"];
+    for _ in 0..100 {
+        if left() == want {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        left(),
+        want,
+        "the assigned generation, the {} newest stopped, and what is no instance",
+        agent::KEEP_STOPPED
+    );
+}
