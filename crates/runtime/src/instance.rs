@@ -205,6 +205,15 @@ pub fn copy_dir(from: &Path, to: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Appends a line of the platform's own to an instance's log, where
+/// `commons logs` shows it beside the app's.
+fn note_in_log(dir: &Path, line: &str) {
+    use std::io::Write;
+    if let Ok(mut log) = open_log(dir) {
+        let _ = writeln!(log, "{line}");
+    }
+}
+
 fn open_log(dir: &Path) -> std::io::Result<std::fs::File> {
     std::fs::OpenOptions::new().create(true).append(true).open(log_path(dir))
 }
@@ -352,6 +361,11 @@ async fn supervise(spec: InstanceSpec, mut child: Child, state: Arc<State>, mut 
     let mut backoff = Duration::from_millis(200);
     let mut meter = tokio::time::interval(Duration::from_secs(1));
     let mut healthy_since = tokio::time::Instant::now();
+    let mut liveness = tokio::time::interval(Duration::from_millis(spec.manifest.health.interval_ms));
+    liveness.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Failed probes in a row of the running process (only once it was
+    // healthy: a starting one has its own timeout).
+    let mut failed_probes = 0u32;
     loop {
         tokio::select! {
             _ = stopped.changed() => {
@@ -366,7 +380,9 @@ async fn supervise(spec: InstanceSpec, mut child: Child, state: Arc<State>, mut 
             status = child.wait() => {
                 state.healthy.store(false, Ordering::Relaxed);
                 state.pid.store(0, Ordering::Relaxed);
-                tracing::warn!(site = %spec.site, status = ?status.ok(), "instance exited; starting it again");
+                let status = status.map_or_else(|e| e.to_string(), |s| s.to_string());
+                tracing::warn!(site = %spec.site, %status, "instance exited; starting it again");
+                note_in_log(&spec.dir, &format!("commons: the instance exited ({status}); starting it again"));
                 if healthy_since.elapsed() > Duration::from_secs(60) {
                     backoff = Duration::from_millis(200);
                 }
@@ -388,6 +404,23 @@ async fn supervise(spec: InstanceSpec, mut child: Child, state: Arc<State>, mut 
                         }
                     }
                     Err(e) => tracing::warn!(site = %spec.site, error = %e, "cannot start the instance"),
+                }
+            }
+            _ = liveness.tick(), if spec.manifest.health.failures > 0 && state.healthy.load(Ordering::Relaxed) => {
+                if probe(addr, &spec.manifest.health.path).await {
+                    failed_probes = 0;
+                    continue;
+                }
+                failed_probes += 1;
+                if failed_probes >= spec.manifest.health.failures {
+                    failed_probes = 0;
+                    tracing::warn!(site = %spec.site, probes = spec.manifest.health.failures, "instance failed its health probes in a row; restarting it");
+                    note_in_log(&spec.dir, &format!(
+                        "commons: {} health probes of {} failed in a row; restarting the instance",
+                        spec.manifest.health.failures, spec.manifest.health.path
+                    ));
+                    // Its exit is then seen above, and it is started again.
+                    kill_group(&child);
                 }
             }
             _ = meter.tick() => {

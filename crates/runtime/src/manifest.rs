@@ -15,6 +15,8 @@
 //! [health]
 //! path = "/healthz"
 //! timeout_ms = 20000                     # how long a new instance may take
+//! interval_ms = 5000                     # a running instance is probed this often;
+//! failures = 3                           # this many failures in a row restart it (0: never)
 //!
 //! [tier]
 //! free_requests_per_minute = 60
@@ -56,6 +58,11 @@ pub struct Health {
     pub path: String,
     /// How long a starting instance may take to become healthy.
     pub timeout_ms: u64,
+    /// How often a running instance's health path is probed.
+    pub interval_ms: u64,
+    /// Failed probes in a row after which a running instance is restarted
+    /// (0: it never is for failed probes, only when it exits).
+    pub failures: u32,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -183,10 +190,22 @@ struct HealthToml {
     path: String,
     #[serde(default = "default_health_timeout")]
     timeout_ms: u64,
+    #[serde(default = "default_health_interval")]
+    interval_ms: u64,
+    #[serde(default = "default_health_failures")]
+    failures: u32,
 }
 
 fn default_health_timeout() -> u64 {
     30_000
+}
+
+fn default_health_interval() -> u64 {
+    5_000
+}
+
+fn default_health_failures() -> u32 {
+    3
 }
 
 #[derive(Deserialize)]
@@ -253,6 +272,9 @@ impl Manifest {
         if raw.health.timeout_ms == 0 {
             return Err(error("health.timeout_ms", "must be at least 1".into()));
         }
+        if raw.health.interval_ms < 100 {
+            return Err(error("health.interval_ms", format!("{} must be at least 100", raw.health.interval_ms)));
+        }
         if let Some(service) = raw.calls.iter().find(|s| !is_name(s)) {
             return Err(error("calls", format!("{service:?} is not a service name")));
         }
@@ -288,7 +310,12 @@ impl Manifest {
             license: raw.license,
             install: raw.install,
             run: raw.run,
-            health: Health { path: raw.health.path, timeout_ms: raw.health.timeout_ms },
+            health: Health {
+                path: raw.health.path,
+                timeout_ms: raw.health.timeout_ms,
+                interval_ms: raw.health.interval_ms,
+                failures: raw.health.failures,
+            },
             calls: raw.calls,
             depends_on,
             tier: Tier {

@@ -124,6 +124,45 @@ async fn an_app_and_its_install_steps_never_see_the_platforms_environment() {
     instance.stop().await;
 }
 
+/// A running instance that stops answering its health path is restarted
+/// after `health.failures` failed probes in a row, and its log says so.
+#[tokio::test]
+async fn an_instance_failing_its_health_probes_in_a_row_is_restarted_and_its_log_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut spec = spec("search", dir.path());
+    // Healthy until a file `sick` appears beside it.
+    spec.manifest.run = r#"exec python3 -c '
+import http.server, os
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(500 if os.path.exists("sick") else 200)
+        self.send_header("content-length", "0")
+        self.end_headers()
+    def log_message(self, *a): pass
+http.server.HTTPServer(("127.0.0.1", int(os.environ["PORT"])), H).serve_forever()
+'"#
+    .into();
+    spec.manifest.health.interval_ms = 100;
+    spec.manifest.health.failures = 2;
+    let app = spec.dir.join("app");
+    let instance = Instance::start(spec).await.unwrap();
+    let pid = instance.pid();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(instance.restarts(), 0, "healthy: not restarted");
+    std::fs::write(app.join("sick"), "").unwrap();
+    let mut waited = 0;
+    while instance.restarts() == 0 && waited < 100 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        waited += 1;
+    }
+    std::fs::remove_file(app.join("sick")).unwrap();
+    assert_eq!(instance.restarts(), 1);
+    assert_ne!(instance.pid(), pid);
+    let log = std::fs::read_to_string(instance.log_path()).unwrap();
+    assert!(log.contains("commons: 2 health probes of /healthz failed in a row; restarting the instance"), "{log}");
+    instance.stop().await;
+}
+
 #[tokio::test]
 async fn a_port_already_taken_fails_the_start() {
     let dir = tempfile::tempdir().unwrap();
