@@ -157,6 +157,8 @@ async fn install(spec: &InstanceSpec) -> Result<(), InstanceError> {
         let log = open_log(&spec.dir).map_err(io)?;
         let mut command = Command::new("sh");
         app_env(&mut command, spec);
+        // SAFETY: between fork and exec only prctl runs, async-signal-safe.
+        unsafe { command.pre_exec(no_new_privs) };
         let status = command
             .arg("-c")
             .arg(step)
@@ -224,6 +226,17 @@ pub fn log_tail(dir: &Path) -> String {
     let lines: Vec<&str> = text.lines().collect();
     let tail = lines[lines.len().saturating_sub(LOG_TAIL_LINES)..].join("\n");
     if tail.is_empty() { "(the log is empty)".to_owned() } else { tail }
+}
+
+/// `no_new_privs` for an app's processes and all they start: no setuid
+/// binary or file capability gives them more than they have (a step of
+/// confinement that holds whatever user they run as).
+fn no_new_privs() -> std::io::Result<()> {
+    // SAFETY: prctl(2) with integer arguments only.
+    if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// What an app may take from the platform's environment: where programs
@@ -298,6 +311,7 @@ async fn spawn(spec: &InstanceSpec) -> std::io::Result<Child> {
             if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
                 return Err(std::io::Error::last_os_error());
             }
+            no_new_privs()?;
             let limit = |resource, value: u64| {
                 let rlimit = libc::rlimit { rlim_cur: value as libc::rlim_t, rlim_max: value as libc::rlim_t };
                 if libc::setrlimit(resource, &rlimit) != 0 {

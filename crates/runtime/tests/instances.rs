@@ -96,7 +96,7 @@ async fn a_failing_install_step_fails_the_deploy_with_its_output() {
 /// settings) is not an app's: its install steps and its process see only
 /// `runtime::INHERITED_ENV` (and its prefixes), `PORT`, `COMMONS_SITE` and what they are given.
 #[tokio::test]
-async fn an_app_and_its_install_steps_never_see_the_platforms_environment() {
+async fn an_app_and_its_install_steps_never_see_the_platforms_environment_nor_gain_privileges() {
     // SAFETY: set before any instance of this test runs; other tests in this
     // binary read nothing of these names.
     unsafe {
@@ -105,8 +105,10 @@ async fn an_app_and_its_install_steps_never_see_the_platforms_environment() {
     }
     let dir = tempfile::tempdir().unwrap();
     let mut spec = spec("search", dir.path());
-    spec.manifest.install = vec!["env > ../install-env.txt".into()];
-    spec.manifest.run = format!("env > ../run-env.txt; {}", spec.manifest.run);
+    spec.manifest.install =
+        vec!["env > ../install-env.txt; grep NoNewPrivs /proc/self/status > ../install-nnp.txt".into()];
+    spec.manifest.run =
+        format!("env > ../run-env.txt; grep NoNewPrivs /proc/self/status > ../run-nnp.txt; {}", spec.manifest.run);
     spec.env = vec![("COMMONS_INTERNAL_URL".into(), "http://127.0.0.1:9".into())];
     let instance = Instance::start(spec).await.unwrap();
     for file in ["install-env.txt", "run-env.txt"] {
@@ -120,6 +122,11 @@ async fn an_app_and_its_install_steps_never_see_the_platforms_environment() {
             assert!(expected, "{file}: {name} is not an app's");
         }
         assert!(names.contains(&"PATH") && names.contains(&"COMMONS_INTERNAL_URL"), "{file}: {env}");
+    }
+    // And no setuid program gives them more than they have.
+    for file in ["install-nnp.txt", "run-nnp.txt"] {
+        let nnp = std::fs::read_to_string(dir.path().join("search").join(file)).unwrap();
+        assert_eq!(nnp.split_whitespace().collect::<Vec<_>>(), ["NoNewPrivs:", "1"], "{file}");
     }
     instance.stop().await;
 }
