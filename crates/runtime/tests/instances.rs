@@ -131,6 +131,27 @@ async fn an_app_and_its_install_steps_never_see_the_platforms_environment_nor_ga
     instance.stop().await;
 }
 
+/// An app and its install steps cannot trace, mount or make namespaces
+/// (the seccomp filter of `runtime::DENIED_SYSCALLS` answers EPERM), and
+/// still run: everything else is allowed.
+#[tokio::test]
+async fn an_app_cannot_trace_mount_or_enter_namespaces() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut spec = spec("search", dir.path());
+    let attempts = r#"unshare -U true 2>&1; echo "unshare $?"; mkdir -p m; mount -t tmpfs none m 2>&1; echo "mount $?"; python3 -c 'import ctypes; c = ctypes.CDLL(None, use_errno=True); print("ptrace", c.ptrace(0, 0, 0, 0), ctypes.get_errno())'"#;
+    spec.manifest.install = vec![format!("({attempts}) > ../install-attempts.txt")];
+    spec.manifest.run = format!("({attempts}) > ../run-attempts.txt; {}", spec.manifest.run);
+    let instance = Instance::start(spec).await.unwrap();
+    for file in ["install-attempts.txt", "run-attempts.txt"] {
+        let said = std::fs::read_to_string(dir.path().join("search").join(file)).unwrap();
+        assert!(said.contains("unshare 1") && said.contains("mount 32"), "{file}: {said}");
+        assert!(said.contains("ptrace -1 1"), "{file}: EPERM for ptrace: {said}");
+        assert!(said.contains("Operation not permitted"), "{file}: {said}");
+    }
+    assert!(get(instance.addr, "/healthz").await.starts_with("HTTP/1.1 200"), "and it serves");
+    instance.stop().await;
+}
+
 /// A running instance that stops answering its health path is restarted
 /// after `health.failures` failed probes in a row, and its log says so.
 #[tokio::test]
