@@ -160,12 +160,7 @@ async fn install(spec: &InstanceSpec) -> Result<(), InstanceError> {
         let filter = denied_syscalls().map_err(io)?;
         // SAFETY: between fork and exec only prctl and seccomp run (the
         // filter was built before the fork), async-signal-safe.
-        unsafe {
-            command.pre_exec(move || {
-                no_new_privs()?;
-                seccompiler::apply_filter(filter).map_err(|e| std::io::Error::other(e.to_string()))
-            })
-        };
+        unsafe { command.pre_exec(move || lock_down(filter)) };
         let status = command
             .arg("-c")
             .arg(step)
@@ -235,15 +230,16 @@ pub fn log_tail(dir: &Path) -> String {
     if tail.is_empty() { "(the log is empty)".to_owned() } else { tail }
 }
 
-/// `no_new_privs` for an app's processes and all they start: no setuid
-/// binary or file capability gives them more than they have (a step of
-/// confinement that holds whatever user they run as).
-fn no_new_privs() -> std::io::Result<()> {
+/// Between fork and exec of an app's process or install step:
+/// `no_new_privs` (no setuid binary or file capability gives it and what it
+/// starts more than they have), then the seccomp `filter` (built before
+/// the fork: only prctl and seccomp run here, both async-signal-safe).
+fn lock_down(filter: &seccompiler::BpfProgram) -> std::io::Result<()> {
     // SAFETY: prctl(2) with integer arguments only.
     if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
         return Err(std::io::Error::last_os_error());
     }
-    Ok(())
+    seccompiler::apply_filter(filter).map_err(|e| std::io::Error::other(e.to_string()))
 }
 
 /// System calls no app needs, refused with EPERM (a seccomp filter, after
@@ -383,8 +379,7 @@ async fn spawn(spec: &InstanceSpec) -> std::io::Result<Child> {
             if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
                 return Err(std::io::Error::last_os_error());
             }
-            no_new_privs()?;
-            seccompiler::apply_filter(filter).map_err(|e| std::io::Error::other(e.to_string()))?;
+            lock_down(filter)?;
             let limit = |resource, value: u64| {
                 let rlimit = libc::rlimit { rlim_cur: value as libc::rlim_t, rlim_max: value as libc::rlim_t };
                 if libc::setrlimit(resource, &rlimit) != 0 {
