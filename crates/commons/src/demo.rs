@@ -497,19 +497,7 @@ async fn http(
     headers: &[(&str, &str)],
     body: &str,
 ) -> anyhow::Result<Answer> {
-    http_to(&addr.to_string(), method, host, path, headers, body).await
-}
-
-/// [`http`] to `authority` (`host:port`).
-pub(crate) async fn http_to(
-    authority: &str,
-    method: &str,
-    host: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: &str,
-) -> anyhow::Result<Answer> {
-    let mut stream = tokio::net::TcpStream::connect(authority).await?;
+    let mut stream = tokio::net::TcpStream::connect(addr).await?;
     let mut request =
         format!("{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\nContent-Length: {}\r\n", body.len());
     for (name, value) in headers {
