@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use control::{Assignment, Failure, InstanceReport, Report};
-use runtime::{Instance, InstanceSpec, Manifest};
+use runtime::{Confinement, Instance, InstanceSpec, Manifest};
 
 /// How long an instance no longer assigned keeps serving the requests in
 /// flight before it is stopped (the gateway was moved off it first).
@@ -40,13 +40,55 @@ impl Usage {
     }
 }
 
+/// How the gateway reaches this node's confined instances, each inside a
+/// network namespace of its own.
+#[derive(Clone, Debug)]
+pub enum Reach {
+    /// The gateway runs in this process: it connects from inside each
+    /// instance's namespace, as this directory says.
+    Directory(Arc<netns::Directory>),
+    /// The gateway is on another machine (a joined node): each instance
+    /// gets a forwarder on the host's loopback, at the port it reports.
+    Forward,
+}
+
+/// A running instance and what keeps its port its own.
+struct Running {
+    instance: Instance,
+    hold: Hold,
+}
+
+enum Hold {
+    /// Unconfined: the instance holds its port itself.
+    Nothing,
+    /// The host's port of that number, held for the instance's life.
+    Port(#[allow(dead_code)] netns::PortHold),
+    /// The forwarder serving the instance on the host's port.
+    Forwarder(tokio::task::JoinHandle<()>),
+}
+
+/// What a starting instance's port is held by, until it runs.
+enum Pending {
+    Nothing,
+    Port(netns::PortHold),
+    Listener(std::net::TcpListener),
+}
+
+impl Drop for Hold {
+    fn drop(&mut self) {
+        if let Hold::Forwarder(task) = self {
+            task.abort();
+        }
+    }
+}
+
 /// An instance slot: starting, running, or failed (kept, so that a failed
 /// generation is not started again while it is still assigned).
 struct Slot {
     /// Which start fills this slot: a start that finds another token (its
     /// assignment was dropped and given again meanwhile) stops its instance.
     token: u64,
-    instance: Option<Instance>,
+    instance: Option<Running>,
     failed: Option<String>,
     reported: bool,
 }
@@ -56,6 +98,8 @@ struct Slot {
 pub struct NodeAgent {
     node: String,
     dir: PathBuf,
+    confinement: Confinement,
+    reach: Reach,
     slots: tokio::sync::Mutex<BTreeMap<(String, u64), Slot>>,
     /// What stopped instances used, to go with the next report.
     leftover: std::sync::Mutex<BTreeMap<String, Usage>>,
@@ -63,11 +107,14 @@ pub struct NodeAgent {
 }
 
 impl NodeAgent {
-    /// The agent of `node`, keeping its instances under `dir`.
-    pub fn new(node: &str, dir: &Path) -> Arc<NodeAgent> {
+    /// The agent of `node`, keeping its instances under `dir`, running
+    /// them confined or not, reached as `reach` says.
+    pub fn new(node: &str, dir: &Path, confinement: Confinement, reach: Reach) -> Arc<NodeAgent> {
         Arc::new(NodeAgent {
             node: node.to_owned(),
             dir: dir.to_owned(),
+            confinement,
+            reach,
             slots: Default::default(),
             leftover: Default::default(),
             starts: Default::default(),
@@ -103,12 +150,12 @@ impl NodeAgent {
         }
         drop(slots);
         let stopped = !stopping.is_empty();
-        for (site, instance) in stopping {
-            self.keep_usage(&site, &instance);
+        for (site, running) in stopping {
+            self.keep_usage(&site, &running.instance);
             let agent = self.clone();
             tokio::spawn(async move {
                 tokio::time::sleep(DRAIN).await;
-                instance.stop().await;
+                agent.stop(running).await;
                 agent.prune(&site).await;
             });
         }
@@ -120,7 +167,7 @@ impl NodeAgent {
         let mut report = Report::default();
         let mut slots = self.slots.lock().await;
         for ((site, generation), slot) in slots.iter_mut() {
-            if let Some(instance) = &slot.instance {
+            if let Some(Running { instance, .. }) = &slot.instance {
                 report.instances.push(InstanceReport {
                     site: site.clone(),
                     generation: *generation,
@@ -142,7 +189,7 @@ impl NodeAgent {
         let mut usage = std::mem::take(&mut *self.leftover.lock().unwrap_or_else(|e| e.into_inner()));
         let slots = self.slots.lock().await;
         for ((site, _), slot) in slots.iter() {
-            if let Some(instance) = &slot.instance {
+            if let Some(Running { instance, .. }) = &slot.instance {
                 let used = instance.take_usage();
                 usage.entry(site.clone()).or_default().add(used.cpu_ms, used.memory_mib_s);
             }
@@ -176,7 +223,7 @@ impl NodeAgent {
         slots
             .iter()
             .filter_map(|((site, generation), slot)| {
-                let i = slot.instance.as_ref()?;
+                let i = &slot.instance.as_ref()?.instance;
                 Some((site.clone(), *generation, i.addr, i.is_healthy(), i.restarts()))
             })
             .collect()
@@ -184,17 +231,28 @@ impl NodeAgent {
 
     /// Stops every instance at once, keeping what they used for a last report.
     pub async fn stop_all(&self) {
-        let all: Vec<(String, Instance)> = {
+        let all: Vec<(String, Running)> = {
             let mut slots = self.slots.lock().await;
             std::mem::take(&mut *slots)
                 .into_iter()
                 .filter_map(|((site, _), slot)| Some((site, slot.instance?)))
                 .collect()
         };
-        for (site, instance) in all {
-            self.keep_usage(&site, &instance);
-            instance.stop().await;
+        for (site, running) in all {
+            self.keep_usage(&site, &running.instance);
+            self.stop(running).await;
         }
+    }
+
+    /// Stops an instance; then its address reaches nothing.
+    async fn stop(&self, running: Running) {
+        let Running { instance, hold } = running;
+        let (addr, namespace) = (instance.addr, instance.namespace().cloned());
+        instance.stop().await;
+        if let (Reach::Directory(directory), Some(namespace)) = (&self.reach, namespace) {
+            directory.remove(addr, &namespace);
+        }
+        drop(hold);
     }
 
     fn keep_usage(&self, site: &str, instance: &Instance) {
@@ -226,8 +284,8 @@ impl NodeAgent {
                 (None, Err(_)) => None,
             }
         };
-        if let Some(instance) = unassigned {
-            instance.stop().await;
+        if let Some(running) = unassigned {
+            self.stop(running).await;
         }
         self.prune(&a.site).await;
     }
@@ -266,14 +324,27 @@ impl NodeAgent {
         a: &Assignment,
         source: &Source,
         env: Vec<(String, String)>,
-    ) -> Result<Instance, String> {
+    ) -> Result<Running, String> {
         let Source::Dir(app) = source;
         let manifest = Manifest::load(&app.join("commons.toml")).map_err(|e| e.to_string())?;
         let what = format!("app {} {}", manifest.name, manifest.version);
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map_err(|e| format!("{what}: no free port: {e}"))?
-            .port();
+        let no_port = |e: std::io::Error| format!("{what}: no free port: {e}");
+        // The port names the instance on this machine: no other instance
+        // may get it while this one runs.
+        let (port, pending) = match (&self.confinement, &self.reach) {
+            (Confinement::Unconfined, _) => {
+                let free = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr());
+                (free.map_err(no_port)?.port(), Pending::Nothing)
+            }
+            (Confinement::Confined(_), Reach::Directory(_)) => {
+                let hold = netns::PortHold::new().map_err(no_port)?;
+                (hold.port, Pending::Port(hold))
+            }
+            (Confinement::Confined(_), Reach::Forward) => {
+                let listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(no_port)?;
+                (listener.local_addr().map_err(no_port)?.port(), Pending::Listener(listener))
+            }
+        };
         let spec = InstanceSpec {
             site: a.site.clone(),
             dir: self.dir.join(&a.site).join(format!("{}-{}", manifest.version, a.generation)),
@@ -281,8 +352,26 @@ impl NodeAgent {
             source: app.clone(),
             port,
             env,
+            confinement: self.confinement.clone(),
         };
-        Instance::start(spec).await.map_err(|e| format!("{what}: {e}"))
+        let instance = Instance::start(spec).await.map_err(|e| format!("{what}: {e}"))?;
+        let hold = match (pending, instance.namespace()) {
+            (Pending::Port(hold), Some(namespace)) => {
+                if let Reach::Directory(directory) = &self.reach {
+                    directory.insert(instance.addr, namespace.clone());
+                }
+                Hold::Port(hold)
+            }
+            (Pending::Listener(listener), Some(namespace)) => {
+                let listener = listener
+                    .set_nonblocking(true)
+                    .and_then(|()| tokio::net::TcpListener::from_std(listener))
+                    .map_err(no_port)?;
+                Hold::Forwarder(tokio::spawn(netns::forward(listener, instance.addr, Some(namespace.clone()), 4096)))
+            }
+            _ => Hold::Nothing,
+        };
+        Ok(Running { instance, hold })
     }
 }
 

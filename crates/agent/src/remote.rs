@@ -10,10 +10,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use control::Assignment;
+use runtime::Confinement;
 
 use crate::bundle::{self, BUNDLE_BYTES_MAX};
 use crate::client::{Client, ClientError};
-use crate::node::{NodeAgent, Source};
+use crate::node::{NodeAgent, Reach, Source};
 use crate::protocol::{
     PROTOCOL_VERSION, ReportedFailure, ReportedInstance, ReportedUsage, SYNC_BYTES_MAX, SyncRequest, SyncResponse,
 };
@@ -41,10 +42,12 @@ pub async fn run(
     url: &str,
     token: &JoinToken,
     dir: &Path,
+    confinement: Confinement,
     stop: impl std::future::Future<Output = ()>,
 ) -> Result<(), JoinError> {
     let client = Client::new(url, token.pin)?;
-    let mut remote = Remote { client, token: token.secret.clone(), dir: dir.to_owned(), agent: None, syncs: 0 };
+    let mut remote =
+        Remote { client, token: token.secret.clone(), dir: dir.to_owned(), confinement, agent: None, syncs: 0 };
     let result = tokio::select! {
         result = remote.sync_forever() => result,
         () = stop => Ok(()),
@@ -59,6 +62,7 @@ struct Remote {
     client: Client,
     token: String,
     dir: PathBuf,
+    confinement: Confinement,
     /// Known once the control plane said which node this is.
     agent: Option<Arc<NodeAgent>>,
     syncs: u64,
@@ -152,7 +156,8 @@ impl Remote {
                     response.node,
                     self.dir.display()
                 );
-                let agent = NodeAgent::new(&response.node, &self.dir.join("nodes").join(&response.node));
+                let dir = self.dir.join("nodes").join(&response.node);
+                let agent = NodeAgent::new(&response.node, &dir, self.confinement.clone(), Reach::Forward);
                 self.agent = Some(agent.clone());
                 agent
             }

@@ -4,13 +4,24 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use agent::{NodeAgent, Source, Usage};
+use std::path::Path;
+use std::sync::Arc;
+
+use agent::{NodeAgent, Reach, Source, Usage};
 use control::Assignment;
+use runtime::{Confinement, Sandbox};
+
+/// An agent as `commons up` has one: instances confined, reached by the
+/// gateway through a directory of their namespaces.
+fn agent(dir: &Path) -> Arc<NodeAgent> {
+    let sandbox = Sandbox::detect(dir).expect("this machine confines apps");
+    NodeAgent::new("n1", dir, Confinement::Confined(Arc::new(sandbox)), Reach::Directory(Arc::default()))
+}
 
 #[tokio::test]
 async fn a_failure_is_reported_once_unless_its_report_was_lost() {
     let dir = tempfile::tempdir().unwrap();
-    let agent = NodeAgent::new("n1", dir.path());
+    let agent = agent(dir.path());
     // An app with no manifest: its start fails at once.
     let app = dir.path().join("empty-app");
     std::fs::create_dir_all(&app).unwrap();
@@ -34,7 +45,7 @@ async fn a_failure_is_reported_once_unless_its_report_was_lost() {
 #[tokio::test]
 async fn usage_given_back_goes_with_the_next_report() {
     let dir = tempfile::tempdir().unwrap();
-    let agent = NodeAgent::new("n1", dir.path());
+    let agent = agent(dir.path());
     agent.give_back(BTreeMap::from([("wiki".to_owned(), Usage { cpu_ms: 7, memory_mib_s: 9 })]));
     agent.give_back(BTreeMap::from([("wiki".to_owned(), Usage { cpu_ms: 1, memory_mib_s: 0 })]));
     let usage = agent.take_usage().await;
@@ -45,7 +56,7 @@ async fn usage_given_back_goes_with_the_next_report() {
 #[tokio::test]
 async fn old_instance_directories_are_removed_but_the_assigned_and_the_newest_stopped_ones() {
     let dir = tempfile::tempdir().unwrap();
-    let agent = NodeAgent::new("n1", dir.path());
+    let agent = agent(dir.path());
     let site = dir.path().join("wiki");
     for generation in [1, 2, 3, 4, 5, 6] {
         std::fs::create_dir_all(site.join(format!("1.0.0-rc-{generation}")).join("app")).unwrap();

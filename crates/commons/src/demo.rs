@@ -45,6 +45,9 @@ pub struct Args {
     /// After the demo: stop, even in a terminal
     #[arg(long)]
     exit: bool,
+    /// Run the demo's apps without confinement (see `commons up --unconfined`)
+    #[arg(long)]
+    unconfined: bool,
 }
 
 /// How long the demo waits for a deploy.
@@ -67,7 +70,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let keep_running =
         args.keep_running || (!args.exit && std::io::stdout().is_terminal() && std::io::stdin().is_terminal());
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
-    runtime.block_on(demo(dir, args.requests, keep_running))
+    runtime.block_on(demo(dir, args.requests, keep_running, args.unconfined))
 }
 
 /// Progress, one line per step.
@@ -84,13 +87,13 @@ impl Steps {
     }
 }
 
-async fn demo(dir: PathBuf, requests: u32, keep_running: bool) -> anyhow::Result<()> {
+async fn demo(dir: PathBuf, requests: u32, keep_running: bool, unconfined: bool) -> anyhow::Result<()> {
     let mut steps = Steps { n: 0 };
     steps.next(&format!("starting the platform in {}", dir.display()));
     let location = Location::new(Some(dir.clone()), None);
     let store = Store::open(&location)?;
     let custodian = hex::encode(store.ledger().config().signer);
-    let mut settings = Settings::default();
+    let mut settings = Settings { unconfined, ..Settings::default() };
     // The usual ports if they are free, else any.
     for addr in [&mut settings.listen, &mut settings.control, &mut settings.internal] {
         if std::net::TcpListener::bind(*addr).is_err() {

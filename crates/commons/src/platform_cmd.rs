@@ -194,6 +194,9 @@ pub struct NodeArgs {
     /// The node's join token (from `commons node token NODE`)
     #[arg(long, value_name = "T", requires = "join")]
     token: Option<String>,
+    /// Run the node's apps without confinement (see `commons up --unconfined`)
+    #[arg(long, requires = "join")]
+    unconfined: bool,
 }
 
 #[derive(clap::Subcommand)]
@@ -545,7 +548,7 @@ pub fn node(args: NodeArgs, store_args: &StoreArgs) -> anyhow::Result<()> {
     let command = match (args.command, args.join, args.token) {
         (Some(command), _, _) => command,
         (None, Some(url), Some(token)) => {
-            return run_joined_agent(&url, &token, &store_args.location().data_dir);
+            return run_joined_agent(&url, &token, &store_args.location().data_dir, args.unconfined);
         }
         _ => return Err(BadInput("give a subcommand (add, list, token) or --join URL --token T".into()).into()),
     };
@@ -685,16 +688,20 @@ pub fn logs(args: LogsArgs, store_args: &StoreArgs) -> anyhow::Result<()> {
 
 /// `commons node --join URL --token T`: runs this machine's agent for the
 /// node the token is for, until Ctrl-C.
-fn run_joined_agent(url: &str, token: &str, dir: &std::path::Path) -> anyhow::Result<()> {
+fn run_joined_agent(url: &str, token: &str, dir: &std::path::Path, unconfined: bool) -> anyhow::Result<()> {
     let token: agent::tls::JoinToken = token.parse().map_err(|e| BadInput(format!("--token: {e}")))?;
     agent::client::Client::new(url, token.pin).map_err(|e| BadInput(format!("--join {url:?}: {e}")))?;
+    std::fs::create_dir_all(dir)?;
+    store::keep_private(dir)?;
+    runtime::keep_files_private();
+    let confinement = runtime::Confinement::for_machine(dir, unconfined).map_err(BadInput)?;
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     runtime.block_on(async move {
         let stop = async {
             let _ = crate::stop_signal().await;
             eprintln!("stopping this node's apps");
         };
-        agent::remote::run(url, &token, dir, stop).await.map_err(|e| match e {
+        agent::remote::run(url, &token, dir, confinement, stop).await.map_err(|e| match e {
             e @ (agent::remote::JoinError::Refused(..)
             | agent::remote::JoinError::Protocol(..)
             | agent::remote::JoinError::Client(agent::client::ClientError::NotPinned(_))) => {

@@ -29,6 +29,10 @@ pub struct Args {
     /// Do not record usage (for measuring what metering costs)
     #[arg(long)]
     no_metering: bool,
+    /// Run apps without confinement, as processes of the platform's user
+    /// (for a machine that cannot confine them, with apps you trust)
+    #[arg(long)]
+    unconfined: bool,
 }
 
 pub fn run(args: Args, store_args: &StoreArgs) -> anyhow::Result<()> {
@@ -40,6 +44,7 @@ pub fn run(args: Args, store_args: &StoreArgs) -> anyhow::Result<()> {
         control_listen: args.control_listen,
         domain: args.domain,
         no_metering: args.no_metering,
+        unconfined: args.unconfined,
     };
     let settings = Settings::resolve(overrides, &location.data_dir)?;
     let store = Store::open(&location)?;
@@ -56,6 +61,14 @@ pub fn run(args: Args, store_args: &StoreArgs) -> anyhow::Result<()> {
         eprintln!("  metrics  https://{}/metrics", platform.control);
         eprintln!("  store    {}", location.describe());
         eprintln!("  metering {}", if platform.meter.is_some() { "on" } else { "off" });
+        eprintln!(
+            "  apps     {}",
+            if platform.confined {
+                "confined (own user, namespaces, cgroup, seccomp)"
+            } else {
+                "UNCONFINED (--unconfined)"
+            }
+        );
         eprintln!("Stop with Ctrl-C.");
         crate::stop_signal().await?;
         eprintln!("stopping: finishing requests in flight, stopping the apps, flushing usage");

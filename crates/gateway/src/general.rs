@@ -28,7 +28,6 @@ use hyper::header::{HeaderMap, HeaderName, HeaderValue};
 use hyper::http::uri::PathAndQuery;
 use hyper::{Request, Response, Uri};
 use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::watch;
@@ -47,19 +46,49 @@ use crate::pipeline::{
 const ATTEMPTS_MAX: u32 = 3;
 
 /// A worker's pool of keep-alive connections to upstreams.
-pub(crate) type UpstreamClient = Client<HttpConnector, Body>;
+pub(crate) type UpstreamClient = Client<Dial, Body>;
 
 /// A worker's client towards the sites.
-pub(crate) fn upstream_client(config: &GatewayConfig) -> UpstreamClient {
-    let mut connector = HttpConnector::new();
-    connector.set_nodelay(true);
-    connector.set_connect_timeout(Some(config.upstream_timeout));
+pub(crate) fn upstream_client(config: &GatewayConfig, instances: &Arc<netns::Directory>) -> UpstreamClient {
+    let connector = Dial { instances: instances.clone(), timeout: config.upstream_timeout };
     Client::builder(TokioExecutor::new())
         .pool_idle_timeout(Duration::from_secs(90))
         .pool_max_idle_per_host(1024)
         .pool_timer(TokioTimer::new())
         .timer(TokioTimer::new())
         .build(connector)
+}
+
+/// Connects to instances as the HTTP/1 engine does: through the directory
+/// of instances' namespaces, within the upstream timeout, without Nagle.
+#[derive(Clone)]
+pub(crate) struct Dial {
+    instances: Arc<netns::Directory>,
+    timeout: Duration,
+}
+
+impl tower_service::Service<hyper::Uri> for Dial {
+    type Response = TokioIo<tokio::net::TcpStream>;
+    type Error = std::io::Error;
+    type Future = std::pin::Pin<Box<dyn Future<Output = std::io::Result<Self::Response>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, uri: hyper::Uri) -> Self::Future {
+        let (instances, timeout) = (self.instances.clone(), self.timeout);
+        Box::pin(async move {
+            let addr: SocketAddr = uri.authority().and_then(|a| a.as_str().parse().ok()).ok_or_else(|| {
+                std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("{uri}: not an instance's address"))
+            })?;
+            let stream = tokio::time::timeout(timeout, instances.connect(addr)).await.map_err(|_| {
+                std::io::Error::new(std::io::ErrorKind::TimedOut, format!("connecting to {addr} timed out"))
+            })??;
+            stream.set_nodelay(true)?;
+            Ok(TokioIo::new(stream))
+        })
+    }
 }
 
 /// Serves one client connection (`io`, from `peer`) until it closes, or

@@ -259,7 +259,7 @@ async fn exchange(
         let addr = instance.addr;
         let (mut conn, reused) = match pool.take(addr) {
             Some(conn) => (conn, true),
-            None => match wait.until(deadline, TcpStream::connect(addr)).await {
+            None => match wait.until(deadline, pipeline.instances.connect(addr)).await {
                 None => return Err(timed_out()),
                 Some(Err(e)) => {
                     instance.set_healthy(false);

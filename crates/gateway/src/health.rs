@@ -4,14 +4,19 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 /// Whether the instance at `addr` is healthy: it accepts a connection
 /// within `timeout` and, when the site has a health path, answers
 /// `GET path` with a 2xx or 3xx status within `timeout`.
-pub(crate) async fn probe(addr: SocketAddr, site: &str, path: Option<&str>, timeout: Duration) -> bool {
+pub(crate) async fn probe(
+    instances: &netns::Directory,
+    addr: SocketAddr,
+    site: &str,
+    path: Option<&str>,
+    timeout: Duration,
+) -> bool {
     let check = async {
-        let mut stream = TcpStream::connect(addr).await.ok()?;
+        let mut stream = instances.connect(addr).await.ok()?;
         let Some(path) = path else { return Some(true) };
         let request =
             format!("GET {path} HTTP/1.1\r\nHost: {site}\r\nUser-Agent: commons-health\r\nConnection: close\r\n\r\n");

@@ -77,6 +77,9 @@ pub(crate) struct Pipeline {
     pub(crate) sessions: Sessions,
     /// The gateway's cookies as the public scheme names them.
     pub(crate) cookies: CookieNames,
+    /// Where instances are: which addresses are inside an instance's own
+    /// network namespace (confined instances on this machine).
+    pub(crate) instances: Arc<netns::Directory>,
 }
 
 /// Which listener a request came in on.
@@ -247,6 +250,7 @@ impl Pipeline {
             limiter: Limiter::new(),
             provenance,
             sessions: live,
+            instances: Arc::default(),
         }
     }
 

@@ -151,8 +151,10 @@ impl Gateway {
             for route in routes.sites() {
                 for (i, instance) in route.instances.iter().enumerate() {
                     let (route, addr) = (route.clone(), instance.addr);
+                    let instances = self.shared.pipeline.instances.clone();
                     probes.spawn(async move {
-                        let healthy = health::probe(addr, &route.site, route.health_path.as_deref(), every).await;
+                        let path = route.health_path.as_deref();
+                        let healthy = health::probe(&instances, addr, &route.site, path, every).await;
                         let instance = &route.instances[i];
                         if instance.is_healthy() != healthy {
                             tracing::info!(site = %route.site, instance = %addr, healthy, "instance health changed");
@@ -164,6 +166,12 @@ impl Gateway {
             while probes.join_next().await.is_some() {}
             tokio::time::sleep(every).await;
         }
+    }
+
+    /// Which instance addresses are inside a namespace of their own: the
+    /// gateway connects to those from inside it.
+    pub fn instances(&self) -> Arc<netns::Directory> {
+        self.shared.pipeline.instances.clone()
     }
 
     /// The routes in use.
@@ -264,7 +272,7 @@ async fn accept_loop(
     seat: Seat,
 ) {
     let Seat { balance, me, mut handed } = seat;
-    let client = general::upstream_client(&shared.pipeline.config);
+    let client = general::upstream_client(&shared.pipeline.config, &shared.pipeline.instances);
     let pool = shared.pools.add(&shared.pipeline.routes);
     let mut connections = tokio::task::JoinSet::new();
     let mut paused_until: Option<tokio::time::Instant> = None;

@@ -10,9 +10,9 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use agent::{NodeAgent, Source};
+use agent::{NodeAgent, Reach, Source};
 use control::{Action, Control, DeploymentSpec, DeploymentState, NodeSpec, Publication};
-use runtime::Manifest;
+use runtime::{Confinement, Manifest};
 use store::{DeploymentRecord, NodeRecord, ResourceTotals, SiteRecord, Store};
 
 use crate::registry::Reloader;
@@ -116,15 +116,25 @@ pub(crate) struct LocalAgents {
     dir: PathBuf,
     pub env: Vec<(String, String)>,
     pub agents: HashMap<String, Arc<NodeAgent>>,
+    confinement: Confinement,
+    /// The gateway's: where the confined instances of this machine are.
+    instances: Arc<netns::Directory>,
 }
 
 impl LocalAgents {
-    pub fn new(data_dir: &Path, env: Vec<(String, String)>) -> LocalAgents {
-        LocalAgents { dir: data_dir.join("nodes"), env, agents: HashMap::new() }
+    pub fn new(
+        data_dir: &Path,
+        env: Vec<(String, String)>,
+        confinement: Confinement,
+        instances: Arc<netns::Directory>,
+    ) -> LocalAgents {
+        LocalAgents { dir: data_dir.join("nodes"), env, agents: HashMap::new(), confinement, instances }
     }
 
     fn agent(&mut self, node: &str) -> Arc<NodeAgent> {
-        self.agents.entry(node.to_owned()).or_insert_with(|| NodeAgent::new(node, &self.dir.join(node))).clone()
+        let (dir, confinement) = (self.dir.join(node), self.confinement.clone());
+        let reach = Reach::Directory(self.instances.clone());
+        self.agents.entry(node.to_owned()).or_insert_with(|| NodeAgent::new(node, &dir, confinement, reach)).clone()
     }
 }
 

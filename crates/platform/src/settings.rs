@@ -21,6 +21,9 @@ pub struct Overrides {
     pub control_listen: Option<SocketAddr>,
     pub domain: Option<String>,
     pub no_metering: bool,
+    /// Run apps without confinement (`--unconfined`): a flag only, never
+    /// a setting in a file, so that nobody runs so by accident.
+    pub unconfined: bool,
 }
 
 /// The config file's keys; each is optional.
@@ -71,6 +74,8 @@ pub struct Settings {
     /// The internal listener's URL as joined nodes reach it, when it is
     /// not the address it listens on.
     pub internal_url: Option<String>,
+    /// Apps run as plain processes, not confined (`--unconfined`).
+    pub unconfined: bool,
 }
 
 impl Settings {
@@ -124,6 +129,7 @@ impl Settings {
         settings.internal = args.internal_listen.or(file.internal_listen).unwrap_or(settings.internal);
         settings.domain = args.domain.or(file.domain).unwrap_or(settings.domain);
         settings.metering = !args.no_metering && file.metering.unwrap_or(true);
+        settings.unconfined = args.unconfined;
         settings.flush = Duration::from_millis(file.flush_ms.unwrap_or(2_000).max(10));
         settings.health_checks = Duration::from_millis(file.health_check_ms.unwrap_or(2_000).max(10));
         settings.workers = file.workers.unwrap_or(settings.workers).clamp(1, gateway::WORKERS_MAX);
@@ -174,6 +180,7 @@ impl Default for Settings {
             control_names: Vec::new(),
             control_connections_max: 256,
             internal_url: None,
+            unconfined: false,
         }
     }
 }

@@ -36,6 +36,8 @@ pub struct Platform {
     pub internal: SocketAddr,
     pub control: SocketAddr,
     pub domain: String,
+    /// Whether apps run confined (else `--unconfined` said not to).
+    pub confined: bool,
     running: RunningGateway,
     running_internal: RunningGateway,
     tasks: Vec<tokio::task::JoinHandle<()>>,
@@ -51,6 +53,15 @@ impl Platform {
     /// listeners, the control loop and this machine's node agents. Call
     /// from within a Tokio runtime.
     pub async fn start(settings: Settings, mut store: Store, data_dir: &Path) -> anyhow::Result<Platform> {
+        // Apps never run unconfined unless the operator said so: found
+        // first, before anything listens.
+        let confinement = runtime::Confinement::for_machine(data_dir, settings.unconfined).map_err(BadInput)?;
+        // The platform's data (keys, database, write-ahead log, apps'
+        // directories) is the platform's alone: what it makes is 0600 and
+        // 0700 (the agent lets site users search the way to their own
+        // instance directories, nothing more).
+        runtime::keep_files_private();
+        store::keep_private(data_dir).with_context(|| format!("making {} the platform's alone", data_dir.display()))?;
         let mut gateway_config = settings.gateway.clone();
         // The gateway's secrets have a key file of their own, so that the
         // ledger's signing key gives nothing of them (store::key).
@@ -137,7 +148,12 @@ impl Platform {
             connections_max: settings.control_connections_max,
         };
         let shared = Arc::new(Mutex::new(Shared::new()));
-        let locals = Arc::new(tokio::sync::Mutex::new(LocalAgents::new(data_dir, env.clone())));
+        let locals = Arc::new(tokio::sync::Mutex::new(LocalAgents::new(
+            data_dir,
+            env.clone(),
+            confinement.clone(),
+            gateway.instances(),
+        )));
         let reloader = Reloader::new(store.clone(), gateway.clone(), &settings.domain);
         let api = control_api::ControlApi {
             gateway: gateway.clone(),
@@ -163,6 +179,7 @@ impl Platform {
             internal: running_internal.addr,
             control,
             domain: settings.domain,
+            confined: confinement.is_confined(),
             gateway,
             store,
             meter,

@@ -13,6 +13,11 @@ use tokio::process::{Child, Command};
 use tokio::sync::watch;
 
 use crate::Manifest;
+use crate::sandbox::{Confinement, Jail};
+
+/// The variable holding the platform's internal listener's URL, which a
+/// confined app reaches at the same loopback port inside its namespace.
+pub const INTERNAL_URL_ENV: &str = "COMMONS_INTERNAL_URL";
 
 /// Lines of an app's log shown when it fails.
 const LOG_TAIL_LINES: usize = 20;
@@ -29,8 +34,11 @@ pub struct InstanceSpec {
     /// The instance's own directory (created; must not exist).
     pub dir: PathBuf,
     pub port: u16,
-    /// More environment, e.g. where the platform's internal listener is.
+    /// More environment, e.g. where the platform's internal listener is
+    /// ([`INTERNAL_URL_ENV`]).
     pub env: Vec<(String, String)>,
+    /// In a sandbox of its own, or (said so by the operator) not.
+    pub confinement: Confinement,
 }
 
 /// Why an instance could not be installed or started.
@@ -69,6 +77,8 @@ pub struct Instance {
     pub version: String,
     pub addr: SocketAddr,
     pub dir: PathBuf,
+    /// Its network namespace, where `addr` is, when it is confined.
+    namespace: Option<Arc<netns::Namespace>>,
     state: Arc<State>,
     stop: watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
@@ -82,8 +92,23 @@ impl Instance {
     pub async fn start(spec: InstanceSpec) -> Result<Instance, InstanceError> {
         let site = spec.site.clone();
         let io = |e: std::io::Error| InstanceError::Io(e, site.clone());
-        install(&spec).await?;
-        let child = spawn(&spec).await.map_err(io)?;
+        copy_app(&spec).await.map_err(io)?;
+        let jail = match &spec.confinement {
+            Confinement::Confined(sandbox) => {
+                Some(Arc::new(Jail::new(sandbox, &spec.site, &spec.dir, internal_addr(&spec.env)).await.map_err(io)?))
+            }
+            Confinement::Unconfined => {
+                tracing::warn!(site = %spec.site, "this instance runs UNCONFINED (--unconfined)");
+                note_in_log(
+                    &spec.dir,
+                    "commons: this instance runs UNCONFINED (--unconfined): it can read the platform's keys and reach every other app",
+                );
+                None
+            }
+        };
+        install(&spec, jail.as_deref()).await?;
+        let namespace = jail.as_ref().map(|j| j.namespace.clone());
+        let child = spawn(&spec, jail.as_deref()).await.map_err(io)?;
         let addr = SocketAddr::from(([127, 0, 0, 1], spec.port));
         let state = Arc::new(State {
             pid: AtomicU32::new(child.id().unwrap_or(0)),
@@ -92,7 +117,7 @@ impl Instance {
             usage: Mutex::new((ResourceUse::default(), 0)),
         });
         let mut child = child;
-        if !wait_healthy(&spec, addr, &mut child).await {
+        if !wait_healthy(&spec, namespace.as_deref(), addr, &mut child).await {
             kill_group(&child);
             let _ = child.wait().await;
             return Err(InstanceError::Unhealthy {
@@ -104,14 +129,28 @@ impl Instance {
         }
         state.healthy.store(true, Ordering::Relaxed);
         let (stop, stopped) = watch::channel(false);
-        let task = tokio::spawn(supervise(spec.clone(), child, state.clone(), stopped));
-        Ok(Instance { site: spec.site, version: spec.manifest.version, addr, dir: spec.dir, state, stop, task })
+        let task = tokio::spawn(supervise(spec.clone(), jail, child, state.clone(), stopped));
+        Ok(Instance {
+            site: spec.site,
+            version: spec.manifest.version,
+            addr,
+            dir: spec.dir,
+            namespace,
+            state,
+            stop,
+            task,
+        })
     }
 
     /// Stops the instance: SIGTERM to its processes, SIGKILL after 5 s.
     pub async fn stop(self) {
         let _ = self.stop.send(true);
         let _ = self.task.await;
+    }
+
+    /// The network namespace its address is in (none: the host's).
+    pub fn namespace(&self) -> Option<&Arc<netns::Namespace>> {
+        self.namespace.as_ref()
     }
 
     pub fn is_healthy(&self) -> bool {
@@ -146,31 +185,25 @@ pub fn log_path(dir: &Path) -> PathBuf {
     dir.join("app.log")
 }
 
-/// Copies the app into `dir/app` and runs its install steps there, each
-/// with a shell, output to the log.
-async fn install(spec: &InstanceSpec) -> Result<(), InstanceError> {
+/// Copies the app into `dir/app`.
+async fn copy_app(spec: &InstanceSpec) -> std::io::Result<()> {
+    tokio::fs::create_dir_all(&spec.dir).await?;
+    let (from, to) = (spec.source.clone(), spec.dir.join("app"));
+    tokio::task::spawn_blocking(move || copy_dir(&from, &to)).await.map_err(std::io::Error::other)?
+}
+
+/// Where [`INTERNAL_URL_ENV`] says the internal listener is.
+fn internal_addr(env: &[(String, String)]) -> Option<SocketAddr> {
+    let (_, url) = env.iter().find(|(name, _)| name == INTERNAL_URL_ENV)?;
+    url.strip_prefix("http://")?.trim_end_matches('/').parse().ok()
+}
+
+/// Runs the install steps in the app's directory, each with a shell,
+/// output to the log.
+async fn install(spec: &InstanceSpec, jail: Option<&Jail>) -> Result<(), InstanceError> {
     let io = |e: std::io::Error| InstanceError::Io(e, spec.site.clone());
-    tokio::fs::create_dir_all(&spec.dir).await.map_err(io)?;
-    let app = spec.dir.join("app");
-    copy_dir(&spec.source, &app).map_err(io)?;
     for step in &spec.manifest.install {
-        let log = open_log(&spec.dir).map_err(io)?;
-        let mut command = Command::new("sh");
-        app_env(&mut command, spec);
-        let filter = denied_syscalls().map_err(io)?;
-        // SAFETY: between fork and exec only prctl and seccomp run (the
-        // filter was built before the fork), async-signal-safe.
-        unsafe { command.pre_exec(move || lock_down(filter)) };
-        let status = command
-            .arg("-c")
-            .arg(step)
-            .current_dir(&app)
-            .stdin(std::process::Stdio::null())
-            .stdout(log.try_clone().map_err(io)?)
-            .stderr(log)
-            .status()
-            .await
-            .map_err(io)?;
+        let status = command(spec, jail, step, false).map_err(io)?.status().await.map_err(io)?;
         if !status.success() {
             return Err(InstanceError::Install {
                 site: spec.site.clone(),
@@ -337,8 +370,9 @@ pub const INHERITED_ENV_PREFIXES: &[&str] = &["PIP_", "npm_config_", "NPM_CONFIG
 /// An app's environment, for its install steps and its process alike:
 /// cleared, then [`INHERITED_ENV`] from the platform's, then `PORT`,
 /// `COMMONS_SITE` and what the manifest and the platform give
-/// (`spec.env`).
-fn app_env(command: &mut Command, spec: &InstanceSpec) {
+/// (`spec.env`). Confined, its home is its instance's directory (the rest
+/// of the system is read-only) and the internal listener is on loopback.
+fn app_env(command: &mut Command, spec: &InstanceSpec, jail: Option<&Jail>) {
     command.env_clear();
     for (name, value) in std::env::vars_os() {
         let inherited = name.to_str().is_some_and(|name| {
@@ -349,60 +383,82 @@ fn app_env(command: &mut Command, spec: &InstanceSpec) {
         }
     }
     command.env("PORT", spec.port.to_string()).env("COMMONS_SITE", &spec.site).envs(spec.env.iter().cloned());
+    if let Some(jail) = jail {
+        command.env("HOME", jail.dir());
+        if let Some(internal) = internal_addr(&spec.env) {
+            command.env(INTERNAL_URL_ENV, format!("http://127.0.0.1:{}", internal.port()));
+        }
+    }
+}
+
+/// A command running `script` with a shell in the app's directory, with
+/// the app's environment, under the seccomp filter: in the instance's
+/// sandbox, or (unconfined) as a process of the platform's user with
+/// rlimits. Output goes to the instance's log.
+fn command(spec: &InstanceSpec, jail: Option<&Jail>, script: &str, serving: bool) -> std::io::Result<Command> {
+    let filter = denied_syscalls()?;
+    let files = spec.manifest.resources.open_files;
+    let mut command = match jail {
+        Some(jail) => jail.command(script, filter, files)?,
+        None => {
+            let mut command = Command::new("sh");
+            command.arg("-c").arg(script).current_dir(spec.dir.join("app"));
+            // Unconfined, the memory limit can only be one of address space.
+            let memory = if serving { spec.manifest.resources.memory_mb.saturating_mul(1 << 20) } else { u64::MAX };
+            // SAFETY: between fork and exec only prctl, seccomp (with the
+            // filter built before the fork) and setrlimit run, which are
+            // async-signal-safe and touch no memory of the parent.
+            unsafe {
+                command.pre_exec(move || {
+                    // If the agent dies, so does the app: no orphan keeps a
+                    // port or serves outside the platform's view. (The
+                    // signal follows the forking thread: a runtime worker,
+                    // alive as long as the agent.)
+                    if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    lock_down(filter)?;
+                    let limit = |resource, value: u64| {
+                        let rlimit = libc::rlimit { rlim_cur: value as libc::rlim_t, rlim_max: value as libc::rlim_t };
+                        if libc::setrlimit(resource, &rlimit) != 0 {
+                            return Err(std::io::Error::last_os_error());
+                        }
+                        Ok(())
+                    };
+                    if memory != u64::MAX {
+                        limit(libc::RLIMIT_AS, memory)?;
+                    }
+                    limit(libc::RLIMIT_NOFILE, files)
+                });
+            }
+            command
+        }
+    };
+    app_env(&mut command, spec, jail);
+    let log = open_log(&spec.dir)?;
+    command.stdin(std::process::Stdio::null()).stdout(log.try_clone()?).stderr(log);
+    Ok(command)
 }
 
 /// Starts the app's process in its own process group, with its limits.
-async fn spawn(spec: &InstanceSpec) -> std::io::Result<Child> {
-    let log = open_log(&spec.dir)?;
-    let mut command = Command::new("sh");
-    app_env(&mut command, spec);
-    command
-        .arg("-c")
-        .arg(&spec.manifest.run)
-        .current_dir(spec.dir.join("app"))
-        .stdin(std::process::Stdio::null())
-        .stdout(log.try_clone()?)
-        .stderr(log)
-        .process_group(0)
-        .kill_on_drop(true);
-    let filter = denied_syscalls()?;
-    let memory = spec.manifest.resources.memory_mb.saturating_mul(1 << 20);
-    let files = spec.manifest.resources.open_files;
-    // SAFETY: between fork and exec only prctl, seccomp (with the filter
-    // built before the fork) and setrlimit run, which are
-    // async-signal-safe and touch no memory of the parent.
-    unsafe {
-        command.pre_exec(move || {
-            // If the agent dies, so does the app: no orphan keeps a port or
-            // serves outside the platform's view. (The signal follows the
-            // forking thread: a runtime worker, alive as long as the agent.)
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            lock_down(filter)?;
-            let limit = |resource, value: u64| {
-                let rlimit = libc::rlimit { rlim_cur: value as libc::rlim_t, rlim_max: value as libc::rlim_t };
-                if libc::setrlimit(resource, &rlimit) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            };
-            limit(libc::RLIMIT_AS, memory)?;
-            limit(libc::RLIMIT_NOFILE, files)
-        });
-    }
-    command.spawn()
+async fn spawn(spec: &InstanceSpec, jail: Option<&Jail>) -> std::io::Result<Child> {
+    command(spec, jail, &spec.manifest.run, true)?.process_group(0).kill_on_drop(true).spawn()
 }
 
 /// Polls the health path until it answers 2xx, the process exits, or the
 /// manifest's timeout passes.
-async fn wait_healthy(spec: &InstanceSpec, addr: SocketAddr, child: &mut Child) -> bool {
+async fn wait_healthy(
+    spec: &InstanceSpec,
+    namespace: Option<&netns::Namespace>,
+    addr: SocketAddr,
+    child: &mut Child,
+) -> bool {
     let deadline = tokio::time::Instant::now() + Duration::from_millis(spec.manifest.health.timeout_ms);
     while tokio::time::Instant::now() < deadline {
         if matches!(child.try_wait(), Ok(Some(_))) {
             return false;
         }
-        if probe(addr, &spec.manifest.health.path).await {
+        if probe(namespace, addr, &spec.manifest.health.path).await {
             return true;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -410,10 +466,10 @@ async fn wait_healthy(spec: &InstanceSpec, addr: SocketAddr, child: &mut Child) 
     false
 }
 
-/// `GET path` answered 2xx within a second.
-pub async fn probe(addr: SocketAddr, path: &str) -> bool {
+/// `GET path` answered 2xx within a second, at `addr` in `namespace`.
+pub async fn probe(namespace: Option<&netns::Namespace>, addr: SocketAddr, path: &str) -> bool {
     let check = async {
-        let mut stream = tokio::net::TcpStream::connect(addr).await.ok()?;
+        let mut stream = netns::connect(namespace, addr).await.ok()?;
         let request = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
         stream.write_all(request.as_bytes()).await.ok()?;
         let mut head = [0u8; 12];
@@ -438,8 +494,16 @@ fn signal_group(pid: Option<u32>, signal: libc::c_int) {
 }
 
 /// Keeps the instance running until told to stop, and meters it.
-async fn supervise(spec: InstanceSpec, mut child: Child, state: Arc<State>, mut stopped: watch::Receiver<bool>) {
+async fn supervise(
+    spec: InstanceSpec,
+    jail: Option<Arc<Jail>>,
+    mut child: Child,
+    state: Arc<State>,
+    mut stopped: watch::Receiver<bool>,
+) {
     let addr = SocketAddr::from(([127, 0, 0, 1], spec.port));
+    let namespace = jail.as_ref().map(|j| j.namespace.clone());
+    let namespace = namespace.as_deref();
     let mut backoff = Duration::from_millis(200);
     let mut meter = tokio::time::interval(Duration::from_secs(1));
     let mut healthy_since = tokio::time::Instant::now();
@@ -473,14 +537,14 @@ async fn supervise(spec: InstanceSpec, mut child: Child, state: Arc<State>, mut 
                     _ = stopped.changed() => return,
                 }
                 backoff = (backoff * 2).min(BACKOFF_MAX);
-                match spawn(&spec).await {
+                match spawn(&spec, jail.as_deref()).await {
                     Ok(new) => {
                         child = new;
                         state.pid.store(child.id().unwrap_or(0), Ordering::Relaxed);
                         state.restarts.fetch_add(1, Ordering::Relaxed);
                         // A new process group: its CPU time starts at zero.
                         state.usage.lock().unwrap_or_else(|e| e.into_inner()).1 = 0;
-                        if wait_healthy(&spec, addr, &mut child).await {
+                        if wait_healthy(&spec, namespace, addr, &mut child).await {
                             state.healthy.store(true, Ordering::Relaxed);
                             healthy_since = tokio::time::Instant::now();
                         }
@@ -489,7 +553,7 @@ async fn supervise(spec: InstanceSpec, mut child: Child, state: Arc<State>, mut 
                 }
             }
             _ = liveness.tick(), if spec.manifest.health.failures > 0 && state.healthy.load(Ordering::Relaxed) => {
-                if probe(addr, &spec.manifest.health.path).await {
+                if probe(namespace, addr, &spec.manifest.health.path).await {
                     failed_probes = 0;
                     continue;
                 }
@@ -508,7 +572,7 @@ async fn supervise(spec: InstanceSpec, mut child: Child, state: Arc<State>, mut 
             _ = meter.tick() => {
                 cpu_sample(&state, child.id().unwrap_or(0));
                 memory_sample(&state, child.id().unwrap_or(0));
-                if !state.healthy.load(Ordering::Relaxed) && probe(addr, &spec.manifest.health.path).await {
+                if !state.healthy.load(Ordering::Relaxed) && probe(namespace, addr, &spec.manifest.health.path).await {
                     state.healthy.store(true, Ordering::Relaxed);
                     healthy_since = tokio::time::Instant::now();
                 }

@@ -22,9 +22,11 @@
 
 mod instance;
 mod manifest;
+mod sandbox;
 
 pub use instance::{
-    INHERITED_ENV, INHERITED_ENV_PREFIXES, Instance, InstanceError, InstanceSpec, ResourceUse, copy_dir, log_path,
-    log_tail, probe,
+    DENIED_SYSCALLS, INHERITED_ENV, INHERITED_ENV_PREFIXES, INTERNAL_URL_ENV, Instance, InstanceError, InstanceSpec,
+    ResourceUse, copy_dir, log_path, log_tail, probe,
 };
-pub use manifest::{Health, Manifest, ManifestError, OSI_APPROVED, Resources, Tier, check_license, is_name};
+pub use manifest::{Health, Manifest, ManifestError, Network, OSI_APPROVED, Resources, Tier, check_license, is_name};
+pub use sandbox::{Confinement, SITE_UID_BASE, SITE_USERS_FILE, Sandbox, keep_files_private};

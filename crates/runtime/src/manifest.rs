@@ -24,8 +24,14 @@
 //! premium_prefixes = ["/export"]
 //!
 //! [resources]
-//! memory_mb = 256
+//! memory_mb = 256                        # resident memory (a cgroup limit)
 //! open_files = 1024
+//! processes = 512                        # processes and threads (a cgroup limit)
+//! cpu_weight = 100                       # its share of contended CPU (1 to 10000)
+//! cpu_percent = 200                      # at most two cores (none: no cap)
+//!
+//! [network]
+//! outside = true                         # may reach the outside network (through the egress proxy)
 //! ```
 
 use std::path::Path;
@@ -50,6 +56,16 @@ pub struct Manifest {
     pub depends_on: Vec<(String, u64)>,
     pub tier: Tier,
     pub resources: Resources,
+    pub network: Network,
+}
+
+/// What an app may reach besides the platform's internal listener.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Network {
+    /// The outside network (public addresses, through the node's egress
+    /// proxy, `$HTTPS_PROXY`); never this machine nor private networks.
+    /// Install steps always may: they fetch packages.
+    pub outside: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -74,15 +90,24 @@ pub struct Tier {
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Resources {
-    /// Most address space the app may map, in MiB (RLIMIT_AS).
+    /// Most memory the app's processes may hold, resident, in MiB (the
+    /// cgroup's memory limit; without confinement, address space:
+    /// RLIMIT_AS). Node capacity is booked by it.
     pub memory_mb: u64,
     /// Most open files (RLIMIT_NOFILE).
     pub open_files: u64,
+    /// Most processes and threads at once (the cgroup's pids limit).
+    pub processes: u64,
+    /// Its share of the CPU when cores are contended, 1 to 10000 (100 is
+    /// an ordinary share).
+    pub cpu_weight: u32,
+    /// At most this much CPU, in percent of one core (none: no cap).
+    pub cpu_percent: Option<u32>,
 }
 
 impl Default for Resources {
     fn default() -> Resources {
-        Resources { memory_mb: 1024, open_files: 1024 }
+        Resources { memory_mb: 1024, open_files: 1024, processes: 512, cpu_weight: 100, cpu_percent: None }
     }
 }
 
@@ -182,6 +207,15 @@ struct ManifestToml {
     tier: TierToml,
     #[serde(default)]
     resources: ResourcesToml,
+    #[serde(default)]
+    network: NetworkToml,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NetworkToml {
+    #[serde(default)]
+    outside: bool,
 }
 
 #[derive(Deserialize)]
@@ -234,6 +268,9 @@ struct TierToml {
 struct ResourcesToml {
     memory_mb: Option<u64>,
     open_files: Option<u64>,
+    processes: Option<u64>,
+    cpu_weight: Option<u32>,
+    cpu_percent: Option<u32>,
 }
 
 impl Manifest {
@@ -298,9 +335,21 @@ impl Manifest {
         let resources = Resources {
             memory_mb: raw.resources.memory_mb.unwrap_or(defaults.memory_mb),
             open_files: raw.resources.open_files.unwrap_or(defaults.open_files),
+            processes: raw.resources.processes.unwrap_or(defaults.processes),
+            cpu_weight: raw.resources.cpu_weight.unwrap_or(defaults.cpu_weight),
+            cpu_percent: raw.resources.cpu_percent,
         };
         if resources.memory_mb < 16 || resources.open_files < 16 {
             return Err(error("resources", "memory_mb and open_files must be at least 16".into()));
+        }
+        if !(8..=65_536).contains(&resources.processes) {
+            return Err(error("resources.processes", format!("{} must be from 8 to 65536", resources.processes)));
+        }
+        if !(1..=10_000).contains(&resources.cpu_weight) {
+            return Err(error("resources.cpu_weight", format!("{} must be from 1 to 10000", resources.cpu_weight)));
+        }
+        if let Some(percent) = resources.cpu_percent.filter(|p| !(1..=100_000).contains(p)) {
+            return Err(error("resources.cpu_percent", format!("{percent} must be from 1 to 100000")));
         }
         Ok(Manifest {
             name: raw.name,
@@ -324,6 +373,7 @@ impl Manifest {
                 premium_prefixes: raw.tier.premium_prefixes,
             },
             resources,
+            network: Network { outside: raw.network.outside },
         })
     }
 }

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use runtime::{Instance, InstanceError, InstanceSpec, Manifest};
+use runtime::{Confinement, Instance, InstanceError, InstanceSpec, Manifest, Sandbox};
 
 fn app(name: &str) -> PathBuf {
     PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/apps")).join(name)
@@ -13,6 +13,15 @@ fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
+/// Confinement as the platform has it, for a platform whose data is in
+/// `realm`: these tests run as root, as the platform does, and fail where
+/// the machine cannot confine (never skip).
+fn confined(realm: &std::path::Path) -> Confinement {
+    Confinement::Confined(std::sync::Arc::new(Sandbox::detect(realm).expect("this machine confines apps")))
+}
+
+/// An instance of the example app `name`, confined, in `dir` (a
+/// platform's data directory).
 fn spec(name: &str, dir: &std::path::Path) -> InstanceSpec {
     InstanceSpec {
         site: name.to_owned(),
@@ -21,12 +30,13 @@ fn spec(name: &str, dir: &std::path::Path) -> InstanceSpec {
         dir: dir.join(name),
         port: free_port(),
         env: vec![],
+        confinement: confined(dir),
     }
 }
 
-async fn get(addr: std::net::SocketAddr, path: &str) -> String {
+async fn get(instance: &Instance, path: &str) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut stream = netns::connect(instance.namespace().map(|n| &**n), instance.addr).await.unwrap();
     let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
     stream.write_all(request.as_bytes()).await.unwrap();
     let mut answer = String::new();
@@ -39,10 +49,10 @@ async fn an_app_runs_is_metered_restarts_after_a_crash_and_stops() {
     let dir = tempfile::tempdir().unwrap();
     let instance = Instance::start(spec("search", dir.path())).await.unwrap();
     assert!(instance.is_healthy());
-    let answer = get(instance.addr, "/?q=open+source").await;
+    let answer = get(&instance, "/?q=open+source").await;
     assert!(answer.starts_with("HTTP/1.1 200") && answer.contains("digital commons"), "{answer}");
     for _ in 0..30 {
-        get(instance.addr, "/?q=web").await;
+        get(&instance, "/?q=web").await;
     }
     tokio::time::sleep(Duration::from_millis(1300)).await;
     let used = instance.take_usage();
@@ -59,11 +69,11 @@ async fn an_app_runs_is_metered_restarts_after_a_crash_and_stops() {
     }
     assert_eq!(instance.restarts(), 1);
     assert_ne!(instance.pid(), pid);
-    assert!(get(instance.addr, "/healthz").await.starts_with("HTTP/1.1 200"));
+    assert!(get(&instance, "/healthz").await.starts_with("HTTP/1.1 200"));
 
-    let addr = instance.addr;
+    let (addr, namespace) = (instance.addr, instance.namespace().cloned());
     instance.stop().await;
-    assert!(tokio::net::TcpStream::connect(addr).await.is_err(), "stopped");
+    assert!(netns::connect(namespace.as_deref(), addr).await.is_err(), "stopped");
 }
 
 #[tokio::test]
@@ -148,7 +158,7 @@ async fn an_app_cannot_trace_mount_or_enter_namespaces() {
         assert!(said.contains("ptrace -1 1"), "{file}: EPERM for ptrace: {said}");
         assert!(said.contains("Operation not permitted"), "{file}: {said}");
     }
-    assert!(get(instance.addr, "/healthz").await.starts_with("HTTP/1.1 200"), "and it serves");
+    assert!(get(&instance, "/healthz").await.starts_with("HTTP/1.1 200"), "and it serves");
     instance.stop().await;
 }
 
@@ -191,11 +201,13 @@ http.server.HTTPServer(("127.0.0.1", int(os.environ["PORT"])), H).serve_forever(
     instance.stop().await;
 }
 
+/// Unconfined (an instance confined has a network of its own).
 #[tokio::test]
 async fn a_port_already_taken_fails_the_start() {
     let dir = tempfile::tempdir().unwrap();
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let mut spec = spec("search", dir.path());
+    spec.confinement = Confinement::Unconfined;
     spec.port = taken.local_addr().unwrap().port();
     spec.manifest.health.timeout_ms = 3000;
     match Instance::start(spec).await {
@@ -220,9 +232,10 @@ async fn catalog_apps_install_from_their_registries_and_serve() {
             dir: dir.path().join(&name),
             port: free_port(),
             env: vec![],
+            confinement: confined(dir.path()),
         };
         let instance = Instance::start(spec).await.unwrap_or_else(|e| panic!("{name}: {e}"));
-        let answer = get(instance.addr, "/").await;
+        let answer = get(&instance, "/").await;
         let status = answer.get(9..12).unwrap_or("");
         assert!(status == "200" || status.starts_with("30"), "{name}: {answer}");
         instance.stop().await;

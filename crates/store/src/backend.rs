@@ -10,6 +10,7 @@
 //!   foreign_keys`), as PostgreSQL always does, so a list's rows go with
 //!   their record on both.
 
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 use ledger::LedgerConfig;
@@ -405,6 +406,14 @@ impl Backend {
     }
 
     fn sqlite(path: &Path) -> Result<Backend, String> {
+        // Created 0600 (SQLite gives its -wal and -shm files the same mode).
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .open(path)
+            .and_then(|_| crate::keep_private(path))
+            .map_err(|e| format!("{}: {e}", path.display()))?;
         let connection = rusqlite::Connection::open(path).map_err(|e| e.to_string())?;
         connection
             .execute_batch(

@@ -133,13 +133,25 @@ pub struct Store {
     location: Location,
 }
 
+/// Makes `path` (the data directory, the database) readable and
+/// writable by its owner alone: others lose read and write, never search
+/// (a confined app's sandbox is made by its own user, who must find its
+/// instance's directory inside; it can open nothing else there).
+pub fn keep_private(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(path)?.permissions().mode();
+    if mode & 0o066 != 0 {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode & 0o7711))?;
+    }
+    Ok(())
+}
+
 impl Store {
     /// Opens (creating on first use) the store at `location`, runs its
     /// migrations, and reads the whole ledger back, checking every block.
     pub fn open(location: &Location) -> Result<Store, StoreError> {
-        std::fs::create_dir_all(&location.data_dir).map_err(|e| StoreError::Open {
-            location: location.data_dir.display().to_string(),
-            reason: e.to_string(),
+        std::fs::create_dir_all(&location.data_dir).and_then(|()| keep_private(&location.data_dir)).map_err(|e| {
+            StoreError::Open { location: location.data_dir.display().to_string(), reason: e.to_string() }
         })?;
         let signer = load_or_create_key(&location.data_dir)?;
         let mut backend = Backend::open(location)?;

@@ -179,7 +179,9 @@ pub fn processes_under(dir: &std::path::Path) -> Vec<i32> {
         .filter_map(|e| {
             let pid: i32 = e.file_name().to_str()?.parse().ok()?;
             let cwd = std::fs::read_link(e.path().join("cwd")).ok()?;
-            cwd.starts_with(dir).then_some(pid)
+            // Not the sandbox's own first process (bwrap, as init).
+            let sandbox = std::fs::read_to_string(e.path().join("comm")).ok()?.trim() == "bwrap";
+            (cwd.starts_with(dir) && !sandbox).then_some(pid)
         })
         .collect()
 }

@@ -1,0 +1,411 @@
+//! Confinement: each instance in a sandbox of its own, as Sandstorm runs a
+//! grain and systemd a hardened service.
+//!
+//! An app's processes and its install steps run:
+//! - as **a user and group of their site's own** ([`SiteUsers`]), never the
+//!   platform's: nothing of the platform's (its data directory is 0700,
+//!   its keys 0600) nor of another site's is theirs to open;
+//! - in **namespaces of their own**, made by bubblewrap (`bwrap`, the
+//!   sandbox Flatpak runs on), started unprivileged as that user: a user
+//!   namespace (the app has no capability outside it), a mount namespace
+//!   (the system read-only; `/tmp`, `/var/tmp`, `/dev/shm` private;
+//!   `/root`, `/home`, `/run` and the platform's data directory empty;
+//!   writable only its instance directory), a PID namespace (it sees,
+//!   signals and traces nothing else; when its first process dies, the
+//!   kernel kills the rest), IPC, UTS and cgroup namespaces;
+//! - in **a network namespace of their own** ([`netns::Namespace`],
+//!   made by the agent, owned by the host's user namespace so the app
+//!   cannot change it) holding only loopback. The gateway reaches the
+//!   instance by making its socket inside that namespace; the app's ways
+//!   out are listeners the agent makes there: the platform's internal
+//!   listener at the same `127.0.0.1:PORT` as `$COMMONS_INTERNAL_URL`
+//!   says, and, for install steps and for apps whose manifest asks, an
+//!   egress proxy to the outside network (`$HTTPS_PROXY`);
+//! - with `no_new_privs` and a seccomp filter ([`DENIED_SYSCALLS`],
+//!   handed to bwrap, which loads it last, just before the app runs).
+//!
+//! [`DENIED_SYSCALLS`]: crate::DENIED_SYSCALLS
+
+use std::io::{self, Read, Seek, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use tokio::process::Command;
+
+/// The first user (and group) id given to a site; the range below is the
+/// machine's. Far above what distributions and `/etc/subuid` allocate.
+pub const SITE_UID_BASE: u32 = 2_000_000_000;
+/// Site users this machine may allocate.
+pub const SITE_UIDS_MAX: u32 = 100_000_000;
+/// The machine's allocation of site users: one line per (realm, site).
+pub const SITE_USERS_FILE: &str = "/var/lib/commons/site-users";
+
+/// How this machine runs apps.
+#[derive(Clone, Debug)]
+pub enum Confinement {
+    /// Each instance in a sandbox of its own (see the module's docs).
+    Confined(Arc<Sandbox>),
+    /// As plain processes of the platform's user, with rlimits and the
+    /// seccomp filter only: the operator said so (`--unconfined`).
+    Unconfined,
+}
+
+impl Confinement {
+    /// How a platform keeping its data in `realm` runs apps on this
+    /// machine: confined; or, only when the operator asked for it
+    /// (`unconfined`), not, said loudly. A machine that cannot confine
+    /// apps is an error naming what it lacks.
+    pub fn for_machine(realm: &Path, unconfined: bool) -> Result<Confinement, String> {
+        if unconfined {
+            tracing::warn!(
+                "apps run UNCONFINED (--unconfined): as processes of the platform's own user, able to read its keys and database and to reach every other app; never do this on a machine that runs other people's apps"
+            );
+            return Ok(Confinement::Unconfined);
+        }
+        match Sandbox::detect(realm) {
+            Ok(sandbox) => Ok(Confinement::Confined(Arc::new(sandbox))),
+            Err(why) => Err(format!(
+                "this machine cannot confine apps: {why}. Fix that, or pass --unconfined to run apps without confinement (only for apps you trust with the platform's keys)"
+            )),
+        }
+    }
+
+    pub fn is_confined(&self) -> bool {
+        matches!(self, Confinement::Confined(_))
+    }
+}
+
+/// From now on, what this process creates is its own user's alone (umask
+/// 077: files 0600, directories 0700): the platform's database, keys and
+/// logs are none of a site user's.
+pub fn keep_files_private() {
+    // SAFETY: umask(2) has no preconditions and cannot fail.
+    unsafe { libc::umask(0o077) };
+}
+
+/// What confinement needs from this machine, found there.
+#[derive(Debug)]
+pub struct Sandbox {
+    bwrap: PathBuf,
+    /// The platform's data directory: hidden from apps, and what site
+    /// users are allocated for.
+    realm: PathBuf,
+    users: SiteUsers,
+}
+
+impl Sandbox {
+    /// Checks that this machine can confine apps, for a platform keeping
+    /// its data in `realm`: root (to make namespaces and give sites their
+    /// users), bubblewrap, network namespaces, and user namespaces for an
+    /// unprivileged user. Says what is missing otherwise.
+    pub fn detect(realm: &Path) -> Result<Sandbox, String> {
+        // SAFETY: geteuid has no preconditions.
+        let euid = unsafe { libc::geteuid() };
+        if euid != 0 {
+            return Err(format!(
+                "the platform runs as uid {euid}, not root: it needs root to give each site a user and namespaces of its own"
+            ));
+        }
+        let bwrap = find_program("bwrap").ok_or(
+            "bubblewrap (`bwrap`) is not installed; on Debian or Ubuntu: apt-get install bubblewrap".to_owned(),
+        )?;
+        netns::available()?;
+        let realm = realm.canonicalize().map_err(|e| format!("{}: {e}", realm.display()))?;
+        let sandbox = Sandbox { bwrap, realm, users: SiteUsers { file: PathBuf::from(SITE_USERS_FILE) } };
+        sandbox.try_user_namespaces()?;
+        Ok(sandbox)
+    }
+
+    /// The user and group id of `site`'s processes on this machine.
+    pub fn site_user(&self, site: &str) -> io::Result<u32> {
+        self.users.uid(&self.realm, site)
+    }
+
+    /// Runs `bwrap … true` as an unprivileged user: user namespaces may be
+    /// off (`kernel.unprivileged_userns_clone`, AppArmor's restriction).
+    fn try_user_namespaces(&self) -> Result<(), String> {
+        let mut probe = std::process::Command::new(&self.bwrap);
+        probe
+            .args(["--unshare-user", "--unshare-pid", "--ro-bind", "/", "/", "--proc", "/proc", "true"])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped());
+        let nobody = SITE_UID_BASE + SITE_UIDS_MAX - 1;
+        // SAFETY: only setgroups/setresgid/setresuid run between fork and exec.
+        unsafe {
+            std::os::unix::process::CommandExt::pre_exec(&mut probe, move || become_user(nobody));
+        }
+        let output = probe.output().map_err(|e| format!("cannot run {}: {e}", self.bwrap.display()))?;
+        if !output.status.success() {
+            return Err(format!(
+                "bubblewrap cannot make a sandbox for an unprivileged user here ({}): {}; user namespaces may be disabled (sysctl kernel.unprivileged_userns_clone=1, user.max_user_namespaces)",
+                output.status,
+                String::from_utf8_lossy(&output.stderr).trim()
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Allocates site users machine-wide: the file [`SITE_USERS_FILE`] holds a
+/// line `uid<TAB>realm<TAB>site` per site of each platform on this machine,
+/// changed under an exclusive `flock`. A realm that no longer exists gives
+/// its ids back.
+#[derive(Debug)]
+struct SiteUsers {
+    file: PathBuf,
+}
+
+impl SiteUsers {
+    fn uid(&self, realm: &Path, site: &str) -> io::Result<u32> {
+        let realm = realm.to_str().filter(|r| !r.contains(['\t', '\n'])).ok_or_else(|| {
+            io::Error::new(io::ErrorKind::InvalidInput, format!("{}: not a usable directory name", realm.display()))
+        })?;
+        if let Some(parent) = self.file.parent() {
+            std::fs::create_dir_all(parent)?;
+            std::fs::set_permissions(parent, std::fs::Permissions::from_mode(0o700))?;
+        }
+        let mut file =
+            std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&self.file)?;
+        // SAFETY: flock(2) on our descriptor; released when it closes.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let mut text = String::new();
+        file.read_to_string(&mut text)?;
+        let mut rows: Vec<(u32, String, String)> = Vec::new();
+        for (n, line) in text.lines().enumerate() {
+            let mut fields = line.splitn(3, '\t');
+            let (Some(uid), Some(r), Some(s)) = (fields.next(), fields.next(), fields.next()) else {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("{} line {}: not `uid<TAB>realm<TAB>site`", self.file.display(), n + 1),
+                ));
+            };
+            let uid = uid.parse().map_err(|_| {
+                io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("{} line {}: {uid:?} is not a uid", self.file.display(), n + 1),
+                )
+            })?;
+            rows.push((uid, r.to_owned(), s.to_owned()));
+        }
+        if let Some((uid, _, _)) = rows.iter().find(|(_, r, s)| r == realm && s == site) {
+            return Ok(*uid);
+        }
+        rows.retain(|(_, r, _)| Path::new(r).exists());
+        let taken: std::collections::BTreeSet<u32> = rows.iter().map(|(uid, _, _)| *uid).collect();
+        let uid = (SITE_UID_BASE..SITE_UID_BASE + SITE_UIDS_MAX - 1)
+            .find(|uid| !taken.contains(uid))
+            .ok_or_else(|| io::Error::other("every site user of this machine is taken"))?;
+        rows.push((uid, realm.to_owned(), site.to_owned()));
+        let mut out = String::new();
+        for (uid, r, s) in &rows {
+            out.push_str(&format!("{uid}\t{r}\t{s}\n"));
+        }
+        file.set_len(0)?;
+        file.rewind()?;
+        file.write_all(out.as_bytes())?;
+        file.sync_all()?;
+        Ok(uid)
+    }
+}
+
+/// One instance's sandbox: its user, its network namespace, its
+/// directory, and the listeners serving its ways out.
+pub(crate) struct Jail {
+    sandbox: Arc<Sandbox>,
+    pub(crate) uid: u32,
+    pub(crate) namespace: Arc<netns::Namespace>,
+    /// The instance's directory, canonical, and open (`O_PATH`) for bwrap.
+    dir: PathBuf,
+    dir_fd: OwnedFd,
+    /// Served while the jail lives.
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for Jail {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+impl Jail {
+    /// A jail for `site`'s instance in `dir` (installed there already):
+    /// its files become the site user's, and a new network namespace gets
+    /// a listener forwarding to `internal` (the platform's internal
+    /// listener, when there is one) at the same loopback port inside.
+    pub(crate) async fn new(
+        sandbox: &Arc<Sandbox>,
+        site: &str,
+        dir: &Path,
+        internal: Option<std::net::SocketAddr>,
+    ) -> io::Result<Jail> {
+        let uid = sandbox.site_user(site)?;
+        let dir = dir.canonicalize()?;
+        let (owned, realm) = (dir.clone(), sandbox.realm.clone());
+        tokio::task::spawn_blocking(move || {
+            chown_tree(&owned, uid)?;
+            std::fs::set_permissions(&owned, std::fs::Permissions::from_mode(0o700))?;
+            traversable(&realm, &owned)
+        })
+        .await
+        .map_err(io::Error::other)??;
+        let dir_fd = open_path(&dir)?;
+        let namespace = Arc::new(netns::Namespace::create()?);
+        let mut tasks = Vec::new();
+        if let Some(target) = internal {
+            let inside = std::net::SocketAddr::from(([127, 0, 0, 1], target.port()));
+            let listener = tokio::net::TcpListener::from_std(namespace.listen(inside)?)?;
+            tasks.push(tokio::spawn(netns::forward(listener, target, None, 256)));
+        }
+        Ok(Jail { sandbox: sandbox.clone(), uid, namespace, dir, dir_fd, tasks })
+    }
+
+    /// The instance's directory, as the app sees it (at the same path).
+    pub(crate) fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// A command running `script` with `sh -c` in the sandbox, in the
+    /// instance's directory `app/`, refusing `filter`'s system calls;
+    /// `files` is its RLIMIT_NOFILE. The caller sets its environment,
+    /// output and process group.
+    pub(crate) fn command(&self, script: &str, filter: &seccompiler::BpfProgram, files: u64) -> io::Result<Command> {
+        let seccomp = seccomp_fd(filter)?;
+        let mut command = Command::new(&self.sandbox.bwrap);
+        let dir = self.dir.to_string_lossy().into_owned();
+        let fd = |fd: &OwnedFd| fd.as_raw_fd().to_string();
+        command.args([
+            "--die-with-parent",
+            "--unshare-user",
+            "--unshare-pid",
+            "--unshare-ipc",
+            "--unshare-uts",
+            "--unshare-cgroup-try",
+            "--hostname",
+            "app",
+            "--ro-bind",
+            "/",
+            "/",
+            "--dev",
+            "/dev",
+            "--proc",
+            "/proc",
+        ]);
+        for empty in ["/tmp", "/var/tmp", "/dev/shm", "/run", "/root", "/home"] {
+            if Path::new(empty).is_dir() {
+                command.args(["--tmpfs", empty]);
+            }
+        }
+        command.arg("--tmpfs").arg(&self.sandbox.realm);
+        command.args(["--bind-fd", &fd(&self.dir_fd), &dir]);
+        command.arg("--chdir").arg(self.dir.join("app"));
+        command.args(["--seccomp", &fd(&seccomp)]);
+        command.args(["--", "sh", "-c", script]);
+        let (netns, uid) = (self.namespace.raw_fd(), self.uid);
+        let inherit = [self.dir_fd.as_raw_fd(), seccomp.as_raw_fd()];
+        // SAFETY: between fork and exec only setns, fcntl, setrlimit,
+        // setgroups/setresgid/setresuid and prctl run: system calls with
+        // plain arguments, async-signal-safe, touching no parent memory.
+        // `seccomp` moves into the closure, alive until the command is.
+        unsafe {
+            command.pre_exec(move || {
+                let _keep = &seccomp;
+                check(libc::setns(netns, libc::CLONE_NEWNET))?;
+                for fd in inherit {
+                    check(libc::fcntl(fd, libc::F_SETFD, 0))?;
+                }
+                let rlimit = libc::rlimit { rlim_cur: files as libc::rlim_t, rlim_max: files as libc::rlim_t };
+                check(libc::setrlimit(libc::RLIMIT_NOFILE, &rlimit))?;
+                become_user(uid)?;
+                // After the change of user, which clears it: if the agent
+                // dies, so does the sandbox (and bwrap takes the app along).
+                check(libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL))?;
+                check(libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0))
+            });
+        }
+        Ok(command)
+    }
+}
+
+/// Drops every group and becomes `uid` (its own group too), for good.
+/// Async-signal-safe.
+fn become_user(uid: u32) -> io::Result<()> {
+    // SAFETY: plain system calls.
+    unsafe {
+        check(libc::setgroups(0, std::ptr::null()))?;
+        check(libc::setresgid(uid, uid, uid))?;
+        check(libc::setresuid(uid, uid, uid))
+    }
+}
+
+/// The seccomp program as bwrap reads it (`--seccomp FD`: raw `struct
+/// sock_filter`s until end of file), in a pipe whose write end is closed.
+fn seccomp_fd(filter: &seccompiler::BpfProgram) -> io::Result<OwnedFd> {
+    let mut bytes = Vec::with_capacity(filter.len() * 8);
+    for instruction in filter {
+        bytes.extend_from_slice(&instruction.code.to_ne_bytes());
+        bytes.push(instruction.jt);
+        bytes.push(instruction.jf);
+        bytes.extend_from_slice(&instruction.k.to_ne_bytes());
+    }
+    let (reader, mut writer) = io::pipe()?;
+    // A pipe holds 64 KiB; a filter of a few dozen rules is a few hundred bytes.
+    writer.write_all(&bytes)?;
+    drop(writer);
+    Ok(OwnedFd::from(reader))
+}
+
+/// Lets bwrap, which runs as the site's user, find `dir` (within
+/// `realm`): every directory from `realm` down to `dir`'s parent becomes
+/// 0711, searchable but not listable by others; what is in them keeps its
+/// own mode (the platform's files are 0600, its other directories 0700).
+fn traversable(realm: &Path, dir: &Path) -> io::Result<()> {
+    for ancestor in dir.ancestors().skip(1) {
+        if !ancestor.starts_with(realm) {
+            break;
+        }
+        std::fs::set_permissions(ancestor, std::fs::Permissions::from_mode(0o711))?;
+    }
+    Ok(())
+}
+
+/// Makes `dir` and everything in it `uid`'s (user and group), never
+/// following a symbolic link.
+fn chown_tree(dir: &Path, uid: u32) -> io::Result<()> {
+    std::os::unix::fs::lchown(dir, Some(uid), Some(uid))?;
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        if entry.file_type()?.is_dir() {
+            chown_tree(&entry.path(), uid)?;
+        } else {
+            std::os::unix::fs::lchown(entry.path(), Some(uid), Some(uid))?;
+        }
+    }
+    Ok(())
+}
+
+fn open_path(dir: &Path) -> io::Result<OwnedFd> {
+    use std::os::unix::ffi::OsStrExt;
+    let path = std::ffi::CString::new(dir.as_os_str().as_bytes())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "a path holds a NUL byte"))?;
+    // SAFETY: open(2) of a NUL-terminated path.
+    let fd = unsafe { libc::open(path.as_ptr(), libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC) };
+    check(fd)?;
+    // SAFETY: a new descriptor nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+fn find_program(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/bin:/bin".into());
+    std::env::split_paths(&path).map(|dir| dir.join(name)).find(|p| p.is_file())
+}
+
+fn check(result: libc::c_int) -> io::Result<()> {
+    if result < 0 { Err(io::Error::last_os_error()) } else { Ok(()) }
+}
