@@ -16,13 +16,21 @@
 //!   threads (Tokio's workers), never from `spawn_blocking`.
 //! - Every instance runs as its own process group and is stopped as one.
 //!
+//! A control group per instance ([`Hierarchy`], [`Cgroup`]; cgroup v2, or
+//! v1 where the machine has only that) caps memory, processes and CPU and
+//! meters what every process of the app used, however it forked; it is
+//! built and tested on its own, not yet used by [`Instance`].
+//!
 //! # Deliberately absent (so far)
-//! Containers and cgroups: processes and rlimits are what every Linux
-//! machine has; a Kubernetes backend comes later.
+//! Containers: processes, rlimits and cgroups are what every Linux machine
+//! has; a Kubernetes backend comes later.
 
+mod cgroup;
 mod instance;
 mod manifest;
 mod sandbox;
+
+pub use cgroup::{Cgroup, Hierarchy, Join, Limits, Version};
 
 pub use instance::{
     DENIED_SYSCALLS, INHERITED_ENV, INHERITED_ENV_PREFIXES, INTERNAL_URL_ENV, Instance, InstanceError, InstanceSpec,
