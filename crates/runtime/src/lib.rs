@@ -9,19 +9,28 @@
 //! metered: CPU time and resident memory of its processes, sampled each
 //! second from /proc, which become the provider split of a site.
 //!
+//! An app reaches the outside network only through its [`egress`] proxy
+//! (`HTTPS_PROXY`), which refuses this machine, its private networks and
+//! cloud metadata endpoints ([`Policy::outside`]).
+//!
 //! # Invariants
 //! - An instance gets traffic only after its health path answers.
 //! - An app dies with the thread that started it (`PR_SET_PDEATHSIG`
 //!   follows the forking *thread*): start instances from long-lived
 //!   threads (Tokio's workers), never from `spawn_blocking`.
 //! - Every instance runs as its own process group and is stopped as one.
+//! - The egress proxy connects only to addresses its policy allows, checked
+//!   after resolving and never resolved again.
 //!
 //! # Deliberately absent (so far)
 //! Containers and cgroups: processes and rlimits are what every Linux
 //! machine has; a Kubernetes backend comes later.
 
+pub mod egress;
 mod instance;
 mod manifest;
+
+pub use egress::{Policy, serve as serve_egress};
 
 pub use instance::{
     INHERITED_ENV, INHERITED_ENV_PREFIXES, Instance, InstanceError, InstanceSpec, ResourceUse, copy_dir, log_path,
