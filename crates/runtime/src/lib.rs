@@ -2,36 +2,44 @@
 //! ([`Instance`]) — what a node agent does on a provider's machine.
 //!
 //! An instance is installed into its own directory (the app's files copied,
-//! its install steps run there), started as its own process group with
-//! `$PORT` and the OS limits its manifest asks for (address space, open
-//! files), checked on its health path before it gets traffic, started again
-//! with backoff when it dies, stopped with SIGTERM then SIGKILL, and
-//! metered: CPU time and resident memory of its processes, sampled each
-//! second from /proc, which become the provider split of a site.
+//! its install steps run there) and run, with its install steps, confined
+//! ([`Confinement`]; the `sandbox` module says how): as its site's own
+//! user, in namespaces of its own, with `no_new_privs` and a seccomp
+//! filter, in a control group of its own ([`Cgroup`]; cgroup v2, or v1
+//! where the machine has only that) that caps its resident memory,
+//! processes and CPU and meters what every process of it used, however it
+//! forked. It listens on `$PORT` inside its own network namespace; it
+//! gets traffic only once its health path answers, is started again with
+//! backoff when it dies (an OOM kill said so in its log), and is stopped
+//! with SIGTERM then SIGKILL. It reaches the platform's internal listener
+//! on its own loopback, and the outside network only through its
+//! [`egress`] proxy (`HTTPS_PROXY`), which refuses this machine, its
+//! private networks and cloud metadata endpoints ([`Policy::outside`]).
 //!
 //! # Invariants
 //! - An instance gets traffic only after its health path answers.
 //! - An app dies with the thread that started it (`PR_SET_PDEATHSIG`
 //!   follows the forking *thread*): start instances from long-lived
 //!   threads (Tokio's workers), never from `spawn_blocking`.
-//! - Every instance runs as its own process group and is stopped as one.
-//!
-//! A control group per instance ([`Hierarchy`], [`Cgroup`]; cgroup v2, or
-//! v1 where the machine has only that) caps memory, processes and CPU and
-//! meters what every process of the app used, however it forked; it is
-//! built and tested on its own, not yet used by [`Instance`].
+//! - A confined instance's every process is in its control group from
+//!   before its first instruction (joined between fork and exec), and
+//!   "stopped" means that group is empty.
+//! - The egress proxy connects only to addresses its policy allows, checked
+//!   after resolving and never resolved again.
 //!
 //! # Deliberately absent (so far)
-//! Containers: processes, rlimits and cgroups are what every Linux machine
-//! has; a Kubernetes backend comes later.
+//! Containers: namespaces and cgroups are what every Linux machine has; a
+//! container engine (Docker, Swarm) behind the same `Instance` interface
+//! comes later.
 
 mod cgroup;
+pub mod egress;
 mod instance;
 mod manifest;
 mod sandbox;
 
 pub use cgroup::{Cgroup, Hierarchy, Join, Limits, Version};
-
+pub use egress::{Policy, serve as serve_egress};
 pub use instance::{
     DENIED_SYSCALLS, INHERITED_ENV, INHERITED_ENV_PREFIXES, INTERNAL_URL_ENV, Instance, InstanceError, InstanceSpec,
     ResourceUse, copy_dir, log_path, log_tail, probe,
