@@ -32,4 +32,4 @@ pub mod protocol;
 pub mod remote;
 pub mod tls;
 
-pub use node::{InstanceLog, KEEP_STOPPED, NodeAgent, Reach, Source, Usage, newest_logs};
+pub use node::{Event, InstanceLog, KEEP_STOPPED, NodeAgent, Reach, Source, Usage, newest_logs};

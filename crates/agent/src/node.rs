@@ -40,6 +40,15 @@ impl Usage {
     }
 }
 
+/// Something that happened to a running instance (a restart, and why),
+/// for the public history.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Event {
+    pub site: String,
+    pub generation: u64,
+    pub detail: String,
+}
+
 /// How the gateway reaches this node's confined instances, each inside a
 /// network namespace of its own.
 #[derive(Clone, Debug)]
@@ -103,6 +112,8 @@ pub struct NodeAgent {
     slots: tokio::sync::Mutex<BTreeMap<(String, u64), Slot>>,
     /// What stopped instances used, to go with the next report.
     leftover: std::sync::Mutex<BTreeMap<String, Usage>>,
+    /// Events taken from instances and not yet delivered.
+    events: std::sync::Mutex<Vec<Event>>,
     starts: std::sync::atomic::AtomicU64,
 }
 
@@ -117,6 +128,7 @@ impl NodeAgent {
             reach,
             slots: Default::default(),
             leftover: Default::default(),
+            events: Default::default(),
             starts: Default::default(),
         })
     }
@@ -134,7 +146,7 @@ impl NodeAgent {
         slots.retain(|(site, generation), slot| {
             let keep = assigned.iter().any(|(a, _)| a.site == *site && a.generation == *generation);
             if !keep && let Some(instance) = slot.instance.take() {
-                stopping.push((site.clone(), instance));
+                stopping.push((site.clone(), *generation, instance));
             }
             keep
         });
@@ -150,8 +162,8 @@ impl NodeAgent {
         }
         drop(slots);
         let stopped = !stopping.is_empty();
-        for (site, running) in stopping {
-            self.keep_usage(&site, &running.instance);
+        for (site, generation, running) in stopping {
+            self.keep_usage(&site, generation, &running.instance);
             let agent = self.clone();
             tokio::spawn(async move {
                 tokio::time::sleep(DRAIN).await;
@@ -198,6 +210,26 @@ impl NodeAgent {
         usage
     }
 
+    /// What happened to this node's instances since the last call (their
+    /// restarts, and why), those put back included.
+    pub async fn take_events(&self) -> Vec<Event> {
+        let mut events = std::mem::take(&mut *self.events.lock().unwrap_or_else(|e| e.into_inner()));
+        for ((site, generation), slot) in self.slots.lock().await.iter() {
+            if let Some(Running { instance, .. }) = &slot.instance {
+                let taken = instance.take_events().into_iter();
+                events.extend(taken.map(|detail| Event { site: site.clone(), generation: *generation, detail }));
+            }
+        }
+        events
+    }
+
+    /// Puts back events that never reached the control plane.
+    pub fn give_back_events(&self, events: Vec<Event>) {
+        let mut kept = self.events.lock().unwrap_or_else(|e| e.into_inner());
+        let later = std::mem::replace(&mut *kept, events);
+        kept.extend(later);
+    }
+
     /// Puts back failures a report carried that never reached the control
     /// plane: they go with the next report.
     pub async fn unreport(&self, failures: &[Failure]) {
@@ -231,15 +263,15 @@ impl NodeAgent {
 
     /// Stops every instance at once, keeping what they used for a last report.
     pub async fn stop_all(&self) {
-        let all: Vec<(String, Running)> = {
+        let all: Vec<(String, u64, Running)> = {
             let mut slots = self.slots.lock().await;
             std::mem::take(&mut *slots)
                 .into_iter()
-                .filter_map(|((site, _), slot)| Some((site, slot.instance?)))
+                .filter_map(|((site, generation), slot)| Some((site, generation, slot.instance?)))
                 .collect()
         };
-        for (site, running) in all {
-            self.keep_usage(&site, &running.instance);
+        for (site, generation, running) in all {
+            self.keep_usage(&site, generation, &running.instance);
             self.stop(running).await;
         }
     }
@@ -255,7 +287,10 @@ impl NodeAgent {
         drop(hold);
     }
 
-    fn keep_usage(&self, site: &str, instance: &Instance) {
+    fn keep_usage(&self, site: &str, generation: u64, instance: &Instance) {
+        let events = instance.take_events().into_iter();
+        let events = events.map(|detail| Event { site: site.to_owned(), generation, detail });
+        self.events.lock().unwrap_or_else(|e| e.into_inner()).extend(events);
         let used = instance.take_usage();
         self.leftover
             .lock()

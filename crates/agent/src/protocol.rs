@@ -17,8 +17,10 @@ use serde::{Deserialize, Serialize};
 pub const PROTOCOL_VERSION: u32 = 2;
 /// Largest sync body either side accepts.
 pub const SYNC_BYTES_MAX: usize = 1 << 20;
-/// Instances, failures or usage rows in one sync, at most.
+/// Instances, failures, usage rows or events in one sync, at most.
 pub const SYNC_ITEMS_MAX: usize = 4096;
+/// Longest event a node may report (what the history keeps of it).
+pub const EVENT_BYTES_MAX: usize = 512;
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
@@ -52,6 +54,10 @@ pub struct SyncRequest {
     pub instances: Vec<ReportedInstance>,
     pub failures: Vec<ReportedFailure>,
     pub usage: Vec<ReportedUsage>,
+    /// What happened to running instances (restarts, and why), for the
+    /// public history; absent is none.
+    #[serde(default)]
+    pub events: Vec<ReportedFailure>,
 }
 
 /// One instance to run: the app's manifest and the id of its bundle.
@@ -86,9 +92,12 @@ impl SyncRequest {
                 self.protocol
             ));
         }
-        let longest = self.instances.len().max(self.failures.len()).max(self.usage.len());
+        let longest = self.instances.len().max(self.failures.len()).max(self.usage.len()).max(self.events.len());
         if longest > SYNC_ITEMS_MAX {
-            return Err(format!("a sync holds at most {SYNC_ITEMS_MAX} instances, failures or usage rows"));
+            return Err(format!("a sync holds at most {SYNC_ITEMS_MAX} instances, failures, usage rows or events"));
+        }
+        if let Some(e) = self.events.iter().find(|e| e.detail.len() > EVENT_BYTES_MAX) {
+            return Err(format!("an event of {} is longer than {EVENT_BYTES_MAX} bytes", e.site));
         }
         Ok(())
     }

@@ -87,11 +87,16 @@ impl Remote {
     async fn sync_once(&mut self) -> Result<(), JoinError> {
         let usage = self.syncs.is_multiple_of(USAGE_EVERY_SYNCS);
         self.syncs += 1;
-        let mut request =
-            SyncRequest { protocol: PROTOCOL_VERSION, instances: vec![], failures: vec![], usage: vec![] };
+        let mut request = SyncRequest {
+            protocol: PROTOCOL_VERSION,
+            instances: vec![],
+            failures: vec![],
+            usage: vec![],
+            events: vec![],
+        };
         // What this report takes from the agent, put back unless the
         // control plane answers 200: nothing is lost to a failed exchange.
-        let (mut failures, mut taken) = (Vec::new(), std::collections::BTreeMap::new());
+        let (mut failures, mut taken, mut events) = (Vec::new(), std::collections::BTreeMap::new(), Vec::new());
         if let Some(agent) = &self.agent {
             let report = agent.report().await;
             request.instances = report
@@ -110,6 +115,11 @@ impl Remote {
                 .map(|f| ReportedFailure { site: f.site.clone(), generation: f.generation, detail: f.detail.clone() })
                 .collect();
             failures = report.failures;
+            events = agent.take_events().await;
+            request.events = events
+                .iter()
+                .map(|e| ReportedFailure { site: e.site.clone(), generation: e.generation, detail: e.detail.clone() })
+                .collect();
             if usage {
                 taken = agent.take_usage().await;
                 request.usage = taken
@@ -130,6 +140,7 @@ impl Remote {
         {
             agent.unreport(&failures).await;
             agent.give_back(taken);
+            agent.give_back_events(events);
         }
         let answer = sent?;
         let text = || String::from_utf8_lossy(&answer.body).trim().to_owned();

@@ -186,7 +186,8 @@ fn apps_deploy_update_under_traffic_restart_after_a_crash_and_go_away() {
 
     let history = String::from_utf8_lossy(&run(&data, &["history"]).stdout).into_owned();
     let actions: Vec<&str> = history.lines().map(|l| l.split_whitespace().nth(2).unwrap_or("")).collect();
-    assert_eq!(actions, ["claim-host", "deploy", "fail", "update", "remove"], "{history}");
+    assert_eq!(actions, ["claim-host", "deploy", "fail", "update", "restart", "remove"], "{history}");
+    assert!(history.contains("restart search: on pia-1: restarted: it exited (exit status: 137)"), "{history}");
     child.kill().unwrap();
     child.wait().unwrap();
 }

@@ -275,6 +275,7 @@ impl ControlApi {
         // Told to the node in the answer, and counted for the operator.
         let mut refused: Vec<String> = Vec::new();
         let mut claims: Vec<SiteClaim> = Vec::new();
+        let mut events: Vec<(String, String)> = Vec::new();
         let (assigned, unpacked) = {
             let mut shared = lock(&self.shared);
             let Some(assigned) = shared.assignments.as_ref().map(|all| all.get(&node.id).cloned().unwrap_or_default())
@@ -334,6 +335,13 @@ impl ControlApi {
                     refused.push(format!("instance of {} generation {}: not given to this node", i.site, i.generation));
                 }
             }
+            for e in sync.events {
+                if is_assigned(&e.site, e.generation) || draining(&e.site, e.generation) {
+                    events.push((e.site, format!("on {}: {}", node.id, e.detail)));
+                } else {
+                    refused.push(format!("event of {} generation {}: not given to this node", e.site, e.generation));
+                }
+            }
             let mut failures = Vec::new();
             for f in sync.failures {
                 if is_assigned(&f.site, f.generation) {
@@ -374,6 +382,11 @@ impl ControlApi {
         };
         if !claims.is_empty()
             && let Err(e) = self.take_usage(&node, first_sync, &claims, &mut refused).await
+        {
+            return text(500, format!("{e}\n"));
+        }
+        if !events.is_empty()
+            && let Err(e) = self.store.call(move |s| crate::control_loop::record_events(s, &events)).await
         {
             return text(500, format!("{e}\n"));
         }

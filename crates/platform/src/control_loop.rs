@@ -192,8 +192,15 @@ pub(crate) async fn once(
     let mut locals = locals.lock().await;
     let local_nodes: Vec<NodeRecord> = nodes.iter().filter(|n| !n.remote).cloned().collect();
     let mut reports = Vec::new();
+    let mut events = Vec::new();
     for node in &local_nodes {
-        reports.push((node.id.clone(), locals.agent(&node.id).report().await));
+        let agent = locals.agent(&node.id);
+        reports.push((node.id.clone(), agent.report().await));
+        let taken = agent.take_events().await;
+        events.extend(taken.into_iter().map(|e| (e.site, format!("on {}: {}", node.id, e.detail))));
+    }
+    if !events.is_empty() {
+        store.call(move |s| record_events(s, &events)).await?;
     }
     let (actions, assignments) = {
         let mut shared = lock(shared);
@@ -277,6 +284,15 @@ pub(crate) async fn once(
     if stopped {
         // What stopped instances used is recorded now, not at the next tick.
         meter(store, shared, &locals_handle).await?;
+    }
+    Ok(())
+}
+
+/// Records what happened to running instances (their restarts, and why:
+/// an exit, failed health probes, an OOM kill) in the public history.
+pub(crate) fn record_events(store: &mut Store, events: &[(String, String)]) -> anyhow::Result<()> {
+    for (site, detail) in events {
+        store.record_history(now_ms(), "restart", site, detail)?;
     }
     Ok(())
 }

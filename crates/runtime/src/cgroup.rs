@@ -250,15 +250,16 @@ impl Hierarchy {
         Ok(group)
     }
 
-    /// Removes the groups under `commons` that hold no process (left by a
-    /// crashed platform), and says how many. Call it when the agent starts,
-    /// before it creates groups: a group just created holds no process yet.
-    pub fn prune(&self) -> usize {
+    /// Removes the groups under `commons` whose name starts with `prefix`
+    /// and that hold no process (left by a crashed platform), and says how
+    /// many. Call it when the agent starts, before it creates groups of
+    /// that prefix: a group just created holds no process yet.
+    pub fn prune(&self, prefix: &str) -> usize {
         let Ok(entries) = fs::read_dir(&self.parents.memory) else { return 0 };
         let mut removed = 0;
         for entry in entries.filter_map(Result::ok) {
             let Some(name) = entry.file_name().to_str().map(str::to_owned) else { continue };
-            if check_name(&name).is_err() || !entry.file_type().is_ok_and(|t| t.is_dir()) {
+            if !name.starts_with(prefix) || check_name(&name).is_err() || !entry.file_type().is_ok_and(|t| t.is_dir()) {
                 continue;
             }
             let dirs = self.parents.join(&name);
@@ -420,11 +421,11 @@ impl Cgroup {
             if !by_kernel {
                 for pid in pids {
                     let Ok(pid) = libc::pid_t::try_from(pid) else { continue };
-                    // SAFETY: kill(2) with integer arguments. The pid was in
-                    // the group a moment ago; it could have exited and been
-                    // reused since, which the kernel's wrap-around of pids
-                    // makes unlikely within these milliseconds (v2's
-                    // cgroup.kill has no such window).
+                    // The pid was in the group a moment ago; it could have
+                    // exited and been reused since, which the kernel's
+                    // wrap-around of pids makes unlikely within these
+                    // milliseconds (v2's cgroup.kill has no such window).
+                    // SAFETY: kill(2) with integer arguments.
                     unsafe {
                         libc::kill(pid, libc::SIGKILL);
                     }
@@ -438,7 +439,7 @@ impl Cgroup {
     /// [`Cgroup::kill_all`], then removes the group from every hierarchy
     /// (retrying for 5 s while the kernel still tears the killed processes
     /// down, when `rmdir` says EBUSY).
-    pub fn remove(self) -> io::Result<()> {
+    pub fn remove(&self) -> io::Result<()> {
         self.kill_all();
         for dir in self.dirs.distinct() {
             let mut tries = 0;

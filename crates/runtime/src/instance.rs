@@ -66,8 +66,13 @@ struct State {
     pid: AtomicU32,
     restarts: AtomicU32,
     healthy: AtomicBool,
-    /// Used and not yet taken, and the group's CPU time at the last sample.
+    /// Used and not yet taken, and the CPU time (ms) at the last sample:
+    /// of the control group (confined), else of the process group.
     usage: Mutex<(ResourceUse, u64)>,
+    /// The control group of a confined instance, which meters it.
+    group: Option<Arc<crate::cgroup::Cgroup>>,
+    /// What happened to it and was not yet taken (restarts and why).
+    events: Mutex<Vec<String>>,
 }
 
 /// A running, supervised instance. Dropping it does not stop it: call
@@ -93,9 +98,10 @@ impl Instance {
         let site = spec.site.clone();
         let io = |e: std::io::Error| InstanceError::Io(e, site.clone());
         copy_app(&spec).await.map_err(io)?;
-        let jail = match &spec.confinement {
+        let mut jail = match &spec.confinement {
             Confinement::Confined(sandbox) => {
-                Some(Arc::new(Jail::new(sandbox, &spec.site, &spec.dir, internal_addr(&spec.env)).await.map_err(io)?))
+                let internal = internal_addr(&spec.env);
+                Some(Jail::new(sandbox, &spec.site, &spec.dir, internal, &limits(&spec.manifest)).await.map_err(io)?)
             }
             Confinement::Unconfined => {
                 tracing::warn!(site = %spec.site, "this instance runs UNCONFINED (--unconfined)");
@@ -106,20 +112,37 @@ impl Instance {
                 None
             }
         };
-        install(&spec, jail.as_deref()).await?;
+        let installed = install(&spec, jail.as_ref()).await;
+        let spawned = match installed {
+            Ok(()) => {
+                if let Some(jail) = jail.as_mut().filter(|_| !spec.manifest.network.outside) {
+                    jail.close_egress();
+                }
+                spawn(&spec, jail.as_ref()).await.map_err(io)
+            }
+            Err(e) => Err(e),
+        };
+        let mut child = match spawned {
+            Ok(child) => child,
+            Err(e) => {
+                finish(jail).await;
+                return Err(e);
+            }
+        };
         let namespace = jail.as_ref().map(|j| j.namespace.clone());
-        let child = spawn(&spec, jail.as_deref()).await.map_err(io)?;
         let addr = SocketAddr::from(([127, 0, 0, 1], spec.port));
         let state = Arc::new(State {
             pid: AtomicU32::new(child.id().unwrap_or(0)),
             restarts: AtomicU32::new(0),
             healthy: AtomicBool::new(false),
             usage: Mutex::new((ResourceUse::default(), 0)),
+            group: jail.as_ref().map(|j| j.group.clone()),
+            events: Mutex::default(),
         });
-        let mut child = child;
         if !wait_healthy(&spec, namespace.as_deref(), addr, &mut child).await {
             kill_group(&child);
             let _ = child.wait().await;
+            finish(jail).await;
             return Err(InstanceError::Unhealthy {
                 site: spec.site.clone(),
                 path: spec.manifest.health.path.clone(),
@@ -167,6 +190,13 @@ impl Instance {
         self.state.pid.load(Ordering::Relaxed)
     }
 
+    /// What happened to it since the last call, a line each: restarts and
+    /// why (it exited, it failed its health probes, it was killed for
+    /// exceeding its memory limit). For the public history.
+    pub fn take_events(&self) -> Vec<String> {
+        std::mem::take(&mut *self.state.events.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
     /// CPU time and memory used since the last call (the meter's delta),
     /// CPU time sampled now.
     pub fn take_usage(&self) -> ResourceUse {
@@ -202,18 +232,63 @@ fn internal_addr(env: &[(String, String)]) -> Option<SocketAddr> {
 /// output to the log.
 async fn install(spec: &InstanceSpec, jail: Option<&Jail>) -> Result<(), InstanceError> {
     let io = |e: std::io::Error| InstanceError::Io(e, spec.site.clone());
+    if spec.manifest.install.is_empty() {
+        return Ok(());
+    }
+    // Confined, the steps have a control group of their own, removed (and
+    // whatever they left running killed) once they are done.
+    let group = match jail {
+        Some(jail) => Some(Arc::new(jail.install_group(&spec.site, &limits(&spec.manifest)).map_err(io)?)),
+        None => None,
+    };
+    let mut outcome = Ok(());
     for step in &spec.manifest.install {
-        let status = command(spec, jail, step, false).map_err(io)?.status().await.map_err(io)?;
-        if !status.success() {
-            return Err(InstanceError::Install {
-                site: spec.site.clone(),
-                step: step.clone(),
-                status: status.to_string(),
-                tail: log_tail(&spec.dir),
-            });
+        let sandbox = jail.zip(group.as_deref());
+        let status = match command(spec, sandbox, step, false) {
+            Ok(mut command) => command.status().await.map_err(io),
+            Err(e) => Err(io(e)),
+        };
+        match status {
+            Ok(status) if status.success() => {}
+            Ok(status) => {
+                outcome = Err(InstanceError::Install {
+                    site: spec.site.clone(),
+                    step: step.clone(),
+                    status: status.to_string(),
+                    tail: log_tail(&spec.dir),
+                });
+                break;
+            }
+            Err(e) => {
+                outcome = Err(e);
+                break;
+            }
         }
     }
-    Ok(())
+    if let Some(group) = group {
+        let removed = tokio::task::spawn_blocking(move || group.remove()).await.map_err(std::io::Error::other);
+        removed.and_then(|r| r).map_err(io)?;
+    }
+    outcome
+}
+
+/// The control group limits of the app in `manifest`.
+fn limits(manifest: &Manifest) -> crate::cgroup::Limits {
+    let resources = &manifest.resources;
+    crate::cgroup::Limits {
+        memory_bytes: resources.memory_mb.saturating_mul(1 << 20),
+        pids: resources.processes,
+        cpu_weight: resources.cpu_weight,
+        cpu_quota_percent: resources.cpu_percent,
+    }
+}
+
+/// Ends a jail (its group's processes killed, the group removed), off the
+/// async threads.
+async fn finish(jail: Option<Jail>) {
+    if let Some(jail) = jail {
+        let _ = tokio::task::spawn_blocking(move || jail.finish()).await;
+    }
 }
 
 /// Copies the directory `from` into `to` (created), recursively: regular
@@ -388,18 +463,36 @@ fn app_env(command: &mut Command, spec: &InstanceSpec, jail: Option<&Jail>) {
         if let Some(internal) = internal_addr(&spec.env) {
             command.env(INTERNAL_URL_ENV, format!("http://127.0.0.1:{}", internal.port()));
         }
+        // The way out, when there is one, and never for loopback (the
+        // internal listener is there).
+        for name in ["HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "NO_PROXY", "no_proxy"] {
+            command.env_remove(name);
+        }
+        if let Some(port) = jail.egress_port() {
+            let proxy = format!("http://127.0.0.1:{port}");
+            for name in ["HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"] {
+                command.env(name, &proxy);
+            }
+            command.env("NO_PROXY", "127.0.0.1,localhost,::1").env("no_proxy", "127.0.0.1,localhost,::1");
+        }
     }
 }
 
 /// A command running `script` with a shell in the app's directory, with
 /// the app's environment, under the seccomp filter: in the instance's
-/// sandbox, or (unconfined) as a process of the platform's user with
-/// rlimits. Output goes to the instance's log.
-fn command(spec: &InstanceSpec, jail: Option<&Jail>, script: &str, serving: bool) -> std::io::Result<Command> {
+/// sandbox and the control group given, or (unconfined) as a process of
+/// the platform's user with rlimits. Output goes to the instance's log.
+fn command(
+    spec: &InstanceSpec,
+    sandbox: Option<(&Jail, &crate::cgroup::Cgroup)>,
+    script: &str,
+    serving: bool,
+) -> std::io::Result<Command> {
     let filter = denied_syscalls()?;
     let files = spec.manifest.resources.open_files;
-    let mut command = match jail {
-        Some(jail) => jail.command(script, filter, files)?,
+    let jail = sandbox.map(|(jail, _)| jail);
+    let mut command = match sandbox {
+        Some((jail, group)) => jail.command(script, filter, files, group)?,
         None => {
             let mut command = Command::new("sh");
             command.arg("-c").arg(script).current_dir(spec.dir.join("app"));
@@ -442,7 +535,8 @@ fn command(spec: &InstanceSpec, jail: Option<&Jail>, script: &str, serving: bool
 
 /// Starts the app's process in its own process group, with its limits.
 async fn spawn(spec: &InstanceSpec, jail: Option<&Jail>) -> std::io::Result<Child> {
-    command(spec, jail, &spec.manifest.run, true)?.process_group(0).kill_on_drop(true).spawn()
+    let sandbox = jail.map(|jail| (jail, &*jail.group));
+    command(spec, sandbox, &spec.manifest.run, true)?.process_group(0).kill_on_drop(true).spawn()
 }
 
 /// Polls the health path until it answers 2xx, the process exits, or the
@@ -493,17 +587,28 @@ fn signal_group(pid: Option<u32>, signal: libc::c_int) {
     }
 }
 
-/// Keeps the instance running until told to stop, and meters it.
+/// Keeps the instance running until told to stop, and meters it; then
+/// ends its jail (nothing of it left running).
 async fn supervise(
     spec: InstanceSpec,
-    jail: Option<Arc<Jail>>,
-    mut child: Child,
+    jail: Option<Jail>,
+    child: Child,
     state: Arc<State>,
+    stopped: watch::Receiver<bool>,
+) {
+    keep_running(&spec, jail.as_ref(), child, &state, stopped).await;
+    finish(jail).await;
+}
+
+async fn keep_running(
+    spec: &InstanceSpec,
+    jail: Option<&Jail>,
+    mut child: Child,
+    state: &State,
     mut stopped: watch::Receiver<bool>,
 ) {
     let addr = SocketAddr::from(([127, 0, 0, 1], spec.port));
-    let namespace = jail.as_ref().map(|j| j.namespace.clone());
-    let namespace = namespace.as_deref();
+    let namespace = jail.map(|j| &*j.namespace);
     let mut backoff = Duration::from_millis(200);
     let mut meter = tokio::time::interval(Duration::from_secs(1));
     let mut healthy_since = tokio::time::Instant::now();
@@ -512,6 +617,9 @@ async fn supervise(
     // Failed probes in a row of the running process (only once it was
     // healthy: a starting one has its own timeout).
     let mut failed_probes = 0u32;
+    // Why the instance is being restarted, when the platform did it.
+    let mut restarting: Option<String> = None;
+    let mut oom_kills = state.group.as_ref().map_or(0, |g| g.oom_kills());
     loop {
         tokio::select! {
             _ = stopped.changed() => {
@@ -520,15 +628,34 @@ async fn supervise(
                     kill_group(&child);
                     let _ = child.wait().await;
                 }
-                cpu_sample(&state, child.id().unwrap_or(0));
+                cpu_sample(state, child.id().unwrap_or(0));
                 return;
             }
             status = child.wait() => {
                 state.healthy.store(false, Ordering::Relaxed);
                 state.pid.store(0, Ordering::Relaxed);
                 let status = status.map_or_else(|e| e.to_string(), |s| s.to_string());
-                tracing::warn!(site = %spec.site, %status, "instance exited; starting it again");
-                note_in_log(&spec.dir, &format!("commons: the instance exited ({status}); starting it again"));
+                let oom = state.group.as_ref().map(|g| g.oom_kills()).filter(|&n| n > oom_kills);
+                let why = match (restarting.take(), oom) {
+                    (_, Some(n)) => {
+                        oom_kills = n;
+                        format!(
+                            "the kernel killed it for using more than its memory limit of {} MiB (out of memory)",
+                            spec.manifest.resources.memory_mb
+                        )
+                    }
+                    (Some(why), None) => why,
+                    (None, None) => format!("it exited ({status})"),
+                };
+                tracing::warn!(site = %spec.site, %why, "instance restarting");
+                note_in_log(&spec.dir, &format!("commons: the instance is started again: {why}"));
+                state.events.lock().unwrap_or_else(|e| e.into_inner()).push(format!("restarted: {why}"));
+                if let Some(group) = &state.group {
+                    // What it left behind (a daemon that left its process
+                    // group) goes with it.
+                    let group = group.clone();
+                    let _ = tokio::task::spawn_blocking(move || group.kill_all()).await;
+                }
                 if healthy_since.elapsed() > Duration::from_secs(60) {
                     backoff = Duration::from_millis(200);
                 }
@@ -537,14 +664,16 @@ async fn supervise(
                     _ = stopped.changed() => return,
                 }
                 backoff = (backoff * 2).min(BACKOFF_MAX);
-                match spawn(&spec, jail.as_deref()).await {
+                match spawn(spec, jail).await {
                     Ok(new) => {
                         child = new;
                         state.pid.store(child.id().unwrap_or(0), Ordering::Relaxed);
                         state.restarts.fetch_add(1, Ordering::Relaxed);
-                        // A new process group: its CPU time starts at zero.
-                        state.usage.lock().unwrap_or_else(|e| e.into_inner()).1 = 0;
-                        if wait_healthy(&spec, namespace, addr, &mut child).await {
+                        if state.group.is_none() {
+                            // A new process group: its CPU time starts at zero.
+                            state.usage.lock().unwrap_or_else(|e| e.into_inner()).1 = 0;
+                        }
+                        if wait_healthy(spec, namespace, addr, &mut child).await {
                             state.healthy.store(true, Ordering::Relaxed);
                             healthy_since = tokio::time::Instant::now();
                         }
@@ -560,9 +689,8 @@ async fn supervise(
                 failed_probes += 1;
                 if failed_probes >= spec.manifest.health.failures {
                     failed_probes = 0;
-                    tracing::warn!(site = %spec.site, probes = spec.manifest.health.failures, "instance failed its health probes in a row; restarting it");
-                    note_in_log(&spec.dir, &format!(
-                        "commons: {} health probes of {} failed in a row; restarting the instance",
+                    restarting = Some(format!(
+                        "{} health probes of {} failed in a row",
                         spec.manifest.health.failures, spec.manifest.health.path
                     ));
                     // Its exit is then seen above, and it is started again.
@@ -570,8 +698,8 @@ async fn supervise(
                 }
             }
             _ = meter.tick() => {
-                cpu_sample(&state, child.id().unwrap_or(0));
-                memory_sample(&state, child.id().unwrap_or(0));
+                cpu_sample(state, child.id().unwrap_or(0));
+                memory_sample(state, child.id().unwrap_or(0));
                 if !state.healthy.load(Ordering::Relaxed) && probe(namespace, addr, &spec.manifest.health.path).await {
                     state.healthy.store(true, Ordering::Relaxed);
                     healthy_since = tokio::time::Instant::now();
@@ -581,25 +709,30 @@ async fn supervise(
     }
 }
 
-/// Adds the CPU time used since the last sample.
+/// Adds the CPU time used since the last sample: of the control group when
+/// there is one (every process that ever ran in it, however it forked),
+/// else of the process group `pgid` (0: between restarts).
 fn cpu_sample(state: &State, pgid: u32) {
-    if pgid == 0 {
-        return;
-    }
-    let cpu = group_cpu_ms(pgid);
+    let cpu = match &state.group {
+        Some(group) => group.cpu_ns() / 1_000_000,
+        None if pgid == 0 => return,
+        None => group_cpu_ms(pgid),
+    };
     let mut usage = state.usage.lock().unwrap_or_else(|e| e.into_inner());
     let (used, last) = &mut *usage;
     used.cpu_ms += cpu.saturating_sub(*last);
     *last = cpu.max(*last);
 }
 
-/// Adds a second of the group's resident memory.
+/// Adds a second of the memory it holds: what the control group is
+/// charged, else the process group's resident memory.
 fn memory_sample(state: &State, pgid: u32) {
-    if pgid == 0 {
-        return;
-    }
-    let rss_mib = group_rss_kib(pgid) / 1024;
-    state.usage.lock().unwrap_or_else(|e| e.into_inner()).0.memory_mib_s += rss_mib;
+    let mib = match &state.group {
+        Some(group) => group.memory_bytes() >> 20,
+        None if pgid == 0 => return,
+        None => group_rss_kib(pgid) / 1024,
+    };
+    state.usage.lock().unwrap_or_else(|e| e.into_inner()).0.memory_mib_s += mib;
 }
 
 /// The processes of group `pgid`: their /proc stat fields after the name.

@@ -34,6 +34,9 @@ use std::sync::Arc;
 
 use tokio::process::Command;
 
+use crate::cgroup::{Cgroup, Hierarchy, Limits};
+use crate::egress::Policy;
+
 /// The first user (and group) id given to a site; the range below is the
 /// machine's. Far above what distributions and `/etc/subuid` allocate.
 pub const SITE_UID_BASE: u32 = 2_000_000_000;
@@ -93,13 +96,20 @@ pub struct Sandbox {
     /// users are allocated for.
     realm: PathBuf,
     users: SiteUsers,
+    cgroups: Hierarchy,
+    /// The first part of this platform's group names (of its realm).
+    groups_prefix: String,
+    /// Where the egress proxies may connect.
+    outside: Arc<Policy>,
 }
 
 impl Sandbox {
     /// Checks that this machine can confine apps, for a platform keeping
     /// its data in `realm`: root (to make namespaces and give sites their
-    /// users), bubblewrap, network namespaces, and user namespaces for an
-    /// unprivileged user. Says what is missing otherwise.
+    /// users), bubblewrap, network namespaces, user namespaces for an
+    /// unprivileged user, and control groups (v2, or v1) with the memory,
+    /// pids and cpu controllers. Says what is missing otherwise. Removes
+    /// the empty control groups a crashed run of this platform left.
     pub fn detect(realm: &Path) -> Result<Sandbox, String> {
         // SAFETY: geteuid has no preconditions.
         let euid = unsafe { libc::geteuid() };
@@ -113,7 +123,12 @@ impl Sandbox {
         )?;
         netns::available()?;
         let realm = realm.canonicalize().map_err(|e| format!("{}: {e}", realm.display()))?;
-        let sandbox = Sandbox { bwrap, realm, users: SiteUsers { file: PathBuf::from(SITE_USERS_FILE) } };
+        let cgroups = Hierarchy::detect()?;
+        let groups_prefix = format!("{:016x}.", hash(realm.as_os_str()));
+        cgroups.prune(&groups_prefix);
+        let outside = Arc::new(Policy::outside().map_err(|e| format!("this machine's own addresses: {e}"))?);
+        let users = SiteUsers { file: PathBuf::from(SITE_USERS_FILE) };
+        let sandbox = Sandbox { bwrap, realm, users, cgroups, groups_prefix, outside };
         sandbox.try_user_namespaces()?;
         Ok(sandbox)
     }
@@ -214,7 +229,7 @@ impl SiteUsers {
 }
 
 /// One instance's sandbox: its user, its network namespace, its
-/// directory, and the listeners serving its ways out.
+/// directory, its control group, and the listeners serving its ways out.
 pub(crate) struct Jail {
     sandbox: Arc<Sandbox>,
     pub(crate) uid: u32,
@@ -222,12 +237,17 @@ pub(crate) struct Jail {
     /// The instance's directory, canonical, and open (`O_PATH`) for bwrap.
     dir: PathBuf,
     dir_fd: OwnedFd,
+    /// The app's processes' group (its install steps have one of their own).
+    pub(crate) group: Arc<Cgroup>,
+    /// The egress proxy's port inside, while it serves.
+    egress: Option<(u16, tokio::task::JoinHandle<()>)>,
     /// Served while the jail lives.
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl Drop for Jail {
     fn drop(&mut self) {
+        self.close_egress();
         for task in &self.tasks {
             task.abort();
         }
@@ -244,6 +264,7 @@ impl Jail {
         site: &str,
         dir: &Path,
         internal: Option<std::net::SocketAddr>,
+        limits: &Limits,
     ) -> io::Result<Jail> {
         let uid = sandbox.site_user(site)?;
         let dir = dir.canonicalize()?;
@@ -256,6 +277,7 @@ impl Jail {
         .await
         .map_err(io::Error::other)??;
         let dir_fd = open_path(&dir)?;
+        let group = Arc::new(sandbox.cgroups.create(&sandbox.group_name(site, &dir, ""), limits)?);
         let namespace = Arc::new(netns::Namespace::create()?);
         let mut tasks = Vec::new();
         if let Some(target) = internal {
@@ -263,7 +285,38 @@ impl Jail {
             let listener = tokio::net::TcpListener::from_std(namespace.listen(inside)?)?;
             tasks.push(tokio::spawn(netns::forward(listener, target, None, 256)));
         }
-        Ok(Jail { sandbox: sandbox.clone(), uid, namespace, dir, dir_fd, tasks })
+        let egress = tokio::net::TcpListener::from_std(namespace.listen(([127, 0, 0, 1], 0).into())?)?;
+        let port = egress.local_addr()?.port();
+        let proxy = tokio::spawn(crate::egress::serve(egress, sandbox.outside.clone(), site.to_owned()));
+        Ok(Jail { sandbox: sandbox.clone(), uid, namespace, dir, dir_fd, group, egress: Some((port, proxy)), tasks })
+    }
+
+    /// A control group for the install steps of `site`'s instance: they
+    /// fetch and build, so they get more room than the app (at least
+    /// 2 GiB and 1024 processes), and lose it all once they are done.
+    pub(crate) fn install_group(&self, site: &str, limits: &Limits) -> io::Result<Cgroup> {
+        let roomy = Limits { memory_bytes: limits.memory_bytes.max(2 << 30), pids: limits.pids.max(1024), ..*limits };
+        self.sandbox.cgroups.create(&self.sandbox.group_name(site, &self.dir, ".install"), &roomy)
+    }
+
+    /// The egress proxy's port inside the namespace, while it serves.
+    pub(crate) fn egress_port(&self) -> Option<u16> {
+        self.egress.as_ref().map(|(port, _)| *port)
+    }
+
+    /// Stops the egress proxy: the app has no way to the outside network.
+    pub(crate) fn close_egress(&mut self) {
+        if let Some((_, proxy)) = self.egress.take() {
+            proxy.abort();
+        }
+    }
+
+    /// Ends the jail: whatever still runs in its group is killed, and the
+    /// group removed (a blocking wait of at most a few seconds).
+    pub(crate) fn finish(self) {
+        if let Err(e) = self.group.remove() {
+            tracing::warn!(group = self.group.name(), error = %e, "cannot remove an instance's control group");
+        }
     }
 
     /// The instance's directory, as the app sees it (at the same path).
@@ -272,11 +325,18 @@ impl Jail {
     }
 
     /// A command running `script` with `sh -c` in the sandbox, in the
-    /// instance's directory `app/`, refusing `filter`'s system calls;
-    /// `files` is its RLIMIT_NOFILE. The caller sets its environment,
-    /// output and process group.
-    pub(crate) fn command(&self, script: &str, filter: &seccompiler::BpfProgram, files: u64) -> io::Result<Command> {
+    /// instance's directory `app/`, in `group`, refusing `filter`'s system
+    /// calls; `files` is its RLIMIT_NOFILE. The caller sets its
+    /// environment, output and process group.
+    pub(crate) fn command(
+        &self,
+        script: &str,
+        filter: &seccompiler::BpfProgram,
+        files: u64,
+        group: &Cgroup,
+    ) -> io::Result<Command> {
         let seccomp = seccomp_fd(filter)?;
+        let join = group.joiner()?;
         let mut command = Command::new(&self.sandbox.bwrap);
         let dir = self.dir.to_string_lossy().into_owned();
         let fd = |fd: &OwnedFd| fd.as_raw_fd().to_string();
@@ -309,13 +369,15 @@ impl Jail {
         command.args(["--", "sh", "-c", script]);
         let (netns, uid) = (self.namespace.raw_fd(), self.uid);
         let inherit = [self.dir_fd.as_raw_fd(), seccomp.as_raw_fd()];
-        // SAFETY: between fork and exec only setns, fcntl, setrlimit,
-        // setgroups/setresgid/setresuid and prctl run: system calls with
-        // plain arguments, async-signal-safe, touching no parent memory.
-        // `seccomp` moves into the closure, alive until the command is.
+        // `seccomp` and `join` move into the closure, alive until the
+        // command is. SAFETY: between fork and exec only setns, write (the
+        // group's join), fcntl, setrlimit, setgroups/setresgid/setresuid
+        // and prctl run: plain system calls, async-signal-safe.
         unsafe {
             command.pre_exec(move || {
                 let _keep = &seccomp;
+                // First: nothing the child does from here escapes its group.
+                join.join_self()?;
                 check(libc::setns(netns, libc::CLONE_NEWNET))?;
                 for fd in inherit {
                     check(libc::fcntl(fd, libc::F_SETFD, 0))?;
@@ -331,6 +393,22 @@ impl Jail {
         }
         Ok(command)
     }
+}
+
+impl Sandbox {
+    /// `commons/<realm>.<site>.<instance><suffix>`: this platform's, this
+    /// instance's (by its directory).
+    fn group_name(&self, site: &str, dir: &Path, suffix: &str) -> String {
+        format!("{}{site}.{:016x}{suffix}", self.groups_prefix, hash(dir.as_os_str()))
+    }
+}
+
+/// A stable 64-bit hash of a path, for names (not for security).
+fn hash(path: &std::ffi::OsStr) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::hash::DefaultHasher::new();
+    path.hash(&mut hasher);
+    hasher.finish()
 }
 
 /// Drops every group and becomes `uid` (its own group too), for good.

@@ -36,7 +36,7 @@ impl Group {
     }
 
     fn remove(mut self) -> std::io::Result<()> {
-        self.0.take().map_or(Ok(()), Cgroup::remove)
+        self.0.take().map_or(Ok(()), |group| group.remove())
     }
 }
 
@@ -279,7 +279,8 @@ fn pruning_removes_groups_without_processes_and_keeps_the_others() {
     let busy = Group::new(&hierarchy, &unique("busy"), roomy());
     let mut sleeper = spawn_in(&busy, "sleep", &["60"]);
     assert!(eventually(Duration::from_secs(10), || !busy.pids().is_empty()));
-    let pruned = hierarchy.prune();
+    // Only this test binary's groups: others (other binaries') may run.
+    let pruned = hierarchy.prune(&format!("test-{}-", std::process::id()));
     let (empty_gone, busy_kept) = (!empty.path().exists(), busy.path().exists());
     busy.remove().unwrap();
     let _ = sleeper.wait();

@@ -197,7 +197,11 @@ http.server.HTTPServer(("127.0.0.1", int(os.environ["PORT"])), H).serve_forever(
     assert_eq!(instance.restarts(), 1);
     assert_ne!(instance.pid(), pid);
     let log = std::fs::read_to_string(instance.log_path()).unwrap();
-    assert!(log.contains("commons: 2 health probes of /healthz failed in a row; restarting the instance"), "{log}");
+    assert!(
+        log.contains("commons: the instance is started again: 2 health probes of /healthz failed in a row"),
+        "{log}"
+    );
+    assert_eq!(instance.take_events(), ["restarted: 2 health probes of /healthz failed in a row"]);
     instance.stop().await;
 }
 
@@ -240,4 +244,138 @@ async fn catalog_apps_install_from_their_registries_and_serve() {
         assert!(status == "200" || status.starts_with("30"), "{name}: {answer}");
         instance.stop().await;
     }
+}
+
+/// A Python server on `$PORT` whose `GET /hog` holds `hog_mib` MiB of
+/// resident memory, and whose every other path answers 200.
+fn hog_server(hog_mib: u32) -> String {
+    format!(
+        r#"exec python3 -c '
+import http.server, os
+held = []
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        if self.path == "/hog":
+            held.append(bytearray({hog_mib} << 20))
+        self.send_response(200)
+        self.send_header("content-length", "0")
+        self.end_headers()
+    def log_message(self, *a): pass
+http.server.HTTPServer(("127.0.0.1", int(os.environ["PORT"])), H).serve_forever()
+'"#
+    )
+}
+
+/// Node.js reserves gigabytes of address space and holds a few dozen MiB:
+/// the limit is on resident memory (the control group's), so 256 MiB is
+/// plenty (an address-space limit of 256 MiB kills it at start).
+#[tokio::test]
+async fn a_nodejs_app_runs_confined_with_a_256_mib_memory_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut spec = spec("search", dir.path());
+    spec.manifest.run =
+        r#"exec node -e "require('http').createServer((q, s) => s.end('ok')).listen(+process.env.PORT, '127.0.0.1')""#
+            .into();
+    spec.manifest.health.path = "/".into();
+    spec.manifest.resources.memory_mb = 256;
+    let instance = Instance::start(spec).await.unwrap();
+    assert!(get(&instance, "/").await.starts_with("HTTP/1.1 200"));
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let used = instance.take_usage();
+    assert!(used.memory_mib_s > 0 && used.memory_mib_s < 256 * 2, "{used:?}");
+    instance.stop().await;
+}
+
+/// Over its memory limit, the kernel kills it (the control group's OOM
+/// killer): it is started again, and its log and events say why.
+#[tokio::test]
+async fn an_app_over_its_memory_limit_is_killed_and_started_again_and_says_it_ran_out_of_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut spec = spec("search", dir.path());
+    spec.manifest.run = hog_server(200);
+    spec.manifest.resources.memory_mb = 64;
+    let instance = Instance::start(spec).await.unwrap();
+    let _ = tokio::time::timeout(Duration::from_secs(10), get(&instance, "/hog")).await;
+    let mut waited = 0;
+    while (instance.restarts() == 0 || !instance.is_healthy()) && waited < 100 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        waited += 1;
+    }
+    assert_eq!(instance.restarts(), 1);
+    let why = "the kernel killed it for using more than its memory limit of 64 MiB (out of memory)";
+    assert_eq!(instance.take_events(), [format!("restarted: {why}")]);
+    let log = std::fs::read_to_string(instance.log_path()).unwrap();
+    assert!(log.contains(&format!("commons: the instance is started again: {why}")), "{log}");
+    // Under the limit, it is left alone.
+    let answer = get(&instance, "/healthz").await;
+    assert!(answer.starts_with("HTTP/1.") && answer[9..].starts_with("200"), "{answer}");
+    instance.stop().await;
+}
+
+/// CPU time is the control group's: every process the app ever ran,
+/// those that left its process group for a session of their own and
+/// exited included (a /proc scan of the process group misses them).
+#[tokio::test]
+async fn cpu_of_a_child_that_left_for_a_session_of_its_own_is_metered() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut spec = spec("search", dir.path());
+    let burn = r#"setsid python3 -c '
+import time
+while time.process_time() < 1.5: pass
+open("../burned.txt", "w").write(str(int(time.process_time() * 1000)))
+' &"#;
+    spec.manifest.run = format!("{burn} {}", spec.manifest.run);
+    let burned = dir.path().join("search").join("burned.txt");
+    let instance = Instance::start(spec).await.unwrap();
+    let mut waited = 0;
+    while !burned.exists() && waited < 100 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        waited += 1;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let burned: u64 = std::fs::read_to_string(&burned).unwrap().trim().parse().unwrap();
+    let metered = instance.take_usage().cpu_ms;
+    // What the child burned, and no more than a second for the server's start.
+    assert!(metered >= burned * 97 / 100 && metered <= burned + 1000, "metered {metered} ms, burned {burned} ms");
+    instance.stop().await;
+}
+
+/// Confined, an app's only ways out are its own loopback's listeners: it
+/// reaches neither the host's listeners (the platform's, other apps') nor
+/// any address directly, and its install steps' egress proxy refuses the
+/// host and is gone once they are done.
+#[tokio::test]
+async fn an_app_reaches_nothing_directly_and_its_install_steps_only_the_outside_through_the_proxy() {
+    let host = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = host.local_addr().unwrap().port();
+    let dir = tempfile::tempdir().unwrap();
+    let mut spec = spec("search", dir.path());
+    let tries = format!(
+        r#"python3 -c '
+import os, socket
+for where in [("127.0.0.1", {port}), ("203.0.113.80", 443), ("192.0.2.1", 80)]:
+    try:
+        socket.create_connection(where, timeout=2); print("direct", where, "reached")
+    except OSError as e: print("direct", where, "refused", e.errno)
+print("proxy", os.environ.get("HTTPS_PROXY", "none"))
+if "HTTPS_PROXY" in os.environ:
+    proxy = socket.create_connection(("127.0.0.1", int(os.environ["HTTPS_PROXY"].rsplit(":", 1)[1])), timeout=5)
+    proxy.sendall(b"CONNECT 127.0.0.1:{port} HTTP/1.1\r\nHost: x\r\n\r\n")
+    print("via proxy", proxy.recv(200).split(b"\r\n")[0].decode())
+'"#
+    );
+    spec.manifest.install = vec![format!("{tries} > ../install-net.txt")];
+    spec.manifest.run = format!("{tries} > ../run-net.txt; {}", spec.manifest.run);
+    let instance = Instance::start(spec).await.unwrap();
+    let install = std::fs::read_to_string(dir.path().join("search/install-net.txt")).unwrap();
+    let run = std::fs::read_to_string(dir.path().join("search/run-net.txt")).unwrap();
+    for said in [&install, &run] {
+        // Its own loopback has nothing on that port; nothing else has a route.
+        assert!(said.contains(&format!("direct ('127.0.0.1', {port}) refused 111")), "{said}");
+        assert_eq!(said.matches("refused 101").count(), 2, "no route elsewhere: {said}");
+        assert!(!said.contains("reached"), "{said}");
+    }
+    assert!(install.contains("proxy http://127.0.0.1:") && install.contains("via proxy HTTP/1.1 403"), "{install}");
+    assert!(run.contains("proxy none"), "the app itself has no way out: {run}");
+    instance.stop().await;
 }
