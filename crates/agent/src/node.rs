@@ -98,6 +98,9 @@ struct Slot {
     /// assignment was dropped and given again meanwhile) stops its instance.
     token: u64,
     instance: Option<Running>,
+    /// The start under way, stopped (its processes killed) if the
+    /// assignment goes away before it ends.
+    starting: Option<tokio::task::AbortHandle>,
     failed: Option<String>,
     reported: bool,
 }
@@ -148,6 +151,9 @@ impl NodeAgent {
             if !keep && let Some(instance) = slot.instance.take() {
                 stopping.push((site.clone(), *generation, instance));
             }
+            if !keep && let Some(start) = slot.starting.take() {
+                start.abort();
+            }
             keep
         });
         for (a, source) in assigned {
@@ -156,9 +162,9 @@ impl NodeAgent {
                 continue;
             }
             let token = self.starts.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            slots.insert(key, Slot { token, instance: None, failed: None, reported: false });
             let (agent, env) = (self.clone(), env.to_vec());
-            tokio::spawn(async move { agent.start(a, source, env, token).await });
+            let start = tokio::spawn(async move { agent.start(a, source, env, token).await }).abort_handle();
+            slots.insert(key, Slot { token, instance: None, starting: Some(start), failed: None, reported: false });
         }
         drop(slots);
         let stopped = !stopping.is_empty();
@@ -308,10 +314,12 @@ impl NodeAgent {
             match (slot, outcome) {
                 (Some(slot), Ok(instance)) => {
                     slot.instance = Some(instance);
+                    slot.starting = None;
                     None
                 }
                 (Some(slot), Err(detail)) => {
                     slot.failed = Some(detail);
+                    slot.starting = None;
                     None
                 }
                 // Unassigned while it started.
@@ -345,6 +353,12 @@ impl NodeAgent {
             stopped.sort_by(|a, b| b.0.cmp(&a.0));
             for (_, dir) in stopped.into_iter().skip(KEEP_STOPPED) {
                 std::fs::remove_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+                match std::fs::remove_file(runtime::log_path(&dir)) {
+                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                        return Err(format!("{}: {e}", dir.display()));
+                    }
+                    _ => {}
+                }
             }
             Ok::<(), String>(())
         })
@@ -410,6 +424,9 @@ impl NodeAgent {
     }
 }
 
+/// How much of a log's end `commons logs` reads.
+const LOG_READ_BYTES: u64 = 1 << 20;
+
 /// The end of an instance's log, as [`newest_logs`] finds it.
 #[derive(Debug)]
 pub struct InstanceLog {
@@ -426,14 +443,17 @@ pub fn newest_logs(nodes_dir: &Path, site: &str, n: usize) -> Vec<InstanceLog> {
     let mut nodes: Vec<_> = std::fs::read_dir(nodes_dir).into_iter().flatten().flatten().collect();
     nodes.sort_by_key(|e| e.file_name());
     for node in nodes {
+        // Instance directories only (their logs are beside them).
         let newest = std::fs::read_dir(node.path().join(site))
             .into_iter()
             .flatten()
             .flatten()
+            .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
             .filter_map(|e| Some((e.metadata().ok()?.modified().ok()?, e.path())))
             .max();
         let Some((_, dir)) = newest else { continue };
-        let text = std::fs::read_to_string(runtime::log_path(&dir)).unwrap_or_default();
+        // The end of the log only: it can be as large as the app made it.
+        let text = runtime::read_end(&runtime::log_path(&dir), LOG_READ_BYTES);
         let all: Vec<&str> = text.lines().collect();
         let lines = all[all.len().saturating_sub(n)..].iter().map(|l| (*l).to_owned()).collect();
         logs.push(InstanceLog { node: node.file_name().to_string_lossy().into_owned(), dir, lines });

@@ -177,6 +177,7 @@ impl Hierarchy {
         let parent = root.join(PARENT);
         make_parent(&parent)?;
         enable_controllers(&parent)?;
+        cap_processes(&parent)?;
         let parents = Dirs { memory: parent.clone(), pids: parent.clone(), cpu: parent.clone(), cpuacct: parent };
         Ok(Hierarchy { version: Version::V2, parents })
     }
@@ -198,6 +199,7 @@ impl Hierarchy {
         };
         let parents =
             Dirs { memory: parent("memory")?, pids: parent("pids")?, cpu: parent("cpu")?, cpuacct: parent("cpuacct")? };
+        cap_processes(&parents.pids)?;
         if !parents.memory.join("memory.limit_in_bytes").exists() {
             return Err(format!("{} has no memory.limit_in_bytes: not a memory cgroup", parents.memory.display()));
         }
@@ -315,6 +317,16 @@ impl Cgroup {
                     write(dir, "memory.memsw.limit_in_bytes", &memory)?;
                 } else {
                     write(dir, "memory.limit_in_bytes", &memory)?;
+                }
+                // v1 does not charge TCP buffers to a group unless it has a
+                // limit of their own: without one, an app could queue the
+                // host's whole TCP memory, beyond its limit. (v2 charges
+                // socket memory to memory.max.)
+                let tcp = "memory.kmem.tcp.limit_in_bytes";
+                if dir.join(tcp).exists()
+                    && let Err(e) = write(dir, tcp, &memory)
+                {
+                    tracing::warn!(group = %self.name, error = %e, "cannot limit the group's TCP buffers");
                 }
                 write(&self.dirs.pids, "pids.max", &pids)?;
                 let shares = (u64::from(limits.cpu_weight) * 1024 / 100).max(2);
@@ -599,6 +611,16 @@ fn own_path(own: &str, controller: &str, mount_root: &str) -> PathBuf {
 /// hierarchy writable.
 fn make_parent(dir: &Path) -> Result<(), String> {
     fs::create_dir_all(dir).map_err(|e| format!("cannot create the group {}: {e}", dir.display()))
+}
+
+/// All apps together may hold at most three quarters of the machine's
+/// process ids (`kernel.pid_max`): the platform, and the machine's own
+/// services, can always fork, whatever every site's limit adds up to.
+fn cap_processes(parent: &Path) -> Result<(), String> {
+    let pid_max: u64 =
+        fs::read_to_string("/proc/sys/kernel/pid_max").ok().and_then(|text| text.trim().parse().ok()).unwrap_or(32_768);
+    write(parent, "pids.max", &(pid_max / 4 * 3).to_string())
+        .map_err(|e| format!("cannot cap the processes of {}: {e}", parent.display()))
 }
 
 /// v2: enables `memory`, `pids` and `cpu` for the children of `dir`.

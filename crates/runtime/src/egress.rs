@@ -58,13 +58,17 @@ impl Policy {
     /// 0.0.0.0/8, the local-use NAT64 prefix 64:ff9b:1::/48, the IPv6 forms
     /// that embed an IPv4 address (mapped `::ffff:a.b.c.d`, compatible
     /// `::a.b.c.d`, translated `::ffff:0:a.b.c.d`, NAT64 `64:ff9b::a.b.c.d`,
-    /// 6to4 `2002:aabb:ccdd::`) judged by the address they embed, and every
-    /// address of this machine's own interfaces (read with `getifaddrs`,
-    /// once, now). Documentation ranges (192.0.2/24, 198.51.100/24,
-    /// 203.0.113/24) count as outside: a machine may reach its package
-    /// registries there.
+    /// 6to4 `2002:aabb:ccdd::`) judged by the address they embed, the
+    /// benchmarking 198.18/15 and protocol-assignment 192.0.0/24 ranges,
+    /// and every address of this machine's own interfaces and of the
+    /// networks they are on (its neighbours, its router: the provider's
+    /// network), read with `getifaddrs` at every check, so that an address
+    /// added later counts too. Documentation ranges (192.0.2/24,
+    /// 198.51.100/24, 203.0.113/24) count as outside unless a link of this
+    /// machine's is there: a machine may reach its package registries there.
     pub fn outside() -> std::io::Result<Policy> {
-        Ok(Policy { own: interface_addresses()?, allowed: Vec::new() })
+        let own = interface_addresses()?.into_iter().map(|(ip, _)| ip).collect();
+        Ok(Policy { own, allowed: Vec::new() })
     }
 
     /// For tests: also allows exactly these addresses (e.g. a loopback
@@ -84,6 +88,13 @@ impl Policy {
         if own(ip) || own(canonical(ip)) {
             return false;
         }
+        // This machine's links as they are now (a failure to read them
+        // refuses: better no way out than one onto the provider's network).
+        let Ok(links) = interface_addresses() else { return false };
+        if links.iter().any(|&(net, prefix)| same_network(net, canonical(ip), prefix) || same_network(net, ip, prefix))
+        {
+            return false;
+        }
         match ip {
             IpAddr::V4(v4) => v4_outside(v4),
             IpAddr::V6(v6) => v6_outside(v6),
@@ -93,6 +104,21 @@ impl Policy {
     /// This machine's own interface addresses, as read at construction.
     pub fn own_addresses(&self) -> &[IpAddr] {
         &self.own
+    }
+}
+
+/// Whether `ip` is on the network `net`/`prefix` (same family only).
+fn same_network(net: IpAddr, ip: IpAddr, prefix: u8) -> bool {
+    match (net, ip) {
+        (IpAddr::V4(net), IpAddr::V4(ip)) => {
+            let mask = u32::MAX.checked_shl(32 - u32::from(prefix.min(32))).unwrap_or(0);
+            u32::from(net) & mask == u32::from(ip) & mask
+        }
+        (IpAddr::V6(net), IpAddr::V6(ip)) => {
+            let mask = u128::MAX.checked_shl(128 - u32::from(prefix.min(128))).unwrap_or(0);
+            u128::from(net) & mask == u128::from(ip) & mask
+        }
+        _ => false,
     }
 }
 
@@ -130,6 +156,8 @@ fn v4_outside(ip: Ipv4Addr) -> bool {
         || (a == 169 && b == 254) // link-local, cloud metadata
         || (a == 172 && b & 0xf0 == 16) // private
         || (a == 192 && b == 168) // private
+        || (a == 198 && b & 0xfe == 18) // benchmarking 198.18/15
+        || (a == 192 && b == 0 && ip.octets()[2] == 0) // IETF protocol assignments 192.0.0/24
         || a >= 224; // multicast 224/4, reserved 240/4, broadcast
     !refused
 }
@@ -150,7 +178,9 @@ fn v6_outside(ip: Ipv6Addr) -> bool {
 }
 
 /// The addresses of this machine's interfaces (`getifaddrs`).
-fn interface_addresses() -> std::io::Result<Vec<IpAddr>> {
+/// This machine's interface addresses, each with its network's prefix
+/// length (from its netmask; the full length when it has none).
+fn interface_addresses() -> std::io::Result<Vec<(IpAddr, u8)>> {
     let mut list: *mut libc::ifaddrs = std::ptr::null_mut();
     // SAFETY: getifaddrs(3) fills `list` with a list we free below.
     if unsafe { libc::getifaddrs(&mut list) } != 0 {
@@ -165,14 +195,32 @@ fn interface_addresses() -> std::io::Result<Vec<IpAddr>> {
             // SAFETY: ifa_addr points to a sockaddr whose family says which
             // sockaddr_* it is.
             let family = i32::from(unsafe { (*entry.ifa_addr).sa_family });
+            let mask = entry.ifa_netmask;
             if family == libc::AF_INET {
-                // SAFETY: an AF_INET address is a sockaddr_in.
+                // SAFETY: an AF_INET address (and its netmask) is a sockaddr_in.
                 let sin = unsafe { &*entry.ifa_addr.cast::<libc::sockaddr_in>() };
-                addrs.push(IpAddr::V4(Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr))));
+                // SAFETY: as above, when the netmask is there.
+                let prefix = if mask.is_null() {
+                    32
+                } else {
+                    unsafe { &*mask.cast::<libc::sockaddr_in>() }.sin_addr.s_addr.count_ones() as u8
+                };
+                addrs.push((IpAddr::V4(Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr))), prefix));
             } else if family == libc::AF_INET6 {
-                // SAFETY: an AF_INET6 address is a sockaddr_in6.
+                // SAFETY: an AF_INET6 address (and its netmask) is a sockaddr_in6.
                 let sin6 = unsafe { &*entry.ifa_addr.cast::<libc::sockaddr_in6>() };
-                addrs.push(IpAddr::V6(Ipv6Addr::from(sin6.sin6_addr.s6_addr)));
+                // SAFETY: as above, when the netmask is there.
+                let prefix = if mask.is_null() {
+                    128
+                } else {
+                    unsafe { &*mask.cast::<libc::sockaddr_in6>() }
+                        .sin6_addr
+                        .s6_addr
+                        .iter()
+                        .map(|b| b.count_ones() as u8)
+                        .sum()
+                };
+                addrs.push((IpAddr::V6(Ipv6Addr::from(sin6.sin6_addr.s6_addr)), prefix));
             }
         }
         cursor = entry.ifa_next;

@@ -14,6 +14,7 @@ use tokio::sync::watch;
 
 use crate::Manifest;
 use crate::sandbox::{Confinement, Jail};
+use crate::seccomp::{denied_syscalls, lock_down};
 
 /// The variable holding the platform's internal listener's URL, which a
 /// confined app reaches at the same loopback port inside its namespace.
@@ -31,7 +32,7 @@ pub struct InstanceSpec {
     pub manifest: Manifest,
     /// The app's files, copied into the instance's directory.
     pub source: PathBuf,
-    /// The instance's own directory (created; must not exist).
+    /// The instance's own directory (made anew: whatever is there is removed).
     pub dir: PathBuf,
     pub port: u16,
     /// More environment, e.g. where the platform's internal listener is
@@ -101,7 +102,8 @@ impl Instance {
         let mut jail = match &spec.confinement {
             Confinement::Confined(sandbox) => {
                 let internal = internal_addr(&spec.env);
-                Some(Jail::new(sandbox, &spec.site, &spec.dir, internal, &limits(&spec.manifest)).await.map_err(io)?)
+                let limits = limits(&spec.manifest);
+                Some(Jail::new(sandbox, &spec.site, &spec.dir, internal, &limits, Some(spec.port)).await.map_err(io)?)
             }
             Confinement::Unconfined => {
                 tracing::warn!(site = %spec.site, "this instance runs UNCONFINED (--unconfined)");
@@ -113,8 +115,9 @@ impl Instance {
             }
         };
         let installed = install(&spec, jail.as_ref()).await;
+        let install_cpu_ms = *installed.as_ref().unwrap_or(&0);
         let spawned = match installed {
-            Ok(()) => {
+            Ok(_) => {
                 if let Some(jail) = jail.as_mut().filter(|_| !spec.manifest.network.outside) {
                     jail.close_egress();
                 }
@@ -135,7 +138,7 @@ impl Instance {
             pid: AtomicU32::new(child.id().unwrap_or(0)),
             restarts: AtomicU32::new(0),
             healthy: AtomicBool::new(false),
-            usage: Mutex::new((ResourceUse::default(), 0)),
+            usage: Mutex::new((ResourceUse { cpu_ms: install_cpu_ms, memory_mib_s: 0 }, 0)),
             group: jail.as_ref().map(|j| j.group.clone()),
             events: Mutex::default(),
         });
@@ -210,16 +213,36 @@ impl Instance {
     }
 }
 
-/// The log of an instance in `dir`.
+/// The log of an instance in `dir`: `dir` + `.log`, beside it, never in
+/// it. The instance's directory is the app's to change (confined, as its
+/// own user): a log in it could be made a link to a file of the
+/// platform's, which the agent would then write to or read back.
 pub fn log_path(dir: &Path) -> PathBuf {
-    dir.join("app.log")
+    let mut name = dir.file_name().unwrap_or_default().to_os_string();
+    name.push(".log");
+    dir.with_file_name(name)
 }
 
-/// Copies the app into `dir/app`.
+/// Copies the app into `dir/app`, `dir` made anew: a directory left by
+/// an earlier start of the same generation held what its app chose to put
+/// there (links to the platform's files, say), which the agent, as root,
+/// would otherwise copy into and change the owner of.
 async fn copy_app(spec: &InstanceSpec) -> std::io::Result<()> {
-    tokio::fs::create_dir_all(&spec.dir).await?;
-    let (from, to) = (spec.source.clone(), spec.dir.join("app"));
-    tokio::task::spawn_blocking(move || copy_dir(&from, &to)).await.map_err(std::io::Error::other)?
+    let (from, dir) = (spec.source.clone(), spec.dir.clone());
+    tokio::task::spawn_blocking(move || {
+        if let Some(parent) = dir.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        // remove_dir_all does not follow links.
+        match std::fs::remove_dir_all(&dir) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
+        std::fs::create_dir(&dir)?;
+        copy_dir(&from, &dir.join("app"))
+    })
+    .await
+    .map_err(std::io::Error::other)?
 }
 
 /// Where [`INTERNAL_URL_ENV`] says the internal listener is.
@@ -230,11 +253,12 @@ fn internal_addr(env: &[(String, String)]) -> Option<SocketAddr> {
 
 /// Runs the install steps in the app's directory, each with a shell,
 /// output to the log.
-async fn install(spec: &InstanceSpec, jail: Option<&Jail>) -> Result<(), InstanceError> {
+async fn install(spec: &InstanceSpec, jail: Option<&Jail>) -> Result<u64, InstanceError> {
     let io = |e: std::io::Error| InstanceError::Io(e, spec.site.clone());
     if spec.manifest.install.is_empty() {
-        return Ok(());
+        return Ok(0);
     }
+    let deadline = tokio::time::Instant::now() + INSTALL_TIMEOUT;
     // Confined, the steps have a control group of their own, removed (and
     // whatever they left running killed) once they are done.
     let group = match jail {
@@ -244,8 +268,18 @@ async fn install(spec: &InstanceSpec, jail: Option<&Jail>) -> Result<(), Instanc
     let mut outcome = Ok(());
     for step in &spec.manifest.install {
         let sandbox = jail.zip(group.as_deref());
+        // Past the deadline the step's process is dropped, which kills it
+        // (and its sandbox with it).
         let status = match command(spec, sandbox, step, false) {
-            Ok(mut command) => command.status().await.map_err(io),
+            Ok(mut command) => match tokio::time::timeout_at(deadline, command.kill_on_drop(true).status()).await {
+                Ok(status) => status.map_err(io),
+                Err(_) => Err(InstanceError::Install {
+                    site: spec.site.clone(),
+                    step: step.clone(),
+                    status: format!("still running after {} s, all steps together: stopped", INSTALL_TIMEOUT.as_secs()),
+                    tail: log_tail(&spec.dir),
+                }),
+            },
             Err(e) => Err(io(e)),
         };
         match status {
@@ -265,12 +299,21 @@ async fn install(spec: &InstanceSpec, jail: Option<&Jail>) -> Result<(), Instanc
             }
         }
     }
+    // What the steps burned is the site's, as the app's own CPU is.
+    let mut cpu_ms = 0;
     if let Some(group) = group {
-        let removed = tokio::task::spawn_blocking(move || group.remove()).await.map_err(std::io::Error::other);
-        removed.and_then(|r| r).map_err(io)?;
+        let removed = tokio::task::spawn_blocking(move || {
+            group.kill_all();
+            let cpu_ms = group.cpu_ns() / 1_000_000;
+            group.remove().map(|()| cpu_ms)
+        });
+        cpu_ms = removed.await.map_err(std::io::Error::other).and_then(|r| r).map_err(io)?;
     }
-    outcome
+    outcome.map(|()| cpu_ms)
 }
+
+/// How long an instance's install steps may take, together.
+pub const INSTALL_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// The control group limits of the app in `manifest`.
 fn limits(manifest: &Manifest) -> crate::cgroup::Limits {
@@ -326,91 +369,46 @@ fn note_in_log(dir: &Path, line: &str) {
     }
 }
 
+/// The log, opened to append; never through a link, never anything but a
+/// regular file.
 fn open_log(dir: &Path) -> std::io::Result<std::fs::File> {
-    std::fs::OpenOptions::new().create(true).append(true).open(log_path(dir))
+    use std::os::unix::fs::OpenOptionsExt;
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(log_path(dir))?;
+    if !log.metadata()?.is_file() {
+        return Err(std::io::Error::other(format!("{} is not a regular file", log_path(dir).display())));
+    }
+    Ok(log)
 }
 
-/// The last lines of an instance's log.
+/// How much of a log's end is read for its tail.
+const LOG_TAIL_BYTES: u64 = 64 << 10;
+
+/// The last lines of an instance's log (of its last 64 KiB at most).
 pub fn log_tail(dir: &Path) -> String {
-    let text = std::fs::read_to_string(log_path(dir)).unwrap_or_default();
+    let text = read_end(&log_path(dir), LOG_TAIL_BYTES);
     let lines: Vec<&str> = text.lines().collect();
     let tail = lines[lines.len().saturating_sub(LOG_TAIL_LINES)..].join("\n");
     if tail.is_empty() { "(the log is empty)".to_owned() } else { tail }
 }
 
-/// Between fork and exec of an app's process or install step:
-/// `no_new_privs` (no setuid binary or file capability gives it and what it
-/// starts more than they have), then the seccomp `filter` (built before
-/// the fork: only prctl and seccomp run here, both async-signal-safe).
-fn lock_down(filter: &seccompiler::BpfProgram) -> std::io::Result<()> {
-    // SAFETY: prctl(2) with integer arguments only.
-    if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
-        return Err(std::io::Error::last_os_error());
+/// The last `bytes` of the regular file at `path`, as text (nothing when
+/// it is missing, a link or not a regular file).
+pub fn read_end(path: &Path, bytes: u64) -> String {
+    use std::io::{Read, Seek};
+    use std::os::unix::fs::OpenOptionsExt;
+    let opened = std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK).open(path);
+    let Ok(mut file) = opened else { return String::new() };
+    let Ok(meta) = file.metadata() else { return String::new() };
+    if !meta.is_file() || file.seek(std::io::SeekFrom::Start(meta.len().saturating_sub(bytes))).is_err() {
+        return String::new();
     }
-    seccompiler::apply_filter(filter).map_err(|e| std::io::Error::other(e.to_string()))
-}
-
-/// System calls no app needs, refused with EPERM (a seccomp filter, after
-/// `no_new_privs`): tracing or reading other processes, mounting and
-/// namespaces, loading kernels, modules, BPF programs and keys, the
-/// clock, swap and reboot. Modelled on the defaults of Docker and systemd's
-/// `SystemCallFilter=~@mount @module @raw-io @reboot @swap @clock @debug`.
-pub const DENIED_SYSCALLS: &[(&str, i64)] = &[
-    ("ptrace", libc::SYS_ptrace),
-    ("process_vm_readv", libc::SYS_process_vm_readv),
-    ("process_vm_writev", libc::SYS_process_vm_writev),
-    ("perf_event_open", libc::SYS_perf_event_open),
-    ("mount", libc::SYS_mount),
-    ("umount2", libc::SYS_umount2),
-    ("pivot_root", libc::SYS_pivot_root),
-    ("fsopen", libc::SYS_fsopen),
-    ("fsmount", libc::SYS_fsmount),
-    ("move_mount", libc::SYS_move_mount),
-    ("open_tree", libc::SYS_open_tree),
-    ("unshare", libc::SYS_unshare),
-    ("setns", libc::SYS_setns),
-    ("open_by_handle_at", libc::SYS_open_by_handle_at),
-    ("kexec_load", libc::SYS_kexec_load),
-    ("kexec_file_load", libc::SYS_kexec_file_load),
-    ("init_module", libc::SYS_init_module),
-    ("finit_module", libc::SYS_finit_module),
-    ("delete_module", libc::SYS_delete_module),
-    ("bpf", libc::SYS_bpf),
-    ("keyctl", libc::SYS_keyctl),
-    ("add_key", libc::SYS_add_key),
-    ("request_key", libc::SYS_request_key),
-    ("userfaultfd", libc::SYS_userfaultfd),
-    ("reboot", libc::SYS_reboot),
-    ("swapon", libc::SYS_swapon),
-    ("swapoff", libc::SYS_swapoff),
-    ("settimeofday", libc::SYS_settimeofday),
-    ("clock_settime", libc::SYS_clock_settime),
-    ("clock_adjtime", libc::SYS_clock_adjtime),
-    ("adjtimex", libc::SYS_adjtimex),
-    ("acct", libc::SYS_acct),
-    ("quotactl", libc::SYS_quotactl),
-    #[cfg(target_arch = "x86_64")]
-    ("iopl", libc::SYS_iopl),
-    #[cfg(target_arch = "x86_64")]
-    ("ioperm", libc::SYS_ioperm),
-];
-
-/// The seccomp program refusing [`DENIED_SYSCALLS`], built once.
-fn denied_syscalls() -> std::io::Result<&'static seccompiler::BpfProgram> {
-    static FILTER: std::sync::OnceLock<Result<seccompiler::BpfProgram, String>> = std::sync::OnceLock::new();
-    let built = FILTER.get_or_init(|| {
-        let arch = seccompiler::TargetArch::try_from(std::env::consts::ARCH).map_err(|e| e.to_string())?;
-        let rules = DENIED_SYSCALLS.iter().map(|&(_, number)| (number, Vec::new())).collect();
-        let filter = seccompiler::SeccompFilter::new(
-            rules,
-            seccompiler::SeccompAction::Allow,
-            seccompiler::SeccompAction::Errno(libc::EPERM as u32),
-            arch,
-        )
-        .map_err(|e| e.to_string())?;
-        seccompiler::BpfProgram::try_from(filter).map_err(|e| e.to_string())
-    });
-    built.as_ref().map_err(|e| std::io::Error::other(format!("the system-call filter cannot be built: {e}")))
+    let mut end = Vec::new();
+    let _ = file.take(bytes).read_to_end(&mut end);
+    String::from_utf8_lossy(&end).into_owned()
 }
 
 /// What an app may take from the platform's environment: where programs
@@ -439,8 +437,23 @@ pub const INHERITED_ENV: &[&str] = &[
 ];
 
 /// Prefixes of the package managers' own settings (pip's, npm's), which
-/// say where this machine's registries are and how to trust them.
+/// say where this machine's registries are and how to trust them; never
+/// their credentials ([`is_credential`]).
 pub const INHERITED_ENV_PREFIXES: &[&str] = &["PIP_", "npm_config_", "NPM_CONFIG_"];
+
+/// A package manager's setting that holds a secret: its name says so
+/// (`…AUTH…`, `…TOKEN…`, `…PASSWORD…`, `…SECRET…`, `…_KEY`), or its value
+/// is a URL with a user in it (`https://user:pass@registry/…`).
+fn is_credential(name: &str, value: &std::ffi::OsStr) -> bool {
+    let upper = name.to_ascii_uppercase();
+    let named =
+        ["AUTH", "TOKEN", "PASSWORD", "PASSWD", "SECRET", "_KEY", "CREDENTIAL"].iter().any(|w| upper.contains(w));
+    let value = value.to_string_lossy();
+    let user_in_url = value.split_whitespace().any(|v| {
+        v.split_once("://").is_some_and(|(_, rest)| rest.split(['/', '?', '#']).next().is_some_and(|a| a.contains('@')))
+    });
+    named || user_in_url
+}
 
 /// An app's environment, for its install steps and its process alike:
 /// cleared, then [`INHERITED_ENV`] from the platform's, then `PORT`,
@@ -451,7 +464,9 @@ fn app_env(command: &mut Command, spec: &InstanceSpec, jail: Option<&Jail>) {
     command.env_clear();
     for (name, value) in std::env::vars_os() {
         let inherited = name.to_str().is_some_and(|name| {
-            INHERITED_ENV.contains(&name) || INHERITED_ENV_PREFIXES.iter().any(|prefix| name.starts_with(prefix))
+            INHERITED_ENV.contains(&name)
+                || (INHERITED_ENV_PREFIXES.iter().any(|prefix| name.starts_with(prefix))
+                    && !is_credential(name, &value))
         });
         if inherited {
             command.env(name, value);
@@ -548,6 +563,7 @@ async fn wait_healthy(
     child: &mut Child,
 ) -> bool {
     let deadline = tokio::time::Instant::now() + Duration::from_millis(spec.manifest.health.timeout_ms);
+    let mut pause = Duration::from_millis(2);
     while tokio::time::Instant::now() < deadline {
         if matches!(child.try_wait(), Ok(Some(_))) {
             return false;
@@ -555,7 +571,9 @@ async fn wait_healthy(
         if probe(namespace, addr, &spec.manifest.health.path).await {
             return true;
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        // Soon at first (most apps are up within milliseconds), then less.
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_millis(50));
     }
     false
 }

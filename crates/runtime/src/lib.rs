@@ -37,12 +37,14 @@ pub mod egress;
 mod instance;
 mod manifest;
 mod sandbox;
+mod seccomp;
 
 pub use cgroup::{Cgroup, Hierarchy, Join, Limits, Version};
 pub use egress::{Policy, serve as serve_egress};
 pub use instance::{
-    DENIED_SYSCALLS, INHERITED_ENV, INHERITED_ENV_PREFIXES, INTERNAL_URL_ENV, Instance, InstanceError, InstanceSpec,
-    ResourceUse, copy_dir, log_path, log_tail, probe,
+    INHERITED_ENV, INHERITED_ENV_PREFIXES, INTERNAL_URL_ENV, Instance, InstanceError, InstanceSpec, ResourceUse,
+    copy_dir, log_path, log_tail, probe, read_end,
 };
 pub use manifest::{Health, Manifest, ManifestError, Network, OSI_APPROVED, Resources, Tier, check_license, is_name};
 pub use sandbox::{Confinement, SITE_UID_BASE, SITE_USERS_FILE, Sandbox, keep_files_private};
+pub use seccomp::DENIED_SYSCALLS;

@@ -111,6 +111,11 @@ impl Default for Resources {
     }
 }
 
+/// Most processes (and threads) an app may ask for.
+pub const PROCESSES_MAX: u64 = 4096;
+/// Most open files an app may ask for.
+pub const OPEN_FILES_MAX: u64 = 65_536;
+
 /// OSI-approved licenses, by SPDX id (opensource.org/licenses): the ones an
 /// app on OneCommons may carry.
 pub const OSI_APPROVED: &[&str] = &[
@@ -342,8 +347,17 @@ impl Manifest {
         if resources.memory_mb < 16 || resources.open_files < 16 {
             return Err(error("resources", "memory_mb and open_files must be at least 16".into()));
         }
-        if !(8..=65_536).contains(&resources.processes) {
-            return Err(error("resources.processes", format!("{} must be from 8 to 65536", resources.processes)));
+        if !(8..=PROCESSES_MAX).contains(&resources.processes) {
+            return Err(error(
+                "resources.processes",
+                format!("{} must be from 8 to {PROCESSES_MAX}", resources.processes),
+            ));
+        }
+        if resources.open_files > OPEN_FILES_MAX {
+            return Err(error(
+                "resources.open_files",
+                format!("{} must be at most {OPEN_FILES_MAX}", resources.open_files),
+            ));
         }
         if !(1..=10_000).contains(&resources.cpu_weight) {
             return Err(error("resources.cpu_weight", format!("{} must be from 1 to 10000", resources.cpu_weight)));

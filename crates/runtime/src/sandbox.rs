@@ -82,10 +82,20 @@ impl Confinement {
 
 /// From now on, what this process creates is its own user's alone (umask
 /// 077: files 0600, directories 0700): the platform's database, keys and
-/// logs are none of a site user's.
+/// logs are none of a site user's. And the process may open as many
+/// files as its hard limit allows (every instance's forwarders and egress
+/// connections are the agent's descriptors).
 pub fn keep_files_private() {
     // SAFETY: umask(2) has no preconditions and cannot fail.
     unsafe { libc::umask(0o077) };
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit/setrlimit with a struct of ours.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max {
+            limit.rlim_cur = limit.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+        }
+    }
 }
 
 /// What confinement needs from this machine, found there.
@@ -101,6 +111,9 @@ pub struct Sandbox {
     groups_prefix: String,
     /// Where the egress proxies may connect.
     outside: Arc<Policy>,
+    /// This bubblewrap can forbid user namespaces inside (0.8 and later;
+    /// the seccomp filter refuses them either way).
+    disable_userns: bool,
 }
 
 impl Sandbox {
@@ -123,12 +136,31 @@ impl Sandbox {
         )?;
         netns::available()?;
         let realm = realm.canonicalize().map_err(|e| format!("{}: {e}", realm.display()))?;
+        // bwrap, as the site's user, finds the instance's directory by its
+        // path: the way to the data directory must be open to pass through.
+        for ancestor in realm.ancestors().skip(1) {
+            let mode =
+                std::fs::metadata(ancestor).map_err(|e| format!("{}: {e}", ancestor.display()))?.permissions().mode();
+            if mode & 0o001 == 0 {
+                return Err(format!(
+                    "{} (mode {:o}) cannot be passed through by other users, and the apps run as users of their own, who must reach their directories under {}: chmod o+x {0}, or keep the data elsewhere",
+                    ancestor.display(),
+                    mode & 0o7777,
+                    realm.display()
+                ));
+            }
+        }
         let cgroups = Hierarchy::detect()?;
         let groups_prefix = format!("{:016x}.", hash(realm.as_os_str()));
         cgroups.prune(&groups_prefix);
         let outside = Arc::new(Policy::outside().map_err(|e| format!("this machine's own addresses: {e}"))?);
         let users = SiteUsers { file: PathBuf::from(SITE_USERS_FILE) };
-        let sandbox = Sandbox { bwrap, realm, users, cgroups, groups_prefix, outside };
+        let help = std::process::Command::new(&bwrap)
+            .arg("--help")
+            .output()
+            .map_err(|e| format!("{}: {e}", bwrap.display()))?;
+        let disable_userns = String::from_utf8_lossy(&help.stdout).contains("--disable-userns");
+        let sandbox = Sandbox { bwrap, realm, users, cgroups, groups_prefix, outside, disable_userns };
         sandbox.try_user_namespaces()?;
         Ok(sandbox)
     }
@@ -174,7 +206,20 @@ struct SiteUsers {
 }
 
 impl SiteUsers {
+    /// The data directories of every platform with sites on this machine.
+    fn realms(&self) -> Vec<PathBuf> {
+        let text = std::fs::read_to_string(&self.file).unwrap_or_default();
+        let mut realms: Vec<PathBuf> =
+            text.lines().filter_map(|l| Some(PathBuf::from(l.split('\t').nth(1)?))).collect();
+        realms.sort();
+        realms.dedup();
+        realms
+    }
+
     fn uid(&self, realm: &Path, site: &str) -> io::Result<u32> {
+        if !crate::is_name(site) {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("{site:?} is not a site id")));
+        }
         let realm = realm.to_str().filter(|r| !r.contains(['\t', '\n'])).ok_or_else(|| {
             io::Error::new(io::ErrorKind::InvalidInput, format!("{}: not a usable directory name", realm.display()))
         })?;
@@ -228,6 +273,28 @@ impl SiteUsers {
     }
 }
 
+/// Directories an app sees empty (a fresh tmpfs): its own `/tmp`s and
+/// `/dev/shm`; the machine's people's homes and runtime state (sockets:
+/// PostgreSQL's, D-Bus'); the machine's logs, mail and spools; the mounts
+/// of other disks; and the control groups of every other app.
+const EMPTIED: &[&str] = &[
+    "/tmp",
+    "/var/tmp",
+    "/dev/shm",
+    "/run",
+    "/root",
+    "/home",
+    "/var/log",
+    "/var/mail",
+    "/var/spool",
+    "/var/backups",
+    "/var/lib/commons",
+    "/mnt",
+    "/media",
+    "/srv",
+    "/sys/fs/cgroup",
+];
+
 /// One instance's sandbox: its user, its network namespace, its
 /// directory, its control group, and the listeners serving its ways out.
 pub(crate) struct Jail {
@@ -243,6 +310,8 @@ pub(crate) struct Jail {
     egress: Option<(u16, tokio::task::JoinHandle<()>)>,
     /// Served while the jail lives.
     tasks: Vec<tokio::task::JoinHandle<()>>,
+    /// Other platforms' data directories on this machine, hidden too.
+    other_realms: Vec<PathBuf>,
 }
 
 impl Drop for Jail {
@@ -265,6 +334,7 @@ impl Jail {
         dir: &Path,
         internal: Option<std::net::SocketAddr>,
         limits: &Limits,
+        app_port: Option<u16>,
     ) -> io::Result<Jail> {
         let uid = sandbox.site_user(site)?;
         let dir = dir.canonicalize()?;
@@ -285,10 +355,27 @@ impl Jail {
             let listener = tokio::net::TcpListener::from_std(namespace.listen(inside)?)?;
             tasks.push(tokio::spawn(netns::forward(listener, target, None, 256)));
         }
-        let egress = tokio::net::TcpListener::from_std(namespace.listen(([127, 0, 0, 1], 0).into())?)?;
+        // Any free port of its loopback but the app's own.
+        let egress = loop {
+            let listener = namespace.listen(([127, 0, 0, 1], 0).into())?;
+            if Some(listener.local_addr()?.port()) != app_port {
+                break tokio::net::TcpListener::from_std(listener)?;
+            }
+        };
         let port = egress.local_addr()?.port();
         let proxy = tokio::spawn(crate::egress::serve(egress, sandbox.outside.clone(), site.to_owned()));
-        Ok(Jail { sandbox: sandbox.clone(), uid, namespace, dir, dir_fd, group, egress: Some((port, proxy)), tasks })
+        let other_realms = sandbox.users.realms().into_iter().filter(|r| *r != sandbox.realm && r.is_dir()).collect();
+        Ok(Jail {
+            sandbox: sandbox.clone(),
+            uid,
+            namespace,
+            dir,
+            dir_fd,
+            group,
+            egress: Some((port, proxy)),
+            tasks,
+            other_realms,
+        })
     }
 
     /// A control group for the install steps of `site`'s instance: they
@@ -331,11 +418,11 @@ impl Jail {
     pub(crate) fn command(
         &self,
         script: &str,
-        filter: &seccompiler::BpfProgram,
+        filters: &crate::seccomp::Filters,
         files: u64,
         group: &Cgroup,
     ) -> io::Result<Command> {
-        let seccomp = seccomp_fd(filter)?;
+        let seccomp = [seccomp_fd(&filters[0])?, seccomp_fd(&filters[1])?];
         let join = group.joiner()?;
         let mut command = Command::new(&self.sandbox.bwrap);
         let dir = self.dir.to_string_lossy().into_owned();
@@ -357,18 +444,27 @@ impl Jail {
             "--proc",
             "/proc",
         ]);
-        for empty in ["/tmp", "/var/tmp", "/dev/shm", "/run", "/root", "/home"] {
+        for empty in EMPTIED {
             if Path::new(empty).is_dir() {
                 command.args(["--tmpfs", empty]);
             }
         }
+        // This platform's data, and every other platform's on this machine.
         command.arg("--tmpfs").arg(&self.sandbox.realm);
+        for realm in &self.other_realms {
+            command.arg("--tmpfs").arg(realm);
+        }
         command.args(["--bind-fd", &fd(&self.dir_fd), &dir]);
         command.arg("--chdir").arg(self.dir.join("app"));
-        command.args(["--seccomp", &fd(&seccomp)]);
+        for program in &seccomp {
+            command.args(["--add-seccomp-fd", &fd(program)]);
+        }
+        if self.sandbox.disable_userns {
+            command.arg("--disable-userns");
+        }
         command.args(["--", "sh", "-c", script]);
         let (netns, uid) = (self.namespace.raw_fd(), self.uid);
-        let inherit = [self.dir_fd.as_raw_fd(), seccomp.as_raw_fd()];
+        let inherit = [self.dir_fd.as_raw_fd(), seccomp[0].as_raw_fd(), seccomp[1].as_raw_fd()];
         // `seccomp` and `join` move into the closure, alive until the
         // command is. SAFETY: between fork and exec only setns, write (the
         // group's join), fcntl, setrlimit, setgroups/setresgid/setresuid
@@ -384,6 +480,9 @@ impl Jail {
                 }
                 let rlimit = libc::rlimit { rlim_cur: files as libc::rlim_t, rlim_max: files as libc::rlim_t };
                 check(libc::setrlimit(libc::RLIMIT_NOFILE, &rlimit))?;
+                // No core dumps: a pipe `core_pattern` would run its helper
+                // as root on the app's crash.
+                check(libc::setrlimit(libc::RLIMIT_CORE, &libc::rlimit { rlim_cur: 0, rlim_max: 0 }))?;
                 become_user(uid)?;
                 // After the change of user, which clears it: if the agent
                 // dies, so does the sandbox (and bwrap takes the app along).

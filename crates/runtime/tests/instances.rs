@@ -112,6 +112,10 @@ async fn an_app_and_its_install_steps_never_see_the_platforms_environment_nor_ga
     unsafe {
         std::env::set_var("COMMONS_TEST_DATABASE_URL", "postgres://platform:secret@127.0.0.1/commons");
         std::env::set_var("AWS_SECRET_ACCESS_KEY", "platform-secret");
+        // The package managers' settings pass, never their credentials.
+        std::env::set_var("PIP_INDEX_URL", "https://platform:secret@pypi.example/simple");
+        std::env::set_var("npm_config__authToken", "secret");
+        std::env::set_var("PIP_RETRIES", "7");
     }
     let dir = tempfile::tempdir().unwrap();
     let mut spec = spec("search", dir.path());
@@ -132,6 +136,7 @@ async fn an_app_and_its_install_steps_never_see_the_platforms_environment_nor_ga
             assert!(expected, "{file}: {name} is not an app's");
         }
         assert!(names.contains(&"PATH") && names.contains(&"COMMONS_INTERNAL_URL"), "{file}: {env}");
+        assert!(names.contains(&"PIP_RETRIES") && !names.contains(&"PIP_INDEX_URL"), "{file}: {env}");
     }
     // And no setuid program gives them more than they have.
     for file in ["install-nnp.txt", "run-nnp.txt"] {

@@ -414,6 +414,15 @@ impl Backend {
             .open(path)
             .and_then(|_| crate::keep_private(path))
             .map_err(|e| format!("{}: {e}", path.display()))?;
+        // Its journal too, when an older version left it readable.
+        for suffix in ["-wal", "-shm"] {
+            let mut journal = path.as_os_str().to_owned();
+            journal.push(suffix);
+            let journal = std::path::PathBuf::from(journal);
+            if journal.exists() {
+                crate::keep_private(&journal).map_err(|e| format!("{}: {e}", journal.display()))?;
+            }
+        }
         let connection = rusqlite::Connection::open(path).map_err(|e| e.to_string())?;
         connection
             .execute_batch(

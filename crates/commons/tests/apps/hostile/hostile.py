@@ -116,6 +116,28 @@ def not_root():
     raise PermissionError("runs as uid %d, not the platform's" % os.geteuid())
 
 
+def clone_user_namespace():
+    # clone(2) itself, not unshare(2): a child in a user namespace of its own.
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.syscall.restype = ctypes.c_long
+    pid = libc.syscall(56, 0x10000000 | 17, 0, 0, 0, 0)  # SYS_clone, CLONE_NEWUSER | SIGCHLD
+    if pid == 0:
+        os._exit(0)
+    if pid < 0:
+        raise OSError(ctypes.get_errno(), os.strerror(ctypes.get_errno()))
+    os.waitpid(pid, 0)
+    return "a child in a user namespace of its own"
+
+
+def io_uring():
+    libc = ctypes.CDLL(None, use_errno=True)
+    params = ctypes.create_string_buffer(120)
+    fd = libc.syscall(425, 4, params)  # SYS_io_uring_setup
+    if fd < 0:
+        raise OSError(ctypes.get_errno(), os.strerror(ctypes.get_errno()))
+    return "an io_uring"
+
+
 def attacks(stage):
     results = {}
     attempt(results, "run as the platform's user", not_root)
@@ -132,6 +154,8 @@ def attacks(stage):
     attempt(results, "signal the victim", lambda: os.kill(TARGETS["victim_pid"], signal.SIGKILL))
     attempt(results, "trace the victim", ptrace_victim)
     attempt(results, "a user namespace", unshare_user)
+    attempt(results, "a user namespace through clone", clone_user_namespace)
+    attempt(results, "io_uring", io_uring)
     attempt(results, "call a service as someone else", forge_through_internal)
     for port_name in ["victim_port", "gateway_port", "internal_port", "control_port"]:
         if port_name != "internal_port":  # forwarded: its way to call services
