@@ -5,10 +5,11 @@
 # seccomp, reached inside its network namespace) and one `--unconfined`,
 #   1. requests/s through each gateway (wrk, saturated, keep-alive), the
 #      two back to back in each round (order reversed every other round);
-#   2. how long a deploy takes to run (an update: install, start, health),
-#      alternating between the two.
+#   2. how long an instance takes to start (install, start, first healthy
+#      answer), confined and unconfined alternating (crates/runtime's
+#      example start_time: a deploy's own time is the control loop's ticks).
 #
-#   bench/confinement.sh [--duration 5s] [--connections 64]    # ROUNDS=8 STARTS=6
+#   bench/confinement.sh [--duration 5s] [--connections 64]    # ROUNDS=8 STARTS=15
 #
 # Needs root, bubblewrap, nginx and wrk (apt-get install bubblewrap nginx wrk).
 set -euo pipefail
@@ -71,22 +72,13 @@ echo "-- throughput (saturated), $rounds rounds"
 for round in $(seq "$rounds"); do
   if [ $((round % 2)) = 1 ]; then run confined; run unconfined; else run unconfined; run confined; fi
 done
-starts=${STARTS:-6}
-echo "-- deploy to running (install, start, health; the control loop's 0.5 s tick included), $starts each"
-for i in $(seq "$starts"); do
-  for mode in confined unconfined; do echo "$mode $(deploy $mode)" | tee -a "$work/starts"; done
-done
 rates() { awk '{for(i=1;i<=NF;i++) if($i=="req/s") print $(i-1)}' "$1" | paste -sd,; }
-python3 - "$(rates "$work/confined.rps")" "$(rates "$work/unconfined.rps")" "$work/starts" <<'PY'
+python3 - "$(rates "$work/confined.rps")" "$(rates "$work/unconfined.rps")" <<'PY'
 import statistics, sys
 confined, unconfined = ([float(x) for x in arg.split(",")] for arg in sys.argv[1:3])
 rounds = [c / u for c, u in zip(confined, unconfined)]
 print("confined / unconfined per round: " + ", ".join(f"{r:.2f}" for r in rounds)
       + f"; median {statistics.median(rounds):.2f}x")
-starts = {"confined": [], "unconfined": []}
-for line in open(sys.argv[3]):
-    mode, seconds = line.split()
-    starts[mode].append(float(seconds))
-c, u = statistics.median(starts["confined"]), statistics.median(starts["unconfined"])
-print(f"deploy to running, median: confined {c:.2f} s, unconfined {u:.2f} s: confinement adds {1000 * (c - u):.0f} ms")
 PY
+echo "-- instance start"
+cargo run --release --locked -q -p runtime --example start_time -- "${STARTS:-15}"

@@ -464,3 +464,17 @@ async fn real_clients_reach_the_package_registries_through_the_proxy() {
     assert!(pip.status.success(), "{}{}", String::from_utf8_lossy(&pip.stdout), String::from_utf8_lossy(&pip.stderr));
     assert!(std::fs::read_dir(dir.path()).unwrap().count() > 0);
 }
+
+/// The provider's network is not the outside: a neighbour on this
+/// machine's own link (its router, say) is refused like the machine.
+#[test]
+fn the_policy_refuses_this_machines_neighbours_on_its_own_networks() {
+    let own = interface_v4().expect("this test needs a non-loopback IPv4 interface");
+    let [a, b, c, d] = own.octets();
+    // The other end of the same /31 at least: on every network this machine is on.
+    let neighbour = Ipv4Addr::new(a, b, c, d ^ 1);
+    let policy = Policy::outside().unwrap();
+    assert!(!policy.allows(SocketAddr::new(IpAddr::V4(neighbour), 80)), "{neighbour} is on {own}'s network");
+    // And the outside still is.
+    assert!(policy.allows("203.0.113.80:443".parse().unwrap()) || own.octets()[..3] == [203, 0, 113]);
+}

@@ -384,3 +384,28 @@ if "HTTPS_PROXY" in os.environ:
     assert!(run.contains("proxy none"), "the app itself has no way out: {run}");
     instance.stop().await;
 }
+
+/// A directory an earlier start of the same generation left holds what its
+/// app put there: the next start makes it anew and never follows what the
+/// app planted (here, its `app` made a link to a directory of the
+/// platform's, which root would have copied into and given to the app).
+#[tokio::test]
+async fn a_start_never_follows_links_an_earlier_start_of_its_directory_planted() {
+    let dir = tempfile::tempdir().unwrap();
+    let platforms = dir.path().join("platforms-own");
+    std::fs::create_dir_all(&platforms).unwrap();
+    std::fs::write(platforms.join("keep.txt"), "the platform's").unwrap();
+    let mut planted = spec("search", dir.path());
+    planted.manifest.install = vec![format!("cd .. && mv app app.old && ln -s {} app", platforms.display())];
+    let first = Instance::start(planted).await;
+    if let Ok(instance) = first {
+        instance.stop().await;
+    }
+    let second = Instance::start(spec("search", dir.path())).await.unwrap();
+    assert!(get(&second, "/healthz").await.starts_with("HTTP/1.1 200"));
+    second.stop().await;
+    let left: Vec<_> = std::fs::read_dir(&platforms).unwrap().flatten().map(|e| e.file_name()).collect();
+    assert_eq!(left, ["keep.txt"], "the start copied into the planted link");
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(std::fs::metadata(&platforms).unwrap().uid(), 0, "the start gave the platform's directory away");
+}
