@@ -110,6 +110,9 @@ struct Slot {
 pub struct NodeAgent {
     node: String,
     dir: PathBuf,
+    /// Where the sites' state directories are (`<state>/<site>`): the
+    /// machine's, outliving every instance of any node on it.
+    state: PathBuf,
     confinement: Confinement,
     reach: Reach,
     slots: tokio::sync::Mutex<BTreeMap<(String, u64), Slot>>,
@@ -121,12 +124,14 @@ pub struct NodeAgent {
 }
 
 impl NodeAgent {
-    /// The agent of `node`, keeping its instances under `dir`, running
-    /// them confined or not, reached as `reach` says.
-    pub fn new(node: &str, dir: &Path, confinement: Confinement, reach: Reach) -> Arc<NodeAgent> {
+    /// The agent of `node`, keeping its instances under `dir` and the
+    /// state of the sites that keep some under `state`, running them
+    /// confined or not, reached as `reach` says.
+    pub fn new(node: &str, dir: &Path, state: &Path, confinement: Confinement, reach: Reach) -> Arc<NodeAgent> {
         Arc::new(NodeAgent {
             node: node.to_owned(),
             dir: dir.to_owned(),
+            state: state.to_owned(),
             confinement,
             reach,
             slots: Default::default(),
@@ -396,6 +401,7 @@ impl NodeAgent {
         };
         let spec = InstanceSpec {
             site: a.site.clone(),
+            state_dir: manifest.state.then(|| self.state.join(&a.site)),
             dir: self.dir.join(&a.site).join(format!("{}-{}", manifest.version, a.generation)),
             manifest,
             source: app.clone(),

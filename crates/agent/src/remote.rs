@@ -168,7 +168,8 @@ impl Remote {
                     self.dir.display()
                 );
                 let dir = self.dir.join("nodes").join(&response.node);
-                let agent = NodeAgent::new(&response.node, &dir, self.confinement.clone(), Reach::Forward);
+                let state = self.dir.join("state");
+                let agent = NodeAgent::new(&response.node, &dir, &state, self.confinement.clone(), Reach::Forward);
                 self.agent = Some(agent.clone());
                 agent
             }

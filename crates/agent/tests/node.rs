@@ -15,7 +15,8 @@ use runtime::{Confinement, Sandbox};
 /// gateway through a directory of their namespaces.
 fn agent(dir: &Path) -> Arc<NodeAgent> {
     let sandbox = Sandbox::detect(dir).expect("this machine confines apps");
-    NodeAgent::new("n1", dir, Confinement::Confined(Arc::new(sandbox)), Reach::Directory(Arc::default()))
+    let state = dir.join("state");
+    NodeAgent::new("n1", dir, &state, Confinement::Confined(Arc::new(sandbox)), Reach::Directory(Arc::default()))
 }
 
 #[tokio::test]

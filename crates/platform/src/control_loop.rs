@@ -114,6 +114,9 @@ pub(crate) fn node_spec(n: &NodeRecord) -> NodeSpec {
 /// This machine's agents, one per local node.
 pub(crate) struct LocalAgents {
     dir: PathBuf,
+    /// The sites' state directories: the machine's, whichever local node
+    /// runs a site (a site moving between them keeps its state).
+    state: PathBuf,
     pub env: Vec<(String, String)>,
     pub agents: HashMap<String, Arc<NodeAgent>>,
     confinement: Confinement,
@@ -128,13 +131,24 @@ impl LocalAgents {
         confinement: Confinement,
         instances: Arc<netns::Directory>,
     ) -> LocalAgents {
-        LocalAgents { dir: data_dir.join("nodes"), env, agents: HashMap::new(), confinement, instances }
+        LocalAgents {
+            dir: data_dir.join("nodes"),
+            state: data_dir.join("state"),
+            env,
+            agents: HashMap::new(),
+            confinement,
+            instances,
+        }
     }
 
     fn agent(&mut self, node: &str) -> Arc<NodeAgent> {
         let (dir, confinement) = (self.dir.join(node), self.confinement.clone());
         let reach = Reach::Directory(self.instances.clone());
-        self.agents.entry(node.to_owned()).or_insert_with(|| NodeAgent::new(node, &dir, confinement, reach)).clone()
+        let state = &self.state;
+        self.agents
+            .entry(node.to_owned())
+            .or_insert_with(|| NodeAgent::new(node, &dir, state, confinement, reach))
+            .clone()
     }
 }
 

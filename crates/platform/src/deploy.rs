@@ -14,6 +14,14 @@ pub fn check(store: &mut Store, d: &DeploymentRecord, manifest: &Manifest) -> an
     if d.nodes.is_empty() {
         return Err(BadInput("a site needs at least one node (--node)".into()).into());
     }
+    // Its files are in one place: two instances would each write their own.
+    if manifest.state && d.nodes.len() > 1 {
+        return Err(BadInput(format!(
+            "{} keeps state (`state = true`: its files in $COMMONS_STATE_DIR), so it runs on one node at a time; give one --node",
+            manifest.name
+        ))
+        .into());
+    }
     // What cannot be shipped is refused now: a symbolic link (to a key,
     // say) is never followed, nor shipped.
     agent::bundle::check(std::path::Path::new(&d.app_dir)).map_err(|e| BadInput(format!("the app is refused: {e}")))?;

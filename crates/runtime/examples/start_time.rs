@@ -25,7 +25,9 @@ async fn measure() {
     let sandbox = Arc::new(Sandbox::detect(realm.path()).unwrap_or_else(|e| panic!("{e}")));
     let mut took: [Vec<Duration>; 2] = [Vec::new(), Vec::new()];
     for round in 0..rounds {
-        for (i, confinement) in [Confinement::Confined(sandbox.clone()), Confinement::Unconfined].into_iter().enumerate() {
+        for (i, confinement) in
+            [Confinement::Confined(sandbox.clone()), Confinement::Unconfined].into_iter().enumerate()
+        {
             let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
             let spec = InstanceSpec {
                 site: "files".into(),
@@ -35,6 +37,7 @@ async fn measure() {
                 port,
                 env: vec![],
                 confinement,
+                state_dir: None,
             };
             let start = Instant::now();
             let instance = Instance::start(spec).await.unwrap_or_else(|e| panic!("{e}"));

@@ -19,6 +19,8 @@ use crate::seccomp::{denied_syscalls, lock_down};
 /// The variable holding the platform's internal listener's URL, which a
 /// confined app reaches at the same loopback port inside its namespace.
 pub const INTERNAL_URL_ENV: &str = "COMMONS_INTERNAL_URL";
+/// The variable naming the site's state directory.
+pub const STATE_DIR_ENV: &str = "COMMONS_STATE_DIR";
 
 /// Lines of an app's log shown when it fails.
 const LOG_TAIL_LINES: usize = 20;
@@ -40,6 +42,9 @@ pub struct InstanceSpec {
     pub env: Vec<(String, String)>,
     /// In a sandbox of its own, or (said so by the operator) not.
     pub confinement: Confinement,
+    /// The site's state directory (`$COMMONS_STATE_DIR`), when its
+    /// manifest keeps state: created if missing, the site's, kept.
+    pub state_dir: Option<PathBuf>,
 }
 
 /// Why an instance could not be installed or started.
@@ -99,11 +104,15 @@ impl Instance {
         let site = spec.site.clone();
         let io = |e: std::io::Error| InstanceError::Io(e, site.clone());
         copy_app(&spec).await.map_err(io)?;
+        if let Some(state) = &spec.state_dir {
+            tokio::fs::create_dir_all(state).await.map_err(io)?;
+        }
         let mut jail = match &spec.confinement {
             Confinement::Confined(sandbox) => {
                 let internal = internal_addr(&spec.env);
                 let limits = limits(&spec.manifest);
-                Some(Jail::new(sandbox, &spec.site, &spec.dir, internal, &limits, Some(spec.port)).await.map_err(io)?)
+                let (dir, state) = (&spec.dir, spec.state_dir.as_deref());
+                Some(Jail::new(sandbox, &spec.site, dir, state, internal, &limits, Some(spec.port)).await.map_err(io)?)
             }
             Confinement::Unconfined => {
                 tracing::warn!(site = %spec.site, "this instance runs UNCONFINED (--unconfined)");
@@ -473,6 +482,9 @@ fn app_env(command: &mut Command, spec: &InstanceSpec, jail: Option<&Jail>) {
         }
     }
     command.env("PORT", spec.port.to_string()).env("COMMONS_SITE", &spec.site).envs(spec.env.iter().cloned());
+    if let Some(state) = &spec.state_dir {
+        command.env(STATE_DIR_ENV, jail.map_or(state.as_path(), |j| j.state_dir().unwrap_or(state)));
+    }
     if let Some(jail) = jail {
         command.env("HOME", jail.dir());
         if let Some(internal) = internal_addr(&spec.env) {

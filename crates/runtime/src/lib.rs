@@ -43,7 +43,7 @@ pub use cgroup::{Cgroup, Hierarchy, Join, Limits, Version};
 pub use egress::{Policy, serve as serve_egress};
 pub use instance::{
     INHERITED_ENV, INHERITED_ENV_PREFIXES, INTERNAL_URL_ENV, Instance, InstanceError, InstanceSpec, ResourceUse,
-    copy_dir, log_path, log_tail, probe, read_end,
+    STATE_DIR_ENV, copy_dir, log_path, log_tail, probe, read_end,
 };
 pub use manifest::{Health, Manifest, ManifestError, Network, OSI_APPROVED, Resources, Tier, check_license, is_name};
 pub use sandbox::{Confinement, SITE_UID_BASE, SITE_USERS_FILE, Sandbox, keep_files_private};

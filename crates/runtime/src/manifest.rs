@@ -10,6 +10,7 @@
 //! install = ["python3 -m pip install --target vendor notes-app==1.2.0"]
 //! run = "python3 app.py"                 # must listen on $PORT
 //! calls = ["search"]                     # platform services it calls
+//! state = true                           # keeps files in $COMMONS_STATE_DIR
 //! depends_on = [{ project = "http", weight = 2 }, { project = "markdown" }]
 //!
 //! [health]
@@ -57,6 +58,9 @@ pub struct Manifest {
     pub tier: Tier,
     pub resources: Resources,
     pub network: Network,
+    /// It keeps files in `$COMMONS_STATE_DIR`, which outlive its instances
+    /// (so it runs on one node at a time).
+    pub state: bool,
 }
 
 /// What an app may reach besides the platform's internal listener.
@@ -214,6 +218,8 @@ struct ManifestToml {
     resources: ResourcesToml,
     #[serde(default)]
     network: NetworkToml,
+    #[serde(default)]
+    state: bool,
 }
 
 #[derive(Default, Deserialize)]
@@ -388,6 +394,7 @@ impl Manifest {
             },
             resources,
             network: Network { outside: raw.network.outside },
+            state: raw.state,
         })
     }
 }

@@ -304,6 +304,8 @@ pub(crate) struct Jail {
     /// The instance's directory, canonical, and open (`O_PATH`) for bwrap.
     dir: PathBuf,
     dir_fd: OwnedFd,
+    /// The site's state directory, likewise, when it keeps state.
+    state: Option<(PathBuf, OwnedFd)>,
     /// The app's processes' group (its install steps have one of their own).
     pub(crate) group: Arc<Cgroup>,
     /// The egress proxy's port inside, while it serves.
@@ -332,6 +334,7 @@ impl Jail {
         sandbox: &Arc<Sandbox>,
         site: &str,
         dir: &Path,
+        state: Option<&Path>,
         internal: Option<std::net::SocketAddr>,
         limits: &Limits,
         app_port: Option<u16>,
@@ -347,6 +350,24 @@ impl Jail {
         .await
         .map_err(io::Error::other)??;
         let dir_fd = open_path(&dir)?;
+        // The state directory is the site's (its top only is changed: what
+        // is in it is the app's, never walked by root), found the same way.
+        let state = match state {
+            Some(state) => {
+                let state = state.canonicalize()?;
+                let (owned, realm) = (state.clone(), sandbox.realm.clone());
+                tokio::task::spawn_blocking(move || {
+                    std::os::unix::fs::lchown(&owned, Some(uid), Some(uid))?;
+                    std::fs::set_permissions(&owned, std::fs::Permissions::from_mode(0o700))?;
+                    traversable(&realm, &owned)
+                })
+                .await
+                .map_err(io::Error::other)??;
+                let fd = open_path(&state)?;
+                Some((state, fd))
+            }
+            None => None,
+        };
         let group = Arc::new(sandbox.cgroups.create(&sandbox.group_name(site, &dir, ""), limits)?);
         let namespace = Arc::new(netns::Namespace::create()?);
         let mut tasks = Vec::new();
@@ -371,6 +392,7 @@ impl Jail {
             namespace,
             dir,
             dir_fd,
+            state,
             group,
             egress: Some((port, proxy)),
             tasks,
@@ -409,6 +431,11 @@ impl Jail {
     /// The instance's directory, as the app sees it (at the same path).
     pub(crate) fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// The site's state directory, as the app sees it (at the same path).
+    pub(crate) fn state_dir(&self) -> Option<&Path> {
+        self.state.as_ref().map(|(path, _)| path.as_path())
     }
 
     /// A command running `script` with `sh -c` in the sandbox, in the
@@ -455,6 +482,9 @@ impl Jail {
             command.arg("--tmpfs").arg(realm);
         }
         command.args(["--bind-fd", &fd(&self.dir_fd), &dir]);
+        if let Some((state, state_fd)) = &self.state {
+            command.arg("--bind-fd").arg(fd(state_fd)).arg(state);
+        }
         command.arg("--chdir").arg(self.dir.join("app"));
         for program in &seccomp {
             command.args(["--add-seccomp-fd", &fd(program)]);
@@ -464,7 +494,8 @@ impl Jail {
         }
         command.args(["--", "sh", "-c", script]);
         let (netns, uid) = (self.namespace.raw_fd(), self.uid);
-        let inherit = [self.dir_fd.as_raw_fd(), seccomp[0].as_raw_fd(), seccomp[1].as_raw_fd()];
+        let state_fd = self.state.as_ref().map_or(-1, |(_, fd)| fd.as_raw_fd());
+        let inherit = [self.dir_fd.as_raw_fd(), seccomp[0].as_raw_fd(), seccomp[1].as_raw_fd(), state_fd];
         // `seccomp` and `join` move into the closure, alive until the
         // command is. SAFETY: between fork and exec only setns, write (the
         // group's join), fcntl, setrlimit, setgroups/setresgid/setresuid
@@ -475,7 +506,7 @@ impl Jail {
                 // First: nothing the child does from here escapes its group.
                 join.join_self()?;
                 check(libc::setns(netns, libc::CLONE_NEWNET))?;
-                for fd in inherit {
+                for fd in inherit.into_iter().filter(|&fd| fd >= 0) {
                     check(libc::fcntl(fd, libc::F_SETFD, 0))?;
                 }
                 let rlimit = libc::rlimit { rlim_cur: files as libc::rlim_t, rlim_max: files as libc::rlim_t };

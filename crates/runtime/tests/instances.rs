@@ -31,6 +31,7 @@ fn spec(name: &str, dir: &std::path::Path) -> InstanceSpec {
         port: free_port(),
         env: vec![],
         confinement: confined(dir),
+        state_dir: None,
     }
 }
 
@@ -242,6 +243,7 @@ async fn catalog_apps_install_from_their_registries_and_serve() {
             port: free_port(),
             env: vec![],
             confinement: confined(dir.path()),
+            state_dir: None,
         };
         let instance = Instance::start(spec).await.unwrap_or_else(|e| panic!("{name}: {e}"));
         let answer = get(&instance, "/").await;
@@ -408,4 +410,28 @@ async fn a_start_never_follows_links_an_earlier_start_of_its_directory_planted()
     assert_eq!(left, ["keep.txt"], "the start copied into the planted link");
     use std::os::unix::fs::MetadataExt;
     assert_eq!(std::fs::metadata(&platforms).unwrap().uid(), 0, "the start gave the platform's directory away");
+}
+
+/// `$COMMONS_STATE_DIR` is the site's, not an instance's: what one
+/// instance writes there the next (a new version, in a new directory)
+/// finds, and only the site's own user may open it.
+#[tokio::test]
+async fn what_an_app_keeps_in_its_state_directory_outlives_its_instance() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state").join("search");
+    let mut first = spec("search", dir.path());
+    first.state_dir = Some(state.clone());
+    first.manifest.run = format!(r#"echo kept > "$COMMONS_STATE_DIR/note.txt"; {}"#, first.manifest.run);
+    let instance = Instance::start(first).await.unwrap();
+    instance.stop().await;
+    let mut second = spec("search", dir.path());
+    second.dir = dir.path().join("search-1.1.0");
+    second.state_dir = Some(state.clone());
+    second.manifest.run = format!(r#"cat "$COMMONS_STATE_DIR/note.txt" > ../found.txt; {}"#, second.manifest.run);
+    let instance = Instance::start(second).await.unwrap();
+    assert_eq!(std::fs::read_to_string(dir.path().join("search-1.1.0/found.txt")).unwrap(), "kept\n");
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let meta = std::fs::metadata(&state).unwrap();
+    assert!(meta.uid() >= runtime::SITE_UID_BASE && meta.permissions().mode() & 0o077 == 0, "{meta:?}");
+    instance.stop().await;
 }
