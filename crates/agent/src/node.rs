@@ -381,6 +381,10 @@ impl NodeAgent {
     ) -> Result<Running, String> {
         let Source::Dir(app) = source;
         let manifest = Manifest::load(&app.join("commons.toml")).map_err(|e| e.to_string())?;
+        // The site and the version name directories of root's: never paths.
+        if !runtime::is_name(&a.site) || !runtime::is_version(&manifest.version) {
+            return Err(format!("site {:?} version {:?}: not names this agent runs", a.site, manifest.version));
+        }
         let what = format!("app {} {}", manifest.name, manifest.version);
         let no_port = |e: std::io::Error| format!("{what}: no free port: {e}");
         // The port names the instance on this machine: no other instance

@@ -136,7 +136,9 @@ pub fn random_password() -> String {
 /// Names of people and projects: letters, digits, `.`, `_` and `-`.
 pub fn check_name(name: &str) -> Result<(), String> {
     if !runtime::is_name(name) {
-        return Err(format!("{name:?} must be 1 to 64 letters, digits, '.', '_' or '-'"));
+        return Err(format!(
+            "{name:?} must be 1 to 64 letters, digits, '.', '_' or '-', starting with a letter or digit"
+        ));
     }
     Ok(())
 }

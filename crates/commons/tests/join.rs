@@ -185,6 +185,24 @@ fn a_site_on_a_node_that_disappears_is_rescheduled_onto_another() {
     }
     assert_eq!(answer().status, 200);
 
+    // What a node says happened to its instances reaches the public
+    // history a few lines per instance and sync, printable: never a flood.
+    let events: Vec<String> = (0..20)
+        .map(|i| format!(r#"{{"site":"search","generation":{generation},"detail":"restarted: flood {i}\u0007bell"}}"#))
+        .collect();
+    let flood = format!(r#"{{"protocol":2,"instances":[],"failures":[],"usage":[],"events":[{}]}}"#, events.join(","));
+    let (status, body) = sync(secrets[0], &flood).unwrap();
+    assert_eq!(status, 200, "{body}");
+    let answer_of: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(answer_of["refused"].as_array().map(Vec::len), Some(12), "{body}");
+    let history = String::from_utf8_lossy(&run(&data, &["history"]).stdout).into_owned();
+    assert_eq!(history.matches("restart search: on pat-far: restarted: flood").count(), 8, "{history}");
+    assert!(history.contains("flood 0 bell") && !history.contains('\u{7}'), "{history}");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while answer().status != 200 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
     // Machine a disappears, with its apps.
     agent_a.kill().unwrap();
     agent_a.wait().unwrap();

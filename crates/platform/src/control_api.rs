@@ -37,6 +37,10 @@ use crate::{StoreHandle, current_period};
 
 /// Back-off after a failed accept (out of file descriptors, say), so a
 /// listener never spins a core.
+/// Events of one instance one sync may add to the public history.
+const EVENTS_PER_INSTANCE_MAX: usize = 8;
+/// What the history keeps of an event's detail, in characters.
+const EVENT_CHARS_MAX: usize = 200;
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 /// How long after a site leaves a node that node's usage of it is taken.
 const USAGE_GRACE_MS: u64 = 60_000;
@@ -335,9 +339,23 @@ impl ControlApi {
                     refused.push(format!("instance of {} generation {}: not given to this node", i.site, i.generation));
                 }
             }
+            // The public history keeps what a node says happened: a few
+            // lines per instance and sync, printable, short.
+            let mut per_instance: HashMap<(String, u64), usize> = HashMap::new();
             for e in sync.events {
                 if is_assigned(&e.site, e.generation) || draining(&e.site, e.generation) {
-                    events.push((e.site, format!("on {}: {}", node.id, e.detail)));
+                    let seen = per_instance.entry((e.site.clone(), e.generation)).or_default();
+                    *seen += 1;
+                    if *seen > EVENTS_PER_INSTANCE_MAX {
+                        refused.push(format!(
+                            "event of {} generation {}: more than {EVENTS_PER_INSTANCE_MAX} in one sync",
+                            e.site, e.generation
+                        ));
+                        continue;
+                    }
+                    let detail: String =
+                        e.detail.chars().map(|c| if c.is_control() { ' ' } else { c }).take(EVENT_CHARS_MAX).collect();
+                    events.push((e.site, format!("on {}: {detail}", node.id)));
                 } else {
                     refused.push(format!("event of {} generation {}: not given to this node", e.site, e.generation));
                 }

@@ -81,8 +81,8 @@ struct State {
     events: Mutex<Vec<String>>,
 }
 
-/// A running, supervised instance. Dropping it does not stop it: call
-/// [`Instance::stop`].
+/// A running, supervised instance. Dropping it stops it in the background
+/// (nothing of it runs on unseen); [`Instance::stop`] stops it and waits.
 pub struct Instance {
     pub site: String,
     pub version: String,
@@ -92,7 +92,13 @@ pub struct Instance {
     namespace: Option<Arc<netns::Namespace>>,
     state: Arc<State>,
     stop: watch::Sender<bool>,
-    task: tokio::task::JoinHandle<()>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for Instance {
+    fn drop(&mut self) {
+        let _ = self.stop.send(true);
+    }
 }
 
 impl Instance {
@@ -173,14 +179,16 @@ impl Instance {
             namespace,
             state,
             stop,
-            task,
+            task: Some(task),
         })
     }
 
     /// Stops the instance: SIGTERM to its processes, SIGKILL after 5 s.
-    pub async fn stop(self) {
+    pub async fn stop(mut self) {
         let _ = self.stop.send(true);
-        let _ = self.task.await;
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
     }
 
     /// The network namespace its address is in (none: the host's).
@@ -274,6 +282,8 @@ async fn install(spec: &InstanceSpec, jail: Option<&Jail>) -> Result<u64, Instan
         Some(jail) => Some(Arc::new(jail.install_group(&spec.site, &limits(&spec.manifest)).map_err(io)?)),
         None => None,
     };
+    // Should this future be dropped (its start given up), the group goes too.
+    let mut guard = crate::sandbox::RemoveOnDrop(group.clone());
     let mut outcome = Ok(());
     for step in &spec.manifest.install {
         let sandbox = jail.zip(group.as_deref());
@@ -310,6 +320,7 @@ async fn install(spec: &InstanceSpec, jail: Option<&Jail>) -> Result<u64, Instan
     }
     // What the steps burned is the site's, as the app's own CPU is.
     let mut cpu_ms = 0;
+    guard.disarm();
     if let Some(group) = group {
         let removed = tokio::task::spawn_blocking(move || {
             group.kill_all();

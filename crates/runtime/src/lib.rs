@@ -45,6 +45,8 @@ pub use instance::{
     INHERITED_ENV, INHERITED_ENV_PREFIXES, INTERNAL_URL_ENV, Instance, InstanceError, InstanceSpec, ResourceUse,
     STATE_DIR_ENV, copy_dir, log_path, log_tail, probe, read_end,
 };
-pub use manifest::{Health, Manifest, ManifestError, Network, OSI_APPROVED, Resources, Tier, check_license, is_name};
+pub use manifest::{
+    Health, Manifest, ManifestError, Network, OSI_APPROVED, Resources, Tier, check_license, is_name, is_version,
+};
 pub use sandbox::{Confinement, SITE_UID_BASE, SITE_USERS_FILE, Sandbox, keep_files_private};
 pub use seccomp::DENIED_SYSCALLS;

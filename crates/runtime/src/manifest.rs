@@ -304,11 +304,23 @@ impl Manifest {
         })?;
         for (field, value) in [("name", &raw.name), ("project", &raw.project)] {
             if !is_name(value) {
-                return Err(error(field, format!("{value:?} must be 1 to 64 letters, digits, '.', '_' or '-'")));
+                return Err(error(
+                    field,
+                    format!(
+                        "{value:?} must be 1 to 64 letters, digits, '.', '_' or '-', starting with a letter or digit"
+                    ),
+                ));
             }
         }
-        if raw.version.trim().is_empty() || raw.version.contains(char::is_whitespace) {
-            return Err(error("version", format!("{:?} must be a version without spaces", raw.version)));
+        // It names the instance's directory: never a path.
+        if !is_version(&raw.version) {
+            return Err(error(
+                "version",
+                format!(
+                    "{:?} must be 1 to 64 letters, digits, '.', '_', '-' or '+', starting with a letter or digit",
+                    raw.version
+                ),
+            ));
         }
         check_license(&raw.license).map_err(|reason| error("license", reason))?;
         if raw.run.trim().is_empty() {
@@ -416,9 +428,21 @@ pub fn check_license(license: &str) -> Result<(), String> {
 }
 
 /// The rule for ids of apps, projects, sites, people and nodes: 1 to 64
-/// letters, digits, `.`, `_` or `-`.
+/// letters, digits, `.`, `_` or `-`, the first a letter or digit (so
+/// never `.` nor `..`: ids name directories).
 pub fn is_name(name: &str) -> bool {
-    !name.is_empty() && name.len() <= 64 && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+    name.len() <= 64
+        && name.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric())
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+}
+
+/// A version as a manifest may give it: a name, or a semantic version
+/// with build metadata (`1.2.0+build.5`). Never a path: it names a
+/// directory.
+pub fn is_version(version: &str) -> bool {
+    version.len() <= 64
+        && version.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric())
+        && version.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-+".contains(&b))
 }
 
 fn line_of(text: &str, offset: usize) -> String {
@@ -455,6 +479,26 @@ premium_prefixes = ["/export"]
         assert_eq!(m.tier.free_requests_per_minute, Some(60));
     }
 
+    /// A version names the instance's directory, which root makes and
+    /// copies into: a path in it (`/`, `..`, absolute) would put that
+    /// anywhere, inside another instance's directory included.
+    #[test]
+    fn a_version_is_never_a_path() {
+        for version in ["1.0-5/app/y", "../victim/1.0", "/etc/cron.d/x", "..", ".hidden", "1 0", ""] {
+            let text = GOOD.replace("version = \"1.0.0\"", &format!("version = {version:?}"));
+            let error = Manifest::parse("notes.toml", &text).unwrap_err().to_string();
+            assert!(error.contains("version: "), "{version:?}: {error}");
+        }
+        for version in ["1.0.0", "2.1.0-rc.1", "1.2.0+build.5", "2026.12.01"] {
+            let text = GOOD.replace("version = \"1.0.0\"", &format!("version = {version:?}"));
+            assert_eq!(Manifest::parse("notes.toml", &text).unwrap().version, version);
+        }
+        for name in ["..", ".", ".x"] {
+            let text = GOOD.replace("name = \"notes\"", &format!("name = {name:?}"));
+            assert!(Manifest::parse("notes.toml", &text).is_err(), "{name:?}");
+        }
+    }
+
     #[test]
     fn a_premium_prefix_may_hold_a_comma() {
         let m = Manifest::parse("notes.toml", &GOOD.replace("[\"/export\"]", "[\"/export,csv\", \"/pro\"]")).unwrap();
@@ -476,6 +520,7 @@ premium_prefixes = ["/export"]
             (GOOD.replace("name = \"notes\"", "name = \"no tes\""), "name: \"no tes\""),
             (GOOD.replace("[tier]", "[tier]\nfree_concurrent_requests = -1"), "line 13: invalid value"),
             (GOOD.replace("[\"/export\"]", "[\"export\"]"), "tier.premium_prefixes: \"export\" must start with /"),
+            (GOOD.replace("[tier]", "[resources]\nprocesses = 100000\n[tier]"), "resources.processes"),
         ];
         for (text, expected) in cases {
             let error = Manifest::parse("notes.toml", &text).unwrap_err().to_string();

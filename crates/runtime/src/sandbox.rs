@@ -314,6 +314,43 @@ pub(crate) struct Jail {
     tasks: Vec<tokio::task::JoinHandle<()>>,
     /// Other platforms' data directories on this machine, hidden too.
     other_realms: Vec<PathBuf>,
+    /// Which start of this process this is: its groups are its own.
+    start: u64,
+    /// Its group was removed ([`Jail::finish`]); else dropping removes it.
+    finished: bool,
+}
+
+/// A control group removed (its processes killed first) when this is
+/// dropped, in the background: for groups whose owner may be given up
+/// (a start dropped half way) before it removes them itself.
+pub(crate) struct RemoveOnDrop(pub(crate) Option<Arc<Cgroup>>);
+
+impl RemoveOnDrop {
+    /// Its owner removes the group itself after all.
+    pub(crate) fn disarm(&mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        if let Some(group) = self.0.take() {
+            remove_in_background(group);
+        }
+    }
+}
+
+/// Removes `group` off the async threads (it waits for the kernel).
+fn remove_in_background(group: Arc<Cgroup>) {
+    let remove = move || {
+        if let Err(e) = group.remove() {
+            tracing::warn!(group = group.name(), error = %e, "cannot remove a control group");
+        }
+    };
+    match tokio::runtime::Handle::try_current() {
+        Ok(runtime) => drop(runtime.spawn_blocking(remove)),
+        Err(_) => remove(),
+    }
 }
 
 impl Drop for Jail {
@@ -321,6 +358,9 @@ impl Drop for Jail {
         self.close_egress();
         for task in &self.tasks {
             task.abort();
+        }
+        if !self.finished {
+            remove_in_background(self.group.clone());
         }
     }
 }
@@ -368,7 +408,9 @@ impl Jail {
             }
             None => None,
         };
-        let group = Arc::new(sandbox.cgroups.create(&sandbox.group_name(site, &dir, ""), limits)?);
+        static STARTS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let start = STARTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let group = Arc::new(sandbox.cgroups.create(&sandbox.group_name(site, &dir, start, ""), limits)?);
         let namespace = Arc::new(netns::Namespace::create()?);
         let mut tasks = Vec::new();
         if let Some(target) = internal {
@@ -397,6 +439,8 @@ impl Jail {
             egress: Some((port, proxy)),
             tasks,
             other_realms,
+            start,
+            finished: false,
         })
     }
 
@@ -405,7 +449,7 @@ impl Jail {
     /// 2 GiB and 1024 processes), and lose it all once they are done.
     pub(crate) fn install_group(&self, site: &str, limits: &Limits) -> io::Result<Cgroup> {
         let roomy = Limits { memory_bytes: limits.memory_bytes.max(2 << 30), pids: limits.pids.max(1024), ..*limits };
-        self.sandbox.cgroups.create(&self.sandbox.group_name(site, &self.dir, ".install"), &roomy)
+        self.sandbox.cgroups.create(&self.sandbox.group_name(site, &self.dir, self.start, ".install"), &roomy)
     }
 
     /// The egress proxy's port inside the namespace, while it serves.
@@ -422,10 +466,11 @@ impl Jail {
 
     /// Ends the jail: whatever still runs in its group is killed, and the
     /// group removed (a blocking wait of at most a few seconds).
-    pub(crate) fn finish(self) {
+    pub(crate) fn finish(mut self) {
         if let Err(e) = self.group.remove() {
             tracing::warn!(group = self.group.name(), error = %e, "cannot remove an instance's control group");
         }
+        self.finished = true;
     }
 
     /// The instance's directory, as the app sees it (at the same path).
@@ -449,7 +494,7 @@ impl Jail {
         files: u64,
         group: &Cgroup,
     ) -> io::Result<Command> {
-        let seccomp = [seccomp_fd(&filters[0])?, seccomp_fd(&filters[1])?];
+        let seccomp = [seccomp_fd(&filters[0])?, seccomp_fd(&filters[1])?, seccomp_fd(&filters[2])?];
         let join = group.joiner()?;
         let mut command = Command::new(&self.sandbox.bwrap);
         let dir = self.dir.to_string_lossy().into_owned();
@@ -495,7 +540,8 @@ impl Jail {
         command.args(["--", "sh", "-c", script]);
         let (netns, uid) = (self.namespace.raw_fd(), self.uid);
         let state_fd = self.state.as_ref().map_or(-1, |(_, fd)| fd.as_raw_fd());
-        let inherit = [self.dir_fd.as_raw_fd(), seccomp[0].as_raw_fd(), seccomp[1].as_raw_fd(), state_fd];
+        let inherit =
+            [self.dir_fd.as_raw_fd(), seccomp[0].as_raw_fd(), seccomp[1].as_raw_fd(), seccomp[2].as_raw_fd(), state_fd];
         // `seccomp` and `join` move into the closure, alive until the
         // command is. SAFETY: between fork and exec only setns, write (the
         // group's join), fcntl, setrlimit, setgroups/setresgid/setresuid
@@ -526,10 +572,12 @@ impl Jail {
 }
 
 impl Sandbox {
-    /// `commons/<realm>.<site>.<instance><suffix>`: this platform's, this
-    /// instance's (by its directory).
-    fn group_name(&self, site: &str, dir: &Path, suffix: &str) -> String {
-        format!("{}{site}.{:016x}{suffix}", self.groups_prefix, hash(dir.as_os_str()))
+    /// `commons/<realm>.<site>.<instance>.<start><suffix>`: this
+    /// platform's, this instance's (by its directory), this start's (an
+    /// instance draining and a new start of the same directory never
+    /// share one).
+    fn group_name(&self, site: &str, dir: &Path, start: u64, suffix: &str) -> String {
+        format!("{}{site}.{:016x}.{start}{suffix}", self.groups_prefix, hash(dir.as_os_str()))
     }
 }
 

@@ -23,7 +23,27 @@ pub(crate) fn lock_down(filters: &Filters) -> std::io::Result<()> {
 /// The seccomp programs an app runs under, stacked: [`DENIED_SYSCALLS`]
 /// and `clone` making namespaces answer EPERM; `clone3`, whose flags a
 /// filter cannot read, answers ENOSYS, so that libc falls back to `clone`.
-pub(crate) type Filters = [seccompiler::BpfProgram; 2];
+pub(crate) type Filters = [seccompiler::BpfProgram; 3];
+
+/// x32 system calls (x86_64's other ABI: the same architecture in the
+/// filter's eyes, numbers with bit 30 set) are refused with ENOSYS: the
+/// other filters match plain numbers only, so an x32 `bpf` would pass
+/// them. Written by hand: seccompiler has no rule for a range.
+fn no_x32() -> seccompiler::BpfProgram {
+    const LOAD_NUMBER: u16 = 0x20; // BPF_LD | BPF_W | BPF_ABS, offset 0: seccomp_data.nr
+    const JUMP_IF_AT_LEAST: u16 = 0x35; // BPF_JMP | BPF_JGE | BPF_K
+    const RETURN: u16 = 0x06; // BPF_RET | BPF_K
+    const X32_SYSCALL_BIT: u32 = 0x4000_0000;
+    const ERRNO: u32 = 0x0005_0000; // SECCOMP_RET_ERRNO
+    const ALLOW: u32 = 0x7fff_0000; // SECCOMP_RET_ALLOW
+    let op = |code, jt, jf, k| seccompiler::sock_filter { code, jt, jf, k };
+    vec![
+        op(LOAD_NUMBER, 0, 0, 0),
+        op(JUMP_IF_AT_LEAST, 0, 1, X32_SYSCALL_BIT),
+        op(RETURN, 0, 0, ERRNO | libc::ENOSYS as u32),
+        op(RETURN, 0, 0, ALLOW),
+    ]
+}
 
 /// `clone` flags that make a namespace, refused (an app making a user
 /// namespace of its own would reach the kernel's code for privileged users;
@@ -78,6 +98,8 @@ pub const DENIED_SYSCALLS: &[(&str, i64)] = &[
     ("adjtimex", libc::SYS_adjtimex),
     ("acct", libc::SYS_acct),
     ("quotactl", libc::SYS_quotactl),
+    ("syslog", libc::SYS_syslog),
+    ("name_to_handle_at", libc::SYS_name_to_handle_at),
     // io_uring reaches much of the kernel past seccomp's view (Docker's
     // and ChromeOS's defaults refuse it too).
     ("io_uring_setup", libc::SYS_io_uring_setup),
@@ -112,7 +134,7 @@ pub(crate) fn denied_syscalls() -> std::io::Result<&'static Filters> {
             .collect::<Result<Vec<_>, String>>()?;
         refused.insert(libc::SYS_clone, clone);
         let clone3 = std::collections::BTreeMap::from([(libc::SYS_clone3, Vec::new())]);
-        Ok([program(refused, libc::EPERM)?, program(clone3, libc::ENOSYS)?])
+        Ok([no_x32(), program(refused, libc::EPERM)?, program(clone3, libc::ENOSYS)?])
     });
     built.as_ref().map_err(|e| std::io::Error::other(format!("the system-call filter cannot be built: {e}")))
 }

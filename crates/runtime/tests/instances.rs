@@ -435,3 +435,21 @@ async fn what_an_app_keeps_in_its_state_directory_outlives_its_instance() {
     assert!(meta.uid() >= runtime::SITE_UID_BASE && meta.permissions().mode() & 0o077 == 0, "{meta:?}");
     instance.stop().await;
 }
+
+/// An instance dropped without `stop` (its start given up, say) is
+/// stopped all the same: nothing of it runs on unseen and unmetered.
+#[tokio::test]
+async fn a_dropped_instance_stops() {
+    let dir = tempfile::tempdir().unwrap();
+    let instance = Instance::start(spec("search", dir.path())).await.unwrap();
+    let (addr, namespace, pid) = (instance.addr, instance.namespace().cloned(), instance.pid());
+    drop(instance);
+    let gone = || std::fs::metadata(format!("/proc/{pid}")).is_err();
+    let mut waited = 0;
+    while !gone() && waited < 100 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        waited += 1;
+    }
+    assert!(gone(), "the dropped instance's process {pid} still runs");
+    assert!(netns::connect(namespace.as_deref(), addr).await.is_err(), "and nothing answers at its address");
+}
