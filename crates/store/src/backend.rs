@@ -220,6 +220,21 @@ const MIGRATIONS: &[Migration] = &[
     );
 ",
     ),
+    // Sites' configuration: a value per (site, name), encrypted with
+    // config.key (nonce and ciphertext), whether it is a secret and
+    // whether the platform generated it.
+    Migration::Sql(
+        "
+    CREATE TABLE site_config (
+        site TEXT NOT NULL,
+        name TEXT NOT NULL,
+        sealed {bytes} NOT NULL,
+        secret BIGINT NOT NULL,
+        generated BIGINT NOT NULL,
+        PRIMARY KEY (site, name)
+    );
+",
+    ),
 ];
 
 /// The number of the last migration: the schema version a store opened by

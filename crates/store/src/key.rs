@@ -2,7 +2,9 @@
 //! gives nothing of the other:
 //! - `node.key`: the node's ed25519 signing key (ledger blocks);
 //! - `gateway.key`: the gateway's secret behind users' per-site pseudonyms
-//!   and provenance tokens.
+//!   and provenance tokens;
+//! - `config.key`: the key sites' configuration values and secrets are
+//!   sealed with in the database.
 //!
 //! Each is 64 hex digits in a file of mode 0600, created with fresh
 //! randomness on first use; a key file others can read is refused.
@@ -24,6 +26,17 @@ use crate::StoreError;
 
 const KEY_FILE: &str = "node.key";
 const GATEWAY_KEY_FILE: &str = "gateway.key";
+const CONFIG_KEY_FILE: &str = "config.key";
+
+/// Loads `DIR/config.key`, creating it with fresh randomness and mode 0600
+/// on first use.
+pub fn load_or_create_config_key(dir: &Path) -> Result<[u8; 32], StoreError> {
+    let path = dir.join(CONFIG_KEY_FILE);
+    match read_secret(&path)? {
+        Some(key) => Ok(key),
+        None => write_new_secret(&path, None),
+    }
+}
 
 /// The gateway's secrets, from `gateway.key`.
 #[derive(Clone, PartialEq, Eq)]

@@ -28,6 +28,7 @@
 #![forbid(unsafe_code)]
 
 mod backend;
+mod config;
 mod key;
 mod lists;
 mod people;
@@ -42,6 +43,7 @@ use std::path::{Path, PathBuf};
 use ledger::{AppendOutcome, Block, Ledger, LedgerConfig, Rejection, Signer, Transfer};
 
 use backend::Backend;
+pub use config::{CONFIG_VALUE_BYTES_MAX, ConfigEntry};
 pub use key::{GatewaySecrets, load_gateway_secrets, load_or_create_key};
 pub use people::{AccountRecord, SessionRecord};
 pub use platform::{ProjectRecord, SetAsideRecord, SiteRecord, TOKENS_PER_USER_MAX, TokenRecord};
@@ -130,6 +132,8 @@ pub struct Store {
     backend: Backend,
     ledger: Ledger,
     signer: Signer,
+    /// Seals sites' configuration (`config.key`).
+    config_key: [u8; 32],
     location: Location,
 }
 
@@ -154,6 +158,7 @@ impl Store {
             StoreError::Open { location: location.data_dir.display().to_string(), reason: e.to_string() }
         })?;
         let signer = load_or_create_key(&location.data_dir)?;
+        let config_key = key::load_or_create_config_key(&location.data_dir)?;
         let mut backend = Backend::open(location)?;
         backend.migrate()?;
 
@@ -177,7 +182,7 @@ impl Store {
             }
             ledger.apply_block(block)?;
         }
-        Ok(Store { backend, ledger, signer, location: location.clone() })
+        Ok(Store { backend, ledger, signer, config_key, location: location.clone() })
     }
 
     pub fn ledger(&self) -> &Ledger {
