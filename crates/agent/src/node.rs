@@ -18,11 +18,14 @@ const DRAIN: Duration = Duration::from_secs(1);
 /// are removed once an instance stops or a start ends.
 pub const KEEP_STOPPED: usize = 3;
 
-/// Where an assignment's app files are on this machine.
+/// What an assignment runs: where its app's files are on this machine (a
+/// directory holding the app and its `commons.toml`), and the site's own
+/// settings for it (its `[env]` and what its operator set), which go into
+/// its environment after the platform's.
 #[derive(Clone, Debug)]
-pub enum Source {
-    /// A directory holding the app and its `commons.toml`.
-    Dir(PathBuf),
+pub struct Source {
+    pub dir: PathBuf,
+    pub env: Vec<(String, String)>,
 }
 
 /// What a site's instances used (CPU milliseconds, MiB-seconds of memory).
@@ -379,7 +382,7 @@ impl NodeAgent {
         source: &Source,
         env: Vec<(String, String)>,
     ) -> Result<Running, String> {
-        let Source::Dir(app) = source;
+        let app = &source.dir;
         let manifest = Manifest::load(&app.join("commons.toml")).map_err(|e| e.to_string())?;
         // The site and the version name directories of root's: never paths.
         if !runtime::is_name(&a.site) || !runtime::is_version(&manifest.version) {
@@ -410,7 +413,7 @@ impl NodeAgent {
             manifest,
             source: app.clone(),
             port,
-            env,
+            env: env.into_iter().chain(source.env.iter().cloned()).collect(),
             confinement: self.confinement.clone(),
         };
         let instance = Instance::start(spec).await.map_err(|e| format!("{what}: {e}"))?;

@@ -67,6 +67,10 @@ pub struct WireAssignment {
     pub site: String,
     pub generation: u64,
     pub bundle: String,
+    /// The site's own settings for this generation (its `[env]`, what its
+    /// operator set, its secrets), over the pinned TLS link only.
+    #[serde(default)]
+    pub env: Vec<(String, String)>,
 }
 
 #[derive(Serialize, Deserialize, Debug, PartialEq, Eq)]

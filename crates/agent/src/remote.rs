@@ -192,7 +192,7 @@ impl Remote {
                 }
             };
             // An app not fetched yet is not unassigned: what runs keeps running.
-            let source = Source::Dir(self.app_dir(&a.bundle));
+            let source = Source { dir: self.app_dir(&a.bundle), env: a.env.clone() };
             // One app that cannot be fetched yet holds up only itself.
             if ok || self.app_dir(&a.bundle).exists() {
                 assigned.push((Assignment { site: a.site.clone(), generation: a.generation }, source));

@@ -26,7 +26,7 @@ async fn a_failure_is_reported_once_unless_its_report_was_lost() {
     // An app with no manifest: its start fails at once.
     let app = dir.path().join("empty-app");
     std::fs::create_dir_all(&app).unwrap();
-    let assigned = vec![(Assignment { site: "wiki".into(), generation: 3 }, Source::Dir(app))];
+    let assigned = vec![(Assignment { site: "wiki".into(), generation: 3 }, Source { dir: app, env: vec![] })];
     agent.apply(assigned, &[]).await;
     let mut report = agent.report().await;
     for _ in 0..100 {
@@ -67,7 +67,8 @@ async fn old_instance_directories_are_removed_but_the_assigned_and_the_newest_st
     // manifest), and each start's end prunes.
     let app = dir.path().join("empty-app");
     std::fs::create_dir_all(&app).unwrap();
-    let assigned = [2, 7].map(|generation| (Assignment { site: "wiki".into(), generation }, Source::Dir(app.clone())));
+    let assigned = [2, 7]
+        .map(|generation| (Assignment { site: "wiki".into(), generation }, Source { dir: app.clone(), env: vec![] }));
     agent.apply(assigned.to_vec(), &[]).await;
     let left = || {
         let mut names: Vec<String> =

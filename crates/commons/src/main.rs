@@ -13,6 +13,7 @@
 
 #![forbid(unsafe_code)]
 
+mod config_cmd;
 mod demo;
 mod ledger_cmd;
 mod platform_cmd;
@@ -99,6 +100,9 @@ enum Command {
     Undeploy { site: String },
     /// Show the end of a site's instances' logs
     Logs(platform_cmd::LogsArgs),
+    /// A site's settings, in its apps' environment (set, unset, list)
+    #[command(subcommand)]
+    Config(config_cmd::ConfigCommand),
 }
 
 pub use platform::{BadInput, now_ms};
@@ -124,6 +128,7 @@ fn main() -> ExitCode {
         Command::Deploy(args) => platform_cmd::deploy(args, &cli.store),
         Command::Undeploy { site } => platform_cmd::undeploy(&site, &cli.store),
         Command::Logs(args) => platform_cmd::logs(args, &cli.store),
+        Command::Config(command) => config_cmd::run(command, &cli.store),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

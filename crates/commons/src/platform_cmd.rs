@@ -641,23 +641,28 @@ pub fn deploy(args: DeployArgs, store_args: &StoreArgs) -> anyhow::Result<()> {
     if args.no_wait {
         return Ok(());
     }
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(args.timeout);
+    wait_for_deployment(&mut store, &args.site, generation, args.timeout)
+}
+
+/// Waits until the deployment of `site`'s `generation` runs (Ok) or fails
+/// (its reason), for `timeout` seconds at most.
+pub(crate) fn wait_for_deployment(store: &mut Store, site: &str, generation: u64, timeout: u64) -> anyhow::Result<()> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(timeout);
     while std::time::Instant::now() < deadline {
-        match platform::deploy::outcome(store.deployments()?, &args.site, generation) {
+        match platform::deploy::outcome(store.deployments()?, site, generation) {
             Outcome::Running(detail) => {
-                println!("site {} is running: {detail}", args.site);
+                println!("site {site} is running: {detail}");
                 return Ok(());
             }
             Outcome::Failed(detail) => return Err(BadInput(detail).into()),
             Outcome::Pending => std::thread::sleep(std::time::Duration::from_millis(200)),
             Outcome::Gone => {
-                return Err(anyhow::anyhow!("the deployment of {} was replaced or withdrawn meanwhile", args.site));
+                return Err(anyhow::anyhow!("the deployment of {site} was replaced or withdrawn meanwhile"));
             }
         }
     }
     Err(anyhow::anyhow!(
-        "no agent answered within {} s: is `commons up` running on this data? The request stays; it will be deployed when one runs",
-        args.timeout
+        "no agent answered within {timeout} s: is `commons up` running on this data? The request stays; it will be deployed when one runs"
     ))
 }
 

@@ -67,3 +67,99 @@ fn what_a_site_keeps_outlives_an_update_and_a_restart_and_it_runs_on_one_node() 
     child.kill().unwrap();
     child.wait().unwrap();
 }
+
+/// A site's settings: its manifest's `[env]` (a plain default, a secret
+/// the platform makes once and keeps, sealed), what its operator sets over
+/// them (`commons config`), each change rolled out with no failed request,
+/// a secret rotated by unsetting it, all kept across a platform restart.
+#[test]
+fn a_sites_settings_and_secrets_are_made_once_kept_changed_and_rotated_without_downtime() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    assert!(run(&data, &["node", "add", "pat-1", "--provider", "pat"]).status.success());
+    let (mut child, listen) = up(&data);
+    let host = format!("keeper.commons.localhost:{}", listen.port());
+    let app = keeper(dir.path(), "1.0.0");
+    let deploy = |app: &Path| {
+        run(
+            &data,
+            &[
+                "deploy",
+                "keeper",
+                "--operator",
+                "kim",
+                "--anonymous",
+                "--node",
+                "pat-1",
+                "--app",
+                app.to_str().unwrap(),
+            ],
+        )
+    };
+    assert!(deploy(&app).status.success());
+    let env = |listen: std::net::SocketAddr| -> (String, String) {
+        let host = format!("keeper.commons.localhost:{}", listen.port());
+        let body = http(listen, "GET", &host, "/env", &[], "").body;
+        let (title, secret) = body.rsplit_once(' ').unwrap_or_else(|| panic!("{body:?}"));
+        (title.to_owned(), secret.to_owned())
+    };
+    let (title, secret) = env(listen);
+    assert_eq!(title, "Kept things");
+    assert!(secret.len() == 64 && secret.bytes().all(|b| b.is_ascii_hexdigit()), "{secret}");
+    assert!(deploy(&keeper(dir.path(), "1.1.0")).status.success());
+    assert_eq!(env(listen).1, secret, "a secret is made once per site");
+
+    // Changed by its operator, under traffic: rolled, nothing failed.
+    let stop = Arc::new(AtomicBool::new(false));
+    let failed = Arc::new(AtomicU32::new(0));
+    let traffic = {
+        let (stop, failed, host) = (stop.clone(), failed.clone(), host.clone());
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                if http(listen, "GET", &host, "/env", &[], "").status != 200 {
+                    failed.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        })
+    };
+    let set = run(&data, &["config", "set", "keeper", "TITLE=Our things"]);
+    assert!(set.status.success(), "{}", String::from_utf8_lossy(&set.stderr));
+    stop.store(true, Ordering::Relaxed);
+    traffic.join().unwrap();
+    assert_eq!(failed.load(Ordering::Relaxed), 0, "requests failed while the settings rolled out");
+    assert_eq!(env(listen), ("Our things".to_owned(), secret.clone()));
+    let listed = String::from_utf8(run(&data, &["config", "list", "keeper"]).stdout).unwrap();
+    assert_eq!(listed, "SECRET_KEY=(secret, generated, 64 characters)\nTITLE=Our things\n");
+    assert!(!listed.contains(&secret));
+
+    // Rotated: unset, made anew.
+    assert!(run(&data, &["config", "unset", "keeper", "SECRET_KEY"]).status.success());
+    let rotated = env(listen).1;
+    assert!(rotated != secret && rotated.len() == 64, "{rotated}");
+
+    // Refused, changing nothing.
+    for args in [
+        &["config", "set", "keeper", "PORT=1"][..],
+        &["config", "set", "keeper", "TITLE"],
+        &["config", "set", "nosuch", "TITLE=x"],
+        &["config", "unset", "keeper", "NEVER_SET"],
+    ] {
+        let refused = run(&data, args);
+        assert_eq!(refused.status.code(), Some(2), "{args:?}: {}", String::from_utf8_lossy(&refused.stderr));
+    }
+
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let (mut child, listen) = up(&data);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let host2 = format!("keeper.commons.localhost:{}", listen.port());
+    while http(listen, "GET", &host2, "/healthz", &[], "").status != 200 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(env(listen), ("Our things".to_owned(), rotated), "kept across a restart");
+    child.kill().unwrap();
+    child.wait().unwrap();
+}

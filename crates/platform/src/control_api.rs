@@ -434,8 +434,9 @@ impl ControlApi {
             assigned
                 .into_iter()
                 .filter_map(|a| {
-                    let bundle = shared.apps.get(&(a.site.clone(), a.generation))?.bundle.clone()?;
-                    Some(WireAssignment { site: a.site, generation: a.generation, bundle })
+                    let app = shared.apps.get(&(a.site.clone(), a.generation))?;
+                    let (bundle, env) = (app.bundle.clone()?, app.env.clone());
+                    Some(WireAssignment { site: a.site, generation: a.generation, bundle, env })
                 })
                 .collect()
         };

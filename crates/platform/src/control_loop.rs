@@ -28,6 +28,9 @@ const METER_EVERY: Duration = Duration::from_secs(10);
 pub(crate) struct App {
     pub dir: PathBuf,
     pub manifest: Result<Manifest, String>,
+    /// The site's settings for this generation (`config::resolve`), fixed
+    /// when it was first seen: a change of them is a new generation.
+    pub env: Vec<(String, String)>,
     /// The app's bundle id, once packed for a joined node.
     pub bundle: Option<String>,
 }
@@ -197,11 +200,31 @@ pub(crate) async fn once(
             .map(|(site, generation, dir)| {
                 let dir = PathBuf::from(dir);
                 let manifest = Manifest::load(&dir.join("commons.toml")).map_err(|e| e.to_string());
-                ((site, generation), App { dir, manifest, bundle: None })
+                ((site, generation), App { dir, manifest, env: Vec::new(), bundle: None })
             })
             .collect::<Vec<_>>()
     })
     .await?;
+    // Their settings, on the store's thread (secrets are made there once).
+    // A site whose settings cannot be read fails to deploy, saying why.
+    let loaded = if loaded.is_empty() {
+        loaded
+    } else {
+        store
+            .call(move |s| {
+                let mut loaded = loaded;
+                for ((site, _), app) in &mut loaded {
+                    if let Ok(manifest) = &app.manifest {
+                        match crate::config::resolve(s, site, manifest) {
+                            Ok(env) => app.env = env,
+                            Err(e) => app.manifest = Err(format!("the site's settings: {e:#}")),
+                        }
+                    }
+                }
+                anyhow::Ok(loaded)
+            })
+            .await?
+    };
     let locals_handle = locals.clone();
     let mut locals = locals.lock().await;
     let local_nodes: Vec<NodeRecord> = nodes.iter().filter(|n| !n.remote).cloned().collect();
@@ -273,7 +296,7 @@ pub(crate) async fn once(
                     .flatten()
                     .filter_map(|a| {
                         let app = shared.apps.get(&(a.site.clone(), a.generation))?;
-                        Some((a.clone(), Source::Dir(app.dir.clone())))
+                        Some((a.clone(), Source { dir: app.dir.clone(), env: app.env.clone() }))
                     })
                     .collect();
                 (n.id.clone(), assigned)

@@ -25,6 +25,7 @@
 
 #![forbid(unsafe_code)]
 
+mod config;
 mod control_api;
 mod control_loop;
 pub mod deploy;

@@ -33,6 +33,10 @@
 //!
 //! [network]
 //! outside = true                         # may reach the outside network (through the egress proxy)
+//!
+//! [env]                                  # the app's own settings, in its environment
+//! TITLE = "Our notes"                    # a plain value (an operator may change it)
+//! SECRET_KEY = { generate = "secret" }   # made once per site (64 hex digits), kept, sealed
 //! ```
 
 use std::path::Path;
@@ -61,6 +65,37 @@ pub struct Manifest {
     /// It keeps files in `$COMMONS_STATE_DIR`, which outlive its instances
     /// (so it runs on one node at a time).
     pub state: bool,
+    /// Its own settings, by name, in its environment.
+    pub env: Vec<(String, EnvValue)>,
+}
+
+/// A setting of an app's `[env]`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum EnvValue {
+    /// This value, unless the site's operator set another.
+    Plain(String),
+    /// A secret the platform makes once per site (32 random bytes, as 64
+    /// hex digits) and keeps, sealed.
+    Secret,
+}
+
+/// Whether `name` may be an app's setting: a shell variable's name, not
+/// one of the platform's (`PORT`, `HOME`, `PATH`, `COMMONS_*`,
+/// `DATABASE_URL`, the proxies') nor one the runtime's environment
+/// allow-list passes (`INHERITED_ENV`).
+pub fn check_env_name(name: &str) -> Result<(), String> {
+    let shaped = name.len() <= 64
+        && name.bytes().next().is_some_and(|b| b.is_ascii_alphabetic() || b == b'_')
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+    if !shaped {
+        return Err(format!("{name:?} must be a variable name: letters, digits and '_', not starting with a digit"));
+    }
+    let upper = name.to_ascii_uppercase();
+    let platforms = ["PORT", "HOME", "PATH", "DATABASE_URL", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY"];
+    if upper.starts_with("COMMONS_") || platforms.contains(&upper.as_str()) || crate::INHERITED_ENV.contains(&name) {
+        return Err(format!("{name:?} is the platform's to set"));
+    }
+    Ok(())
 }
 
 /// What an app may reach besides the platform's internal listener.
@@ -220,6 +255,21 @@ struct ManifestToml {
     network: NetworkToml,
     #[serde(default)]
     state: bool,
+    #[serde(default)]
+    env: std::collections::BTreeMap<String, EnvToml>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum EnvToml {
+    Plain(String),
+    Generate(GenerateToml),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GenerateToml {
+    generate: String,
 }
 
 #[derive(Default, Deserialize)]
@@ -383,6 +433,21 @@ impl Manifest {
         if let Some(percent) = resources.cpu_percent.filter(|p| !(1..=100_000).contains(p)) {
             return Err(error("resources.cpu_percent", format!("{percent} must be from 1 to 100000")));
         }
+        let mut env = Vec::new();
+        for (name, value) in raw.env {
+            check_env_name(&name).map_err(|reason| error(&format!("env.{name}"), reason))?;
+            let value = match value {
+                EnvToml::Plain(value) => EnvValue::Plain(value),
+                EnvToml::Generate(GenerateToml { generate }) if generate == "secret" => EnvValue::Secret,
+                EnvToml::Generate(GenerateToml { generate }) => {
+                    return Err(error(
+                        &format!("env.{name}"),
+                        format!("generate = {generate:?}: only \"secret\" is made"),
+                    ));
+                }
+            };
+            env.push((name, value));
+        }
         Ok(Manifest {
             name: raw.name,
             version: raw.version,
@@ -407,6 +472,7 @@ impl Manifest {
             resources,
             network: Network { outside: raw.network.outside },
             state: raw.state,
+            env,
         })
     }
 }
@@ -500,6 +566,16 @@ premium_prefixes = ["/export"]
     }
 
     #[test]
+    fn settings_are_plain_values_or_secrets_the_platform_makes() {
+        let text = format!("{GOOD}[env]\nTITLE = \"Our notes\"\nSECRET_KEY = {{ generate = \"secret\" }}\n");
+        let m = Manifest::parse("notes.toml", &text).unwrap();
+        assert_eq!(
+            m.env,
+            [("SECRET_KEY".into(), EnvValue::Secret), ("TITLE".into(), EnvValue::Plain("Our notes".into()))]
+        );
+    }
+
+    #[test]
     fn a_premium_prefix_may_hold_a_comma() {
         let m = Manifest::parse("notes.toml", &GOOD.replace("[\"/export\"]", "[\"/export,csv\", \"/pro\"]")).unwrap();
         assert_eq!(m.tier.premium_prefixes, ["/export,csv", "/pro"]);
@@ -521,6 +597,10 @@ premium_prefixes = ["/export"]
             (GOOD.replace("[tier]", "[tier]\nfree_concurrent_requests = -1"), "line 13: invalid value"),
             (GOOD.replace("[\"/export\"]", "[\"export\"]"), "tier.premium_prefixes: \"export\" must start with /"),
             (GOOD.replace("[tier]", "[resources]\nprocesses = 100000\n[tier]"), "resources.processes"),
+            (format!("{GOOD}[env]\nPORT = \"1\"\n"), "env.PORT: \"PORT\" is the platform's to set"),
+            (format!("{GOOD}[env]\nCOMMONS_SITE = \"x\"\n"), "env.COMMONS_SITE"),
+            (format!("{GOOD}[env]\n\"1X\" = \"x\"\n"), "env.1X: \"1X\" must be a variable name"),
+            (format!("{GOOD}[env]\nKEY = {{ generate = \"password\" }}\n"), "env.KEY: generate = \"password\""),
         ];
         for (text, expected) in cases {
             let error = Manifest::parse("notes.toml", &text).unwrap_err().to_string();

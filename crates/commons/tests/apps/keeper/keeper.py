@@ -1,4 +1,5 @@
-"""Keeps each POSTed body as a line of $COMMONS_STATE_DIR/kept.txt; GET / shows them."""
+"""Keeps each POSTed body as a line of $COMMONS_STATE_DIR/kept.txt; GET / shows them,
+GET /env its settings TITLE and SECRET_KEY."""
 import os
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -9,7 +10,12 @@ class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
 
     def do_GET(self):
-        body = b"ok" if self.path == "/healthz" else (open(KEPT, "rb").read() if os.path.exists(KEPT) else b"")
+        if self.path == "/env":
+            body = ("%s %s" % (os.environ.get("TITLE"), os.environ.get("SECRET_KEY"))).encode()
+        elif self.path == "/healthz":
+            body = b"ok"
+        else:
+            body = open(KEPT, "rb").read() if os.path.exists(KEPT) else b""
         self.reply(body)
 
     def do_POST(self):
