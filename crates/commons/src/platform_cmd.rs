@@ -55,6 +55,14 @@ pub enum SiteCommand {
         /// healthy when it accepts connections)
         #[arg(long, value_name = "PATH")]
         health_path: Option<String>,
+        /// Pass `Authorization` headers that are not platform tokens to the
+        /// site (apps that authenticate on their own: CalDAV, registries)
+        #[arg(long)]
+        pass_authorization: bool,
+        /// A header the site reads the user from, given the user's
+        /// per-site pseudonym (e.g. X-Remote-User)
+        #[arg(long, value_name = "NAME")]
+        user_header: Option<String>,
     },
     /// Remove a site
     Remove { id: String },
@@ -264,6 +272,8 @@ pub fn site(command: SiteCommand, store_args: &StoreArgs) -> anyhow::Result<()> 
             provider_share_bps,
             developer_share_bps,
             health_path,
+            pass_authorization,
+            user_header,
         } => {
             if id.is_empty() || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
                 return Err(BadInput(format!(
@@ -297,6 +307,13 @@ pub fn site(command: SiteCommand, store_args: &StoreArgs) -> anyhow::Result<()> 
                 developer_share_bps,
                 providers,
                 health_path,
+                pass_authorization,
+                user_header: match user_header {
+                    Some(name) => {
+                        Some(gateway::check_user_header(&name).map_err(|e| BadInput(format!("--user-header {e}")))?)
+                    }
+                    None => None,
+                },
             };
             // Refused now what could not be settled at the month's end.
             let spec = platform::metered::site_spec(&record);

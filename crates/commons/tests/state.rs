@@ -50,6 +50,25 @@ fn what_a_site_keeps_outlives_an_update_and_a_restart_and_it_runs_on_one_node() 
     let deployed = deploy(&keeper(dir.path(), "1.0.0"), &["pat-1"]);
     assert!(deployed.status.success(), "{}", String::from_utf8_lossy(&deployed.stderr));
     assert_eq!(http(listen, "POST", &host, "/", &[], "first").body, "kept");
+    // It keeps its own authentication: its clients' Basic credentials
+    // reach it, the platform's token never does, and it reads the user's
+    // pseudonym, never a name a client wrote, from its header.
+    let token = String::from_utf8(run(&data, &["token", "add", "zoe"]).stdout).unwrap();
+    let bearer = format!("Bearer {}", token.trim());
+    let basic = [("Authorization", "Basic em9lOmNhbGRhdg=="), ("X-Remote-User", "admin")];
+    assert_eq!(http(listen, "GET", &host, "/auth", &basic, "").body, "Basic em9lOmNhbGRhdg==|");
+    let as_zoe = || {
+        let headers = [("Authorization", bearer.as_str()), ("X-Remote-User", "admin")];
+        http(listen, "GET", &host, "/auth", &headers, "").body
+    };
+    // The new token reaches the gateway with the registry's next reload.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while as_zoe().ends_with('|') && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let as_zoe = as_zoe();
+    let (authorization, user) = as_zoe.split_once('|').unwrap();
+    assert!(authorization.is_empty() && user.len() == 32 && user != "zoe", "{as_zoe}");
     let updated = deploy(&keeper(dir.path(), "1.1.0"), &["pat-1"]);
     assert!(updated.status.success(), "{}", String::from_utf8_lossy(&updated.stderr));
     assert_eq!(http(listen, "GET", &host, "/", &[], "").body, "first\n", "kept across the update");

@@ -62,7 +62,7 @@ pub use identity::{
 };
 pub use limits::TierPolicy;
 pub use metrics::Metrics;
-pub use pipeline::pseudonym;
+pub use pipeline::{check_user_header, pseudonym};
 pub use provenance::{Origin, ProvenanceError, TOKEN_LIFETIME_MS};
 pub use routes::{Routes, SiteRoute};
 pub use server::{Gateway, RunningGateway, WORKERS_MAX};

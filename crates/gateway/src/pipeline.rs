@@ -163,6 +163,9 @@ pub(crate) struct Admitted<'g> {
     provenance: Option<String>,
     /// `x-forwarded-proto`: the scheme users reach the gateway by.
     scheme: &'g str,
+    /// The request's (first) `Authorization` goes to the site: the site
+    /// takes them, and it is not the platform's credential.
+    pass_authorization: bool,
     _in_flight: Option<InFlight<'g>>,
     _live: Option<Live<'g>>,
 }
@@ -290,17 +293,23 @@ impl Pipeline {
         // Who: a token's or a session's user on the public listener; on the
         // internal one, the user of the request whose provenance the call
         // carries.
+        let mut platform_credential = false;
         let (identity, origin) = match listener {
             Listener::Public => {
                 let identities = self.identities.load();
-                let identity: Option<Arc<Identity>> =
-                    match facts.authorization.and_then(|value| value.strip_prefix("Bearer ")) {
-                        Some(token) => memo.token_identity(&identities, token.trim()),
-                        None => facts.site_cookie[usize::from(self.config.public_scheme == "https")]
-                            .once()
-                            .and_then(|token| self.sessions.user(token, Some(&route.site), self.clock.now_ms()))
-                            .and_then(|user| identities.user(&user).cloned()),
-                    };
+                let bearer = facts.authorization.and_then(|value| value.strip_prefix("Bearer ")).map(str::trim);
+                let by_token = bearer.and_then(|token| memo.token_identity(&identities, token));
+                // The platform's credential: a token it knows, or one in
+                // its tokens' form (a revoked one): never a site's to see.
+                platform_credential = by_token.is_some() || bearer.is_some_and(|t| t.starts_with(TOKEN_PREFIX));
+                let identity: Option<Arc<Identity>> = if platform_credential {
+                    by_token
+                } else {
+                    facts.site_cookie[usize::from(self.config.public_scheme == "https")]
+                        .once()
+                        .and_then(|token| self.sessions.user(token, Some(&route.site), self.clock.now_ms()))
+                        .and_then(|user| identities.user(&user).cloned())
+                };
                 if identity.is_none() && !route.anonymous {
                     if facts.wants_html {
                         // To the site's own `/.commons/login`, which sets
@@ -369,6 +378,10 @@ impl Pipeline {
             _ => (None, None),
         };
         let scheme = &self.config.public_scheme;
+        let pass_authorization = route.pass_authorization
+            && listener == Listener::Public
+            && facts.authorization.is_some()
+            && !platform_credential;
         Ok(Admitted {
             route,
             identity,
@@ -377,6 +390,7 @@ impl Pipeline {
             pseudonym,
             provenance,
             scheme,
+            pass_authorization,
             _in_flight: in_flight,
             _live: live,
         })
@@ -540,13 +554,22 @@ pub(crate) fn upstream_head<'h>(
     }
     let named = if facts.connection_names { connection_named(headers.clone()) } else { Vec::new() };
     let forwarded = |name: &str| named.is_empty() || !named.iter().any(|n| n.eq_ignore_ascii_case(name));
+    let user_header = admitted.route.user_header.as_deref().map(str::as_bytes);
+    // The site's user header is the gateway's to write, in any spelling.
+    let users = |name: &str| user_header.is_some_and(|h| name.len() == h.len() && folded_prefix(name.as_bytes(), h));
     let mut cookies = false;
+    let mut authorization = admitted.pass_authorization;
     for (name, value) in headers.clone() {
         match kind(name) {
             Kind::Other | Kind::Accept | Kind::Expect => {
-                if forwarded(name) {
+                if forwarded(name) && !users(name) {
                     out.header(name, value);
                 }
+            }
+            // The first only: the one judged not the platform's.
+            Kind::Authorization if authorization && forwarded(name) => {
+                out.header(name, value);
+                authorization = false;
             }
             Kind::Cookie => cookies = true,
             Kind::Host
@@ -575,6 +598,9 @@ pub(crate) fn upstream_head<'h>(
     }
     if let Some(pseudonym) = &admitted.pseudonym {
         out.header("x-commons-user", pseudonym.as_bytes());
+        if let Some(header) = &admitted.route.user_header {
+            out.header(header, pseudonym.as_bytes());
+        }
     }
     out.header("x-forwarded-proto", admitted.scheme.as_bytes());
     out.header("x-commons-tier", admitted.tier.as_bytes());
@@ -682,6 +708,27 @@ impl Memo {
             }
         }
     }
+}
+
+/// What the platform's API tokens begin with (`store::Store::add_token`):
+/// such a bearer is the platform's credential, valid or not.
+const TOKEN_PREFIX: &str = "oc_";
+
+/// A header a site's apps may read their user from (a trusted reverse
+/// proxy's: `X-Remote-User`, `Remote-User`, …), lowercase, or why not: a
+/// header name (letters, digits, `-`), none the gateway gives a meaning of
+/// its own to (`x-commons-*`, a proxy's, framing, hop-by-hop, cookies,
+/// `Authorization`, `Host`).
+pub fn check_user_header(name: &str) -> Result<String, String> {
+    let shaped = (1..=64).contains(&name.len()) && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
+    if !shaped {
+        return Err(format!("{name:?} must be a header name: 1 to 64 letters, digits and '-'"));
+    }
+    let lower = name.to_ascii_lowercase();
+    if kind(&lower) != Kind::Other {
+        return Err(format!("{name:?} is a header the gateway gives a meaning of its own"));
+    }
+    Ok(lower)
 }
 
 /// The headers the pipeline treats apart from the rest.

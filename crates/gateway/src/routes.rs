@@ -26,6 +26,13 @@ pub struct SiteRoute {
     /// The path that answers 2xx when an instance is healthy; none: an
     /// instance is healthy when it accepts connections.
     pub health_path: Option<String>,
+    /// The site's apps authenticate on their own: an `Authorization`
+    /// header that is not the platform's credential reaches them.
+    pub pass_authorization: bool,
+    /// A header (lowercase) the site's apps read their user from: the
+    /// gateway writes the user's per-site pseudonym there, and drops it, in
+    /// every spelling, from what clients send (see `check_user_header`).
+    pub user_header: Option<String>,
     next: AtomicUsize,
 }
 
@@ -53,6 +60,8 @@ impl SiteRoute {
             anonymous,
             policy: TierPolicy::default(),
             health_path: None,
+            pass_authorization: false,
+            user_header: None,
             next: AtomicUsize::new(0),
         }
     }
@@ -60,6 +69,15 @@ impl SiteRoute {
     /// The same route with a tier policy.
     pub fn with_policy(mut self, policy: TierPolicy) -> SiteRoute {
         self.policy = policy;
+        self
+    }
+
+    /// The same route with the site's own authentication: `Authorization`
+    /// passed through, and the user's pseudonym in `user_header` (checked
+    /// with `check_user_header`).
+    pub fn with_auth(mut self, pass_authorization: bool, user_header: Option<String>) -> SiteRoute {
+        self.pass_authorization = pass_authorization;
+        self.user_header = user_header;
         self
     }
 

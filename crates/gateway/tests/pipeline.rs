@@ -529,3 +529,69 @@ async fn a_site_that_switches_protocols_unasked_is_a_502() {
         assert_eq!(answer.map(|a| a.status), Some(502), "{name}");
     }
 }
+
+/// A site whose apps authenticate on their own gets the `Authorization`
+/// its clients send (CalDAV's Basic, an app's own bearer tokens), never a
+/// platform token: not one the platform knows, not one in its form, not a
+/// second `Authorization` line behind the first.
+#[tokio::test]
+async fn a_site_may_take_its_own_authorization_but_never_the_platforms_credentials() {
+    for (name, engine) in engines().await {
+        let mut routes = Routes::new("commons.localhost");
+        routes.add_site(SiteRoute::new("wiki", &[engine.site], true).with_auth(true, None), &[]);
+        routes.add_site(SiteRoute::new("blog", &[engine.site], true), &[]);
+        engine.handle.set_routes(routes);
+        let send = |host: &str, auth: &str| format!("GET / HTTP/1.1\r\nHost: {host}.commons.localhost\r\n{auth}\r\n");
+        let cases = [
+            ("wiki", "Authorization: Basic YWxpY2U6c2VjcmV0\r\n", vec!["Basic YWxpY2U6c2VjcmV0"], "anonymous"),
+            ("wiki", "Authorization: Bearer the-apps-own\r\n", vec!["Bearer the-apps-own"], "anonymous"),
+            // The platform's: a token it knows (alice's), or one in its form.
+            ("wiki", "Authorization: Bearer alice-token\r\n", vec![], "free"),
+            ("wiki", "Authorization: Bearer oc_00ff00ff\r\n", vec![], "anonymous"),
+            // A second line behind a site's own goes nowhere.
+            (
+                "wiki",
+                "Authorization: Basic eDp5\r\nAuthorization: Bearer alice-token\r\n",
+                vec!["Basic eDp5"],
+                "anonymous",
+            ),
+            // A site that does not take them gets none.
+            ("blog", "Authorization: Basic YWxpY2U6c2VjcmV0\r\n", vec![], "anonymous"),
+        ];
+        for (site, auth, expected, tier) in cases {
+            let answer = exchange(engine.gateway.addr, send(site, auth).as_bytes()).await;
+            assert_eq!(answer.map(|a| a.status), Some(200), "{name}: {site} {auth:?}");
+            let seen = engine.next_seen().await.expect("the site saw the request");
+            assert_eq!(seen.values("authorization"), expected, "{name}: {site} {auth:?}: {seen:?}");
+            assert_eq!(seen.values("x-commons-tier"), [tier], "{name}: {site} {auth:?}");
+        }
+    }
+}
+
+/// A site that reads its user from a header of its choosing gets the
+/// user's per-site pseudonym there, and never what a client wrote there,
+/// in any spelling a framework folds into it.
+#[tokio::test]
+async fn a_sites_user_header_holds_the_pseudonym_and_never_what_a_client_wrote() {
+    let forged = "X-Remote-User: admin\r\nx_remote_user: admin\r\nX.Remote.User: admin\r\nx-remote+user: admin\r\n";
+    for (name, engine) in engines().await {
+        let mut routes = Routes::new("commons.localhost");
+        let header = gateway::check_user_header("X-Remote-User").unwrap();
+        routes.add_site(SiteRoute::new("wiki", &[engine.site], true).with_auth(false, Some(header)), &[]);
+        engine.handle.set_routes(routes);
+        for (auth, user) in [("", false), ("Authorization: Bearer alice-token\r\n", true)] {
+            let request = format!("GET / HTTP/1.1\r\nHost: wiki.commons.localhost\r\n{auth}{forged}\r\n");
+            assert_eq!(exchange(engine.gateway.addr, request.as_bytes()).await.map(|a| a.status), Some(200), "{name}");
+            let seen = engine.next_seen().await.expect("the site saw the request");
+            let pseudonym = seen.values("x-commons-user");
+            assert_eq!(seen.values("x-remote-user"), pseudonym, "{name}: {seen:?}");
+            assert_eq!(pseudonym.len(), usize::from(user), "{name}: {seen:?}");
+            for (header, value) in &seen.headers {
+                assert!(!String::from_utf8_lossy(value).contains("admin"), "{name}: {header} reached the site");
+            }
+        }
+    }
+    for refused in ["X-Commons-User", "x_forwarded_user", "Authorization", "Cookie", "Host", "X Remote", ""] {
+        assert!(gateway::check_user_header(refused).is_err(), "{refused:?}");
+    }
+}

@@ -478,6 +478,10 @@ pub(crate) fn site_record(
         developer_share_bps: d.developer_share_bps,
         providers: providers_of(d, nodes),
         health_path: Some(manifest.health.path.clone()),
+        pass_authorization: manifest.auth.pass_authorization,
+        // Checked by `deploy::check`; a name the gateway would refuse is
+        // never routed to.
+        user_header: manifest.auth.user_header.as_deref().and_then(|h| gateway::check_user_header(h).ok()),
     }
 }
 

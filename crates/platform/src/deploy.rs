@@ -14,6 +14,10 @@ pub fn check(store: &mut Store, d: &DeploymentRecord, manifest: &Manifest) -> an
     if d.nodes.is_empty() {
         return Err(BadInput("a site needs at least one node (--node)".into()).into());
     }
+    if let Some(header) = &manifest.auth.user_header {
+        gateway::check_user_header(header)
+            .map_err(|e| BadInput(format!("the app is refused: auth.user_header {e}")))?;
+    }
     // Its files are in one place: two instances would each write their own.
     if manifest.state && d.nodes.len() > 1 {
         return Err(BadInput(format!(

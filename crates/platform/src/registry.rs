@@ -53,7 +53,8 @@ pub(crate) fn load_registry(store: &mut Store, domain: &str) -> anyhow::Result<(
         };
         let route = SiteRoute::new(&site.id, &site.instances, site.anonymous)
             .with_policy(policy)
-            .with_health_path(site.health_path.clone());
+            .with_health_path(site.health_path.clone())
+            .with_auth(site.pass_authorization, site.user_header.clone());
         for host in routes.add_site(route, &hosts) {
             tracing::warn!(site = %site.id, host = %host, "host not routed: it is under the platform domain or another site's");
         }

@@ -34,6 +34,10 @@
 //! [network]
 //! outside = true                         # may reach the outside network (through the egress proxy)
 //!
+//! [auth]                                 # the app's own authentication, when it has one
+//! pass_authorization = true              # `Authorization` headers not the platform's reach it
+//! user_header = "X-Remote-User"          # the user's per-site pseudonym, in this header
+//!
 //! [env]                                  # the app's own settings, in its environment
 //! TITLE = "Our notes"                    # a plain value (an operator may change it)
 //! SECRET_KEY = { generate = "secret" }   # made once per site (64 hex digits), kept, sealed
@@ -67,6 +71,19 @@ pub struct Manifest {
     pub state: bool,
     /// Its own settings, by name, in its environment.
     pub env: Vec<(String, EnvValue)>,
+    pub auth: Auth,
+}
+
+/// How an app that authenticates on its own is given what it needs.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Auth {
+    /// `Authorization` headers that are not the platform's own tokens
+    /// reach it (CalDAV, WebDAV, package registries, its own API tokens).
+    pub pass_authorization: bool,
+    /// A header it trusts for the user (a reverse proxy's), given the
+    /// user's per-site pseudonym, never the user's name. The gateway checks
+    /// the name is one it gives no meaning of its own.
+    pub user_header: Option<String>,
 }
 
 /// A setting of an app's `[env]`.
@@ -257,6 +274,16 @@ struct ManifestToml {
     state: bool,
     #[serde(default)]
     env: std::collections::BTreeMap<String, EnvToml>,
+    #[serde(default)]
+    auth: AuthToml,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AuthToml {
+    #[serde(default)]
+    pass_authorization: bool,
+    user_header: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -473,6 +500,7 @@ impl Manifest {
             network: Network { outside: raw.network.outside },
             state: raw.state,
             env,
+            auth: Auth { pass_authorization: raw.auth.pass_authorization, user_header: raw.auth.user_header },
         })
     }
 }

@@ -235,6 +235,15 @@ const MIGRATIONS: &[Migration] = &[
     );
 ",
     ),
+    // A site's apps may keep their own authentication (`Authorization`
+    // headers that are not the platform's) and read the user's per-site
+    // pseudonym from a header of their choosing.
+    Migration::Sql(
+        "
+    ALTER TABLE sites ADD COLUMN pass_authorization BIGINT NOT NULL DEFAULT 0;
+    ALTER TABLE sites ADD COLUMN user_header TEXT NOT NULL DEFAULT '';
+",
+    ),
 ];
 
 /// The number of the last migration: the schema version a store opened by

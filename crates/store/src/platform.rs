@@ -42,6 +42,12 @@ pub struct SiteRecord {
     pub providers: Vec<(String, u64)>,
     /// The path that answers 2xx when an instance is healthy, if any.
     pub health_path: Option<String>,
+    /// `Authorization` headers that are not the platform's own tokens go
+    /// to the site (its apps authenticate by them: CalDAV, registries).
+    pub pass_authorization: bool,
+    /// A header the site's apps read the user from (a trusted
+    /// reverse-proxy header), given the user's per-site pseudonym.
+    pub user_header: Option<String>,
 }
 
 /// A developer project and what it depends on, with weights.
@@ -124,7 +130,7 @@ impl Store {
         self.backend.transaction(|tx| {
             tx.execute("DELETE FROM sites WHERE id = $1", &[Param::Text(&site.id)])?;
             tx.execute(
-                "INSERT INTO sites (id, anonymous, free_requests_per_minute, free_concurrent_requests, operator, project, provider_share_bps, developer_share_bps, health_path) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                "INSERT INTO sites (id, anonymous, free_requests_per_minute, free_concurrent_requests, operator, project, provider_share_bps, developer_share_bps, health_path, pass_authorization, user_header) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
                 &[
                     Param::Text(&site.id),
                     Param::Int(i64::from(site.anonymous)),
@@ -135,6 +141,8 @@ impl Store {
                     Param::Int(i64::from(site.provider_share_bps)),
                     Param::Int(i64::from(site.developer_share_bps)),
                     Param::Text(site.health_path.as_deref().unwrap_or("")),
+                    Param::Int(i64::from(site.pass_authorization)),
+                    Param::Text(site.user_header.as_deref().unwrap_or("")),
                 ],
             )?;
             lists::SITE_INSTANCES.put(tx, &site.id, instances.iter().map(String::as_str))?;
@@ -246,9 +254,9 @@ impl Store {
         self.backend.read(|tx| {
             let rows = tx.query(
                 if removed_too {
-                    "SELECT id, anonymous, free_requests_per_minute, free_concurrent_requests, operator, project, provider_share_bps, developer_share_bps, health_path FROM sites ORDER BY id"
+                    "SELECT id, anonymous, free_requests_per_minute, free_concurrent_requests, operator, project, provider_share_bps, developer_share_bps, health_path, pass_authorization, user_header FROM sites ORDER BY id"
                 } else {
-                    "SELECT id, anonymous, free_requests_per_minute, free_concurrent_requests, operator, project, provider_share_bps, developer_share_bps, health_path FROM sites WHERE removed_ms = 0 ORDER BY id"
+                    "SELECT id, anonymous, free_requests_per_minute, free_concurrent_requests, operator, project, provider_share_bps, developer_share_bps, health_path, pass_authorization, user_header FROM sites WHERE removed_ms = 0 ORDER BY id"
                 },
                 &[],
             )?;
@@ -284,6 +292,8 @@ impl Store {
                         developer_share_bps: row.u32(7)?,
                         providers: providers.take_weighted(&id)?,
                         health_path: Some(row.text(8)?).filter(|p| !p.is_empty()),
+                        pass_authorization: row.bool(9)?,
+                        user_header: Some(row.text(10)?).filter(|h| !h.is_empty()),
                         id,
                     })
                 })

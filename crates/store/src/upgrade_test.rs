@@ -74,6 +74,8 @@ fn a_database_at_migration_9_opens_at_head_with_every_row_in_the_new_shape() {
             developer_share_bps: 0,
             providers: vec![],
             health_path: None,
+            pass_authorization: false,
+            user_header: None,
         };
         assert_eq!(
             store.sites().unwrap(),
@@ -97,6 +99,8 @@ fn a_database_at_migration_9_opens_at_head_with_every_row_in_the_new_shape() {
                     developer_share_bps: 2500,
                     providers: vec![("pat".into(), 3), ("pia".into(), 1)],
                     health_path: Some("/healthz".into()),
+                    pass_authorization: false,
+                    user_header: None,
                     ..site("wiki")
                 },
             ],

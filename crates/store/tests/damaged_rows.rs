@@ -234,6 +234,8 @@ fn fill(store: &mut Store) {
             developer_share_bps: 2500,
             providers: vec![("pat".into(), 3)],
             health_path: Some("/healthz".into()),
+            pass_authorization: false,
+            user_header: None,
         })
         .unwrap();
     store

@@ -30,6 +30,8 @@ fn sites_are_stored_replaced_and_removed_and_each_change_bumps_the_version() {
             developer_share_bps: 2500,
             providers: vec![("pat".into(), 3), ("pia".into(), 1)],
             health_path: Some("/healthz".into()),
+            pass_authorization: false,
+            user_header: None,
         };
         store.put_site(&wiki).unwrap();
         let chat = SiteRecord {
@@ -46,6 +48,8 @@ fn sites_are_stored_replaced_and_removed_and_each_change_bumps_the_version() {
             developer_share_bps: 2000,
             providers: vec![("pia".into(), 1)],
             health_path: None,
+            pass_authorization: false,
+            user_header: None,
         };
         store.put_site(&chat).unwrap();
         assert_eq!(store.sites().unwrap()[0], chat, "{}", s.name);
@@ -340,6 +344,8 @@ fn list_items_holding_commas_and_colons_read_back_whole_and_in_order() {
             developer_share_bps: 2000,
             providers: vec![("pia".into(), 1), ("pat:x,y".into(), 7)],
             health_path: None,
+            pass_authorization: false,
+            user_header: None,
         };
         store.put_site(&site).unwrap();
         assert_eq!(store.sites().unwrap(), vec![site], "{}", s.name);
@@ -382,6 +388,8 @@ fn writing_a_record_again_replaces_its_lists_and_removing_it_leaves_none_behind(
             developer_share_bps: 2000,
             providers: vec![("pat".into(), 1), ("pia".into(), 1)],
             health_path: None,
+            pass_authorization: false,
+            user_header: None,
         };
         store.put_site(&long).unwrap();
         let short = SiteRecord {

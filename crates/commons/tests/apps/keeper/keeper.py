@@ -1,5 +1,6 @@
 """Keeps each POSTed body as a line of $COMMONS_STATE_DIR/kept.txt; GET / shows them,
-GET /env its settings TITLE and SECRET_KEY."""
+GET /env its settings TITLE and SECRET_KEY, GET /auth the Authorization and
+X-Remote-User it was given."""
 import os
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -10,7 +11,9 @@ class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
 
     def do_GET(self):
-        if self.path == "/env":
+        if self.path == "/auth":
+            body = ("%s|%s" % (self.headers.get("Authorization", ""), self.headers.get("X-Remote-User", ""))).encode()
+        elif self.path == "/env":
             body = ("%s %s" % (os.environ.get("TITLE"), os.environ.get("SECRET_KEY"))).encode()
         elif self.path == "/healthz":
             body = b"ok"
