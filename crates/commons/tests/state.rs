@@ -179,6 +179,19 @@ fn a_sites_settings_and_secrets_are_made_once_kept_changed_and_rotated_without_d
         std::thread::sleep(Duration::from_millis(100));
     }
     assert_eq!(env(listen), ("Our things".to_owned(), rotated), "kept across a restart");
+
+    // Removed: nothing of it passes to a later site of the same id.
+    assert!(run(&data, &["undeploy", "keeper"]).status.success());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let history = || String::from_utf8(run(&data, &["history"]).stdout).unwrap();
+    while !history().contains("remove keeper") && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let history = history();
+    assert!(history.contains("remove keeper: stopped and unpublished; its 2 settings removed; its state set aside in DATA/removed/keeper."), "{history}");
+    assert!(!data.join("state/keeper").exists());
+    let aside = std::fs::read_dir(data.join("removed")).unwrap().flatten().next().unwrap().path();
+    assert!(aside.is_dir() && aside.file_name().unwrap().to_str().unwrap().starts_with("keeper."), "{aside:?}");
     child.kill().unwrap();
     child.wait().unwrap();
 }

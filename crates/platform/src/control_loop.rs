@@ -433,8 +433,25 @@ fn carry_out(
             Ok(false)
         }
         Action::Withdraw { site } => {
-            store.remove_site(site, now_ms())?;
-            store.record_history(now_ms(), "remove", site, "stopped and unpublished")?;
+            let at = now_ms();
+            store.remove_site(site, at)?;
+            // Nothing of it passes to a later site of the same id: its
+            // settings and secrets go, its state is set aside (kept for its
+            // operator, never a new site's).
+            let settings = store.remove_site_config(site)?;
+            let data = store.location().data_dir.clone();
+            let state = data.join("state").join(site);
+            let mut detail = "stopped and unpublished".to_owned();
+            if settings > 0 {
+                detail.push_str(&format!("; its {settings} settings removed"));
+            }
+            if state.exists() {
+                let aside = format!("removed/{site}.{at}");
+                std::fs::create_dir_all(data.join("removed"))?;
+                std::fs::rename(&state, data.join(&aside))?;
+                detail.push_str(&format!("; its state set aside in DATA/{aside}"));
+            }
+            store.record_history(at, "remove", site, &detail)?;
             Ok(true)
         }
     }

@@ -105,6 +105,14 @@ impl Store {
     }
 }
 
+impl Store {
+    /// Removes all of `site`'s configuration (the site is gone: its
+    /// secrets must not pass to a later site of the same id); how many.
+    pub fn remove_site_config(&mut self, site: &str) -> Result<u64, StoreError> {
+        self.backend.transaction(|tx| tx.execute("DELETE FROM site_config WHERE site = $1", &[Param::Text(site)]))
+    }
+}
+
 /// The row a value belongs to, as the cipher's associated data.
 fn associated(site: &str, name: &str) -> Vec<u8> {
     [b"onecommons site config v1\0".as_slice(), site.as_bytes(), b"\0", name.as_bytes()].concat()
