@@ -172,60 +172,6 @@ pub const PROCESSES_MAX: u64 = 4096;
 /// Most open files an app may ask for.
 pub const OPEN_FILES_MAX: u64 = 65_536;
 
-/// OSI-approved licenses, by SPDX id (opensource.org/licenses): the ones an
-/// app on OneCommons may carry.
-pub const OSI_APPROVED: &[&str] = &[
-    "0BSD",
-    "AFL-3.0",
-    "AGPL-3.0-only",
-    "AGPL-3.0-or-later",
-    "Apache-2.0",
-    "Artistic-2.0",
-    "BSD-1-Clause",
-    "BSD-2-Clause",
-    "BSD-2-Clause-Patent",
-    "BSD-3-Clause",
-    "BSL-1.0",
-    "CDDL-1.0",
-    "CECILL-2.1",
-    "ECL-2.0",
-    "EFL-2.0",
-    "EPL-1.0",
-    "EPL-2.0",
-    "EUPL-1.1",
-    "EUPL-1.2",
-    "GPL-2.0-only",
-    "GPL-2.0-or-later",
-    "GPL-3.0-only",
-    "GPL-3.0-or-later",
-    "ISC",
-    "LGPL-2.1-only",
-    "LGPL-2.1-or-later",
-    "LGPL-3.0-only",
-    "LGPL-3.0-or-later",
-    "LPPL-1.3c",
-    "MirOS",
-    "MIT",
-    "MIT-0",
-    "MPL-1.1",
-    "MPL-2.0",
-    "MS-PL",
-    "MS-RL",
-    "MulanPSL-2.0",
-    "NCSA",
-    "OFL-1.1",
-    "OSL-3.0",
-    "PHP-3.01",
-    "PostgreSQL",
-    "Python-2.0",
-    "UPL-1.0",
-    "Unicode-DFS-2016",
-    "Unlicense",
-    "W3C",
-    "Zlib",
-    "ZPL-2.1",
-];
-
 /// Licenses often mistaken for open source, with why they are not.
 const NOT_OPEN_SOURCE: &[(&str, &str)] = &[
     (
@@ -505,20 +451,72 @@ impl Manifest {
     }
 }
 
-/// Accepts an OSI-approved SPDX id; otherwise says why not.
+/// `license` with each word that is an SPDX id or operator in another case
+/// written as SPDX writes it, if that makes it an expression.
+fn as_written(license: &str) -> Option<String> {
+    let word = |w: &str| -> String {
+        if let Some(op) = ["AND", "OR", "WITH"].iter().find(|op| op.eq_ignore_ascii_case(w)) {
+            return (*op).to_owned();
+        }
+        let id = spdx::identifiers::LICENSES.iter().map(|l| l.0).find(|id| id.eq_ignore_ascii_case(w));
+        id.map_or_else(|| w.to_owned(), str::to_owned)
+    };
+    let mut meant = String::new();
+    let mut current = String::new();
+    for c in license.chars().chain(std::iter::once(' ')) {
+        if c.is_whitespace() || c == '(' || c == ')' {
+            if !current.is_empty() {
+                meant.push_str(&word(&current));
+                current.clear();
+            }
+            meant.push(c);
+        } else {
+            current.push(c);
+        }
+    }
+    let meant = meant.trim_end().to_owned();
+    (meant != license && spdx::Expression::parse(&meant).is_ok()).then_some(meant)
+}
+
+/// Accepts an SPDX license expression under which the app is open source:
+/// every license it must be taken under (`AND`), and one of each choice
+/// (`OR`), approved by the OSI by the SPDX list's own record (the `spdx`
+/// crate: the whole list, not a copy of ours); an exception (`WITH`) only
+/// grants more. Otherwise says why, naming the license at fault.
 pub fn check_license(license: &str) -> Result<(), String> {
-    if OSI_APPROVED.contains(&license) {
-        return Ok(());
+    let open = |id: spdx::LicenseId| id.is_osi_approved();
+    match spdx::Expression::parse(license) {
+        Ok(expression) => {
+            if expression.evaluate(|req| req.license.id().is_some_and(open)) {
+                return Ok(());
+            }
+            let named: Vec<String> = expression.requirements().map(|r| r.req.license.to_string()).collect();
+            let culprit = expression
+                .requirements()
+                .find(|r| !r.req.license.id().is_some_and(open))
+                .map_or_else(|| license.to_owned(), |r| r.req.license.to_string());
+            if let Some((_, why)) = NOT_OPEN_SOURCE.iter().find(|(id, _)| id.eq_ignore_ascii_case(&culprit)) {
+                return Err(format!("{license:?} is refused: {why}"));
+            }
+            let what =
+                if named.len() > 1 { format!("{license:?} needs {culprit:?}, which") } else { format!("{license:?}") };
+            Err(format!(
+                "{what} is not an OSI-approved open-source license (give SPDX ids or an expression of them, e.g. \"MIT\", \"Apache-2.0\", \"MIT OR Apache-2.0\")"
+            ))
+        }
+        Err(error) => {
+            if let Some((_, why)) = NOT_OPEN_SOURCE.iter().find(|(id, _)| id.eq_ignore_ascii_case(license)) {
+                return Err(format!("{license:?} is refused: {why}"));
+            }
+            if let Some(meant) = as_written(license) {
+                return Err(format!("{license:?} is not an SPDX expression as written; did you mean {meant:?}?"));
+            }
+            Err(format!(
+                "{license:?} is not an OSI-approved open-source license nor an SPDX expression ({}); give SPDX ids, e.g. \"MIT\", \"Apache-2.0\", \"AGPL-3.0-or-later\"",
+                error.reason
+            ))
+        }
     }
-    if let Some((_, why)) = NOT_OPEN_SOURCE.iter().find(|(id, _)| id.eq_ignore_ascii_case(license)) {
-        return Err(format!("{license:?} is refused: {why}"));
-    }
-    if let Some(id) = OSI_APPROVED.iter().find(|id| id.eq_ignore_ascii_case(license)) {
-        return Err(format!("{license:?} is not an SPDX id as written; did you mean {id:?}?"));
-    }
-    Err(format!(
-        "{license:?} is not an OSI-approved open-source license (give its SPDX id, e.g. \"MIT\", \"Apache-2.0\", \"AGPL-3.0-or-later\")"
-    ))
 }
 
 /// The rule for ids of apps, projects, sites, people and nodes: 1 to 64
@@ -601,6 +599,38 @@ premium_prefixes = ["/export"]
             m.env,
             [("SECRET_KEY".into(), EnvValue::Secret), ("TITLE".into(), EnvValue::Plain("Our notes".into()))]
         );
+    }
+
+    /// Licenses are SPDX expressions over the whole SPDX list: open source
+    /// when every license one must take (AND) and one of each choice (OR)
+    /// is OSI-approved.
+    #[test]
+    fn a_license_is_an_spdx_expression_open_source_on_every_path_one_must_take() {
+        for open in [
+            "MIT OR Apache-2.0",
+            "Zlib OR MIT",
+            "Apache-2.0 WITH LLVM-exception",
+            "MIT AND BSD-3-Clause",
+            "(MIT OR BUSL-1.1)",
+            "EUPL-1.2",
+            "MPL-2.0",
+        ] {
+            assert_eq!(check_license(open), Ok(()), "{open}");
+        }
+        let refused = [
+            ("MIT AND BUSL-1.1", "is refused: the Business Source License"),
+            ("SSPL-1.0 OR BUSL-1.1", "is refused: the Server Side Public License"),
+            ("CC-BY-NC-4.0", "is refused: non-commercial licenses are not open source"),
+            ("Beerware", "\"Beerware\" is not an OSI-approved"),
+            ("MIT AND Beerware", "needs \"Beerware\", which is not an OSI-approved"),
+            ("mit or apache-2.0", "did you mean \"MIT OR Apache-2.0\""),
+            ("LicenseRef-mine", "is not an OSI-approved"),
+            ("MIT OR", "nor an SPDX expression"),
+        ];
+        for (license, expected) in refused {
+            let said = check_license(license).unwrap_err();
+            assert!(said.contains(expected), "{license}: {said}");
+        }
     }
 
     #[test]
