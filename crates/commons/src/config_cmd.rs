@@ -43,15 +43,29 @@ pub fn run(command: ConfigCommand, store_args: &StoreArgs) -> anyhow::Result<()>
     match command {
         ConfigCommand::Set { site, values, secret, no_wait } => {
             known(&mut store, &site)?;
+            let existing = store.site_config(&site)?;
             let mut entries = Vec::new();
             for value in &values {
+                // (The value itself is never echoed: it may be a secret.)
                 let (name, value) =
-                    value.split_once('=').ok_or_else(|| BadInput(format!("{value:?} is not NAME=VALUE")))?;
+                    value.split_once('=').ok_or_else(|| BadInput("a setting is NAME=VALUE".to_owned()))?;
                 runtime::check_env_name(name).map_err(BadInput)?;
-                if value.len() > store::CONFIG_VALUE_BYTES_MAX {
-                    return Err(BadInput(format!("{name}: longer than {} bytes", store::CONFIG_VALUE_BYTES_MAX)).into());
+                if value.len() > runtime::ENV_VALUE_BYTES_MAX {
+                    return Err(BadInput(format!("{name}: longer than {} bytes", runtime::ENV_VALUE_BYTES_MAX)).into());
                 }
-                entries.push(ConfigEntry { name: name.into(), value: value.into(), secret, generated: false });
+                // A secret stays one (a generated secret set anew, say).
+                let was_secret = existing.iter().any(|e: &ConfigEntry| e.name == name && e.secret);
+                entries.push(ConfigEntry {
+                    name: name.into(),
+                    value: value.into(),
+                    secret: secret || was_secret,
+                    generated: false,
+                });
+            }
+            let names: std::collections::BTreeSet<&str> =
+                existing.iter().map(|e| e.name.as_str()).chain(entries.iter().map(|e| e.name.as_str())).collect();
+            if names.len() > runtime::ENV_ENTRIES_MAX {
+                return Err(BadInput(format!("a site has at most {} settings", runtime::ENV_ENTRIES_MAX)).into());
             }
             for entry in &entries {
                 store.set_site_config(&site, entry)?;
@@ -85,13 +99,8 @@ pub fn run(command: ConfigCommand, store_args: &StoreArgs) -> anyhow::Result<()>
                 println!("{}", serde_json::to_string_pretty(&rows)?);
             } else {
                 for e in &entries {
-                    let value = shown(e).unwrap_or_else(|| {
-                        format!(
-                            "(secret{}, {} characters)",
-                            if e.generated { ", generated" } else { "" },
-                            e.value.len()
-                        )
-                    });
+                    let value =
+                        shown(e).unwrap_or_else(|| format!("(secret{})", if e.generated { ", generated" } else { "" }));
                     println!("{}={value}", e.name);
                 }
             }

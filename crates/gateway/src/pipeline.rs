@@ -297,11 +297,17 @@ impl Pipeline {
         let (identity, origin) = match listener {
             Listener::Public => {
                 let identities = self.identities.load();
-                let bearer = facts.authorization.and_then(|value| value.strip_prefix("Bearer ")).map(str::trim);
+                let (scheme, credentials) = facts
+                    .authorization
+                    .map(|value| value.trim().split_once(|c: char| c.is_ascii_whitespace()).unwrap_or((value, "")))
+                    .unwrap_or_default();
+                let bearer = scheme.eq_ignore_ascii_case("bearer").then(|| credentials.trim());
                 let by_token = bearer.and_then(|token| memo.token_identity(&identities, token));
-                // The platform's credential: a token it knows, or one in
-                // its tokens' form (a revoked one): never a site's to see.
-                platform_credential = by_token.is_some() || bearer.is_some_and(|t| t.starts_with(TOKEN_PREFIX));
+                // The platform's credential: a token it knows, or anything
+                // holding one in its tokens' form (a revoked one; one in a
+                // Basic password, as git, npm and pip send tokens): never a
+                // site's to see.
+                platform_credential = by_token.is_some() || facts.authorization.is_some_and(holds_platform_token);
                 let identity: Option<Arc<Identity>> = if platform_credential {
                     by_token
                 } else {
@@ -598,7 +604,9 @@ pub(crate) fn upstream_head<'h>(
     }
     if let Some(pseudonym) = &admitted.pseudonym {
         out.header("x-commons-user", pseudonym.as_bytes());
-        if let Some(header) = &admitted.route.user_header {
+        // Not on a call between services: a site that takes the header as
+        // a login would otherwise log in any site its user visited.
+        if let Some(header) = admitted.route.user_header.as_ref().filter(|_| admitted.origin.is_none()) {
             out.header(header, pseudonym.as_bytes());
         }
     }
@@ -711,8 +719,26 @@ impl Memo {
 }
 
 /// What the platform's API tokens begin with (`store::Store::add_token`):
-/// such a bearer is the platform's credential, valid or not.
+/// a credential holding one is the platform's, valid or not.
 const TOKEN_PREFIX: &str = "oc_";
+
+/// Whether an `Authorization` value holds something in the form of the
+/// platform's tokens: as it is, or in a Basic credential's user or password.
+fn holds_platform_token(value: &str) -> bool {
+    use base64::Engine as _;
+    if value.contains(TOKEN_PREFIX) {
+        return true;
+    }
+    let mut words = value.split_ascii_whitespace();
+    let basic = words.next().is_some_and(|scheme| scheme.eq_ignore_ascii_case("basic"));
+    basic
+        && words.next().is_some_and(|encoded| {
+            let decoded = base64::engine::general_purpose::STANDARD
+                .decode(encoded.trim_end_matches('='))
+                .or_else(|_| base64::engine::general_purpose::STANDARD_NO_PAD.decode(encoded.trim_end_matches('=')));
+            decoded.is_ok_and(|bytes| bytes.windows(TOKEN_PREFIX.len()).any(|w| w == TOKEN_PREFIX.as_bytes()))
+        })
+}
 
 /// A header a site's apps may read their user from (a trusted reverse
 /// proxy's: `X-Remote-User`, `Remote-User`, …), lowercase, or why not: a

@@ -548,6 +548,11 @@ async fn a_site_may_take_its_own_authorization_but_never_the_platforms_credentia
             // The platform's: a token it knows (alice's), or one in its form.
             ("wiki", "Authorization: Bearer alice-token\r\n", vec![], "free"),
             ("wiki", "Authorization: Bearer oc_00ff00ff\r\n", vec![], "anonymous"),
+            ("wiki", "Authorization: bearer oc_00ff00ff\r\n", vec![], "anonymous"),
+            ("wiki", "Authorization: Token   oc_00ff00ff\r\n", vec![], "anonymous"),
+            ("wiki", "Authorization: bearer alice-token\r\n", vec![], "free"),
+            // As git, npm and pip send a token: the password of Basic ("x:oc_00ff").
+            ("wiki", "Authorization: Basic eDpvY18wMGZm\r\n", vec![], "anonymous"),
             // A second line behind a site's own goes nowhere.
             (
                 "wiki",

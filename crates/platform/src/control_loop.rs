@@ -421,6 +421,13 @@ fn carry_out(
             None => Ok(false),
         },
         Action::Fail { site, generation, detail } => {
+            // The end of an app's log may hold its secrets: never in the
+            // public history, nor in what its operator is told.
+            let mut detail = detail.clone();
+            for secret in store.site_config(site)?.into_iter().filter(|e| e.secret && e.value.len() >= 8) {
+                detail = detail.replace(&secret.value, &format!("(secret {})", secret.name));
+            }
+            let detail = &detail;
             store.report_deployment(site, *generation, DeploymentState::Failed, detail)?;
             store.record_history(now_ms(), "fail", site, detail)?;
             Ok(false)

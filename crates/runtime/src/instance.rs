@@ -480,40 +480,48 @@ fn is_credential(name: &str, value: &std::ffi::OsStr) -> bool {
 /// `COMMONS_SITE` and what the manifest and the platform give
 /// (`spec.env`). Confined, its home is its instance's directory (the rest
 /// of the system is read-only) and the internal listener is on loopback.
-fn app_env(command: &mut Command, spec: &InstanceSpec, jail: Option<&Jail>) {
-    command.env_clear();
-    for (name, value) in std::env::vars_os() {
-        let inherited = name.to_str().is_some_and(|name| {
-            INHERITED_ENV.contains(&name)
-                || (INHERITED_ENV_PREFIXES.iter().any(|prefix| name.starts_with(prefix))
-                    && !is_credential(name, &value))
-        });
-        if inherited {
-            command.env(name, value);
-        }
+fn app_env(spec: &InstanceSpec, jail: Option<&Jail>) -> Vec<(std::ffi::OsString, std::ffi::OsString)> {
+    let mut env: std::collections::BTreeMap<std::ffi::OsString, std::ffi::OsString> = std::env::vars_os()
+        .filter(|(name, value)| {
+            name.to_str().is_some_and(|name| {
+                INHERITED_ENV.contains(&name)
+                    || (INHERITED_ENV_PREFIXES.iter().any(|prefix| name.starts_with(prefix))
+                        && !is_credential(name, value))
+            })
+        })
+        .collect();
+    let mut set = |name: &str, value: &std::ffi::OsStr| {
+        env.insert(name.into(), value.to_owned());
+    };
+    set("PORT", spec.port.to_string().as_ref());
+    set("COMMONS_SITE", spec.site.as_ref());
+    for (name, value) in &spec.env {
+        set(name, value.as_ref());
     }
-    command.env("PORT", spec.port.to_string()).env("COMMONS_SITE", &spec.site).envs(spec.env.iter().cloned());
     if let Some(state) = &spec.state_dir {
-        command.env(STATE_DIR_ENV, jail.map_or(state.as_path(), |j| j.state_dir().unwrap_or(state)));
+        set(STATE_DIR_ENV, jail.map_or(state.as_path(), |j| j.state_dir().unwrap_or(state)).as_os_str());
     }
     if let Some(jail) = jail {
-        command.env("HOME", jail.dir());
+        set("HOME", jail.dir().as_os_str());
         if let Some(internal) = internal_addr(&spec.env) {
-            command.env(INTERNAL_URL_ENV, format!("http://127.0.0.1:{}", internal.port()));
+            set(INTERNAL_URL_ENV, format!("http://127.0.0.1:{}", internal.port()).as_ref());
         }
         // The way out, when there is one, and never for loopback (the
         // internal listener is there).
         for name in ["HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "NO_PROXY", "no_proxy"] {
-            command.env_remove(name);
+            env.remove(std::ffi::OsStr::new(name));
         }
         if let Some(port) = jail.egress_port() {
             let proxy = format!("http://127.0.0.1:{port}");
             for name in ["HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"] {
-                command.env(name, &proxy);
+                env.insert(name.into(), proxy.clone().into());
             }
-            command.env("NO_PROXY", "127.0.0.1,localhost,::1").env("no_proxy", "127.0.0.1,localhost,::1");
+            for name in ["NO_PROXY", "no_proxy"] {
+                env.insert(name.into(), "127.0.0.1,localhost,::1".into());
+            }
         }
     }
+    env.into_iter().collect()
 }
 
 /// A command running `script` with a shell in the app's directory, with
@@ -529,8 +537,9 @@ fn command(
     let filter = denied_syscalls()?;
     let files = spec.manifest.resources.open_files;
     let jail = sandbox.map(|(jail, _)| jail);
+    let env = app_env(spec, jail);
     let mut command = match sandbox {
-        Some((jail, group)) => jail.command(script, filter, files, group)?,
+        Some((jail, group)) => jail.command(script, filter, files, group, &env)?,
         None => {
             let mut command = Command::new("sh");
             command.arg("-c").arg(script).current_dir(spec.dir.join("app"));
@@ -562,10 +571,10 @@ fn command(
                     limit(libc::RLIMIT_NOFILE, files)
                 });
             }
+            command.env_clear().envs(env);
             command
         }
     };
-    app_env(&mut command, spec, jail);
     let log = open_log(&spec.dir)?;
     command.stdin(std::process::Stdio::null()).stdout(log.try_clone()?).stderr(log);
     Ok(command)

@@ -86,6 +86,11 @@ pub struct Auth {
     pub user_header: Option<String>,
 }
 
+/// Most settings a site may have (its manifest's and its operator's).
+pub const ENV_ENTRIES_MAX: usize = 64;
+/// Longest value of a setting, bytes.
+pub const ENV_VALUE_BYTES_MAX: usize = 16 << 10;
+
 /// A setting of an app's `[env]`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum EnvValue {
@@ -407,9 +412,15 @@ impl Manifest {
             return Err(error("resources.cpu_percent", format!("{percent} must be from 1 to 100000")));
         }
         let mut env = Vec::new();
+        if raw.env.len() > ENV_ENTRIES_MAX {
+            return Err(error("env", format!("{} settings: at most {ENV_ENTRIES_MAX}", raw.env.len())));
+        }
         for (name, value) in raw.env {
             check_env_name(&name).map_err(|reason| error(&format!("env.{name}"), reason))?;
             let value = match value {
+                EnvToml::Plain(value) if value.len() > ENV_VALUE_BYTES_MAX => {
+                    return Err(error(&format!("env.{name}"), format!("longer than {ENV_VALUE_BYTES_MAX} bytes")));
+                }
                 EnvToml::Plain(value) => EnvValue::Plain(value),
                 EnvToml::Generate(GenerateToml { generate }) if generate == "secret" => EnvValue::Secret,
                 EnvToml::Generate(GenerateToml { generate }) => {

@@ -493,13 +493,17 @@ impl Jail {
         filters: &crate::seccomp::Filters,
         files: u64,
         group: &Cgroup,
+        env: &[(std::ffi::OsString, std::ffi::OsString)],
     ) -> io::Result<Command> {
         let seccomp = [seccomp_fd(&filters[0])?, seccomp_fd(&filters[1])?, seccomp_fd(&filters[2])?];
         let join = group.joiner()?;
-        let mut command = Command::new(&self.sandbox.bwrap);
         let dir = self.dir.to_string_lossy().into_owned();
         let fd = |fd: &OwnedFd| fd.as_raw_fd().to_string();
-        command.args([
+        // bwrap's own arguments and the app's environment go through a
+        // file (`--args FD`), and bwrap itself runs with no environment:
+        // nothing of the app's (`LD_PRELOAD`, say) reaches bwrap's loader
+        // before the sandbox exists, and no value shows on a command line.
+        let mut args: Vec<std::ffi::OsString> = [
             "--die-with-parent",
             "--unshare-user",
             "--unshare-pid",
@@ -515,40 +519,67 @@ impl Jail {
             "/dev",
             "--proc",
             "/proc",
-        ]);
+        ]
+        .map(Into::into)
+        .to_vec();
+        let mut arg = |a: &dyn AsRef<std::ffi::OsStr>| args.push(a.as_ref().to_owned());
         for empty in EMPTIED {
             if Path::new(empty).is_dir() {
-                command.args(["--tmpfs", empty]);
+                arg(&"--tmpfs");
+                arg(empty);
             }
         }
         // This platform's data, and every other platform's on this machine.
-        command.arg("--tmpfs").arg(&self.sandbox.realm);
+        arg(&"--tmpfs");
+        arg(&self.sandbox.realm);
         for realm in &self.other_realms {
-            command.arg("--tmpfs").arg(realm);
+            arg(&"--tmpfs");
+            arg(realm);
         }
-        command.args(["--bind-fd", &fd(&self.dir_fd), &dir]);
+        for a in ["--bind-fd", &fd(&self.dir_fd), &dir] {
+            arg(&a);
+        }
         if let Some((state, state_fd)) = &self.state {
-            command.arg("--bind-fd").arg(fd(state_fd)).arg(state);
+            arg(&"--bind-fd");
+            arg(&fd(state_fd));
+            arg(state);
         }
-        command.arg("--chdir").arg(self.dir.join("app"));
+        arg(&"--chdir");
+        arg(&self.dir.join("app"));
         for program in &seccomp {
-            command.args(["--add-seccomp-fd", &fd(program)]);
+            arg(&"--add-seccomp-fd");
+            arg(&fd(program));
         }
         if self.sandbox.disable_userns {
-            command.arg("--disable-userns");
+            arg(&"--disable-userns");
         }
-        command.args(["--", "sh", "-c", script]);
+        arg(&"--clearenv");
+        for (name, value) in env {
+            arg(&"--setenv");
+            arg(name);
+            arg(value);
+        }
+        let args_fd = args_file(&args)?;
+        let mut command = Command::new(&self.sandbox.bwrap);
+        // (bwrap takes the command itself only from its command line.)
+        command.env_clear().arg("--args").arg(fd(&args_fd)).args(["--", "/bin/sh", "-c", script]);
         let (netns, uid) = (self.namespace.raw_fd(), self.uid);
         let state_fd = self.state.as_ref().map_or(-1, |(_, fd)| fd.as_raw_fd());
-        let inherit =
-            [self.dir_fd.as_raw_fd(), seccomp[0].as_raw_fd(), seccomp[1].as_raw_fd(), seccomp[2].as_raw_fd(), state_fd];
+        let inherit = [
+            self.dir_fd.as_raw_fd(),
+            seccomp[0].as_raw_fd(),
+            seccomp[1].as_raw_fd(),
+            seccomp[2].as_raw_fd(),
+            state_fd,
+            args_fd.as_raw_fd(),
+        ];
         // `seccomp` and `join` move into the closure, alive until the
         // command is. SAFETY: between fork and exec only setns, write (the
         // group's join), fcntl, setrlimit, setgroups/setresgid/setresuid
         // and prctl run: plain system calls, async-signal-safe.
         unsafe {
             command.pre_exec(move || {
-                let _keep = &seccomp;
+                let _keep = (&seccomp, &args_fd);
                 // First: nothing the child does from here escapes its group.
                 join.join_self()?;
                 check(libc::setns(netns, libc::CLONE_NEWNET))?;
@@ -598,6 +629,25 @@ fn become_user(uid: u32) -> io::Result<()> {
         check(libc::setresgid(uid, uid, uid))?;
         check(libc::setresuid(uid, uid, uid))
     }
+}
+
+/// `args` as bwrap's `--args FD` reads them (each ended by NUL), in a
+/// memory file read from its start: however long, never a pipe to fill.
+fn args_file(args: &[std::ffi::OsString]) -> io::Result<OwnedFd> {
+    use std::os::unix::ffi::OsStrExt;
+    // SAFETY: memfd_create(2) with a NUL-terminated name; a new descriptor.
+    let fd = unsafe { libc::memfd_create(c"bwrap-args".as_ptr(), libc::MFD_CLOEXEC) };
+    check(fd)?;
+    // SAFETY: a new descriptor nothing else owns.
+    let mut file = std::fs::File::from(unsafe { OwnedFd::from_raw_fd(fd) });
+    let mut bytes = Vec::new();
+    for a in args {
+        bytes.extend_from_slice(a.as_bytes());
+        bytes.push(0);
+    }
+    file.write_all(&bytes)?;
+    file.rewind()?;
+    Ok(OwnedFd::from(file))
 }
 
 /// The seccomp program as bwrap reads it (`--seccomp FD`: raw `struct

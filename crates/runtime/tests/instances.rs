@@ -453,3 +453,23 @@ async fn a_dropped_instance_stops() {
     assert!(gone(), "the dropped instance's process {pid} still runs");
     assert!(netns::connect(namespace.as_deref(), addr).await.is_err(), "and nothing answers at its address");
 }
+
+/// bwrap itself, which runs before the sandbox exists, gets no
+/// environment of the app's (an `LD_PRELOAD` there would run the app's code
+/// outside its sandbox) and no value on its command line: they reach the
+/// app through bwrap's `--args` file, inside.
+#[tokio::test]
+async fn the_sandboxs_own_process_gets_none_of_the_apps_environment() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut spec = spec("search", dir.path());
+    spec.env = vec![("LD_PRELOAD".into(), "/nonexistent/preload.so".into()), ("APP_SECRET".into(), "s3cr3t".into())];
+    spec.manifest.run = format!("echo \"$APP_SECRET\" > ../seen.txt; unset LD_PRELOAD; {}", spec.manifest.run);
+    let instance = Instance::start(spec).await.unwrap();
+    let pid = instance.pid();
+    let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap();
+    let cmdline = String::from_utf8_lossy(&std::fs::read(format!("/proc/{pid}/cmdline")).unwrap()).into_owned();
+    assert!(environ.is_empty(), "bwrap's environment: {:?}", String::from_utf8_lossy(&environ));
+    assert!(cmdline.contains("bwrap") && !cmdline.contains("s3cr3t") && !cmdline.contains("preload"), "{cmdline}");
+    assert_eq!(std::fs::read_to_string(dir.path().join("search/seen.txt")).unwrap(), "s3cr3t\n", "the app has it");
+    instance.stop().await;
+}

@@ -47,12 +47,13 @@ impl Store {
                     return Err(row.corrupt(1, "shorter than its nonce"));
                 }
                 let (nonce, ciphertext) = sealed.split_at(NONCE_BYTES);
-                let aad = associated(site, &name);
+                let (secret, generated) = (row.bool(2)?, row.bool(3)?);
+                let aad = associated(site, &name, secret, generated);
                 let plain = cipher
                     .decrypt(XNonce::from_slice(nonce), Payload { msg: ciphertext, aad: &aad })
                     .map_err(|_| row.corrupt(1, "does not open with config.key (damaged, moved, or another key)"))?;
                 let value = String::from_utf8(plain).map_err(|_| row.corrupt(1, "not text"))?;
-                Ok(ConfigEntry { name, value, secret: row.bool(2)?, generated: row.bool(3)? })
+                Ok(ConfigEntry { name, value, secret, generated })
             })
             .collect()
     }
@@ -69,7 +70,7 @@ impl Store {
         getrandom::fill(&mut nonce)
             .map_err(|e| StoreError::Open { location: "randomness".into(), reason: e.to_string() })?;
         let cipher = XChaCha20Poly1305::new((&self.config_key).into());
-        let aad = associated(site, &entry.name);
+        let aad = associated(site, &entry.name, entry.secret, entry.generated);
         let ciphertext = cipher
             .encrypt(XNonce::from_slice(&nonce), Payload { msg: entry.value.as_bytes(), aad: &aad })
             .expect("encrypting a bounded value cannot fail");
@@ -113,7 +114,10 @@ impl Store {
     }
 }
 
-/// The row a value belongs to, as the cipher's associated data.
-fn associated(site: &str, name: &str) -> Vec<u8> {
-    [b"onecommons site config v1\0".as_slice(), site.as_bytes(), b"\0", name.as_bytes()].concat()
+/// The row a value belongs to, and what it is (a secret, generated), as
+/// the cipher's associated data: a flag changed in the database (a secret
+/// made to show) makes the value not open.
+fn associated(site: &str, name: &str, secret: bool, generated: bool) -> Vec<u8> {
+    let flags = [u8::from(secret), u8::from(generated)];
+    [b"onecommons site config v1\0".as_slice(), site.as_bytes(), b"\0", name.as_bytes(), b"\0", &flags].concat()
 }
