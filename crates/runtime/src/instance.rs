@@ -56,6 +56,8 @@ pub enum InstanceError {
     Unhealthy { site: String, path: String, timeout_ms: u64, tail: String },
     #[error("{site}: {0}", site = .1)]
     Io(std::io::Error, String),
+    #[error("{site}: {detail}")]
+    Requires { site: String, detail: String },
 }
 
 /// CPU and memory an instance used.
@@ -109,6 +111,12 @@ impl Instance {
     pub async fn start(spec: InstanceSpec) -> Result<Instance, InstanceError> {
         let site = spec.site.clone();
         let io = |e: std::io::Error| InstanceError::Io(e, site.clone());
+        let requires = spec.manifest.requires.clone();
+        let lacking =
+            tokio::task::spawn_blocking(move || lacks(&requires)).await.map_err(|e| io(std::io::Error::other(e)))?;
+        if let Some(detail) = lacking {
+            return Err(InstanceError::Requires { site, detail });
+        }
         copy_app(&spec).await.map_err(io)?;
         if let Some(state) = &spec.state_dir {
             tokio::fs::create_dir_all(state).await.map_err(io)?;
@@ -238,6 +246,45 @@ pub fn log_path(dir: &Path) -> PathBuf {
     let mut name = dir.file_name().unwrap_or_default().to_os_string();
     name.push(".log");
     dir.with_file_name(name)
+}
+
+/// What of `requires` this machine lacks, said (the first), if anything.
+fn lacks(requires: &[(crate::manifest::Interpreter, (u32, u32))]) -> Option<String> {
+    requires.iter().find_map(|&(interpreter, (major, minor))| {
+        let needs = format!("it needs {} {major}.{minor} or later", interpreter.name());
+        match installed(interpreter) {
+            None => Some(format!("{needs}, and this node has none ({} is not found)", command_of(interpreter))),
+            Some((version, text)) if version < (major, minor) => Some(format!("{needs}; this node has {text}")),
+            Some(_) => None,
+        }
+    })
+}
+
+fn command_of(interpreter: crate::manifest::Interpreter) -> &'static str {
+    match interpreter {
+        crate::manifest::Interpreter::Python => "python3",
+        crate::manifest::Interpreter::Node => "node",
+    }
+}
+
+/// This machine's version of `interpreter` (as a number, and as it says
+/// it), asked once per run of the platform.
+fn installed(interpreter: crate::manifest::Interpreter) -> Option<((u32, u32), String)> {
+    use crate::manifest::Interpreter;
+    type Found = std::sync::OnceLock<Option<((u32, u32), String)>>;
+    static PYTHON: Found = Found::new();
+    static NODE: Found = Found::new();
+    let (cell, args): (&Found, &[&str]) = match interpreter {
+        Interpreter::Python => (&PYTHON, &["-c", "import sys; print('%d.%d.%d' % sys.version_info[:3])"]),
+        Interpreter::Node => (&NODE, &["--version"]),
+    };
+    cell.get_or_init(|| {
+        let output = std::process::Command::new(command_of(interpreter)).args(args).output().ok()?;
+        let text = String::from_utf8_lossy(&output.stdout).trim().to_owned();
+        let version = crate::manifest::parse_version(&text)?;
+        output.status.success().then_some((version, text))
+    })
+    .clone()
 }
 
 /// Copies the app into `dir/app`, `dir` made anew: a directory left by

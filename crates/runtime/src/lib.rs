@@ -46,8 +46,8 @@ pub use instance::{
     STATE_DIR_ENV, copy_dir, log_path, log_tail, probe, read_end,
 };
 pub use manifest::{
-    Auth, ENV_ENTRIES_MAX, ENV_VALUE_BYTES_MAX, EnvValue, Health, Manifest, ManifestError, Network, Resources, Tier,
-    check_env_name, check_license, is_name, is_version,
+    Auth, ENV_ENTRIES_MAX, ENV_VALUE_BYTES_MAX, EnvValue, Health, Interpreter, Manifest, ManifestError, Network,
+    Resources, Tier, check_env_name, check_license, is_name, is_version,
 };
 pub use sandbox::{Confinement, SITE_UID_BASE, SITE_USERS_FILE, Sandbox, keep_files_private};
 pub use seccomp::DENIED_SYSCALLS;

@@ -34,6 +34,10 @@
 //! [network]
 //! outside = true                         # may reach the outside network (through the egress proxy)
 //!
+//! [requires]                             # interpreters it needs, at least these versions
+//! python = "3.11"
+//! node = "20"
+//!
 //! [auth]                                 # the app's own authentication, when it has one
 //! pass_authorization = true              # `Authorization` headers not the platform's reach it
 //! user_header = "X-Remote-User"          # the user's per-site pseudonym, in this header
@@ -72,6 +76,28 @@ pub struct Manifest {
     /// Its own settings, by name, in its environment.
     pub env: Vec<(String, EnvValue)>,
     pub auth: Auth,
+    /// Interpreters it needs, each at least a version (`[requires]`).
+    pub requires: Vec<(Interpreter, (u32, u32))>,
+}
+
+/// An interpreter a manifest may require, as a node runs it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Interpreter {
+    /// `python3`
+    Python,
+    /// `node`
+    Node,
+}
+
+impl Interpreter {
+    pub const ALL: [(&'static str, Interpreter); 2] = [("python", Interpreter::Python), ("node", Interpreter::Node)];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Interpreter::Python => "Python",
+            Interpreter::Node => "Node.js",
+        }
+    }
 }
 
 /// How an app that authenticates on its own is given what it needs.
@@ -227,6 +253,8 @@ struct ManifestToml {
     env: std::collections::BTreeMap<String, EnvToml>,
     #[serde(default)]
     auth: AuthToml,
+    #[serde(default)]
+    requires: std::collections::BTreeMap<String, String>,
 }
 
 #[derive(Default, Deserialize)]
@@ -432,6 +460,17 @@ impl Manifest {
             };
             env.push((name, value));
         }
+        let mut requires = Vec::new();
+        for (name, version) in &raw.requires {
+            let field = format!("requires.{name}");
+            let Some((_, interpreter)) = Interpreter::ALL.iter().find(|(n, _)| n == name) else {
+                let known: Vec<&str> = Interpreter::ALL.iter().map(|(n, _)| *n).collect();
+                return Err(error(&field, format!("{name:?} is not an interpreter nodes run ({})", known.join(", "))));
+            };
+            let parsed = parse_version(version)
+                .ok_or_else(|| error(&field, format!("{version:?} must be a version: N or N.M")))?;
+            requires.push((*interpreter, parsed));
+        }
         Ok(Manifest {
             name: raw.name,
             version: raw.version,
@@ -458,6 +497,7 @@ impl Manifest {
             state: raw.state,
             env,
             auth: Auth { pass_authorization: raw.auth.pass_authorization, user_header: raw.auth.user_header },
+            requires,
         })
     }
 }
@@ -537,6 +577,17 @@ pub fn is_name(name: &str) -> bool {
     name.len() <= 64
         && name.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric())
         && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+}
+
+/// `N` or `N.M` (a further `.P…` is read and ignored: `3.11.7`).
+pub fn parse_version(text: &str) -> Option<(u32, u32)> {
+    let mut parts = text.trim().trim_start_matches('v').split('.');
+    let major = parts.next()?.parse().ok()?;
+    let minor = match parts.next() {
+        Some(minor) => minor.parse().ok()?,
+        None => 0,
+    };
+    Some((major, minor))
 }
 
 /// A version as a manifest may give it: a name, or a semantic version
@@ -667,6 +718,11 @@ premium_prefixes = ["/export"]
             (GOOD.replace("[\"/export\"]", "[\"export\"]"), "tier.premium_prefixes: \"export\" must start with /"),
             (GOOD.replace("[tier]", "[resources]\nprocesses = 100000\n[tier]"), "resources.processes"),
             (format!("{GOOD}[env]\nPORT = \"1\"\n"), "env.PORT: \"PORT\" is the platform's to set"),
+            (
+                format!("{GOOD}[requires]\nruby = \"3\"\n"),
+                "requires.ruby: \"ruby\" is not an interpreter nodes run (python, node)",
+            ),
+            (format!("{GOOD}[requires]\npython = \"three\"\n"), "requires.python: \"three\" must be a version"),
             (format!("{GOOD}[env]\nCOMMONS_SITE = \"x\"\n"), "env.COMMONS_SITE"),
             (format!("{GOOD}[env]\n\"1X\" = \"x\"\n"), "env.1X: \"1X\" must be a variable name"),
             (format!("{GOOD}[env]\nKEY = {{ generate = \"password\" }}\n"), "env.KEY: generate = \"password\""),

@@ -473,3 +473,27 @@ async fn the_sandboxs_own_process_gets_none_of_the_apps_environment() {
     assert_eq!(std::fs::read_to_string(dir.path().join("search/seen.txt")).unwrap(), "s3cr3t\n", "the app has it");
     instance.stop().await;
 }
+
+/// An app that needs an interpreter this node lacks, or a later version
+/// of it, fails at once, saying which and what the node has; one it has
+/// starts.
+#[tokio::test]
+async fn an_app_needing_an_interpreter_this_node_lacks_fails_at_once_saying_so() {
+    use runtime::Interpreter;
+    let dir = tempfile::tempdir().unwrap();
+    let mut needs = spec("search", dir.path());
+    needs.manifest.requires = vec![(Interpreter::Python, (3, 0)), (Interpreter::Node, (99, 0))];
+    let started = std::time::Instant::now();
+    match Instance::start(needs).await {
+        Err(InstanceError::Requires { detail, .. }) => {
+            assert!(detail.starts_with("it needs Node.js 99.0 or later; this node has v"), "{detail}")
+        }
+        Err(e) => panic!("wrong error: {e}"),
+        Ok(_) => panic!("started without the interpreter it needs"),
+    }
+    assert!(started.elapsed() < Duration::from_secs(5), "not at once");
+    assert!(!dir.path().join("search").exists(), "nothing was installed");
+    let mut has = spec("search", dir.path());
+    has.manifest.requires = vec![(Interpreter::Python, (3, 0))];
+    Instance::start(has).await.unwrap().stop().await;
+}
