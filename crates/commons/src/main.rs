@@ -98,6 +98,13 @@ enum Command {
     Deploy(platform_cmd::DeployArgs),
     /// Stop a site and stop routing it
     Undeploy { site: String },
+    /// Return a site to the version it ran before (rolled out as an update)
+    Rollback {
+        site: String,
+        /// Do not wait for it to run
+        #[arg(long)]
+        no_wait: bool,
+    },
     /// Show the end of a site's instances' logs
     Logs(platform_cmd::LogsArgs),
     /// A site's settings, in its apps' environment (set, unset, list)
@@ -127,6 +134,7 @@ fn main() -> ExitCode {
         Command::History => platform_cmd::history(&cli.store),
         Command::Deploy(args) => platform_cmd::deploy(args, &cli.store),
         Command::Undeploy { site } => platform_cmd::undeploy(&site, &cli.store),
+        Command::Rollback { site, no_wait } => platform_cmd::rollback(&site, no_wait, &cli.store),
         Command::Logs(args) => platform_cmd::logs(args, &cli.store),
         Command::Config(command) => config_cmd::run(command, &cli.store),
     };

@@ -652,6 +652,9 @@ pub fn deploy(args: DeployArgs, store_args: &StoreArgs) -> anyhow::Result<()> {
         detail: String::new(),
     };
     platform::deploy::check(&mut store, &request, &manifest)?;
+    // What runs is the platform's copy, kept for a rollback.
+    let kept = platform::deploy::keep_artifact(&store_args.location().data_dir, &app)?;
+    let request = store::DeploymentRecord { app_dir: kept.display().to_string(), ..request };
     let generation = store.request_deployment(&request)?;
     platform::hosts::record_claims(&mut store, &args.site, &claimed, now_ms())?;
     println!("deploying {} {} as site {} on {}", manifest.name, manifest.version, args.site, args.nodes.join(", "));
@@ -681,6 +684,31 @@ pub(crate) fn wait_for_deployment(store: &mut Store, site: &str, generation: u64
     Err(anyhow::anyhow!(
         "no agent answered within {timeout} s: is `commons up` running on this data? The request stays; it will be deployed when one runs"
     ))
+}
+
+/// `commons rollback SITE`: returns a site to the app it ran before its
+/// current one (kept as an artifact when it was deployed), as an update is
+/// rolled out; again, it returns to the one rolled back from.
+pub fn rollback(site: &str, no_wait: bool, store_args: &StoreArgs) -> anyhow::Result<()> {
+    let mut store = Store::open(&store_args.location())?;
+    let Some(current) = store.deployments()?.into_iter().find(|d| d.site == site) else {
+        return Err(BadInput(format!("there is no deployment of {site:?}")).into());
+    };
+    let Some(previous) = store.previous_app_dir(site)? else {
+        return Err(BadInput(format!("site {site} has run one version only: there is none to return to")).into());
+    };
+    let manifest = runtime::Manifest::load(&std::path::Path::new(&previous).join("commons.toml"))
+        .map_err(|e| BadInput(format!("the earlier version cannot run: {e}")))?;
+    let request = store::DeploymentRecord { app_dir: previous, ..current };
+    platform::deploy::check(&mut store, &request, &manifest)?;
+    let generation = store.request_deployment(&request)?;
+    let what = format!("to {} {}", manifest.name, manifest.version);
+    store.record_history(now_ms(), "rollback", site, &format!("{what}, asked by its operator"))?;
+    println!("rolling site {site} back {what}");
+    if no_wait {
+        return Ok(());
+    }
+    wait_for_deployment(&mut store, site, generation, 120)
 }
 
 /// `commons undeploy`: asks the agents to stop a site and unpublish it.

@@ -195,3 +195,55 @@ fn a_sites_settings_and_secrets_are_made_once_kept_changed_and_rotated_without_d
     child.kill().unwrap();
     child.wait().unwrap();
 }
+
+/// A site returns to the version it ran before, as its platform kept it
+/// (whatever became of the directory it was deployed from), and forward
+/// again; a site with one version has none to return to.
+#[test]
+fn a_site_rolls_back_to_the_version_it_ran_before_as_it_was_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    assert!(run(&data, &["node", "add", "pat-1", "--provider", "pat"]).status.success());
+    let (mut child, listen) = up(&data);
+    let host = format!("keeper.commons.localhost:{}", listen.port());
+    let deploy = |app: &Path| {
+        run(
+            &data,
+            &[
+                "deploy",
+                "keeper",
+                "--operator",
+                "kim",
+                "--anonymous",
+                "--node",
+                "pat-1",
+                "--app",
+                app.to_str().unwrap(),
+            ],
+        )
+    };
+    let first = keeper(dir.path(), "1.0.0");
+    assert!(deploy(&first).status.success());
+    let none = run(&data, &["rollback", "keeper"]);
+    assert_eq!(none.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&none.stderr).contains("none to return to"));
+    assert_eq!(http(listen, "POST", &host, "/", &[], "kept").body, "kept");
+    assert!(deploy(&keeper(dir.path(), "1.1.0")).status.success());
+    // The directory 1.0.0 came from is gone: the platform kept its own copy.
+    std::fs::remove_dir_all(&first).unwrap();
+    let back = run(&data, &["rollback", "keeper"]);
+    let said = String::from_utf8_lossy(&back.stdout).into_owned();
+    assert!(back.status.success(), "{}", String::from_utf8_lossy(&back.stderr));
+    assert!(
+        said.contains("rolling site keeper back to keeper 1.0.0") && said.contains("running: keeper 1.0.0"),
+        "{said}"
+    );
+    assert_eq!(http(listen, "GET", &host, "/", &[], "").body, "kept\n", "its state is kept across the rollback");
+    let forward = String::from_utf8(run(&data, &["rollback", "keeper"]).stdout).unwrap();
+    assert!(forward.contains("running: keeper 1.1.0"), "{forward}");
+    let history = String::from_utf8(run(&data, &["history"]).stdout).unwrap();
+    assert!(history.contains("rollback keeper: to keeper 1.0.0, asked by its operator"), "{history}");
+    child.kill().unwrap();
+    child.wait().unwrap();
+}

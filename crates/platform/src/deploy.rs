@@ -78,6 +78,29 @@ pub fn check(store: &mut Store, d: &DeploymentRecord, manifest: &Manifest) -> an
     Ok(())
 }
 
+/// Keeps the app in `dir` as an artifact of the platform's,
+/// `DATA/artifacts/<bundle id>/` (content-addressed: the same files are
+/// kept once), and returns where: a deployment runs that, so that what
+/// ran stays as it was for a rollback, whatever becomes of `dir`.
+pub fn keep_artifact(data_dir: &std::path::Path, dir: &std::path::Path) -> anyhow::Result<std::path::PathBuf> {
+    let bundle = agent::bundle::pack(dir).map_err(|e| BadInput(format!("the app is refused: {e}")))?;
+    let artifacts = data_dir.join("artifacts");
+    let kept = artifacts.join(&bundle.id);
+    if !kept.is_dir() {
+        // Unpacked beside it, then renamed: never a half-written artifact.
+        let unpacking = artifacts.join(format!(".{}.{}", bundle.id, std::process::id()));
+        let _ = std::fs::remove_dir_all(&unpacking);
+        agent::bundle::unpack(&bundle.bytes, &bundle.id, &unpacking)?;
+        if let Err(e) = std::fs::rename(&unpacking, &kept) {
+            let _ = std::fs::remove_dir_all(&unpacking);
+            if !kept.is_dir() {
+                return Err(e.into());
+            }
+        }
+    }
+    Ok(kept)
+}
+
 /// Where a deployment request stands, for whoever waits for it.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Outcome {

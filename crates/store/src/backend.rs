@@ -244,6 +244,16 @@ const MIGRATIONS: &[Migration] = &[
     ALTER TABLE sites ADD COLUMN user_header TEXT NOT NULL DEFAULT '';
 ",
     ),
+    // The app a site ran before its current one (a kept artifact), for
+    // `commons rollback`.
+    Migration::Sql(
+        "
+    CREATE TABLE deployment_previous (
+        site TEXT PRIMARY KEY,
+        app_dir TEXT NOT NULL
+    );
+",
+    ),
 ];
 
 /// The number of the last migration: the schema version a store opened by

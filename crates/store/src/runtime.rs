@@ -97,6 +97,18 @@ impl Store {
                 None => 1,
                 Some(row) => row.u64(0)?.checked_add(1).ok_or_else(|| row.corrupt(0, "the last generation"))?,
             };
+            // The app it ran until now is the one a rollback returns to.
+            let before = tx.query("SELECT app_dir FROM deployments WHERE site = $1", &[Param::Text(&d.site)])?;
+            if let Some(row) = before.first() {
+                let previous = row.text(0)?;
+                if previous != d.app_dir {
+                    tx.execute("DELETE FROM deployment_previous WHERE site = $1", &[Param::Text(&d.site)])?;
+                    tx.execute("INSERT INTO deployment_previous (site, app_dir) VALUES ($1, $2)", &[
+                        Param::Text(&d.site),
+                        Param::Text(&previous),
+                    ])?;
+                }
+            }
             tx.execute("DELETE FROM deployments WHERE site = $1", &[Param::Text(&d.site)])?;
             tx.execute("DELETE FROM site_generations WHERE site = $1", &[Param::Text(&d.site)])?;
             tx.execute(
@@ -148,6 +160,14 @@ impl Store {
             crate::platform::bump_registry(tx)?;
             Ok(removed)
         })
+    }
+
+    /// The app `site` ran before its current deployment's, if it ran another.
+    pub fn previous_app_dir(&mut self, site: &str) -> Result<Option<String>, StoreError> {
+        let rows = self
+            .backend
+            .read(|tx| tx.query("SELECT app_dir FROM deployment_previous WHERE site = $1", &[Param::Text(site)]))?;
+        rows.first().map(|row| row.text(0)).transpose()
     }
 
     pub fn deployments(&mut self) -> Result<Vec<DeploymentRecord>, StoreError> {
