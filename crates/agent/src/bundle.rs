@@ -67,9 +67,15 @@ pub fn pack(dir: &Path) -> Result<Bundle, BundleError> {
     tar.mode(tar::HeaderMode::Deterministic);
     for (relative, path) in &files {
         let data = std::fs::read(path).map_err(|e| BundleError::Io(path.clone(), e))?;
+        // Whether it may be run is kept (a start script), nothing else.
+        let executable = {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(path).map_err(|e| BundleError::Io(path.clone(), e))?.permissions().mode();
+            mode & 0o111 != 0
+        };
         let mut header = tar::Header::new_gnu();
         header.set_size(data.len() as u64);
-        header.set_mode(0o644);
+        header.set_mode(if executable { 0o755 } else { 0o644 });
         header.set_mtime(0);
         header.set_entry_type(tar::EntryType::Regular);
         tar.append_data(&mut header, relative, data.as_slice()).map_err(|e| BundleError::Io(path.clone(), e))?;
@@ -114,6 +120,11 @@ pub fn unpack(bytes: &[u8], expected: &str, into: &Path) -> Result<(), BundleErr
         let mut data = Vec::new();
         entry.read_to_end(&mut data).map_err(|e| BundleError::Malformed(e.to_string()))?;
         std::fs::write(&target, data).map_err(|e| BundleError::Io(target.clone(), e))?;
+        if entry.header().mode().is_ok_and(|mode| mode & 0o111 != 0) {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o755))
+                .map_err(|e| BundleError::Io(target.clone(), e))?;
+        }
     }
     Ok(())
 }

@@ -88,3 +88,23 @@ fn a_bundle_entry_that_is_a_link_is_refused_and_nothing_lands() {
         assert!(std::fs::symlink_metadata(out.path().join("passwd")).is_err(), "no link was made");
     }
 }
+
+/// Whether a file may be run travels with it (an app's start script), and
+/// nothing more: no setuid bit, no other modes.
+#[test]
+fn an_executable_stays_executable_and_gains_nothing_else() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let app = dir.path().join("app");
+    std::fs::create_dir_all(&app).unwrap();
+    for (name, mode) in [("start.sh", 0o4750), ("data.txt", 0o600)] {
+        std::fs::write(app.join(name), name).unwrap();
+        std::fs::set_permissions(app.join(name), std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+    let bundle = agent::bundle::pack(&app).unwrap();
+    let into = dir.path().join("unpacked");
+    agent::bundle::unpack(&bundle.bytes, &bundle.id, &into).unwrap();
+    let mode = |name: &str| std::fs::metadata(into.join(name)).unwrap().permissions().mode() & 0o7777;
+    assert_eq!(mode("start.sh"), 0o755);
+    assert_eq!(mode("data.txt") & 0o111, 0, "never made executable");
+}
