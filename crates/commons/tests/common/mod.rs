@@ -85,19 +85,32 @@ pub fn control_request(
 }
 
 pub fn wait_healthy(data: &std::path::Path, control: SocketAddr, child: &mut Child) {
+    if let Err(why) = healthy(data, control, child) {
+        panic!("{why}");
+    }
+}
+
+/// Waits until `commons up` answers on `control`, or says why not.
+fn healthy(data: &std::path::Path, control: SocketAddr, child: &mut Child) -> Result<(), String> {
     let deadline = Instant::now() + Duration::from_secs(20);
     while Instant::now() < deadline {
         if let Some(status) = child.try_wait().unwrap() {
-            panic!("commons up exited early: {status}");
+            let said = std::fs::read_to_string(up_log(data)).unwrap_or_default();
+            return Err(format!("commons up exited early: {status}; it said:\n{said}"));
         }
         if data.join("control-ca").join("ca.der").exists()
             && matches!(control_request(control, control_pin(data), "GET", "/healthz", "", None), Ok((200, _)))
         {
-            return;
+            return Ok(());
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-    panic!("commons up did not become healthy");
+    Err("commons up did not become healthy".into())
+}
+
+/// Where `up_with` keeps what `commons up` says (beside the data directory).
+fn up_log(data: &std::path::Path) -> std::path::PathBuf {
+    data.with_extension("up.log")
 }
 
 pub fn up(data: &std::path::Path) -> (Child, SocketAddr) {
@@ -107,25 +120,34 @@ pub fn up(data: &std::path::Path) -> (Child, SocketAddr) {
 
 /// [`up`], also giving the control listener's address.
 pub fn up_with_control(data: &std::path::Path) -> (Child, SocketAddr, SocketAddr) {
-    up_with(data, &free_port().to_string(), &[])
+    up_with(data, "127.0.0.1:0", &[])
 }
 
 /// `commons up` with its internal listener on `internal` and `args` more,
 /// once healthy: the process, the public and the control listener.
 pub fn up_with(data: &std::path::Path, internal: &str, args: &[&str]) -> (Child, SocketAddr, SocketAddr) {
-    let (listen, control) = (free_port(), free_port());
-    let mut child = commons()
-        .arg("--data")
-        .arg(data)
-        .args(["up", "--listen", &listen.to_string(), "--control-listen", &control.to_string()])
-        .args(["--internal-listen", internal])
-        .args(args)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    wait_healthy(data, control, &mut child);
-    (child, listen, control)
+    // A port picked free a moment ago can be taken meanwhile (by an
+    // instance another test started): then it is picked again.
+    for _ in 0..3 {
+        let (listen, control) = (free_port(), free_port());
+        let _ = std::fs::remove_file(up_log(data));
+        let mut child = commons()
+            .arg("--data")
+            .arg(data)
+            .args(["up", "--listen", &listen.to_string(), "--control-listen", &control.to_string()])
+            .args(["--internal-listen", internal])
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(std::fs::OpenOptions::new().create(true).append(true).open(up_log(data)).unwrap())
+            .spawn()
+            .unwrap();
+        match healthy(data, control, &mut child) {
+            Ok(()) => return (child, listen, control),
+            Err(why) if why.contains("cannot listen on") => continue,
+            Err(why) => panic!("{why}"),
+        }
+    }
+    panic!("commons up found its ports taken three times");
 }
 
 /// An answer read by [`http`].
