@@ -213,12 +213,16 @@ fn platform_with_alice(dir: &Path, period: &str) -> String {
 }
 
 fn add_site(data: &Path, id: &str, upstream: SocketAddr) {
-    let operator = format!("op-{id}");
-    let upstream = upstream.to_string();
-    ok_on(
+    let added = site_add(data, id, &upstream.to_string(), &format!("op-{id}"));
+    assert!(added.status.success(), "site add {id}: {}", String::from_utf8_lossy(&added.stderr));
+}
+
+/// `commons site add ID` of app's project on pat's machines, for `operator`.
+fn site_add(data: &Path, id: &str, upstream: &str, operator: &str) -> Output {
+    on(
         data,
-        &["site", "add", id, "--upstream", &upstream, "--operator", &operator, "--project", "app", "--provider", "pat"],
-    );
+        &["site", "add", id, "--upstream", upstream, "--operator", operator, "--project", "app", "--provider", "pat"],
+    )
 }
 
 /// The metered usage of `period` once `ready` says it holds what is waited for.
@@ -320,20 +324,7 @@ fn a_site_removed_after_it_was_used_is_still_paid_for_the_month() {
     // Its id is not taken again while the period needs its record: the
     // month's pay would go to the new site's operator.
     let upstream = common::free_port().to_string();
-    let thief = [
-        "site",
-        "add",
-        "chat",
-        "--upstream",
-        upstream.as_str(),
-        "--operator",
-        "op-thief",
-        "--project",
-        "app",
-        "--provider",
-        "pat",
-    ];
-    let taken = on(data, &thief);
+    let taken = site_add(data, "chat", &upstream, "op-thief");
     let said = String::from_utf8_lossy(&taken.stderr);
     assert_eq!(taken.status.code(), Some(2), "{said}");
     let kept = format!("its record is kept until period {period} is settled; choose another id or settle first");
@@ -364,20 +355,7 @@ fn a_site_removed_after_it_was_used_is_still_paid_for_the_month() {
     assert_eq!(kept, ["old"]);
     // Settled, chat's id is free again; old's is not, by site add or deploy.
     add_site(data, "chat", common::free_port());
-    let old = [
-        "site",
-        "add",
-        "old",
-        "--upstream",
-        upstream.as_str(),
-        "--operator",
-        "op-thief",
-        "--project",
-        "app",
-        "--provider",
-        "pat",
-    ];
-    let taken = on(data, &old);
+    let taken = site_add(data, "old", &upstream, "op-thief");
     let said = String::from_utf8_lossy(&taken.stderr);
     assert_eq!(taken.status.code(), Some(2), "{said}");
     assert!(said.contains("its record is kept until period 2026-01 is settled"), "{said}");

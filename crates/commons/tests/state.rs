@@ -4,13 +4,53 @@
 
 mod common;
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::process::Child;
 use std::time::{Duration, Instant};
 
 use common::{commons, http, up};
 
 fn run(data: &Path, args: &[&str]) -> std::process::Output {
     commons().arg("--data").arg(data).args(args).output().unwrap()
+}
+
+/// A fresh data directory (in the temporary directory returned with it)
+/// with these nodes, `(node, provider)`.
+fn platform(nodes: &[(&str, &str)]) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    for (node, provider) in nodes {
+        assert!(run(&data, &["node", "add", node, "--provider", provider]).status.success());
+    }
+    (dir, data)
+}
+
+/// `commons deploy keeper` of `app` onto `nodes`.
+fn deploy(data: &Path, app: &Path, nodes: &[&str]) -> std::process::Output {
+    let mut args = vec!["deploy", "keeper", "--operator", "kim", "--anonymous", "--app", app.to_str().unwrap()];
+    for node in nodes {
+        args.extend(["--node", node]);
+    }
+    run(data, &args)
+}
+
+/// The keeper site's host on the gateway at `listen`.
+fn host(listen: SocketAddr) -> String {
+    format!("keeper.commons.localhost:{}", listen.port())
+}
+
+/// Kills `commons up` and starts it again on `data`, once keeper serves.
+fn restart(data: &Path, mut child: Child) -> (Child, SocketAddr) {
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let (child, listen) = up(data);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while http(listen, "GET", &host(listen), "/healthz", &[], "").status != 200 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    (child, listen)
 }
 
 fn keeper(dir: &Path, version: &str) -> PathBuf {
@@ -27,21 +67,10 @@ fn keeper(dir: &Path, version: &str) -> PathBuf {
 
 #[test]
 fn what_a_site_keeps_outlives_an_update_and_a_restart_and_it_runs_on_one_node() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    std::fs::create_dir_all(&data).unwrap();
-    for (node, provider) in [("pat-1", "pat"), ("pia-1", "pia")] {
-        assert!(run(&data, &["node", "add", node, "--provider", provider]).status.success());
-    }
-    let deploy = |app: &Path, nodes: &[&str]| {
-        let mut args = vec!["deploy", "keeper", "--operator", "kim", "--anonymous", "--app", app.to_str().unwrap()];
-        for node in nodes {
-            args.extend(["--node", node]);
-        }
-        run(&data, &args)
-    };
-    let (mut child, listen) = up(&data);
-    let host = format!("keeper.commons.localhost:{}", listen.port());
+    let (dir, data) = platform(&[("pat-1", "pat"), ("pia-1", "pia")]);
+    let deploy = |app: &Path, nodes: &[&str]| deploy(&data, app, nodes);
+    let (child, listen) = up(&data);
+    let host = host(listen);
 
     let two = deploy(&keeper(dir.path(), "1.0.0"), &["pat-1", "pia-1"]);
     assert_eq!(two.status.code(), Some(2));
@@ -74,15 +103,8 @@ fn what_a_site_keeps_outlives_an_update_and_a_restart_and_it_runs_on_one_node() 
     assert_eq!(http(listen, "GET", &host, "/", &[], "").body, "first\n", "kept across the update");
     assert_eq!(http(listen, "POST", &host, "/", &[], "second").body, "kept");
 
-    child.kill().unwrap();
-    child.wait().unwrap();
-    let (mut child, listen) = up(&data);
-    let host = format!("keeper.commons.localhost:{}", listen.port());
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while http(listen, "GET", &host, "/healthz", &[], "").status != 200 && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    assert_eq!(http(listen, "GET", &host, "/", &[], "").body, "first\nsecond\n", "kept across a restart");
+    let (mut child, listen) = restart(&data, child);
+    assert_eq!(http(listen, "GET", &self::host(listen), "/", &[], "").body, "first\nsecond\n", "kept across a restart");
     child.kill().unwrap();
     child.wait().unwrap();
 }
@@ -95,33 +117,14 @@ fn what_a_site_keeps_outlives_an_update_and_a_restart_and_it_runs_on_one_node() 
 fn a_sites_settings_and_secrets_are_made_once_kept_changed_and_rotated_without_downtime() {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    std::fs::create_dir_all(&data).unwrap();
-    assert!(run(&data, &["node", "add", "pat-1", "--provider", "pat"]).status.success());
-    let (mut child, listen) = up(&data);
-    let host = format!("keeper.commons.localhost:{}", listen.port());
+    let (dir, data) = platform(&[("pat-1", "pat")]);
+    let (child, listen) = up(&data);
+    let host = host(listen);
     let app = keeper(dir.path(), "1.0.0");
-    let deploy = |app: &Path| {
-        run(
-            &data,
-            &[
-                "deploy",
-                "keeper",
-                "--operator",
-                "kim",
-                "--anonymous",
-                "--node",
-                "pat-1",
-                "--app",
-                app.to_str().unwrap(),
-            ],
-        )
-    };
+    let deploy = |app: &Path| deploy(&data, app, &["pat-1"]);
     assert!(deploy(&app).status.success());
-    let env = |listen: std::net::SocketAddr| -> (String, String) {
-        let host = format!("keeper.commons.localhost:{}", listen.port());
-        let body = http(listen, "GET", &host, "/env", &[], "").body;
+    let env = |listen: SocketAddr| -> (String, String) {
+        let body = http(listen, "GET", &self::host(listen), "/env", &[], "").body;
         let (title, secret) = body.rsplit_once(' ').unwrap_or_else(|| panic!("{body:?}"));
         (title.to_owned(), secret.to_owned())
     };
@@ -170,14 +173,7 @@ fn a_sites_settings_and_secrets_are_made_once_kept_changed_and_rotated_without_d
         assert_eq!(refused.status.code(), Some(2), "{args:?}: {}", String::from_utf8_lossy(&refused.stderr));
     }
 
-    child.kill().unwrap();
-    child.wait().unwrap();
-    let (mut child, listen) = up(&data);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let host2 = format!("keeper.commons.localhost:{}", listen.port());
-    while http(listen, "GET", &host2, "/healthz", &[], "").status != 200 && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let (mut child, listen) = restart(&data, child);
     assert_eq!(env(listen), ("Our things".to_owned(), rotated), "kept across a restart");
 
     // Removed: nothing of it passes to a later site of the same id.
@@ -201,28 +197,10 @@ fn a_sites_settings_and_secrets_are_made_once_kept_changed_and_rotated_without_d
 /// again; a site with one version has none to return to.
 #[test]
 fn a_site_rolls_back_to_the_version_it_ran_before_as_it_was_kept() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    std::fs::create_dir_all(&data).unwrap();
-    assert!(run(&data, &["node", "add", "pat-1", "--provider", "pat"]).status.success());
+    let (dir, data) = platform(&[("pat-1", "pat")]);
     let (mut child, listen) = up(&data);
-    let host = format!("keeper.commons.localhost:{}", listen.port());
-    let deploy = |app: &Path| {
-        run(
-            &data,
-            &[
-                "deploy",
-                "keeper",
-                "--operator",
-                "kim",
-                "--anonymous",
-                "--node",
-                "pat-1",
-                "--app",
-                app.to_str().unwrap(),
-            ],
-        )
-    };
+    let host = host(listen);
+    let deploy = |app: &Path| deploy(&data, app, &["pat-1"]);
     let first = keeper(dir.path(), "1.0.0");
     assert!(deploy(&first).status.success());
     let none = run(&data, &["rollback", "keeper"]);

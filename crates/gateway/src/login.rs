@@ -459,17 +459,9 @@ impl Portal {
                 .collect(),
             Some("session") => state_hash(&id).into_iter().collect(),
             Some("token") => {
-                if let Some(store) = self.session_store.clone() {
-                    let (owner, hash) = (user.to_owned(), id.clone());
-                    let revoked = tokio::task::spawn_blocking(move || store.revoke_token(&owner, &hash)).await;
-                    if let Err(e) = revoked.map_err(|e| e.to_string()).and_then(|r| r) {
-                        tracing::warn!(error = %e, "cannot revoke a token");
-                        return page(
-                            StatusCode::SERVICE_UNAVAILABLE,
-                            "Try again",
-                            "<p>Tokens cannot be revoked right now.</p>",
-                        );
-                    }
+                let (owner, hash) = (user.to_owned(), id.clone());
+                if let Err(refused) = self.in_store("Tokens", move |store| store.revoke_token(&owner, &hash)).await {
+                    return refused;
                 }
                 // Read-copy-update: a registry reload that lands meanwhile
                 // is kept, not overwritten by an older copy.
@@ -486,21 +478,31 @@ impl Portal {
             if !pipeline.sessions.of_user(user, 0).iter().any(|s| s.token_sha256 == token) {
                 continue;
             }
-            if let Some(store) = self.session_store.clone() {
-                let (owner, hash) = (user.to_owned(), hex::encode(token));
-                let revoked = tokio::task::spawn_blocking(move || store.revoke_session(&owner, &hash)).await;
-                if let Err(e) = revoked.map_err(|e| e.to_string()).and_then(|r| r) {
-                    tracing::warn!(error = %e, "cannot revoke a session");
-                    return page(
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        "Try again",
-                        "<p>Sessions cannot be revoked right now.</p>",
-                    );
-                }
+            let (owner, hash) = (user.to_owned(), hex::encode(token));
+            if let Err(refused) = self.in_store("Sessions", move |store| store.revoke_session(&owner, &hash)).await {
+                return refused;
             }
             pipeline.sessions.end_one(user, &token);
         }
         redirect("/sessions", Vec::new())
+    }
+
+    /// Revokes something of the user's in the session store (if any), off
+    /// the event loop; when the store fails, the page saying that `what`
+    /// cannot be revoked right now.
+    async fn in_store<T: Send + 'static>(
+        &self,
+        what: &'static str,
+        revoke: impl FnOnce(&dyn SessionStore) -> Result<T, String> + Send + 'static,
+    ) -> Result<(), Response<Body>> {
+        let Some(store) = self.session_store.clone() else { return Ok(()) };
+        let revoked = tokio::task::spawn_blocking(move || revoke(&*store).map(drop)).await;
+        if let Err(e) = revoked.map_err(|e| e.to_string()).and_then(|r| r) {
+            tracing::warn!(error = %e, what, "cannot revoke");
+            let body = format!("<p>{what} cannot be revoked right now.</p>");
+            return Err(page(StatusCode::SERVICE_UNAVAILABLE, "Try again", &body));
+        }
+        Ok(())
     }
 
     /// Keeps a new session: in the session store first (if any), then live.

@@ -111,11 +111,14 @@ impl Instance {
     pub async fn start(spec: InstanceSpec) -> Result<Instance, InstanceError> {
         let site = spec.site.clone();
         let io = |e: std::io::Error| InstanceError::Io(e, site.clone());
-        let requires = spec.manifest.requires.clone();
-        let lacking =
-            tokio::task::spawn_blocking(move || lacks(&requires)).await.map_err(|e| io(std::io::Error::other(e)))?;
-        if let Some(detail) = lacking {
-            return Err(InstanceError::Requires { site, detail });
+        if !spec.manifest.requires.is_empty() {
+            let requires = spec.manifest.requires.clone();
+            let lacking = tokio::task::spawn_blocking(move || lacks(&requires))
+                .await
+                .map_err(|e| io(std::io::Error::other(e)))?;
+            if let Some(detail) = lacking {
+                return Err(InstanceError::Requires { site, detail });
+            }
         }
         copy_app(&spec).await.map_err(io)?;
         if let Some(state) = &spec.state_dir {

@@ -380,32 +380,11 @@ impl Jail {
         app_port: Option<u16>,
     ) -> io::Result<Jail> {
         let uid = sandbox.site_user(site)?;
-        let dir = dir.canonicalize()?;
-        let (owned, realm) = (dir.clone(), sandbox.realm.clone());
-        tokio::task::spawn_blocking(move || {
-            chown_tree(&owned, uid)?;
-            std::fs::set_permissions(&owned, std::fs::Permissions::from_mode(0o700))?;
-            traversable(&realm, &owned)
-        })
-        .await
-        .map_err(io::Error::other)??;
-        let dir_fd = open_path(&dir)?;
-        // The state directory is the site's (its top only is changed: what
-        // is in it is the app's, never walked by root), found the same way.
+        let (dir, dir_fd) = give(sandbox, &dir, uid, true).await?;
+        // The state directory is the site's too: its top only is changed
+        // (what is in it is the app's, never walked by root).
         let state = match state {
-            Some(state) => {
-                let state = state.canonicalize()?;
-                let (owned, realm) = (state.clone(), sandbox.realm.clone());
-                tokio::task::spawn_blocking(move || {
-                    std::os::unix::fs::lchown(&owned, Some(uid), Some(uid))?;
-                    std::fs::set_permissions(&owned, std::fs::Permissions::from_mode(0o700))?;
-                    traversable(&realm, &owned)
-                })
-                .await
-                .map_err(io::Error::other)??;
-                let fd = open_path(&state)?;
-                Some((state, fd))
-            }
+            Some(state) => Some(give(sandbox, state, uid, false).await?),
             None => None,
         };
         static STARTS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
@@ -618,6 +597,27 @@ fn hash(path: &std::ffi::OsStr) -> u64 {
     let mut hasher = std::hash::DefaultHasher::new();
     path.hash(&mut hasher);
     hasher.finish()
+}
+
+/// Makes `dir` (`tree`: and all in it) `uid`'s, 0700, found through the
+/// data directory by that user (bwrap, as it, binds it): canonical, and
+/// open (`O_PATH`) for bwrap.
+async fn give(sandbox: &Sandbox, dir: &Path, uid: u32, tree: bool) -> io::Result<(PathBuf, OwnedFd)> {
+    let dir = dir.canonicalize()?;
+    let (owned, realm) = (dir.clone(), sandbox.realm.clone());
+    tokio::task::spawn_blocking(move || {
+        if tree {
+            chown_tree(&owned, uid)?;
+        } else {
+            std::os::unix::fs::lchown(&owned, Some(uid), Some(uid))?;
+        }
+        std::fs::set_permissions(&owned, std::fs::Permissions::from_mode(0o700))?;
+        traversable(&realm, &owned)
+    })
+    .await
+    .map_err(io::Error::other)??;
+    let fd = open_path(&dir)?;
+    Ok((dir, fd))
 }
 
 /// Drops every group and becomes `uid` (its own group too), for good.
